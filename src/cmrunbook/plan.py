@@ -1,0 +1,357 @@
+"""Planning: the ordered, concrete steps for each target host, before anything runs.
+
+Resolves the method (or the `auto` escalation 1 -> 2 -> 3 -> 4 with a verification after each),
+includes by KB step range, `when` conditions the inventory decides, and which host each step runs
+on. What only the live system can decide (probe conditions, loops over discovered items, reboots
+"if prompted") stays in the plan as a marked decision for run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from cmrunbook.catalog import Catalog, Loaded, resolve_include
+from cmrunbook.errors import ConfigError, UsageError
+from cmrunbook.inventory import HostView, Inventory
+from cmrunbook.runbook import Parameter, Probe, Runbook, Step
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step placed in one host's plan: where it runs, why, and what decides it."""
+
+    key: str
+    step: Step
+    citation: str
+    run_on: str
+    skip_reason: str | None = None
+    run_time_condition: str | None = None
+    arms: tuple[str, ...] = ()
+    note: str | None = None
+
+    @property
+    def loops_over(self) -> str | None:
+        return self.step.for_each
+
+
+@dataclass
+class Stage:
+    """A block of steps: the pre-checks, one method, a verification, or the rollback."""
+
+    name: str
+    title: str
+    kind: str
+    steps: list[PlannedStep]
+    method: str | None = None
+
+
+@dataclass
+class HostPlan:
+    target: HostView
+    params: dict[str, Any]
+    stages: list[Stage]
+
+    def all_steps(self) -> list[PlannedStep]:
+        return [s for st in self.stages for s in st.steps]
+
+
+@dataclass
+class Plan:
+    loaded: Loaded
+    inventory: Inventory
+    method: str | None
+    rollback: bool
+    hosts: list[HostPlan]
+    skipped_hosts: list[tuple[str, str]] = field(default_factory=list)
+    selected: bool = False
+
+    @property
+    def runbook(self) -> Runbook:
+        return self.loaded.runbook
+
+    @property
+    def escalates(self) -> bool:
+        return self.method == "auto"
+
+
+def coerce(name: str, p: Parameter, value: Any, origin: str) -> Any:
+    """A parameter value from the command line or inventory, in the parameter's own type."""
+    try:
+        if p.type == "int":
+            return int(value)
+        if p.type == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if p.type == "list":
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            return [v.strip() for v in str(value).split(",") if v.strip()]
+        if p.type == "choice":
+            allowed = [str(c) for c in p.choices or []]
+            if str(value) not in allowed:
+                raise ValueError(value)
+            return str(value)
+        return str(value)
+    except ValueError:
+        expected = f"one of {p.choices}" if p.type == "choice" else f"a {p.type}"
+        raise UsageError(f"{origin}: {name}={value!r} is not {expected}") from None
+
+
+def resolve_params(
+    rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv_path: str
+) -> dict[str, Any]:
+    """Runbook defaults, then inventory vars (global, group, host), then the command line."""
+    params: dict[str, Any] = {}
+    for name, p in rb.parameters.items():
+        value = p.default
+        if name in host.vars:
+            value = coerce(name, p, host.vars[name], f"{inv_path} (host {host.name})")
+        if name in overrides:
+            value = coerce(name, p, overrides[name], "--set")
+        params[name] = value if value is None else coerce(name, p, value, f"runbook {rb.id}")
+    return params
+
+
+def parse_overrides(rb: Runbook, pairs: Sequence[str]) -> dict[str, str]:
+    """`--set name=value` pairs, each naming a parameter of the runbook."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--set expects name=value, got {pair!r}")
+        if name not in rb.parameters:
+            raise UsageError(
+                f"--set {name}: runbook {rb.id} has no such parameter; "
+                f"known: {', '.join(sorted(rb.parameters))}"
+            )
+        out[name] = value
+    return out
+
+
+class Planner:
+    """Builds plans; holds the compiled `when` expressions of one runbook."""
+
+    def __init__(self, catalog: Catalog, loaded: Loaded, inventory: Inventory) -> None:
+        self.catalog = catalog
+        self.loaded = loaded
+        self.rb = loaded.runbook
+        self.inv = inventory
+        self._compiled: dict[str, Any] = {}
+
+    def condition(self, expr: str, host: HostView, target: HostView, params: dict[str, Any]) -> bool:
+        fn = self._compiled.get(expr)
+        if fn is None:
+            fn = self.catalog.renderer.env.compile_expression(expr)
+            self._compiled[expr] = fn
+        try:
+            return bool(
+                fn(host=host.as_context(), target=target.as_context(), site=_site(host), params=params)
+            )
+        except jinja2.UndefinedError as exc:
+            raise ConfigError(
+                [self.loaded.smap.problem((), f"condition {expr!r} on host {host.name}: {exc}")]
+            ) from exc
+
+    def plan(
+        self,
+        *,
+        method: str | None,
+        hosts: str | None = None,
+        overrides: Sequence[str] = (),
+        rollback: bool = False,
+    ) -> Plan:
+        rb = self.rb
+        if rb.methods:
+            method = str(method or rb.parameters["method"].default or "auto")
+            if method != "auto" and rb.method(method) is None:
+                known = ", ".join([m.id for m in rb.methods] + ["auto"])
+                raise UsageError(f"--method {method}: runbook {rb.id} has methods {known}")
+        elif method not in (None, ""):
+            raise UsageError(f"runbook {rb.id} has no methods; drop --method")
+        else:
+            method = None
+        cli = parse_overrides(rb, overrides)
+        if method is not None:
+            cli = {**cli, "method": method}
+        plan = Plan(self.loaded, self.inv, method, rollback, [], selected=bool(hosts))
+        for host in self.inv.select(hosts):
+            reason = self._not_target(host)
+            if reason:
+                plan.skipped_hosts.append((host.name, reason))
+                continue
+            params = resolve_params(rb, host, cli, self.inv.path)
+            plan.hosts.append(HostPlan(host, params, self._stages(host, params, method, rollback)))
+        if not plan.hosts:
+            why = "; ".join(f"{n}: {r}" for n, r in plan.skipped_hosts) or "no hosts"
+            raise UsageError(f"runbook {rb.id} has no target among the selected hosts ({why})")
+        return plan
+
+    def _not_target(self, host: HostView) -> str | None:
+        t = self.rb.targets
+        if t.role not in host.roles:
+            return f"not a {t.role}"
+        if t.when and not self.condition(t.when, host, host, {}):
+            return f"targets condition '{t.when}' is false"
+        if host.site.version not in self.rb.applies_to:
+            versions = ", ".join(self.rb.applies_to)
+            return f"runbook applies to ConfigMgr {versions}; site {host.site_code} is {host.site.version}"
+        return None
+
+    def _stages(
+        self, target: HostView, params: dict[str, Any], method: str | None, rollback: bool
+    ) -> list[Stage]:
+        rb = self.rb
+        if rollback:
+            if not rb.rollback:
+                raise UsageError(f"runbook {rb.id} has no rollback steps")
+            return [self._stage("rollback", "Rollback", "rollback", rb.rollback, target, params)]
+        stages: list[Stage] = []
+        if rb.prechecks:
+            stages.append(self._stage("precheck", "Pre-checks", "precheck", rb.prechecks, target, params))
+        if not rb.methods:
+            stages.append(self._stage("steps", "Procedure", "steps", rb.steps, target, params))
+            return stages
+        chosen = [m for m in rb.methods if method in ("auto", m.id)]
+        if method == "auto" and rb.verify:
+            stages.append(
+                self._stage("verify:0", "Is it still broken?", "verify", rb.verify, target, params)
+            )
+        for m in chosen:
+            steps: list[tuple[Step, str, str | None]] = []
+            for item in m.steps:
+                if isinstance(item, Step):
+                    steps.append((item, item.kb, None))
+                    continue
+                inc = item.include
+                for s in resolve_include(rb, item):
+                    steps.append((s, f"{inc.kb} (= {s.kb})", inc.erratum))
+            stage = Stage(f"method:{m.id}", m.title, "method", [], method=m.id)
+            stage.steps = self._place(stage.name, steps, target, params)
+            stages.append(stage)
+            if rb.verify:
+                stages.append(
+                    self._stage(
+                        f"verify:{m.id}", f"Verify after {m.title}", "verify", rb.verify, target, params
+                    )
+                )
+        return stages
+
+    def _stage(
+        self, name: str, title: str, kind: str, steps: list[Step], target: HostView, params: dict[str, Any]
+    ) -> Stage:
+        placed = self._place(name, [(s, s.kb, None) for s in steps], target, params)
+        return Stage(name, title, kind, placed)
+
+    def _place(
+        self,
+        stage: str,
+        steps: list[tuple[Step, str, str | None]],
+        target: HostView,
+        params: dict[str, Any],
+    ) -> list[PlannedStep]:
+        arms: dict[str, list[str]] = {}
+        for step, _, _ in steps:
+            if step.wait:
+                arms.setdefault(step.wait.armed_before, []).append(f"{stage}/{step.id}")
+        out: list[PlannedStep] = []
+        for step, citation, note in steps:
+            runner = self.inv.provider_of(target) if step.on == "site_server" else target
+            skip = None
+            if step.when and not self.condition(step.when, runner, target, params):
+                skip = f"skipped: '{step.when}' is false for {target.name} in the inventory"
+            decided = None
+            if step.when_probe:
+                decided = (
+                    f"decided at run time by probe '{step.when_probe.probe}' "
+                    f"(runs if it reports {step.when_probe.equals!r})"
+                )
+            elif step.reboot == "if_pending":
+                decided = "decided at run time: restarts only if a restart is pending"
+            out.append(
+                PlannedStep(
+                    key=f"{stage}/{step.id}",
+                    step=step,
+                    citation=citation,
+                    run_on=runner.name,
+                    skip_reason=skip,
+                    run_time_condition=decided,
+                    arms=tuple(arms.get(step.id, ())),
+                    note=note or step.note,
+                )
+            )
+        return out
+
+
+def _site(host: HostView) -> dict[str, Any]:
+    return {
+        "code": host.site_code,
+        "version": host.site.version,
+        "release": host.site.release,
+        "provider": host.site.provider,
+        "install_dir": host.site.install_dir,
+    }
+
+
+def step_context(
+    plan: Plan, hp: HostPlan, ps: PlannedStep, item: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a step's template sees."""
+    runner = plan.inventory.hosts[ps.run_on]
+    ctx: dict[str, Any] = {
+        "host": runner.as_context(),
+        "target": hp.target.as_context(),
+        "site": _site(hp.target),
+        "params": hp.params,
+        "step": {"id": ps.step.id, "key": ps.key, "kb": ps.citation, "title": ps.step.title},
+        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
+        **ps.step.vars,
+    }
+    if item is not None:
+        ctx["item"] = dict(item)
+    return ctx
+
+
+def placeholder_item(probe: Probe) -> dict[str, str]:
+    """Stand-in values for a loop item in a dry run: shown, never executed."""
+    return {f: f"<{f} of each item found by probe {probe.id}>" for f in probe.fields}
+
+
+def render_step(
+    catalog: Catalog, plan: Plan, hp: HostPlan, ps: PlannedStep, item: Mapping[str, Any] | None = None
+) -> str | None:
+    """The full script for a script step (None for manual, wait and reboot steps)."""
+    if ps.step.template is None:
+        return None
+    if ps.step.for_each and item is None:
+        probe = plan.runbook.probe(ps.step.for_each)
+        assert probe is not None
+        item = placeholder_item(probe)
+    header = f"cmrunbook {plan.runbook.id} | {ps.key} | {ps.citation} | target {hp.target.name} | on {ps.run_on}"
+    return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
+
+
+def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
+    """(host it runs on, script) for a probe."""
+    runner = plan.inventory.provider_of(hp.target) if probe.on == "site_server" else hp.target
+    ctx: dict[str, Any] = {
+        "host": runner.as_context(),
+        "target": hp.target.as_context(),
+        "site": _site(hp.target),
+        "params": hp.params,
+        "step": {"id": probe.id, "key": f"probe/{probe.id}", "kb": "probe", "title": probe.title},
+        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
+        **probe.vars,
+    }
+    header = f"cmrunbook {plan.runbook.id} | probe/{probe.id} | read-only | target {hp.target.name} | on {runner.name}"
+    return runner.name, catalog.renderer.script(probe.template, ctx, header)

@@ -1,0 +1,209 @@
+"""The runbook format: a KB procedure as data (steps, conditions, log waits), never as code.
+
+These models are the single definition of the format: the loader validates against them and
+`schema/runbook.schema.json` is generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+ConfigMgrVersion = Literal["2003", "2007", "2012r2", "cb"]
+Role = Literal["site_server", "distribution_point", "client"]
+Confidence = Literal["seed", "docs", "community", "UNCONFIRMED"]
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
+
+
+class Strict(BaseModel):
+    """Base for every format model: unknown keys are errors, not silently ignored typos."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_range(value: str | int) -> tuple[int, int]:
+    """'3' or 3 -> (3, 3); '1-6' -> (1, 6). KB step numbers start at 1."""
+    m = _RANGE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a KB step number or range like '1-6', got {value!r}")
+    first = int(m.group(1))
+    last = int(m.group(2) or first)
+    if first < 1 or last < first:
+        raise ValueError(f"step range {value!r} must count up from 1")
+    return first, last
+
+
+class Source(Strict):
+    """Which document the procedure comes from, so every run can cite it."""
+
+    document: str = Field(description="File name of the source document under shared/kb/.")
+    kb: str = Field(description="KB article number, e.g. 'KB2910552'.")
+    title: str
+    section: str | None = Field(None, description="Section of the document, e.g. 'More Information'.")
+
+
+class Parameter(Strict):
+    """An operator-tunable value. Uncertain facts are parameters with provenance, never constants."""
+
+    type: Literal["str", "int", "bool", "choice", "version", "list"]
+    default: Any = None
+    choices: list[str | int] | None = None
+    help: str
+    confidence: Confidence = "seed"
+    provenance: str | None = Field(
+        None, description="Where the default comes from; required when confidence is UNCONFIRMED."
+    )
+
+
+class Symptom(Strict):
+    """A log signature that identifies this failure, used by `diagnose`."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str
+    logs: list[str] = Field(description="Log file names this signature is found in, e.g. smsts.log.")
+    any: list[str] = Field(default_factory=list, description="Regexes; one match is evidence.")
+    all: list[str] = Field(
+        default_factory=list, description="Regexes that must all match somewhere in the file."
+    )
+    cause: str = Field(description="The cause, in one sentence.")
+    fix: str = Field(description="Arguments after `invoke remediate <runbook>` that fix it.")
+
+
+class LogWait(Strict):
+    """Wait for lines in a site-system log, armed (its size recorded) before the triggering step."""
+
+    logs: list[str] = Field(description="Log names from the catalog (logs.yaml), e.g. MCSSetup.log.")
+    expect: str = Field(description="Pattern set from the catalog, e.g. 'uninstall' or 'install'.")
+    armed_before: str = Field(description="Id of the step that makes the log write these lines.")
+    timeout: int = Field(1800, ge=1, description="Seconds before the wait fails.")
+    poll: int = Field(10, ge=1, description="Seconds between reads of the log.")
+
+
+class ProbeCondition(Strict):
+    """A condition only the live system can decide: which probe, and the value that runs the step."""
+
+    probe: str
+    equals: Any = True
+
+
+class Step(Strict):
+    """One concrete action, citing the KB step it implements."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Stable id; journals and resume key on it.")
+    kb_steps: str | int = Field(description="KB step number or range within its section.")
+    kb: str = Field(description="Human citation, e.g. 'Method 3, step 5'.")
+    title: str
+    kind: Literal["script", "manual", "wait_log", "reboot"] = "script"
+    on: Literal["target", "site_server"] = Field(
+        "target", description="Run on the target host or on its site's SMS Provider."
+    )
+    click_path: str | None = Field(None, description="What a person clicks in the console.")
+    expect: str | None = Field(None, description="The result a person checks off.")
+    template: str | None = Field(None, description="PowerShell template under templates/.")
+    vars: dict[str, Any] = Field(default_factory=dict)
+    when: str | None = Field(None, description="Jinja2 expression over the inventory (host, site).")
+    when_probe: ProbeCondition | None = None
+    for_each: str | None = Field(None, description="Probe id whose items this step loops over.")
+    destructive: bool = False
+    wait: LogWait | None = None
+    reboot: Literal["if_pending", "always"] | None = None
+    note: str | None = None
+
+    @field_validator("kb_steps")
+    @classmethod
+    def _range(cls, v: str | int) -> str | int:
+        parse_range(v)
+        return v
+
+    @property
+    def kb_range(self) -> tuple[int, int]:
+        return parse_range(self.kb_steps)
+
+
+class IncludeSpec(Strict):
+    """Reuse another method's steps by KB step range ("Method 4 step 1 = Method 3 steps 1-6")."""
+
+    method: str
+    steps: str
+    kb: str = Field(description="This method's own citation, e.g. 'Method 4, step 1'.")
+    kb_steps: str | int
+    erratum: str | None = Field(None, description="Where the source text is wrong, and how it was read.")
+
+    @field_validator("steps", "kb_steps")
+    @classmethod
+    def _range(cls, v: str | int) -> str | int:
+        parse_range(v)
+        return v
+
+
+class Include(Strict):
+    include: IncludeSpec
+
+
+def _step_or_include(v: Any) -> str:
+    return "<include>" if isinstance(v, dict) and "include" in v else "<step>"
+
+
+StepItem = Annotated[
+    Annotated[Step, Tag("<step>")] | Annotated[Include, Tag("<include>")],
+    Discriminator(_step_or_include),
+]
+
+
+class Method(Strict):
+    """One of a KB article's alternative methods; `--method auto` escalates through them."""
+
+    id: str
+    title: str
+    kb: str = Field(description="Section citation, e.g. 'Method 3'.")
+    steps: list[StepItem]
+
+
+class Probe(Strict):
+    """A read-only fact gathered from a host at run time; never changes anything."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str
+    on: Literal["target", "site_server"] = "target"
+    template: str
+    vars: dict[str, Any] = Field(default_factory=dict)
+    returns: Literal["bool", "list", "value"]
+    fields: list[str] = Field(default_factory=list, description="Item fields, for list probes.")
+
+
+class Targets(Strict):
+    """Which inventory hosts a run of this runbook works on."""
+
+    role: Role
+    when: str | None = Field(None, description="Jinja2 expression over the inventory.")
+
+
+class Runbook(Strict):
+    """A KB procedure: identity, symptoms, parameters and ordered steps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="cmrunbook runbook")
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str
+    summary: str
+    source: Source
+    applies_to: list[ConfigMgrVersion]
+    targets: Targets
+    guidance: list[str] = Field(default_factory=list, description="Advice printed before the steps.")
+    symptoms: list[Symptom] = Field(default_factory=list)
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    probes: list[Probe] = Field(default_factory=list)
+    prechecks: list[Step] = Field(default_factory=list)
+    methods: list[Method] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
+    verify: list[Step] = Field(default_factory=list, description="Run after each method.")
+    rollback: list[Step] = Field(default_factory=list)
+
+    def probe(self, probe_id: str) -> Probe | None:
+        return next((p for p in self.probes if p.id == probe_id), None)
+
+    def method(self, method_id: str) -> Method | None:
+        return next((m for m in self.methods if m.id == method_id), None)
