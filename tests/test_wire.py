@@ -164,6 +164,7 @@ def test_the_command_line_is_the_short_bootstrap(lab: LabServer) -> None:
 def test_exit_codes_and_plain_stderr(lab: LabServer) -> None:
     with connect(lab, "echo-exit") as host:
         assert host.run("Write-Output ok", deadline=5).exit_code == 0
+        assert host.run("", deadline=5).stdout == ""  # stdin is closed even when empty
         assert host.run("# lab: exit 3", deadline=5).exit_code == 3
         failed = host.run("# lab: stderr access denied\n# lab: exit 5", deadline=5)
     assert failed.exit_code == 5
@@ -226,6 +227,16 @@ def test_a_script_past_its_deadline_is_terminated(lab: LabServer) -> None:
         assert ECHO.terminated == terminated_before + 1
         assert host.run("Write-Output again", deadline=5).stdout == "Write-Output again"
     assert lab.stats.snapshot()["echo-slow"].requests["Create"] == 1  # the shell survived
+
+
+def test_the_deadline_also_bounds_a_host_that_never_answers(lab: LabServer) -> None:
+    lab.faults.set("echo-hang-create", "hang", actions=["Create"])
+    host = connect(lab, "echo-hang-create", read_timeout=30)
+    started = time.monotonic()
+    with pytest.raises(TransportError) as caught:
+        host.run("Write-Output x", deadline=1)
+    assert caught.value.kind == "timeout"
+    assert time.monotonic() - started < 1 + 1.5  # not the 30 s read timeout
 
 
 # -- failures become TransportErrors of the right kind ---------------------------------------

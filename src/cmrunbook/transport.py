@@ -83,6 +83,9 @@ BOOTSTRAP_ARGUMENTS: tuple[str, ...] = (
 #: MaxEnvelopeSize of WMF 2.0 hosts (XP, Server 2003), while a normal script takes one Send.
 STDIN_CHUNK = 64 * 1024
 
+#: Seconds a terminate Signal may take after the deadline (a host answers it at once).
+SIGNAL_GRACE = 2.0
+
 #: Faults after which Windows wants a new shell (the WinRM Ruby gem resets on the same set):
 #: quota exceeded (shells, operations, per user, system), shell not found, and the registry
 #: error a logged-off user profile causes.
@@ -246,10 +249,14 @@ class WinRMHost:
 
     def _run(self, payload: bytes, end: float, deadline: float) -> tuple[bytes, bytes, int]:
         for attempt in (1, 2):
+            protocol = self._require_protocol()
             try:
-                shell_id = self._ensure_shell(end)
                 self._limit(end)
-                command_id = self._require_protocol().run_command(
+                if self._shell_id is None:
+                    self._shell_id = protocol.open_shell(codepage=self._codepage)
+                shell_id = self._shell_id
+                self._limit(end)
+                command_id = protocol.run_command(
                     shell_id, POWERSHELL, BOOTSTRAP_ARGUMENTS, console_mode_stdin=False
                 )
                 break
@@ -258,11 +265,11 @@ class WinRMHost:
                     raise
                 log.info("%s: %s; opening a new shell", self.endpoint.host, fault.reason.strip())
                 self._drop_shell()
-        protocol = self._require_protocol()
         pieces = [payload[i : i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)]
-        for index, piece in enumerate(pieces or [b""]):
+        pieces = pieces or [b""]  # an empty script still has to close stdin
+        for index, piece in enumerate(pieces, start=1):
             self._limit(end)
-            protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces) - 1)
+            protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces))
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         while True:
@@ -278,14 +285,8 @@ class WinRMHost:
             if done:
                 return b"".join(stdout), b"".join(stderr), exit_code
 
-    def _ensure_shell(self, end: float) -> str:
-        if self._shell_id is None:
-            self._limit(end)
-            self._shell_id = self._require_protocol().open_shell(codepage=self._codepage)
-        return self._shell_id
-
     def _give_up(self, shell_id: str, command_id: str, deadline: float) -> None:
-        self._limit(None)
+        self._limit(time.monotonic() + SIGNAL_GRACE)
         outcome = "the command was terminated"
         try:
             self._require_protocol().cleanup_command(shell_id, command_id)
