@@ -961,7 +961,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "The WS-Management service cannot process the request because of an internal "
                 "error (fault injected by the lab)."
             )
-            self._send_fault(WSManFault("w:InternalError", reason, CODE_UNSPECIFIED), host, None)
+            fault = WSManFault("w:InternalError", reason, CODE_UNSPECIFIED)
+            self._send_fault(fault, host, request.message_id)
         elif kind is FaultKind.QUOTA:
             self._send_fault(_quota_fault(request.action), host, request.message_id)
 
