@@ -6,6 +6,7 @@ template variable, an include of steps that do not exist) is found here, before 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ class Catalog:
         rb = parse(Runbook, data, smap)
         problems = list(_Checker(rb, smap, self).problems())
         if rb.id != path.stem:
-            problems.insert(0, smap.problem(("id",), f"id '{rb.id}' must match file name '{path.stem}'"))
+            problems.insert(
+                0, smap.problem(("id",), f"id '{rb.id}' must match file name '{path.stem}'")
+            )
         if problems:
             raise ConfigError(problems)
         return Loaded(rb, path, smap)
@@ -155,7 +158,9 @@ class _Checker:
         for path, step in all_steps(self.rb):
             if step.id in seen:
                 first = self.smap.locate((*seen[step.id], "id"))[0]
-                yield self.smap.problem((*path, "id"), f"duplicate step id '{step.id}' (first at line {first})")
+                yield self.smap.problem(
+                    (*path, "id"), f"duplicate step id '{step.id}' (first at line {first})"
+                )
             else:
                 seen[step.id] = path
         probe_ids: set[str] = set()
@@ -177,19 +182,27 @@ class _Checker:
         for name, p in self.rb.parameters.items():
             where = ("parameters", name)
             if p.confidence == "UNCONFIRMED" and not p.provenance:
-                yield self.smap.problem(where, f"parameter '{name}' is UNCONFIRMED: give its provenance")
+                yield self.smap.problem(
+                    where, f"parameter '{name}' is UNCONFIRMED: give its provenance"
+                )
             if p.type == "choice":
                 if not p.choices:
                     yield self.smap.problem(where, f"choice parameter '{name}' needs 'choices'")
                 elif p.default is not None and str(p.default) not in [str(c) for c in p.choices]:
-                    yield self.smap.problem((*where, "default"), f"default {p.default!r} is not one of the choices")
+                    yield self.smap.problem(
+                        (*where, "default"), f"default {p.default!r} is not one of the choices"
+                    )
         if self.rb.methods:
             p = self.rb.parameters.get("method")
             wanted = [m.id for m in self.rb.methods] + ["auto"]
             if p is None or p.type != "choice":
-                yield self.smap.problem(("parameters",), "a runbook with methods needs a choice parameter 'method'")
+                yield self.smap.problem(
+                    ("parameters",), "a runbook with methods needs a choice parameter 'method'"
+                )
             elif sorted(map(str, p.choices or [])) != sorted(wanted):
-                yield self.smap.problem(("parameters", "method", "choices"), f"method choices must be {wanted}")
+                yield self.smap.problem(
+                    ("parameters", "method", "choices"), f"method choices must be {wanted}"
+                )
 
     def _symptoms(self) -> Iterator[Problem]:
         for i, sym in enumerate(self.rb.symptoms):
@@ -198,12 +211,19 @@ class _Checker:
                     try:
                         re.compile(pat)
                     except re.error as exc:
-                        yield self.smap.problem(("symptoms", i, key, j), f"bad regular expression: {exc}")
+                        yield self.smap.problem(
+                            ("symptoms", i, key, j), f"bad regular expression: {exc}"
+                        )
             if not sym.any and not sym.all:
                 yield self.smap.problem(("symptoms", i), "a symptom needs 'any' or 'all' patterns")
 
     def _step(self, path: tuple[str | int, ...], step: Step) -> Iterator[Problem]:
-        need = {"script": "template", "wait_log": "wait", "reboot": "reboot", "manual": "click_path"}[step.kind]
+        need = {
+            "script": "template",
+            "wait_log": "wait",
+            "reboot": "reboot",
+            "manual": "click_path",
+        }[step.kind]
         if getattr(step, need) is None:
             yield self.smap.problem(path, f"a {step.kind} step needs '{need}'")
         item_fields: set[str] | None = None
@@ -212,11 +232,15 @@ class _Checker:
             if probe is None:
                 yield self.smap.problem((*path, "for_each"), f"unknown probe '{step.for_each}'")
             elif probe.returns != "list":
-                yield self.smap.problem((*path, "for_each"), f"probe '{probe.id}' does not return a list")
+                yield self.smap.problem(
+                    (*path, "for_each"), f"probe '{probe.id}' does not return a list"
+                )
             else:
                 item_fields = set(probe.fields)
         if step.when_probe and self.rb.probe(step.when_probe.probe) is None:
-            yield self.smap.problem((*path, "when_probe", "probe"), f"unknown probe '{step.when_probe.probe}'")
+            yield self.smap.problem(
+                (*path, "when_probe", "probe"), f"unknown probe '{step.when_probe.probe}'"
+            )
         yield from self._expr((*path, "when"), step.when)
         if step.template:
             yield from self._template(path, step.template, set(step.vars), item_fields)
@@ -224,10 +248,15 @@ class _Checker:
             logs = self.catalog.logs.logs
             for i, log in enumerate(step.wait.logs):
                 if log not in logs:
-                    yield self.smap.problem((*path, "wait", "logs", i), f"log '{log}' is not in runbooks/{LOG_CATALOG}")
+                    yield self.smap.problem(
+                        (*path, "wait", "logs", i), f"log '{log}' is not in runbooks/{LOG_CATALOG}"
+                    )
                 elif step.wait.expect not in logs[log].expect:
                     known = ", ".join(logs[log].expect)
-                    yield self.smap.problem((*path, "wait", "expect"), f"{log} has no expectation '{step.wait.expect}'; known: {known}")
+                    yield self.smap.problem(
+                        (*path, "wait", "expect"),
+                        f"{log} has no expectation '{step.wait.expect}'; known: {known}",
+                    )
 
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:
         if expr is None:
@@ -239,42 +268,77 @@ class _Checker:
             return
         unknown = jinja2.meta.find_undeclared_variables(ast) - WHEN_NAMES
         if unknown:
-            yield self.smap.problem(path, f"condition uses unknown name(s) {sorted(unknown)}; expected {sorted(WHEN_NAMES)}")
+            yield self.smap.problem(
+                path,
+                f"condition uses unknown name(s) {sorted(unknown)}; expected {sorted(WHEN_NAMES)}",
+            )
         yield from self._param_attrs(path, ast)
 
-    def _param_attrs(self, path: tuple[str | int, ...], ast: jinja2.nodes.Node) -> Iterator[Problem]:
+    def _param_attrs(
+        self, path: tuple[str | int, ...], ast: jinja2.nodes.Node
+    ) -> Iterator[Problem]:
         for node in ast.find_all(jinja2.nodes.Getattr):
-            if isinstance(node.node, jinja2.nodes.Name) and node.node.name == "params" and node.attr not in self.rb.parameters:
-                yield self.smap.problem(path, f"params.{node.attr} is not a parameter of this runbook")
+            if (
+                isinstance(node.node, jinja2.nodes.Name)
+                and node.node.name == "params"
+                and node.attr not in self.rb.parameters
+            ):
+                yield self.smap.problem(
+                    path, f"params.{node.attr} is not a parameter of this runbook"
+                )
 
     def _template(
-        self, path: tuple[str | int, ...], template: str, var_names: set[str], item_fields: set[str] | None
+        self,
+        path: tuple[str | int, ...],
+        template: str,
+        var_names: set[str],
+        item_fields: set[str] | None,
     ) -> Iterator[Problem]:
         renderer = self.catalog.renderer
         if not renderer.exists(template):
-            yield self.smap.problem((*path, "template"), f"template '{template}' not found under templates/")
+            yield self.smap.problem(
+                (*path, "template"), f"template '{template}' not found under templates/"
+            )
             return
         try:
             refs = renderer.references(template)
         except jinja2.TemplateSyntaxError as exc:
-            yield self.smap.problem((*path, "template"), f"{exc.filename or template}:{exc.lineno}: {exc.message}")
+            yield self.smap.problem(
+                (*path, "template"), f"{exc.filename or template}:{exc.lineno}: {exc.message}"
+            )
             return
         for parent, child in refs.missing:
-            yield self.smap.problem((*path, "template"), f"{parent} includes '{child}', which does not exist")
+            yield self.smap.problem(
+                (*path, "template"), f"{parent} includes '{child}', which does not exist"
+            )
         allowed = CONTEXT_NAMES | var_names
         for name, where in sorted(refs.names.items()):
             if name not in allowed:
-                yield self.smap.problem((*path, "template"), f"{where} uses '{name}', which is not defined (step vars: {sorted(var_names)})")
+                yield self.smap.problem(
+                    (*path, "template"),
+                    f"{where} uses '{name}', which is not defined (step vars: {sorted(var_names)})",
+                )
         for (obj, attr), (where, line) in sorted(refs.attrs.items()):
             if obj == "params" and attr not in self.rb.parameters:
-                yield self.smap.problem((*path, "template"), f"{where}:{line} uses params.{attr}, which is not a parameter of this runbook")
+                yield self.smap.problem(
+                    (*path, "template"),
+                    f"{where}:{line} uses params.{attr}, which is not a parameter of this runbook",
+                )
             if obj == "item":
                 if item_fields is None:
-                    yield self.smap.problem((*path, "template"), f"{where}:{line} uses item.{attr} but the step has no for_each")
+                    yield self.smap.problem(
+                        (*path, "template"),
+                        f"{where}:{line} uses item.{attr} but the step has no for_each",
+                    )
                 elif attr not in item_fields:
-                    yield self.smap.problem((*path, "template"), f"{where}:{line} uses item.{attr}; the probe gives {sorted(item_fields)}")
+                    yield self.smap.problem(
+                        (*path, "template"),
+                        f"{where}:{line} uses item.{attr}; the probe gives {sorted(item_fields)}",
+                    )
         if "item" in refs.names and item_fields is None:
-            yield self.smap.problem((*path, "template"), f"{template} uses 'item' but the step has no for_each")
+            yield self.smap.problem(
+                (*path, "template"), f"{template} uses 'item' but the step has no for_each"
+            )
 
     def _includes(self) -> Iterator[Problem]:
         for mi, method in enumerate(self.rb.methods):
@@ -283,7 +347,9 @@ class _Checker:
                     try:
                         resolve_include(self.rb, item)
                     except ValueError as exc:
-                        yield self.smap.problem(("methods", mi, "steps", si, "include", "steps"), str(exc))
+                        yield self.smap.problem(
+                            ("methods", mi, "steps", si, "include", "steps"), str(exc)
+                        )
 
     def _arming(self) -> Iterator[Problem]:
         lists: list[tuple[tuple[str | int, ...], list[Step]]] = [(("steps",), list(self.rb.steps))]
@@ -295,10 +361,8 @@ class _Checker:
                 if isinstance(item, Step):
                     flat.append(item)
                 else:
-                    try:
+                    with contextlib.suppress(ValueError):  # reported by _includes
                         flat.extend(resolve_include(self.rb, item))
-                    except ValueError:
-                        pass
             lists.append((("methods", mi), flat))
         positions = {step.id: path for path, step in all_steps(self.rb)}
         for _, steps in lists:
@@ -309,5 +373,5 @@ class _Checker:
                     if target not in order[:idx]:
                         yield self.smap.problem(
                             (*positions[step.id], "wait", "armed_before"),
-                            f"armed_before '{target}' must name a step that comes before '{step.id}'",
+                            f"armed_before '{target}' must name a step before '{step.id}'",
                         )

@@ -83,10 +83,15 @@ def print_dry_run(
     show_scripts: bool = False,
     out_dir: Path | None = None,
 ) -> int:
-    """Print the plan; with `out_dir`, write one .ps1 per host and step. Returns scripts rendered."""
+    """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count."""
     rb = plan.runbook
-    mode = "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")
-    print(f"DRY RUN: {rb.id} ({mode}); nothing will be changed and no host will be contacted.", file=out)
+    mode = (
+        "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")
+    )
+    print(
+        f"DRY RUN: {rb.id} ({mode}); nothing will be changed and no host will be contacted.",
+        file=out,
+    )
     print(f"{rb.title}", file=out)
     print(f"Source: {rb.source.kb}, {rb.source.title} [{rb.source.document}]", file=out)
     print(f"Inventory: {plan.inventory.path}", file=out)
@@ -117,7 +122,11 @@ def print_dry_run(
             if p.confidence == "UNCONFIRMED"
         ]
         if uncertain:
-            print(f"  UNCONFIRMED parameters (override with --set or inventory vars): {', '.join(uncertain)}", file=out)
+            print(
+                "  UNCONFIRMED parameters (override with --set or inventory vars): "
+                + ", ".join(uncertain),
+                file=out,
+            )
         n = 0
         probes_used = {s.step.for_each for s in hp.all_steps()} | {
             s.step.when_probe.probe for s in hp.all_steps() if s.step.when_probe
@@ -125,7 +134,11 @@ def print_dry_run(
         for probe in rb.probes:
             if probe.id in probes_used:
                 runner, script = render_probe(catalog, plan, hp, probe)
-                print(f"  probe {probe.id}: {probe.title} (read-only, on {runner}, returns {probe.returns})", file=out)
+                print(
+                    f"  probe {probe.id}: {probe.title} "
+                    f"(read-only, on {runner}, returns {probe.returns})",
+                    file=out,
+                )
                 rendered += _emit(out, out_dir, hp, f"probe-{probe.id}", script, show_scripts)
         for stage in hp.stages:
             print(f"  -- {stage.title} --", file=out)
@@ -144,7 +157,9 @@ def print_dry_run(
     return rendered
 
 
-def _emit(out: TextIO, out_dir: Path | None, hp: HostPlan, name: str, script: str, show: bool) -> int:
+def _emit(
+    out: TextIO, out_dir: Path | None, hp: HostPlan, name: str, script: str, show: bool
+) -> int:
     if show:
         print("       ---- PowerShell ----", file=out)
         for line in script.splitlines():

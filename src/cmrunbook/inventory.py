@@ -44,7 +44,9 @@ class WinRM(Strict):
     path: str | None = None
     cert_validation: bool | None = None
     ca_bundle: str | None = None
-    insecure: bool | None = Field(None, description="Allow Basic over plain HTTP (shown in output).")
+    insecure: bool | None = Field(
+        None, description="Allow Basic over plain HTTP (shown in output)."
+    )
     operation_timeout: int | None = Field(None, ge=1)
     read_timeout: int | None = Field(None, ge=2)
 
@@ -244,7 +246,9 @@ def load_inventory(path: Path) -> Inventory:
         prov = inv_file.hosts.get(site.provider)
         if prov is None:
             problems.append(
-                smap.problem(("sites", code, "provider"), f"provider '{site.provider}' is not a host")
+                smap.problem(
+                    ("sites", code, "provider"), f"provider '{site.provider}' is not a host"
+                )
             )
         elif "site_server" not in prov.roles:
             problems.append(

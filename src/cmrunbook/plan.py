@@ -149,14 +149,21 @@ class Planner:
         self.inv = inventory
         self._compiled: dict[str, Any] = {}
 
-    def condition(self, expr: str, host: HostView, target: HostView, params: dict[str, Any]) -> bool:
+    def condition(
+        self, expr: str, host: HostView, target: HostView, params: dict[str, Any]
+    ) -> bool:
         fn = self._compiled.get(expr)
         if fn is None:
             fn = self.catalog.renderer.env.compile_expression(expr)
             self._compiled[expr] = fn
         try:
             return bool(
-                fn(host=host.as_context(), target=target.as_context(), site=_site(host), params=params)
+                fn(
+                    host=host.as_context(),
+                    target=target.as_context(),
+                    site=_site(host),
+                    params=params,
+                )
             )
         except jinja2.UndefinedError as exc:
             raise ConfigError(
@@ -205,7 +212,8 @@ class Planner:
             return f"targets condition '{t.when}' is false"
         if host.site.version not in self.rb.applies_to:
             versions = ", ".join(self.rb.applies_to)
-            return f"runbook applies to ConfigMgr {versions}; site {host.site_code} is {host.site.version}"
+            site = f"site {host.site_code} is {host.site.version}"
+            return f"runbook applies to ConfigMgr {versions}; {site}"
         return None
 
     def _stages(
@@ -218,7 +226,9 @@ class Planner:
             return [self._stage("rollback", "Rollback", "rollback", rb.rollback, target, params)]
         stages: list[Stage] = []
         if rb.prechecks:
-            stages.append(self._stage("precheck", "Pre-checks", "precheck", rb.prechecks, target, params))
+            stages.append(
+                self._stage("precheck", "Pre-checks", "precheck", rb.prechecks, target, params)
+            )
         if not rb.methods:
             stages.append(self._stage("steps", "Procedure", "steps", rb.steps, target, params))
             return stages
@@ -242,13 +252,24 @@ class Planner:
             if rb.verify:
                 stages.append(
                     self._stage(
-                        f"verify:{m.id}", f"Verify after {m.title}", "verify", rb.verify, target, params
+                        f"verify:{m.id}",
+                        f"Verify after {m.title}",
+                        "verify",
+                        rb.verify,
+                        target,
+                        params,
                     )
                 )
         return stages
 
     def _stage(
-        self, name: str, title: str, kind: str, steps: list[Step], target: HostView, params: dict[str, Any]
+        self,
+        name: str,
+        title: str,
+        kind: str,
+        steps: list[Step],
+        target: HostView,
+        params: dict[str, Any],
     ) -> Stage:
         placed = self._place(name, [(s, s.kb, None) for s in steps], target, params)
         return Stage(name, title, kind, placed)
@@ -322,13 +343,22 @@ def step_context(
     return ctx
 
 
+def script_header(plan: Plan, key: str, citation: str, target: str, on: str) -> str:
+    """The first line of every script: what it is, for whom, where (also read by the lab)."""
+    return f"cmrunbook {plan.runbook.id} | {key} | {citation} | target {target} | on {on}"
+
+
 def placeholder_item(probe: Probe) -> dict[str, str]:
     """Stand-in values for a loop item in a dry run: shown, never executed."""
     return {f: f"<{f} of each item found by probe {probe.id}>" for f in probe.fields}
 
 
 def render_step(
-    catalog: Catalog, plan: Plan, hp: HostPlan, ps: PlannedStep, item: Mapping[str, Any] | None = None
+    catalog: Catalog,
+    plan: Plan,
+    hp: HostPlan,
+    ps: PlannedStep,
+    item: Mapping[str, Any] | None = None,
 ) -> str | None:
     """The full script for a script step (None for manual, wait and reboot steps)."""
     if ps.step.template is None:
@@ -337,7 +367,7 @@ def render_step(
         probe = plan.runbook.probe(ps.step.for_each)
         assert probe is not None
         item = placeholder_item(probe)
-    header = f"cmrunbook {plan.runbook.id} | {ps.key} | {ps.citation} | target {hp.target.name} | on {ps.run_on}"
+    header = script_header(plan, ps.key, ps.citation, hp.target.name, ps.run_on)
     return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
 
 
@@ -353,5 +383,5 @@ def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tu
         "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
         **probe.vars,
     }
-    header = f"cmrunbook {plan.runbook.id} | probe/{probe.id} | read-only | target {hp.target.name} | on {runner.name}"
+    header = script_header(plan, f"probe/{probe.id}", "read-only", hp.target.name, runner.name)
     return runner.name, catalog.renderer.script(probe.template, ctx, header)

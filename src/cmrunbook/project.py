@@ -11,7 +11,7 @@ DEFAULT_INVENTORY = Path("inventory") / "example.yaml"
 
 
 def project_root() -> Path:
-    """CMRUNBOOK_ROOT, else the nearest folder upwards from here holding runbooks/ and templates/."""
+    """CMRUNBOOK_ROOT, else the nearest folder upwards holding runbooks/ and templates/."""
     env = os.environ.get("CMRUNBOOK_ROOT")
     if env:
         root = Path(env)

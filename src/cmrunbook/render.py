@@ -1,7 +1,8 @@
 """Rendering steps to PowerShell with Jinja2.
 
 Every `{{ value }}` passes through `pwsh.literal` (Jinja's `finalize` hook), so a template cannot
-forget to quote; `{{ value | raw }}` is the visible exception. Undefined names fail (StrictUndefined).
+forget to quote; `{{ value | raw }}` is the visible exception. Undefined names fail
+(StrictUndefined).
 Every script is the same prelude, the step's body, and one machine-readable result line.
 """
 

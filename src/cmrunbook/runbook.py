@@ -42,11 +42,13 @@ class Source(Strict):
     document: str = Field(description="File name of the source document under shared/kb/.")
     kb: str = Field(description="KB article number, e.g. 'KB2910552'.")
     title: str
-    section: str | None = Field(None, description="Section of the document, e.g. 'More Information'.")
+    section: str | None = Field(
+        None, description="Section of the document, e.g. 'More Information'."
+    )
 
 
 class Parameter(Strict):
-    """An operator-tunable value. Uncertain facts are parameters with provenance, never constants."""
+    """An operator-tunable value: uncertain facts are parameters with provenance, not constants."""
 
     type: Literal["str", "int", "bool", "choice", "version", "list"]
     default: Any = None
@@ -63,7 +65,9 @@ class Symptom(Strict):
 
     id: str = Field(pattern=ID_PATTERN)
     title: str
-    logs: list[str] = Field(description="Log file names this signature is found in, e.g. smsts.log.")
+    logs: list[str] = Field(
+        description="Log file names this signature is found in, e.g. smsts.log."
+    )
     any: list[str] = Field(default_factory=list, description="Regexes; one match is evidence.")
     all: list[str] = Field(
         default_factory=list, description="Regexes that must all match somewhere in the file."
@@ -75,7 +79,9 @@ class Symptom(Strict):
 class LogWait(Strict):
     """Wait for lines in a site-system log, armed (its size recorded) before the triggering step."""
 
-    logs: list[str] = Field(description="Log names from the catalog (logs.yaml), e.g. MCSSetup.log.")
+    logs: list[str] = Field(
+        description="Log names from the catalog (logs.yaml), e.g. MCSSetup.log."
+    )
     expect: str = Field(description="Pattern set from the catalog, e.g. 'uninstall' or 'install'.")
     armed_before: str = Field(description="Id of the step that makes the log write these lines.")
     timeout: int = Field(1800, ge=1, description="Seconds before the wait fails.")
@@ -83,7 +89,7 @@ class LogWait(Strict):
 
 
 class ProbeCondition(Strict):
-    """A condition only the live system can decide: which probe, and the value that runs the step."""
+    """A condition only the live system decides: which probe, and the value that runs the step."""
 
     probe: str
     equals: Any = True
@@ -130,7 +136,9 @@ class IncludeSpec(Strict):
     steps: str
     kb: str = Field(description="This method's own citation, e.g. 'Method 4, step 1'.")
     kb_steps: str | int
-    erratum: str | None = Field(None, description="Where the source text is wrong, and how it was read.")
+    erratum: str | None = Field(
+        None, description="Where the source text is wrong, and how it was read."
+    )
 
     @field_validator("steps", "kb_steps")
     @classmethod
@@ -192,7 +200,9 @@ class Runbook(Strict):
     source: Source
     applies_to: list[ConfigMgrVersion]
     targets: Targets
-    guidance: list[str] = Field(default_factory=list, description="Advice printed before the steps.")
+    guidance: list[str] = Field(
+        default_factory=list, description="Advice printed before the steps."
+    )
     symptoms: list[Symptom] = Field(default_factory=list)
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     probes: list[Probe] = Field(default_factory=list)

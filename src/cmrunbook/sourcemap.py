@@ -81,7 +81,9 @@ class _Builder:
         return self._scalar.construct_object(node, deep=True)
 
     def _at(self, node: yaml.Node, message: str) -> Problem:
-        return Problem(self.smap.file, node.start_mark.line + 1, node.start_mark.column + 1, message)
+        return Problem(
+            self.smap.file, node.start_mark.line + 1, node.start_mark.column + 1, message
+        )
 
 
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
@@ -112,7 +114,9 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([Problem(name, line, col, f"unsupported YAML value: {exc.problem}")]) from exc
+        raise ConfigError(
+            [Problem(name, line, col, f"unsupported YAML value: {exc.problem}")]
+        ) from exc
     if builder.problems:
         raise ConfigError(builder.problems)
     return data, smap

@@ -8,6 +8,7 @@ documented exit codes (0 ok, 1 failed or non-compliant, 2 usage or configuration
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,13 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _help_if_asked(value: str, task_name: str) -> None:
+    """`invoke remediate --help`: invoke's parser gives `--help` to a pending positional argument;
+    show invoke's own help for the task instead of looking for a runbook called `--help`."""
+    if value in ("--help", "-h"):
+        os.execvp(sys.argv[0], [sys.argv[0], "--help", task_name])
+
+
 def _setup(runbook: str, inventory: str | None) -> tuple[Any, Any, Any]:
     from cmrunbook.catalog import Catalog
     from cmrunbook.inventory import load_inventory
@@ -90,30 +98,64 @@ REMEDIATE_HELP = {
     "show_scripts": "With --dry-run: print the full PowerShell of every step.",
     "out": "With --dry-run: write one .ps1 file per host and step under this folder.",
     "rollback": "Run the runbook's rollback steps instead of the procedure.",
+    "yes": "Run destructive steps without asking (they are listed in the dry run).",
+    "forks": "How many target hosts run at once (default 5).",
+    "non_interactive": "Never prompt: manual and unconfirmed destructive steps fail clearly.",
+    "assume_manual_done": "Treat manual (console-only) steps as done by a person beforehand.",
+    "resume": "Continue the run in this run folder after each host's last completed step.",
+    "runs": "Folder for run folders (journal, scripts, reports); default runs/.",
+    "reports": "Also copy each run's reports into this folder (for scheduled runs).",
+    "keep_days": "With --reports: delete report folders older than this many days.",
+    "step_timeout": "Seconds allowed for one remote script (default 600).",
+    "time_scale": "Multiply log-wait timeouts, polls and reboot waits (e.g. 0.05 in the lab).",
 }
 
 
-@task(positional=["runbook"], iterable=["set"], help=REMEDIATE_HELP)
-@cli_errors
-def remediate(
-    c: Any,
+def _run_options(**kw: Any) -> Any:
+    from cmrunbook.execute import Options
+
+    return Options(
+        forks=int(kw["forks"]),
+        yes=bool(kw["yes"]),
+        non_interactive=bool(kw["non_interactive"]),
+        assume_manual_done=bool(kw["assume_manual_done"]),
+        step_timeout=float(kw["step_timeout"]),
+        time_scale=float(kw["time_scale"]),
+    )
+
+
+def run_runbook(
     runbook: str,
-    method: str | None = None,
-    inventory: str | None = None,
-    hosts: str | None = None,
-    set: list[str] | None = None,  # noqa: A002 - the option is --set
-    dry_run: bool = False,
-    show_scripts: bool = False,
-    out: str | None = None,
-    rollback: bool = False,
-) -> None:
-    """Fix a known OSD failure with a runbook: dry run, or run over WinRM on the inventory."""
+    *,
+    method: str | None,
+    inventory: str | None,
+    hosts: str | None,
+    overrides: list[str],
+    dry_run: bool,
+    show_scripts: bool,
+    out: str | None,
+    rollback: bool,
+    resume: str | None,
+    runs: str | None,
+    reports: str | None,
+    keep_days: int,
+    **options: Any,
+) -> int:
+    """Plan, then dry-run or execute; shared by `remediate` and `check`. Returns the exit code."""
+    if resume:
+        from cmrunbook.journal import ResumeState
+
+        request = ResumeState.load(Path(resume)).run.get("request") or {}
+        runbook = request.get("runbook", runbook)
+        method, inventory = request.get("method"), request.get("inventory")
+        hosts, overrides = request.get("hosts"), list(request.get("overrides") or [])
+        rollback = bool(request.get("rollback"))
     catalog, plan = build_plan(
         runbook,
         inventory=inventory,
         method=method,
         hosts=hosts,
-        overrides=list(set or []),
+        overrides=overrides,
         rollback=rollback,
     )
     if dry_run:
@@ -122,8 +164,129 @@ def remediate(
         print_dry_run(
             plan, catalog, sys.stdout, show_scripts=show_scripts, out_dir=Path(out) if out else None
         )
-        return
-    raise UsageError("this build runs only with --dry-run")
+        return EXIT_OK
+    from cmrunbook.connect import remote_factory
+    from cmrunbook.orchestrate import execute_plan
+    from cmrunbook.project import project_root
+
+    opts = _run_options(**options)
+    request = {
+        "runbook": runbook, "method": method, "inventory": plan.inventory.path, "hosts": hosts,
+        "overrides": overrides, "rollback": rollback,
+    }  # fmt: skip
+    return execute_plan(
+        catalog,
+        plan,
+        opts,
+        runs_dir=Path(runs) if runs else project_root() / "runs",
+        connect=remote_factory(plan.inventory, non_interactive=opts.non_interactive),
+        resume=Path(resume) if resume else None,
+        request=request,
+        after=_reports_hook(catalog, plan, reports, keep_days),
+    )
+
+
+def _reports_hook(catalog: Any, plan: Any, reports: str | None, keep_days: int) -> Any:
+    def write(run_dir: Path) -> None:
+        from cmrunbook.reports import copy_reports, prune_reports, write_reports
+
+        written = write_reports(run_dir, catalog, plan)
+        print(f"Reports: {', '.join(str(p) for p in written)}")
+        if reports:
+            copy_reports(run_dir, Path(reports))
+            prune_reports(Path(reports), keep_days=keep_days)
+
+    return write
+
+
+@task(positional=["runbook"], iterable=["set"], help=REMEDIATE_HELP, auto_shortflags=False)
+@cli_errors
+def remediate(
+    c: Any,
+    runbook: str,
+    method: str | None = None,
+    inventory: str | None = None,
+    hosts: str | None = None,
+    set: list[str] | None = None,  # the option is --set
+    dry_run: bool = False,
+    show_scripts: bool = False,
+    out: str | None = None,
+    rollback: bool = False,
+    yes: bool = False,
+    forks: int = 5,
+    non_interactive: bool = False,
+    assume_manual_done: bool = False,
+    resume: str | None = None,
+    runs: str | None = None,
+    reports: str | None = None,
+    keep_days: int = 30,
+    step_timeout: float = 600.0,
+    time_scale: float = 1.0,
+) -> None:
+    """Fix a known OSD failure with a runbook: dry run, or run over WinRM on the inventory."""
+    if not runbook and not resume:
+        raise UsageError(
+            "name a runbook (e.g. `invoke remediate multicast --dry-run`) or --resume RUN"
+        )
+    code = run_runbook(
+        runbook, method=method, inventory=inventory, hosts=hosts, overrides=list(set or []),
+        dry_run=dry_run, show_scripts=show_scripts, out=out, rollback=rollback, yes=yes,
+        forks=forks, non_interactive=non_interactive, assume_manual_done=assume_manual_done,
+        resume=resume, runs=runs, reports=reports, keep_days=keep_days,
+        step_timeout=step_timeout, time_scale=time_scale,
+    )  # fmt: skip
+    if code:
+        raise Exit(code=code)
+
+
+CHECK_HELP = {
+    k: v for k, v in REMEDIATE_HELP.items() if k not in ("runbook", "method", "rollback", "yes")
+}
+CHECK_HELP["name"] = (
+    "Check name: client-hotfix, site-hotfix or nt4 (the runbook id without -check)."
+)
+
+
+@task(positional=["name"], iterable=["set"], help=CHECK_HELP, auto_shortflags=False)
+@cli_errors
+def check(
+    c: Any,
+    name: str,
+    inventory: str | None = None,
+    hosts: str | None = None,
+    set: list[str] | None = None,  # the option is --set
+    dry_run: bool = False,
+    show_scripts: bool = False,
+    out: str | None = None,
+    forks: int = 20,
+    non_interactive: bool = False,
+    assume_manual_done: bool = False,
+    resume: str | None = None,
+    runs: str | None = None,
+    reports: str | None = None,
+    keep_days: int = 30,
+    step_timeout: float = 600.0,
+    time_scale: float = 1.0,
+) -> None:
+    """Run a read-only check runbook; exit 1 when any host is non-compliant or unreachable."""
+    from cmrunbook.catalog import Catalog
+    from cmrunbook.project import project_root
+
+    _help_if_asked(name, "check")
+    known = Catalog(project_root()).ids()
+    runbook = next((r for r in (name, f"{name}-check", f"{name}-precheck") if r in known), "")
+    if not runbook and not resume:
+        checks = [r for r in known if r.endswith(("-check", "-precheck"))]
+        raise UsageError(f"no check '{name}'; known: {', '.join(checks)}")
+    code = run_runbook(
+        runbook, method=None, inventory=inventory, hosts=hosts, overrides=list(set or []),
+        dry_run=dry_run, show_scripts=show_scripts, out=out, rollback=False, yes=False,
+        forks=forks, non_interactive=non_interactive, assume_manual_done=assume_manual_done,
+        resume=resume, runs=runs, reports=reports, keep_days=keep_days,
+        step_timeout=step_timeout, time_scale=time_scale,
+    )  # fmt: skip
+    if code:
+        raise Exit(code=code)
 
 
 @task(help={"inventory": "Also check this inventory (default: every file under inventory/)."})
@@ -169,4 +332,4 @@ def schema(c: Any) -> None:
         print(f"wrote {path}")
 
 
-ns = Collection(remediate, validate, schema)
+ns = Collection(remediate, check, validate, schema)

@@ -1,0 +1,569 @@
+"""Running a plan for real: per target host, in parallel up to --forks, journaled step by step.
+
+A host's failure stops that host's procedure only. Probes are taken once per host and kept in the
+journal (Method 3 re-enables the images it found before disabling them, also after a resume).
+Log monitors are armed before their triggering step; reboots compare boot times and wait for
+WinRM to answer again. The transport is injected (`connect`): this module never sees credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cmrunbook.catalog import Catalog
+from cmrunbook.journal import JournalWriter, ResumeState, step_id
+from cmrunbook.monitor import READ_LIMIT, Watch, compile_expectation, wait_for_logs
+from cmrunbook.plan import (
+    HostPlan,
+    Plan,
+    PlannedStep,
+    Stage,
+    render_probe,
+    render_step,
+    script_header,
+)
+from cmrunbook.render import ScriptResult, parse_result
+from cmrunbook.runbook import Probe
+from cmrunbook.transport import CommandResult, TransportError
+
+
+class Remote(Protocol):
+    def run(self, script: str, *, deadline: float) -> CommandResult: ...
+    def close(self) -> None: ...
+
+
+class StepFailed(Exception):
+    """Ends a host's procedure with a message for the summary."""
+
+    def __init__(self, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Options:
+    forks: int = 5
+    yes: bool = False
+    non_interactive: bool = False
+    assume_manual_done: bool = False
+    step_timeout: float = 600.0
+    reboot_timeout: float = 900.0
+    time_scale: float = 1.0
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    status: str = "ok"
+    message: str = ""
+    steps_done: int = 0
+    duration: float = 0.0
+
+
+class Sessions:
+    """One WinRM shell per host per run; a host's shell serves one command at a time."""
+
+    def __init__(self, connect: Callable[[str], Remote]) -> None:
+        self._connect = connect
+        self._slots: dict[str, tuple[threading.Lock, list[Remote | None]]] = {}
+        self._guard = threading.Lock()
+
+    def _slot(self, host: str) -> tuple[threading.Lock, list[Remote | None]]:
+        with self._guard:
+            return self._slots.setdefault(host, (threading.Lock(), [None]))
+
+    def run(self, host: str, script: str, deadline: float) -> CommandResult:
+        lock, cell = self._slot(host)
+        with lock:
+            if cell[0] is None:
+                cell[0] = self._connect(host)
+            try:
+                return cell[0].run(script, deadline=deadline)
+            except TransportError:
+                self._drop(cell)
+                raise
+
+    def reset(self, host: str) -> None:
+        """Forget a host's shell (it is rebooting); the next run opens a new one."""
+        lock, cell = self._slot(host)
+        with lock:
+            self._drop(cell)
+
+    @staticmethod
+    def _drop(cell: list[Remote | None]) -> None:
+        if cell[0] is not None:
+            with contextlib.suppress(Exception):  # the shell may be gone with its host
+                cell[0].close()
+            cell[0] = None
+
+    def close(self) -> None:
+        for lock, cell in list(self._slots.values()):
+            with lock:
+                self._drop(cell)
+
+
+class Console(Protocol):
+    def step(self, host: str, text: str) -> None: ...
+    def progress(self, host: str, text: str) -> None: ...
+    def confirm(self, question: str) -> bool: ...
+
+
+@dataclass
+class Runner:
+    """Runs one plan; `run()` returns each target's outcome."""
+
+    catalog: Catalog
+    plan: Plan
+    sessions: Sessions
+    journal: JournalWriter
+    console: Console
+    options: Options
+    resume: ResumeState | None = None
+    prompt_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> list[HostOutcome]:
+        with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
+            futures = [pool.submit(self._host, hp) for hp in self.plan.hosts]
+            return [f.result() for f in futures]
+
+    def _host(self, hp: HostPlan) -> HostOutcome:
+        run = HostRun(self, hp)
+        return run.execute()
+
+
+class HostRun:
+    """The procedure for one target host."""
+
+    def __init__(self, runner: Runner, hp: HostPlan) -> None:
+        self.r = runner
+        self.hp = hp
+        self.name = hp.target.name
+        prior = runner.resume.hosts.get(self.name) if runner.resume else None
+        self.done: set[str] = set(prior.done) if prior else set()
+        self.stages_done: dict[str, str] = dict(prior.stages) if prior else {}
+        self.probes: dict[str, Any] = dict(prior.probes) if prior else {}
+        self.armed: dict[str, dict[str, Any]] = dict(prior.armed) if prior else {}
+        self.finished = prior.finished if prior else None
+        self.reboot_requested = False
+        self.outcome = HostOutcome(self.name)
+        self.contacted = False
+
+    # -- the procedure --------------------------------------------------------------------
+    def execute(self) -> HostOutcome:
+        start = time.monotonic()
+        j = self.r.journal
+        if self.finished in ("ok", "non-compliant"):
+            self.outcome.status = self.finished
+            self.outcome.message = "finished in the run being resumed"
+            self.r.console.step(self.name, f"already {self.finished} in the resumed run")
+            return self.outcome
+        if self.r.resume:
+            j.write("host-resume", host=self.name, done=sorted(self.done))
+        try:
+            self._stages()
+        except StepFailed as exc:
+            self.outcome.status = exc.status
+            self.outcome.message = str(exc)
+        except TransportError as exc:
+            self.outcome.status = "failed" if self.contacted else "unreachable"
+            self.outcome.message = str(exc)
+        self.outcome.duration = time.monotonic() - start
+        j.write(
+            "host-end",
+            host=self.name,
+            status=self.outcome.status,
+            message=self.outcome.message,
+            steps_done=self.outcome.steps_done,
+            duration=round(self.outcome.duration, 3),
+        )
+        self.r.console.step(
+            self.name, f"{self.outcome.status.upper()}: {self.outcome.message}".rstrip(": ")
+        )
+        return self.outcome
+
+    def _stages(self) -> None:
+        stages = self.hp.stages
+        escalate = self.r.plan.escalates
+        for index, stage in enumerate(stages):
+            previous = self.stages_done.get(stage.name)
+            if previous is not None:
+                if stage.kind == "verify" and previous == "passed":
+                    self.outcome.message = f"verified in the resumed run ({stage.title})"
+                    return
+                if stage.kind == "verify" and previous == "failed" and escalate:
+                    continue
+            passed = self._stage(stage)
+            if stage.kind != "verify":
+                continue
+            self.r.journal.write(
+                "stage-end",
+                host=self.name,
+                stage=stage.name,
+                status="passed" if passed else "failed",
+            )
+            if passed:
+                self.outcome.message = (
+                    "multicast already works; nothing to do"
+                    if stage.name == "verify:0"
+                    else f"verified after {stage.title.removeprefix('Verify after ')}"
+                )
+                return
+            more = any(s.kind == "method" for s in stages[index + 1 :])
+            if not (escalate and more):
+                raise StepFailed(
+                    f"still failing after {stage.title.removeprefix('Verify after ')}"
+                    + self._next_hint(stage)
+                )
+            self.r.console.step(
+                self.name, f"{stage.title}: still failing; escalating to the next method"
+            )
+        if self.outcome.status == "ok" and not self.outcome.message:
+            self.outcome.message = "all steps done"
+
+    def _next_hint(self, stage: Stage) -> str:
+        ids = [m.id for m in self.r.plan.runbook.methods]
+        current = stage.name.split(":", 1)[1]
+        if current in ids and ids.index(current) + 1 < len(ids):
+            return f"; next: --method {ids[ids.index(current) + 1]}"
+        return "; no method left: open a support case"
+
+    def _stage(self, stage: Stage) -> bool:
+        """Run a stage; False only for a verification that reports failure."""
+        groups = list(_loop_groups(stage.steps))
+        for group in groups:
+            probe_id = group[0].step.for_each
+            if probe_id is None:
+                for ps in group:
+                    if not self._step(stage, ps, None):
+                        return False
+                continue
+            runnable = [ps for ps in group if not ps.skip_reason]
+            for ps in group:
+                if ps.skip_reason:
+                    self._skip(ps, None, ps.skip_reason)
+            if not runnable:
+                continue
+            items = self._probe(probe_id)
+            if not items:
+                for ps in runnable:
+                    self._skip(ps, None, f"probe {probe_id} found nothing to loop over")
+                continue
+            for item in items:
+                for ps in runnable:
+                    if not self._step(stage, ps, item):
+                        return False
+        return True
+
+    # -- one step ---------------------------------------------------------------------------
+    def _step(self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None) -> bool:
+        item_id = _item_id(item)
+        sid = step_id(ps.key, item_id)
+        if sid in self.done:
+            return True
+        if ps.skip_reason:
+            self._skip(ps, item_id, ps.skip_reason)
+            return True
+        step = ps.step
+        if step.when_probe:
+            value = self._probe(step.when_probe.probe)
+            if value != step.when_probe.equals:
+                self._skip(ps, item_id, f"probe {step.when_probe.probe} reported {value!r}")
+                return True
+        j = self.r.journal
+        j.write(
+            "step-start", host=self.name, key=ps.key, item=item_id, on=ps.run_on,
+            citation=ps.citation, title=step.title,
+        )  # fmt: skip
+        self.r.console.step(
+            self.name, f"[{ps.citation}] {step.title}" + (f" ({item_id})" if item_id else "")
+        )
+        started = time.monotonic()
+        for armed in ps.arms:
+            self._arm(armed, item)
+        try:
+            status, message, data, lines = self._perform(stage, ps, item)
+        except StepFailed as exc:
+            self._end(ps, item_id, exc.status, str(exc), None, getattr(exc, "lines", []), started)
+            if stage.kind == "verify" and exc.status == "failed":
+                return False
+            raise
+        except TransportError as exc:
+            self._end(ps, item_id, "failed", str(exc), None, [], started)
+            raise
+        self._end(ps, item_id, status, message, data, lines, started)
+        return True
+
+    def _perform(
+        self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None
+    ) -> tuple[str, str, Any, list[str]]:
+        kind = ps.step.kind
+        if kind == "manual":
+            return self._manual(ps)
+        if kind == "reboot":
+            return self._reboot(ps)
+        if kind == "wait_log":
+            return self._wait(ps, item)
+        script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
+        assert script is not None
+        result = self._script(ps.run_on, f"{ps.key}{'#' + _item_id(item) if item else ''}", script)
+        if result.reboot_required:
+            self.reboot_requested = True
+        data = result.data
+        compliance = data.get("compliance") if isinstance(data, dict) else None
+        if not result.ok:
+            if compliance == "non-compliant":
+                raise StepFailed(result.message or "non-compliant", "non-compliant")
+            raise StepFailed(result.message or "the script reported failure")
+        status = "changed" if result.changed else "ok"
+        return status, result.message, data, []
+
+    def _end(
+        self, ps: PlannedStep, item_id: str | None, status: str, message: str, data: Any,
+        lines: list[str], started: float,
+    ) -> None:  # fmt: skip
+        duration = time.monotonic() - started
+        self.r.journal.write(
+            "step-end", host=self.name, key=ps.key, item=item_id, status=status, message=message,
+            data=data, duration=round(duration, 3), log_lines=lines,
+        )  # fmt: skip
+        if status not in ("failed",):
+            self.done.add(step_id(ps.key, item_id))
+            self.outcome.steps_done += 1
+        self.r.console.step(
+            self.name,
+            f"  -> {status}" + (f": {message}" if message else "") + f" ({duration:.1f}s)",
+        )
+
+    def _skip(self, ps: PlannedStep, item_id: str | None, reason: str) -> None:
+        sid = step_id(ps.key, item_id)
+        if sid in self.done:
+            return
+        self.r.journal.write(
+            "step-end", host=self.name, key=ps.key, item=item_id, status="skipped", message=reason,
+            data=None, duration=0, log_lines=[],
+        )  # fmt: skip
+        self.done.add(sid)
+        self.r.console.step(self.name, f"[{ps.citation}] {ps.step.title}: skipped ({reason})")
+
+    # -- remote calls -----------------------------------------------------------------------
+    def _script(self, host: str, name: str, script: str) -> ScriptResult:
+        self.r.journal.save_script(self.name, f"{host}-{name}", script)
+        res = self.r.sessions.run(host, script, self.r.options.step_timeout)
+        self.contacted = True
+        parsed = parse_result(res.stdout)
+        if parsed is None:
+            detail = (res.stderr or res.stdout).strip().splitlines()
+            tail = " | ".join(detail[-5:]) if detail else f"exit code {res.exit_code}, no output"
+            raise StepFailed(f"{host}: the script ended without a result: {tail}")
+        return parsed
+
+    def _engine(self, host: str, template: str, name: str, **values: Any) -> ScriptResult:
+        ctx = {
+            "host": self.r.plan.inventory.hosts[host].as_context(),
+            "target": self.hp.target.as_context(),
+            **values,
+        }
+        header = script_header(self.r.plan, f"engine/{name}", "read-only", self.name, host)
+        script = self.r.catalog.renderer.script(f"engine/{template}", ctx, header)
+        return self._script(host, f"engine-{name}", script)
+
+    def _probe(self, probe_id: str) -> Any:
+        if probe_id in self.probes:
+            return self.probes[probe_id]
+        probe = self.r.plan.runbook.probe(probe_id)
+        assert probe is not None
+        host, script = render_probe(self.r.catalog, self.r.plan, self.hp, probe)
+        result = self._script(host, f"probe-{probe.id}", script)
+        if not result.ok:
+            raise StepFailed(f"probe {probe_id} failed on {host}: {result.message}")
+        value = _probe_value(probe, result.data)
+        self.probes[probe_id] = value
+        self.r.journal.write("probe", host=self.name, probe=probe_id, on=host, value=value)
+        return value
+
+    def _manual(self, ps: PlannedStep) -> tuple[str, str, Any, list[str]]:
+        step = ps.step
+        if self.r.options.assume_manual_done:
+            return "manual-confirmed", "assumed done (--assume-manual-done)", None, []
+        if self.r.options.non_interactive:
+            raise StepFailed(
+                f"manual step needs a person: {step.click_path} Rerun with --assume-manual-done "
+                "once it is done, or without --non-interactive to confirm it."
+            )
+        with self.r.prompt_lock:
+            ok = self.r.console.confirm(
+                f"[{self.name}] MANUAL: {step.title}\n  {step.click_path}\n"
+                f"  Expect: {step.expect}\n  Done?"
+            )
+        if not ok:
+            raise StepFailed(f"manual step not confirmed: {step.title}", "stopped")
+        return "manual-confirmed", "confirmed by the operator", None, []
+
+    # -- log monitors -----------------------------------------------------------------------
+    def _wait_step(self, key: str) -> PlannedStep:
+        return next(s for s in self.hp.all_steps() if s.key == key)
+
+    def _arm(self, wait_key: str, item: dict[str, Any] | None) -> None:
+        wait_ps = self._wait_step(wait_key)
+        w = wait_ps.step.wait
+        assert w is not None
+        aid = step_id(wait_key, _item_id(item))
+        if aid in self.armed:
+            return
+        dirs = self.hp.target.vars.get("log_dirs") or self.r.catalog.logs.dirs
+        result = self._engine(
+            wait_ps.run_on, "log_arm.ps1.j2", "log-arm", logs=w.logs, dirs=list(dirs)
+        )
+        if not result.ok:
+            raise StepFailed(f"cannot arm the log monitor on {wait_ps.run_on}: {result.message}")
+        self.armed[aid] = result.data
+        self.r.journal.write(
+            "log-armed", host=self.name, key=aid, on=wait_ps.run_on, logs=result.data
+        )
+
+    def _wait(
+        self, ps: PlannedStep, item: dict[str, Any] | None
+    ) -> tuple[str, str, Any, list[str]]:
+        w = ps.step.wait
+        assert w is not None
+        aid = step_id(ps.key, _item_id(item))
+        if aid not in self.armed:
+            # Resumed after the trigger ran in a run that died before arming was journaled: read
+            # the whole log from the start rather than miss the lines.
+            self._arm(ps.key, item)
+            for entry in self.armed[aid].values():
+                entry["size"] = 0
+        armed = self.armed[aid]
+        watches = []
+        for log in w.logs:
+            success, failure, reboot = compile_expectation(
+                self.r.catalog.logs.expectation(log, w.expect), item
+            )
+            watches.append(
+                Watch(log, armed[log]["path"], int(armed[log]["size"]), success, failure, reboot)
+            )
+        scale = self.r.options.time_scale
+        timeout, poll = w.timeout * scale, max(0.05, w.poll * scale)
+
+        def read(request: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            res = self._engine(
+                ps.run_on, "log_read.ps1.j2", "log-read", watches=request, max_bytes=READ_LIMIT
+            )
+            if not res.ok:
+                raise StepFailed(f"cannot read {', '.join(request)} on {ps.run_on}: {res.message}")
+            return res.data or {}
+
+        def progress(elapsed: float, last: str) -> None:
+            self.r.console.progress(
+                self.name, f"waiting {elapsed:.0f}s of {timeout:.0f}s; last: {last[:100]}"
+            )
+
+        outcome = wait_for_logs(watches, read, timeout=timeout, poll=poll, progress=progress)
+        if outcome.reboot_requested:
+            self.reboot_requested = True
+        if outcome.status != "ok":
+            shown = "\n    ".join(outcome.lines[-8:]) or "(no new lines)"
+            raise StepFailedWithLines(
+                f"{outcome.message}\n    last lines read:\n    {shown}", outcome.lines
+            )
+        return (
+            "ok",
+            outcome.message,
+            {"polls": outcome.polls, "bytes": sum(x.bytes_read for x in watches)},
+            outcome.lines,
+        )
+
+    # -- reboots ------------------------------------------------------------------------------
+    def _reboot(self, ps: PlannedStep) -> tuple[str, str, Any, list[str]]:
+        host = ps.run_on
+        reasons: list[str] = []
+        if ps.step.reboot == "if_pending":
+            pending = self._engine(host, "reboot_pending.ps1.j2", "reboot-pending")
+            data = pending.data or {}
+            reasons = list(data.get("reasons") or [])
+            if self.reboot_requested:
+                reasons.append("a previous step asked for a restart")
+            if not reasons:
+                return "skipped", "no restart pending", None, []
+        before = self._engine(host, "boot_time.ps1.j2", "boot-time").data
+        self._engine(host, "restart.ps1.j2", "restart", reason=f"cmrunbook: {ps.citation}")
+        self.r.sessions.reset(host)
+        after = self._await_boot(host, before)
+        self.reboot_requested = False
+        self.r.journal.write(
+            "reboot", host=self.name, on=host, before=before, after=after, reasons=reasons
+        )
+        return (
+            "changed",
+            f"restarted ({', '.join(reasons) or 'always'}); back up since {after}",
+            {"before": before, "after": after},
+            [],
+        )
+
+    def _await_boot(self, host: str, before: Any) -> Any:
+        scale = self.r.options.time_scale
+        deadline = time.monotonic() + self.r.options.reboot_timeout * scale
+        time.sleep(min(5.0, 5.0 * scale))
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                now = self._engine(host, "boot_time.ps1.j2", "boot-time").data
+                if now != before:
+                    return now
+                last_error = "still the old boot time (not restarted yet)"
+            except TransportError as exc:
+                last_error = str(exc)
+            self.r.console.progress(
+                self.name, f"waiting for {host} to come back: {last_error[:80]}"
+            )
+            time.sleep(max(0.05, 5.0 * scale))
+        raise StepFailed(
+            f"{host} did not come back within {self.r.options.reboot_timeout * scale:.0f}s: "
+            + last_error
+        )
+
+
+class StepFailedWithLines(StepFailed):
+    def __init__(self, message: str, lines: list[str]) -> None:
+        super().__init__(message)
+        self.lines = lines
+
+
+def _loop_groups(steps: list[PlannedStep]) -> Iterator[list[PlannedStep]]:
+    """Consecutive steps looping over the same probe run item by item together."""
+    group: list[PlannedStep] = []
+    for ps in steps:
+        if group and ps.step.for_each and ps.step.for_each == group[-1].step.for_each:
+            group.append(ps)
+            continue
+        if group:
+            yield group
+        group = [ps]
+    if group:
+        yield group
+
+
+def _item_id(item: dict[str, Any] | None) -> str | None:
+    if item is None:
+        return None
+    for key in ("PackageID", "Name", "id"):
+        if key in item:
+            return str(item[key])
+    return str(sorted(item.items()))
+
+
+def _probe_value(probe: Probe, data: Any) -> Any:
+    if probe.returns == "list":
+        if data is None:
+            return []
+        items = data if isinstance(data, list) else [data]
+        return [dict(i) for i in items if isinstance(i, dict)]
+    if probe.returns == "bool":
+        return bool(data)
+    return data

@@ -1,0 +1,152 @@
+"""The run journal: append-only JSON lines, flushed and synced per event, so a kill loses nothing.
+
+A run folder is `runs/<YYYYmmdd-HHMMSS>-<runbook>/` holding `journal.jsonl`, the scripts as sent
+(`scripts/<host>/...ps1`) and the reports. `--resume` reads the journal back (see `ResumeState`)
+and continues each host after its last completed step. No credential is ever passed in here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cmrunbook.errors import UsageError
+
+JOURNAL = "journal.jsonl"
+DONE_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_run_dir(runs: Path, runbook: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = runs / f"{stamp}-{runbook}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = runs / f"{stamp}-{runbook}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+class JournalWriter:
+    """Appends events; each is one line, written whole, flushed and fsynced before returning."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / JOURNAL
+        self._lock = threading.Lock()
+        self._seq = _last_seq(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
+        if self._fh.tell() > 0 and not _ends_with_newline(self.path):
+            self._fh.write("\n")  # a kill mid-line left a partial event: start clean
+
+    def write(self, event: str, **fields: Any) -> None:
+        with self._lock:
+            self._seq += 1
+            record = {"seq": self._seq, "time": now_iso(), "event": event, **fields}
+            self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def save_script(self, host: str, name: str, script: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        path = self.run_dir / "scripts" / host / f"{safe}.ps1"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script, encoding="utf-8")
+        return path
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return True
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every complete event; a last line cut by a kill is ignored, a corrupt one is an error."""
+    events: list[dict[str, Any]] = []
+    if not path.is_file():
+        return events
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
+                continue  # the partial last line of a killed run
+            raise UsageError(f"{path}:{i}: journal line is not JSON ({exc.msg})") from exc
+    return events
+
+
+def _last_seq(path: Path) -> int:
+    events = read_events(path)
+    return max((int(e.get("seq", 0)) for e in events), default=0)
+
+
+@dataclass
+class HostState:
+    """What a previous run of one host got done."""
+
+    done: set[str] = field(default_factory=set)
+    stages: dict[str, str] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)
+    armed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: str | None = None
+
+
+@dataclass
+class ResumeState:
+    """The previous run's request and per-host progress, rebuilt from its journal."""
+
+    run: dict[str, Any]
+    hosts: dict[str, HostState]
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ResumeState:
+        events = read_events(run_dir / JOURNAL)
+        runs = [e for e in events if e.get("event") == "run"]
+        if not runs:
+            raise UsageError(f"{run_dir} has no journal with a run event to resume")
+        hosts: dict[str, HostState] = {}
+        for e in events:
+            host = e.get("host")
+            if host is None:
+                continue
+            st = hosts.setdefault(host, HostState())
+            kind = e.get("event")
+            if kind == "step-end" and e.get("status") in DONE_STATUSES:
+                st.done.add(step_id(e["key"], e.get("item")))
+            elif kind == "stage-end":
+                st.stages[e["stage"]] = e["status"]
+            elif kind == "probe":
+                st.probes[e["probe"]] = e.get("value")
+            elif kind == "log-armed":
+                st.armed[e["key"]] = e.get("logs", {})
+            elif kind == "host-end":
+                st.finished = e.get("status")
+            elif kind == "host-resume":
+                st.finished = None
+        return cls(runs[0], hosts)
+
+
+def step_id(key: str, item: Any) -> str:
+    """A step's identity in the journal: its plan key, and the loop item when it loops."""
+    return key if item is None else f"{key}#{item}"
