@@ -224,6 +224,7 @@ def remediate(
     time_scale: float = 1.0,
 ) -> None:
     """Fix a known OSD failure with a runbook: dry run, or run over WinRM on the inventory."""
+    _help_if_asked(runbook, "remediate")
     if not runbook and not resume:
         raise UsageError(
             "name a runbook (e.g. `invoke remediate multicast --dry-run`) or --resume RUN"
