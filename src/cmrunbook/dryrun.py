@@ -133,20 +133,27 @@ def print_dry_run(
         }
         for probe in rb.probes:
             if probe.id in probes_used:
-                runner, script = render_probe(catalog, plan, hp, probe)
+                runner = (
+                    plan.inventory.provider_of(hp.target).name
+                    if probe.on == "site_server"
+                    else hp.target.name
+                )
                 print(
                     f"  probe {probe.id}: {probe.title} "
                     f"(read-only, on {runner}, returns {probe.returns})",
                     file=out,
                 )
-                rendered += _emit(out, out_dir, hp, f"probe-{probe.id}", script, show_scripts)
+                if show_scripts or out_dir:
+                    _, script = render_probe(catalog, plan, hp, probe)
+                    rendered += _emit(out, out_dir, hp, f"probe-{probe.id}", script, show_scripts)
         for stage in hp.stages:
             print(f"  -- {stage.title} --", file=out)
             for ps in stage.steps:
                 n += 1
                 for line in describe_step(n, ps, catalog):
                     print(line, file=out)
-                script = None if ps.skip_reason else render_step(catalog, plan, hp, ps)
+                wanted = (show_scripts or out_dir) and not ps.skip_reason
+                script = render_step(catalog, plan, hp, ps) if wanted else None
                 if script is not None:
                     rendered += _emit(out, out_dir, hp, f"{n:02d}-{ps.key}", script, show_scripts)
     if rb.rollback and not plan.rollback:
