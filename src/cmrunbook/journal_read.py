@@ -1,0 +1,381 @@
+"""Reading a run's journal (`runs/<id>/journal.jsonl`) back into per-host, per-step records.
+
+The engine appends one JSON object per line and flushes after each, so a journal may end
+anywhere: a run killed mid-step has a `step-start` without its `step-end`, no `host-end` and no
+`run-end`, and possibly a last line cut in the middle. Checklists filled from a run and the run
+reports are audit records, so they must come out of such a journal too: this loader never
+refuses a readable journal; it marks what is missing as "interrupted" and lists what it could
+not read in `Journal.problems`.
+
+Events of different hosts interleave; each is assigned to its host by its `host` field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cmrunbook.errors import UsageError
+
+JOURNAL_NAME = "journal.jsonl"
+INTERRUPTED = "interrupted"
+"""Status of a step, host or run whose end the journal does not record (the run was killed)."""
+
+STATUS_ORDER = (
+    "failed",
+    "non-compliant",
+    INTERRUPTED,
+    "changed",
+    "manual-confirmed",
+    "ok",
+    "skipped",
+)
+"""Worst first: a step that looped over several items takes the worst status of its items."""
+
+DONE_STATUSES = frozenset({"ok", "changed", "manual-confirmed"})
+
+
+class JournalError(UsageError):
+    """The journal cannot be found or holds no readable event (exit code 2)."""
+
+
+@dataclass
+class ItemResult:
+    """One `step-end`: the result of a step, or of one loop item of it."""
+
+    item: str | None
+    status: str
+    message: str
+    data: Any
+    duration: float | None
+    log_lines: list[str]
+    time: str | None
+
+
+@dataclass
+class StepRecord:
+    """One execution of a planned step on a host, from its `step-start` to its last `step-end`."""
+
+    host: str
+    key: str
+    citation: str | None
+    title: str | None
+    on: str | None
+    started: str | None
+    results: list[ItemResult] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """The worst status of its results; "interrupted" when it started and never ended."""
+        if not self.results:
+            return INTERRUPTED
+        return worst(r.status for r in self.results)
+
+    @property
+    def ended(self) -> str | None:
+        return self.results[-1].time if self.results else None
+
+    @property
+    def duration(self) -> float | None:
+        known = [r.duration for r in self.results if r.duration is not None]
+        return sum(known) if known else None
+
+    @property
+    def message(self) -> str:
+        """The message of the result that decided the status (the first failure, say)."""
+        if not self.results:
+            return "started, but the journal has no result: the run was stopped during this step"
+        status = self.status
+        return next(
+            (r.message for r in self.results if r.status == status), self.results[-1].message
+        )
+
+    @property
+    def log_lines(self) -> list[str]:
+        return [line for r in self.results for line in r.log_lines]
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+
+@dataclass
+class HostRecord:
+    """Everything the journal says about one host, in the order it happened."""
+
+    name: str
+    steps: list[StepRecord] = field(default_factory=list)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reboots: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+
+    @property
+    def status(self) -> str:
+        return str(self.end.get("status")) if self.end else INTERRUPTED
+
+    @property
+    def message(self) -> str:
+        if self.end:
+            return str(self.end.get("message") or "")
+        open_step = next((s for s in reversed(self.steps) if not s.results), None)
+        if open_step:
+            return f"no host-end: the run stopped during {open_step.key}"
+        return "no host-end: the run stopped before this host finished"
+
+    @property
+    def steps_done(self) -> int:
+        if self.end and isinstance(self.end.get("steps_done"), int):
+            return int(self.end["steps_done"])
+        return sum(1 for s in self.steps if s.done)
+
+    @property
+    def duration(self) -> float | None:
+        if self.end and isinstance(self.end.get("duration"), int | float):
+            return float(self.end["duration"])
+        return seconds_between(self.first_time, self.last_time)
+
+    def step(self, key: str) -> StepRecord | None:
+        """The last execution of a step (a resumed run may have started it twice)."""
+        return next((s for s in reversed(self.steps) if s.key == key), None)
+
+    def failures(self) -> list[StepRecord]:
+        return [s for s in self.steps if s.status in ("failed", "non-compliant", INTERRUPTED)]
+
+
+@dataclass
+class Journal:
+    """A loaded journal: the `run` event, per-host records, the `run-end` (if any)."""
+
+    path: Path
+    run: dict[str, Any]
+    hosts: dict[str, HostRecord]
+    end: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    problems: list[str]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def runbook(self) -> str | None:
+        value = self.run.get("runbook")
+        return str(value) if value is not None else None
+
+    @property
+    def method(self) -> str | None:
+        value = self.run.get("method")
+        return str(value) if value is not None else None
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None
+
+    @property
+    def status(self) -> str:
+        return str(self.end.get("status")) if self.end else INTERRUPTED
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.end and isinstance(self.end.get("exit_code"), int):
+            return int(self.end["exit_code"])
+        return None
+
+    @property
+    def started(self) -> str | None:
+        return self.run.get("time") or (self.events[0].get("time") if self.events else None)
+
+    @property
+    def ended(self) -> str | None:
+        if self.end:
+            return self.end.get("time")
+        return next((e["time"] for e in reversed(self.events) if e.get("time")), None)
+
+    @property
+    def duration(self) -> float | None:
+        if self.end and isinstance(self.end.get("duration"), int | float):
+            return float(self.end["duration"])
+        return seconds_between(self.started, self.ended)
+
+    @property
+    def targets(self) -> list[str]:
+        """Hosts in the order the run named them, then any others the journal mentions."""
+        named = [str(t) for t in self.run.get("targets") or []]
+        return named + [h for h in self.hosts if h not in named]
+
+    def host(self, name: str) -> HostRecord:
+        return self.hosts.get(name) or HostRecord(name)
+
+
+def worst(statuses: Any) -> str:
+    """The worst of several statuses by `STATUS_ORDER`; unknown statuses rank as failures."""
+    ranked = list(statuses)
+    if not ranked:
+        return "ok"
+
+    def rank(s: str) -> int:
+        return STATUS_ORDER.index(s) if s in STATUS_ORDER else 0
+
+    return min(ranked, key=rank)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    a, b = parse_time(start), parse_time(end)
+    if a is None or b is None:
+        return None
+    try:
+        return max(0.0, (b - a).total_seconds())
+    except TypeError:  # one naive, one aware
+        return None
+
+
+def journal_path(run: Path) -> Path:
+    """A run folder or the journal file itself -> the journal file."""
+    return run / JOURNAL_NAME if run.is_dir() else run
+
+
+def read_events(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every readable event, and a note per line that could not be read.
+
+    A last line cut short by a kill is expected and noted as such; a bad line elsewhere is
+    skipped with its line number, so one corrupt write does not hide the rest of the run.
+    """
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    events: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for n, line in enumerate(lines, 1):
+        text = line.decode("utf-8", errors="replace").strip()
+        if not text:
+            continue
+        last = n == len(lines)
+        try:
+            event = json.loads(text)
+        except json.JSONDecodeError:
+            where = "last line (cut short when the run was stopped)" if last else f"line {n}"
+            problems.append(f"{path.name}: {where} is not complete JSON; ignored")
+            continue
+        if not isinstance(event, dict) or "event" not in event:
+            problems.append(f"{path.name}: line {n} is not a journal event; ignored")
+            continue
+        events.append(event)
+    return events, problems
+
+
+def load_journal(run: Path) -> Journal:
+    """Load `run` (a run folder or its journal.jsonl), tolerating a journal cut short."""
+    path = journal_path(Path(run))
+    if not path.is_file():
+        raise JournalError(f"no journal at {path}")
+    events, problems = read_events(path)
+    if not events:
+        raise JournalError(f"{path} holds no readable event")
+    run_event: dict[str, Any] = {}
+    end: dict[str, Any] | None = None
+    hosts: dict[str, HostRecord] = {}
+
+    def host_of(event: dict[str, Any]) -> HostRecord:
+        name = str(event["host"])
+        rec = hosts.get(name)
+        if rec is None:
+            rec = hosts[name] = HostRecord(name)
+        t = event.get("time")
+        if t:
+            rec.first_time = rec.first_time or t
+            rec.last_time = t
+        return rec
+
+    for event in events:
+        kind = event.get("event")
+        if kind == "run":
+            if not run_event:
+                run_event = event
+                for name in event.get("targets") or []:
+                    hosts.setdefault(str(name), HostRecord(str(name)))
+            continue
+        if kind == "run-end":
+            end = event
+            continue
+        if "host" not in event:
+            continue
+        rec = host_of(event)
+        if kind == "probe":
+            rec.probes[str(event.get("probe"))] = event
+        elif kind == "step-start":
+            _start(rec, event)
+        elif kind == "step-end":
+            _end(rec, event)
+        elif kind == "reboot":
+            rec.reboots.append(event)
+        elif kind == "stage-end":
+            rec.stages.append(event)
+        elif kind == "host-end":
+            rec.end = event
+    if not run_event:
+        problems.insert(0, f"{path.name}: no 'run' event; runbook and method are unknown")
+    return Journal(path, run_event, hosts, end, events, problems)
+
+
+def _start(rec: HostRecord, event: dict[str, Any]) -> None:
+    key = str(event.get("key"))
+    item = event.get("item")
+    last = rec.steps[-1] if rec.steps else None
+    # A loop step starts once per item: items of one execution stay in one record.
+    same_loop = (
+        last is not None
+        and last.key == key
+        and item is not None
+        and item not in {r.item for r in last.results}
+    )
+    if same_loop:
+        return
+    rec.steps.append(
+        StepRecord(
+            host=rec.name,
+            key=key,
+            citation=event.get("citation"),
+            title=event.get("title"),
+            on=event.get("on"),
+            started=event.get("time"),
+        )
+    )
+
+
+def _end(rec: HostRecord, event: dict[str, Any]) -> None:
+    key = str(event.get("key"))
+    step = next((s for s in reversed(rec.steps) if s.key == key), None)
+    if step is None:  # an end without its start: keep the result anyway
+        step = StepRecord(rec.name, key, None, None, event.get("on"), None)
+        rec.steps.append(step)
+    lines = event.get("log_lines") or []
+    duration = event.get("duration")
+    step.results.append(
+        ItemResult(
+            item=None if event.get("item") is None else str(event.get("item")),
+            status=str(event.get("status") or "failed"),
+            message=str(event.get("message") or ""),
+            data=event.get("data"),
+            duration=float(duration) if isinstance(duration, int | float) else None,
+            log_lines=[str(line) for line in lines] if isinstance(lines, list) else [str(lines)],
+            time=event.get("time"),
+        )
+    )
