@@ -1,0 +1,236 @@
+"""A simulated Windows host: its files, registry, services, features, and whether it is up.
+
+Paths and registry keys are case-insensitive, as on Windows; each keeps the spelling it was
+created with, because scripts report paths back and a person reads them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cmrunbook.lab.labfile import HostSpec
+
+
+def norm_path(path: str) -> str:
+    """The comparison key of a Windows path: backslashes, no trailing separator, lower case."""
+    p = path.replace("/", "\\")
+    while len(p) > 3 and p.endswith("\\"):
+        p = p[:-1]
+    return p.lower()
+
+
+def parent_of(path: str) -> str:
+    p = path.replace("/", "\\").rstrip("\\")
+    head, _, _ = p.rpartition("\\")
+    return head if len(head) > 2 else head + "\\"
+
+
+def fake_sha256(path: str, version: str | None, size: int) -> str:
+    """A stable hash for a simulated binary: the same file spec always hashes the same."""
+    return hashlib.sha256(f"{path.lower()}|{version}|{size}".encode()).hexdigest().upper()
+
+
+@dataclass
+class File:
+    """A file: logs and backups carry bytes; binaries carry a version, a size and a hash."""
+
+    path: str
+    data: bytearray | None = None
+    version: str | None = None
+    declared_size: int = 0
+    sha256: str = ""
+    obj: Any = None  # what Export-Clixml serialised, for Import-Clixml
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.declared_size
+
+    @property
+    def name(self) -> str:
+        return self.path.replace("/", "\\").rsplit("\\", 1)[-1]
+
+
+class FileSystem:
+    """Files and folders of one host."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, File] = {}
+        self.dirs: dict[str, str] = {}
+
+    def mkdir(self, path: str) -> None:
+        p = path.replace("/", "\\").rstrip("\\")
+        while p and len(p) > 2 and norm_path(p) not in self.dirs:
+            self.dirs[norm_path(p)] = p
+            p = parent_of(p).rstrip("\\")
+
+    def is_dir(self, path: str) -> bool:
+        key = norm_path(path)
+        return key in self.dirs or (len(key) <= 3 and key[1:2] == ":")
+
+    def exists(self, path: str) -> bool:
+        return norm_path(path) in self.files or self.is_dir(path)
+
+    def get(self, path: str) -> File | None:
+        return self.files.get(norm_path(path))
+
+    def put(self, file: File) -> File:
+        self.mkdir(parent_of(file.path))
+        if not file.sha256:
+            file.sha256 = fake_sha256(file.path, file.version, file.size)
+        self.files[norm_path(file.path)] = file
+        return file
+
+    def remove(self, path: str) -> File | None:
+        return self.files.pop(norm_path(path), None)
+
+    def rename(self, old: str, new: str) -> None:
+        file = self.files.pop(norm_path(old))
+        self.files.pop(norm_path(new), None)
+        file.path = new
+        self.files[norm_path(new)] = file
+
+    def list(self, folder: str, pattern: str = "*") -> list[File]:
+        """Files directly in `folder` whose name matches a wildcard, like Get-ChildItem -Filter."""
+        base = norm_path(folder)
+        out = [
+            f
+            for key, f in self.files.items()
+            if norm_path(parent_of(key)) == base
+            and fnmatch.fnmatch(f.name.lower(), pattern.lower())
+        ]
+        return sorted(out, key=lambda f: f.name.lower())
+
+
+_HIVES = {"hkey_local_machine": "HKLM:", "hklm": "HKLM:", "hklm:": "HKLM:"}
+
+
+def norm_key(key: str) -> str:
+    head, _, rest = key.replace("/", "\\").partition("\\")
+    hive = _HIVES.get(head.lower(), head)
+    return (hive + "\\" + rest.strip("\\")).lower()
+
+
+class Registry:
+    """Keys and their values; a key exists even with no values (Test-Path answers for keys)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, dict[str, Any]] = {}
+
+    def key_exists(self, key: str) -> bool:
+        return norm_key(key) in self._keys
+
+    def values(self, key: str) -> dict[str, Any] | None:
+        return self._keys.get(norm_key(key))
+
+    def set(self, key: str, name: str | None = None, value: Any = None) -> None:
+        values = self._keys.setdefault(norm_key(key), {})
+        if name is not None:
+            values[name] = value
+
+    def get(self, key: str, name: str) -> Any:
+        values = self.values(key) or {}
+        lowered = {k.lower(): v for k, v in values.items()}
+        return lowered.get(name.lower())
+
+    def delete_value(self, key: str, name: str) -> None:
+        values = self.values(key)
+        if values is not None:
+            for k in [k for k in values if k.lower() == name.lower()]:
+                del values[k]
+
+    def delete_key(self, key: str) -> None:
+        self._keys.pop(norm_key(key), None)
+
+
+@dataclass
+class HostStats:
+    """What the engine made this host do, for assertions and benchmarks."""
+
+    commands: int = 0
+    log_reads: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def log_bytes_read(self) -> int:
+        return sum(r["bytes"] for r in self.log_reads)
+
+
+CBS_REBOOT_KEY = (
+    r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending"
+)
+WU_REBOOT_KEY = (
+    r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired"
+)
+SESSION_MANAGER_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager"
+
+
+class SimHost:
+    """One Windows machine of the lab."""
+
+    def __init__(self, name: str, spec: HostSpec, install_dir: str, boot_time: datetime) -> None:
+        self.name = name
+        self.spec = spec
+        self.address = spec.address or name
+        self.site_code = spec.site
+        self.roles = list(spec.roles)
+        self.os_version = spec.os.version
+        self.arch = spec.os.arch
+        self.install_dir = install_dir
+        self.fs = FileSystem()
+        self.registry = Registry()
+        self.services: dict[str, str] = {}
+        self.features: set[str] = set()
+        self.up = True
+        self.boot_time = boot_time
+        self.stats = HostStats()
+        self.log_dir = spec.log_dir or (install_dir + r"\Logs")
+        self.fs.mkdir(self.log_dir)
+        for d in spec.dirs:
+            self.fs.mkdir(d)
+        for path, f in spec.files.items():
+            self.fs.put(
+                File(path, version=f.version, declared_size=f.size, sha256=(f.sha256 or "").upper())
+            )
+        for key, values in spec.registry.items():
+            self.registry.set(key)
+            for k, v in values.items():
+                self.registry.set(key, k, v)
+        if spec.pending_reboot:
+            self.registry.set(CBS_REBOOT_KEY)
+
+    @property
+    def has_winrm(self) -> bool:
+        return self.spec.winrm
+
+    def log_path(self, log_name: str) -> str:
+        return self.log_dir.rstrip("\\") + "\\" + log_name
+
+    def pending_reboot(self) -> bool:
+        return (
+            self.registry.key_exists(CBS_REBOOT_KEY)
+            or self.registry.key_exists(WU_REBOOT_KEY)
+            or self.registry.get(SESSION_MANAGER_KEY, "PendingFileRenameOperations") is not None
+        )
+
+    def request_reboot(self, how: str = "cbs") -> None:
+        """Leave the marks Windows leaves when a change needs a restart."""
+        if how == "cbs":
+            self.registry.set(CBS_REBOOT_KEY)
+        else:
+            self.registry.set(
+                SESSION_MANAGER_KEY,
+                "PendingFileRenameOperations",
+                [r"\??\C:\Windows\Temp\lab.tmp", ""],
+            )
+
+    def clear_reboot_marks(self) -> None:
+        self.registry.delete_key(CBS_REBOOT_KEY)
+        self.registry.delete_key(WU_REBOOT_KEY)
+        self.registry.delete_value(SESSION_MANAGER_KEY, "PendingFileRenameOperations")
+
+    def wmi_boot_time(self) -> str:
+        """Win32_OperatingSystem.LastBootUpTime as WMI's DMTF datetime string (UTC host)."""
+        return self.boot_time.strftime("%Y%m%d%H%M%S.") + f"{self.boot_time.microsecond:06d}+000"

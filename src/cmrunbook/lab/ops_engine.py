@@ -1,0 +1,138 @@
+"""The engine's own scripts (templates/engine/): log monitors, boot time, pending restart,
+restart."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from cmrunbook.lab.logs import lo_name
+from cmrunbook.lab.scripts import Context, PSError, Script, Unrecognized, operation
+
+
+def _is_log_arm(s: Script) -> bool:
+    return s.has("foreach ($name in $logs)", "foreach ($candidate in $dirs)",
+                 "(Get-Item -LiteralPath $path).Length")  # fmt: skip
+
+
+@operation("engine/log_arm", _is_log_arm)
+def log_arm(ctx: Context) -> None:
+    s, fs = ctx.script, ctx.host.fs
+    names, dirs = s.input("logs"), s.input("dirs")
+    install_dir = str(s.input("installDir"))
+    found: dict[str, dict[str, object]] = {}
+    for name in names:
+        entry: dict[str, object] = {"path": None, "size": 0, "exists": False}
+        for candidate in dirs:
+            folder = str(candidate).replace("{install_dir}", install_dir)
+            if fs.is_dir(folder):
+                path = folder.rstrip("\\") + "\\" + name
+                file = fs.get(path)
+                if file is not None:
+                    entry.update(path=path, size=file.size, exists=True)
+                    break
+                if entry["path"] is None:
+                    entry["path"] = path
+        if entry["path"] is None:
+            raise PSError(
+                f"No log folder found for {name} in: {'; '.join(dirs)} "
+                "(set the inventory var log_dirs)"
+            )
+        found[name] = entry
+    ctx.result.data = found
+
+
+def _is_log_read(s: Script) -> bool:
+    return s.has(
+        "function Read-CmrbBytes", "foreach ($name in $watches.Keys)", "$stream.Seek($Offset"
+    )
+
+
+def _read(ctx: Context, path: str, offset: int, limit: int, log: str) -> tuple[str, int]:
+    """Read-CmrbBytes: (base64 of up to `limit` bytes from `offset`, next offset); counted."""
+    file = ctx.host.fs.get(path)
+    if file is None or file.data is None:
+        raise PSError(f"Could not find file '{path}'.")
+    length = len(file.data)
+    offset = min(offset, length)
+    chunk = bytes(file.data[offset : offset + max(0, min(length - offset, limit))])
+    ctx.host.stats.log_reads.append(
+        {"log": log, "path": path, "offset": offset, "bytes": len(chunk)}
+    )
+    return base64.b64encode(chunk).decode("ascii"), offset + len(chunk)
+
+
+@operation("engine/log_read", _is_log_read)
+def log_read(ctx: Context) -> None:
+    s, fs = ctx.script, ctx.host.fs
+    watches, max_bytes = s.input("watches"), int(s.input("maxBytes"))
+    follows_rollover = s.has("$size -lt $offset", "ChangeExtension($path, '.lo_')")
+    out: dict[str, dict[str, object]] = {}
+    for name, watch in watches.items():
+        path, offset = str(watch["path"]), int(watch["offset"])
+        entry: dict[str, object] = {
+            "chunks": [],
+            "offset": offset,
+            "size": 0,
+            "rolled": False,
+            "exists": False,
+        }
+        file = fs.get(path)
+        if file is not None:
+            entry["exists"] = True
+            entry["size"] = file.size
+            chunks: list[str] = []
+            if follows_rollover and file.size < offset:
+                entry["rolled"] = True
+                old = lo_name(path)
+                if fs.get(old) is not None:
+                    chunks.append(_read(ctx, old, offset, max_bytes, name)[0])
+                offset = 0
+            data, nxt = _read(ctx, path, offset, max_bytes, name)
+            chunks.append(data)
+            entry["chunks"] = chunks
+            entry["offset"] = nxt
+        out[name] = entry
+    ctx.result.data = out
+
+
+@operation(
+    "engine/boot_time",
+    lambda s: s.has("Get-WmiObject -Class Win32_OperatingSystem", ".LastBootUpTime"),
+)
+def boot_time(ctx: Context) -> None:
+    ctx.result.data = ctx.host.wmi_boot_time()
+
+
+_PENDING_TEST = re.compile(
+    r"if \(Test-Path -LiteralPath '(?P<key>[^']+)'\) \{\s*\$reasons \+= '(?P<why>[^']+)'"
+)
+
+
+@operation(
+    "engine/reboot_pending", lambda s: s.has("$reasons = @()", "$CmrbResult.data = @{ pending =")
+)
+def reboot_pending(ctx: Context) -> None:
+    s, reg = ctx.script, ctx.host.registry
+    reasons = [m["why"] for m in _PENDING_TEST.finditer(s.body) if reg.key_exists(m["key"])]
+    if s.has("PendingFileRenameOperations"):
+        key = re.search(r"Get-ItemProperty -Path '([^']+Session Manager)'", s.body)
+        if key and reg.get(key.group(1), "PendingFileRenameOperations") is not None:
+            reasons.append("PendingFileRenameOperations")
+    ctx.result.data = {"pending": bool(reasons), "reasons": reasons}
+
+
+@operation("engine/restart", lambda s: s.any("& shutdown.exe", "Restart-Computer"))
+def restart(ctx: Context) -> None:
+    s = ctx.script
+    m = s.find(r"& shutdown\.exe (?P<args>[^\n]*)")
+    if m is None:
+        raise Unrecognized("only shutdown.exe restarts are simulated")
+    args = m["args"].split()
+    if "/r" not in [a.lower() for a in args]:
+        raise Unrecognized(f"shutdown.exe {m['args']}: only /r (restart) is simulated")
+    grace = 30.0  # shutdown.exe's default /t
+    if "/t" in args and args.index("/t") + 1 < len(args):
+        grace = float(args[args.index("/t") + 1])
+    ctx.lab.restart(ctx.host, grace)
+    ctx.result.changed = True

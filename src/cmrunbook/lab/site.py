@@ -1,0 +1,161 @@
+"""A site's SMS Provider data: images, distribution point records, the site control file, clients.
+
+Only what the runbooks' WMI queries read and write is kept, in the shapes of the real classes
+(SMS_ImagePackage, SMS_BootImagePackage, SMS_DistributionPoint, SMS_SCI_SysResUse,
+SMS_SystemResourceList, SMS_R_System), so a query can be answered field by field.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from cmrunbook.lab.labfile import SiteSpec
+
+MULTICAST_ROLE = "SMS Multicast Service Point"
+PXE_ROLE = "SMS PXE Service Point"
+DP_ROLE = "SMS Distribution Point"
+PXE_SHARE = "SMSPXEIMAGES$"
+
+
+def nal_path(server: str, site: str, share: str = "") -> str:
+    """A ConfigMgr NAL path: the display form, the network type, the site, the UNC path."""
+    unc = f"\\\\{server}\\" + (f"{share}\\" if share else "")
+    return f'["Display={unc}"]MSWNET:["SMS_SITE={site}"]{unc}'
+
+
+def wql_like(value: str, pattern: str) -> bool:
+    """WQL LIKE, case-insensitive: % any run, _ one character."""
+    import re
+
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+
+
+@dataclass
+class SiteRole:
+    """An SMS_SCI_SysResUse instance of the site control file."""
+
+    RoleName: str
+    NALPath: str
+    NetworkOSPath: str
+    SiteCode: str
+    NALType: str = "Windows NT Server"
+    ItemName: str = ""
+    ItemType: str = "System Resource Usage"
+    FileType: int = 2
+    Props: list[dict[str, Any]] = field(default_factory=list)
+
+    def key(self) -> tuple[str, str]:
+        return (self.RoleName.lower(), self.NetworkOSPath.lower())
+
+    def record(self) -> dict[str, Any]:
+        return copy.deepcopy(self.__dict__)
+
+
+@dataclass
+class ScfSession:
+    """An open site control file session: a private copy until CommitSCF."""
+
+    handle: str
+    roles: list[SiteRole] = field(default_factory=list)
+    refreshed: bool = False
+
+
+class SiteState:
+    """One site as its SMS Provider answers."""
+
+    _handles = itertools.count(1)
+
+    def __init__(self, code: str, spec: SiteSpec, dp_hosts: dict[str, str]) -> None:
+        """`dp_hosts` maps each DP host name of the site to the server name ConfigMgr uses."""
+        self.code = code
+        self.spec = spec
+        self.version = spec.version
+        self.server = spec.server
+        self.install_dir = spec.install_dir
+        self.images: dict[str, dict[str, Any]] = {
+            i.package_id.upper(): {
+                "PackageID": i.package_id.upper(), "Name": i.name, "PkgFlags": i.pkg_flags,
+                "PackageSize": i.size_kb,
+            }
+            for i in spec.os_images
+        }  # fmt: skip
+        self.boot_images: dict[str, dict[str, Any]] = {
+            b.package_id.upper(): {
+                "PackageID": b.package_id.upper(), "Name": b.name,
+                "ImageOSVersion": b.image_os_version, "Architecture": b.architecture,
+                "SourceVersion": 1, "Files": dict(b.files),
+            }
+            for b in spec.boot_images
+        }  # fmt: skip
+        self.dp_servers = dict(dp_hosts)
+        self.dp_records: list[dict[str, Any]] = []
+        for b in spec.boot_images:
+            for host in b.dps:
+                self.add_dp_record(b.package_id.upper(), nal_path(dp_hosts[host], code))
+            for host in b.pxe_dps:
+                self.add_dp_record(b.package_id.upper(), nal_path(dp_hosts[host], code, PXE_SHARE))
+        self.scf: list[SiteRole] = []
+        self.sessions: dict[str, ScfSession] = {}
+        self.pxe_shares: set[str] = set()  # DP hosts whose SMSPXEIMAGES$ DP exists
+        self.clients: list[dict[str, Any]] = []
+        self.refreshes: list[str] = []
+
+    # -- distribution point records --------------------------------------------------------
+
+    def add_dp_record(self, package_id: str, server_nal_path: str) -> None:
+        self.dp_records.append(
+            {"PackageID": package_id, "ServerNALPath": server_nal_path, "SiteCode": self.code,
+             "SiteName": self.code, "Status": 0}
+        )  # fmt: skip
+
+    def system_resources(self) -> list[dict[str, Any]]:
+        """SMS_SystemResourceList: each DP, and the SMSPXEIMAGES$ DP of each PXE service point."""
+        out = [
+            {"RoleName": DP_ROLE, "NALPath": nal_path(server, self.code), "SiteCode": self.code,
+             "ServerName": server}
+            for server in self.dp_servers.values()
+        ]  # fmt: skip
+        out += [
+            {"RoleName": DP_ROLE, "NALPath": nal_path(self.dp_servers[h], self.code, PXE_SHARE),
+             "SiteCode": self.code, "ServerName": self.dp_servers[h]}
+            for h in sorted(self.pxe_shares)
+        ]  # fmt: skip
+        return out
+
+    # -- site control file -----------------------------------------------------------------
+
+    def role_record(
+        self, role_name: str, host: str, props: list[dict[str, Any]] | None = None
+    ) -> SiteRole:
+        server = self.dp_servers[host]
+        nal = nal_path(server, self.code)
+        return SiteRole(
+            RoleName=role_name, NALPath=nal, NetworkOSPath=f"\\\\{server}", SiteCode=self.code,
+            ItemName=f"{nal},{role_name}", Props=props or [],
+        )  # fmt: skip
+
+    def open_session(self) -> ScfSession:
+        handle = f"{{LAB-SCF-{next(self._handles):06d}}}"
+        session = ScfSession(handle)
+        self.sessions[handle] = session
+        return session
+
+    def refresh(self, session: ScfSession) -> None:
+        session.roles = [SiteRole(**r.record()) for r in self.scf]
+        session.refreshed = True
+
+    def commit(self, session: ScfSession) -> tuple[list[SiteRole], list[SiteRole]]:
+        """Make the session's copy the site control file; returns (removed, added) roles."""
+        before = {r.key(): r for r in self.scf}
+        after = {r.key(): r for r in session.roles}
+        removed = [r for k, r in before.items() if k not in after]
+        added = [r for k, r in after.items() if k not in before]
+        self.scf = [SiteRole(**r.record()) for r in session.roles]
+        return removed, added
+
+    def release(self, handle: str) -> None:
+        self.sessions.pop(handle, None)

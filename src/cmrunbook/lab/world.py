@@ -1,0 +1,542 @@
+"""The lab as a whole: sites and hosts, and the causality between them.
+
+A script changes state on the host it runs on; the consequences elsewhere follow as ConfigMgr's
+own components would make them, after configurable delays: a committed site control file makes
+the DP install or remove a role and write its setup logs; a refreshed boot image makes
+distmgr.log report; a restart takes a host away and brings it back with a new boot time.
+Whether multicast works again depends on what really happened, in what order (see `DPState`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from cmrunbook.lab import logs
+from cmrunbook.lab.clock import Clock, Schedule
+from cmrunbook.lab.faults import FaultBook
+from cmrunbook.lab.hosts import File, SimHost
+from cmrunbook.lab.labfile import ClientSpec, HostSpec, LabFile, load_lab_file
+from cmrunbook.lab.site import MULTICAST_ROLE, PXE_ROLE, PXE_SHARE, SiteRole, SiteState, nal_path
+
+MCS_KEY = r"HKLM:\SOFTWARE\Microsoft\SMS\MCS"
+CLIENT_PROPS_KEY = r"HKLM:\SOFTWARE\Microsoft\SMS\Client\Configuration\Client Properties"
+MOBILE_CLIENT_KEY = r"HKLM:\SOFTWARE\Microsoft\SMS\Mobile Client"
+NT_CURRENT_KEY = r"HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion"
+ROLE_BY_NAME = {MULTICAST_ROLE.lower(): "multicast", PXE_ROLE.lower(): "pxe"}
+OS_NAMES = {
+    "nt4": ("Microsoft Windows NT Workstation 4.0", "4.0", "1381"),
+    "2000": ("Microsoft Windows NT Workstation 5.0", "5.0", "2195"),
+    "xp": ("Microsoft Windows NT Workstation 5.1", "5.1", "2600"),
+    "7": ("Microsoft Windows NT Workstation 6.1", "6.1", "7601"),
+    "10": ("Microsoft Windows NT Workstation 10.0", "6.3", "19045"),
+}
+
+
+@dataclass
+class RoleState:
+    """A ConfigMgr role on a DP (multicast or PXE service point)."""
+
+    installed: bool
+    busy: str | None = None  # "install" / "uninstall" while its setup runs
+    removed_cleanly: bool = False  # the last removal finished (its log said so)
+
+
+@dataclass
+class DPState:
+    """A distribution point's ConfigMgr and WDS state, and what still breaks multicast.
+
+    `fault` is the lab's cause of broken multicast and what clears it:
+    * image-flags: an OS image's multicast bit going from off to on (Methods 1, 2);
+    * mcs-key: the multicast role re-added only after its removal had completed (Method 3);
+    * wds: WDS removed while neither ConfigMgr role held it, the removal completed (restart if
+      asked), then reinstalled with both Deployment and Transport Server (Method 4).
+    """
+
+    roles: dict[str, RoleState]
+    fault: str
+    wds_removal: str | None = None  # "clean" / "dirty": were both roles gone at removal time
+    wds_removal_pending: bool = False  # removal waits for a restart
+    history: list[str] = field(default_factory=list)
+
+
+class Lab:
+    """Every simulated site and host, with one lock around all state."""
+
+    def __init__(self, spec: LabFile, clock: Clock | None = None, source: str = "<lab>") -> None:
+        problems = spec.problems()
+        if problems:
+            raise ValueError(
+                f"{source}: " + "; ".join(f"{'.'.join(map(str, w))}: {m}" for w, m in problems)
+            )
+        self.spec = spec
+        self.source = source
+        self.clock = clock or Clock()
+        self.schedule = Schedule(self.clock)
+        self.lock = threading.RLock()
+        self.speed = spec.speed
+        self.faults = FaultBook(spec.faults)
+        self.on_host_down: list[Callable[[str], None]] = []
+        self.hosts: dict[str, SimHost] = {}
+        self.dps: dict[str, DPState] = {}
+        boot = self.clock.wall(0) - _hours(30)
+        specs = dict(spec.hosts)
+        specs.update(_generated_clients(spec))
+        for name, hs in specs.items():
+            site = spec.sites[hs.site]
+            self.hosts[name] = SimHost(name, hs, site.install_dir, boot)
+        self.sites = {
+            code: SiteState(
+                code,
+                s,
+                {n: h.address for n, h in self.hosts.items() if h.site_code == code and h.spec.dp},
+            )
+            for code, s in spec.sites.items()
+        }
+        for host in self.hosts.values():
+            self._init_host(host)
+        self._backends: dict[str, object] = {}
+
+    @classmethod
+    def load(cls, path: Path | None = None, clock: Clock | None = None) -> Lab:
+        """A lab from a lab file (the packaged default when no path is given)."""
+        return cls(load_lab_file(path), clock, str(path or "default-lab.yaml"))
+
+    # -- access ------------------------------------------------------------------------------
+
+    def delay(self, seconds: float) -> float:
+        return seconds / self.speed
+
+    def tick(self) -> None:
+        """Apply everything that is due."""
+        with self.lock:
+            self.schedule.run_due()
+
+    def host(self, name: str) -> SimHost:
+        return self.hosts[name]
+
+    def find_host(self, name: str) -> SimHost | None:
+        lowered = name.lower()
+        return next((h for n, h in self.hosts.items() if n.lower() == lowered), None)
+
+    def host_by_server(self, server: str) -> SimHost | None:
+        """The host ConfigMgr knows as `server` (FQDN, or its lab name)."""
+        s = server.strip("\\").lower()
+        return next(
+            (h for h in self.hosts.values() if s in (h.address.lower(), h.name.lower())), None
+        )
+
+    def site_of(self, host: SimHost) -> SiteState:
+        return self.sites[host.site_code]
+
+    def backend(self, name: str) -> object | None:
+        """The HostBackend of a host, or None for an unknown host or one without WinRM."""
+        from cmrunbook.lab.backend import LabBackend
+
+        host = self.find_host(name)
+        if host is None or not host.has_winrm:
+            return None
+        with self.lock:
+            if host.name not in self._backends:
+                self._backends[host.name] = LabBackend(self, host)
+            return self._backends[host.name]
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _init_host(self, host: SimHost) -> None:
+        spec = host.spec
+        if host.os_version in OS_NAMES:
+            _, ver, build = OS_NAMES[host.os_version]
+            host.registry.set(NT_CURRENT_KEY, "CurrentVersion", ver)
+            host.registry.set(NT_CURRENT_KEY, "CurrentBuildNumber", build)
+        if spec.dp is not None:
+            dp = DPState(
+                roles={
+                    "multicast": RoleState(spec.dp.multicast),
+                    "pxe": RoleState(spec.dp.pxe),
+                },
+                fault=spec.dp.multicast_fault,
+            )
+            self.dps[host.name] = dp
+            host.features = set(spec.dp.wds)
+            site = self.sites[host.site_code]
+            if spec.dp.multicast:
+                site.scf.append(site.role_record(MULTICAST_ROLE, host.name, _MCS_PROPS))
+            if spec.dp.pxe:
+                site.scf.append(site.role_record(PXE_ROLE, host.name, _PXE_PROPS))
+                site.pxe_shares.add(host.name)
+            self._seed_role_logs(host)
+            self._refresh_dp(host)
+        if spec.client is not None or "client" in host.roles:
+            self._init_client(host, spec.client or ClientSpec())
+        if "site_server" in host.roles:
+            site = self.sites[host.site_code]
+            host.fs.mkdir(site.install_dir)
+            logs.append(
+                host,
+                "distmgr.log",
+                [logs.Line("SMS_DISTRIBUTION_MANAGER started.", logs.DISTMGR)],
+                self.clock.wall(0) - _hours(29),
+            )
+
+    def _init_client(self, host: SimHost, c: ClientSpec) -> None:
+        site = self.sites[host.site_code]
+        if c.client_dir:
+            client_dir = c.client_dir
+        elif site.version == "2007":
+            client_dir = r"C:\WINDOWS\system32\CCM"
+        else:
+            client_dir = r"C:\Windows\CCM"
+        host.registry.set(CLIENT_PROPS_KEY, "Local SMS Path", client_dir + "\\")
+        host.registry.set(MOBILE_CLIENT_KEY, "ProductVersion", c.client_version)
+        host.fs.mkdir(client_dir)
+        if c.tscore_version:
+            host.fs.put(
+                File(client_dir + r"\TSCore.dll", version=c.tscore_version, declared_size=1_402_880)
+            )
+        os_name = OS_NAMES.get(host.os_version, (f"Microsoft Windows {host.os_version}", "", ""))[0]
+        site.clients.append(
+            {"Name": host.name.upper(), "NetbiosName": host.name.upper(),
+             "ClientVersion": c.client_version,
+             "OperatingSystemNameandVersion": os_name, "Client": 1, "Active": 1,
+             "TSCoreVersion": c.tscore_version if c.inventoried else None,
+             "HasWinRM": host.has_winrm}
+        )  # fmt: skip
+
+    def _seed_role_logs(self, host: SimHost) -> None:
+        """An old, successful install in each role's logs: a monitor that reads from offset 0
+        instead of the armed offset finds this and wrongly reports success."""
+        dp = self.dps[host.name]
+        when = self.clock.wall(0) - _hours(26)
+        for role, state in dp.roles.items():
+            if state.installed:
+                for log_name, line in [
+                    *logs.setup_start(role, "install"),
+                    *logs.setup_end(role, "install", 0),
+                ]:
+                    logs.append(host, log_name, [line], when)
+
+    # -- DP health ---------------------------------------------------------------------------
+
+    def _refresh_dp(self, host: SimHost) -> None:
+        """Derive the WDSServer service and the MCS key from features, roles and the fault."""
+        dp = self.dps[host.name]
+        if "WDS" in host.features or host.features & {"WDS-Deployment", "WDS-Transport"}:
+            healthy = (
+                "WDS-Transport" in host.features
+                and dp.fault != "wds"
+                and not dp.wds_removal_pending
+            )
+            host.services["WDSServer"] = "Running" if healthy else "Stopped"
+        else:
+            host.services.pop("WDSServer", None)
+        mc = dp.roles["multicast"]
+        if mc.installed:
+            good = dp.fault not in ("mcs-key", "image-flags")
+            value = "LAB-MCS-" + host.name.upper() if good else ""
+            host.registry.set(MCS_KEY, "SerializedMCSKey", value)
+            host.registry.set(MCS_KEY, "SignedSerializedMCSKey", value and value + "-SIGNED")
+        else:
+            host.registry.delete_key(MCS_KEY)
+
+    def set_multicast_fault(self, name: str, fault: str) -> None:
+        """Break (or mend) multicast on a DP while the lab runs."""
+        with self.lock:
+            self.dps[name].fault = fault
+            self._refresh_dp(self.hosts[name])
+
+    def multicast_healthy(self, name: str) -> bool:
+        host = self.hosts[name]
+        key_ok = bool(host.registry.get(MCS_KEY, "SerializedMCSKey"))
+        return host.services.get("WDSServer") == "Running" and key_ok
+
+    # -- causality: site control file -> roles on DPs ---------------------------------------
+
+    def scf_committed(
+        self, site: SiteState, removed: list[SiteRole], added: list[SiteRole], step: str
+    ) -> None:
+        for role_rec, op in [
+            *((r, "uninstall") for r in removed),
+            *((r, "install") for r in added),
+        ]:
+            role = ROLE_BY_NAME.get(role_rec.RoleName.lower())
+            host = self.host_by_server(role_rec.NetworkOSPath)
+            if role is None or host is None or host.name not in self.dps:
+                continue
+            self._role_change(host, role, op, step)
+
+    def _role_change(self, host: SimHost, role: str, op: str, step: str) -> None:
+        dp = self.dps[host.name]
+        state = dp.roles[role]
+        tag = f"role:{host.name}:{role}"
+        clean = False
+        if op == "install" and state.busy == "uninstall" and self.schedule.cancel(tag + ":start"):
+            # Re-added before site component manager got to the removal: it never runs.
+            dp.history.append(f"{role} removal overtaken by re-add")
+            state.busy = None
+        if op == "install":
+            clean = not state.installed and state.removed_cleanly
+        delay = (
+            self.spec.delays.role_install if op == "install" else self.spec.delays.role_uninstall
+        )
+        state.busy = op
+        at = self.clock.now() + self.delay(delay)
+        self.schedule.at(
+            at, lambda t: self._role_run(host, role, op, step, clean, t), tag + ":start"
+        )
+
+    def _role_run(
+        self, host: SimHost, role: str, op: str, step: str, clean: bool, t: float
+    ) -> None:
+        fault = self.faults.take(
+            host.name,
+            ["log-failure", "log-hang", "log-rollover"],
+            step=step,
+            operation=op,
+            role=role,
+        )
+        for log_name, line in logs.setup_start(role, op):
+            logs.append(host, log_name, [line], self.clock.wall(t))
+        if fault is not None and fault.kind == "log-hang":
+            self.dps[host.name].history.append(f"{role} {op} hangs (fault)")
+            return
+        dp = self.dps[host.name]
+        code = 0
+        if fault is not None and fault.kind == "log-failure":
+            code = 1603
+        elif op == "install" and role == "multicast" and "WDS-Transport" not in host.features:
+            code = 1603  # mcs.msi needs the WDS Transport Server
+        elif op == "install" and role == "pxe" and "WDS-Deployment" not in host.features:
+            code = 1603
+        elif op == "install" and role == "pxe" and host.spec.dp and host.spec.dp.pxe_install_reboot:
+            code = 3010
+        step_t = t + self.delay(self.spec.delays.log_line)
+        if fault is not None and fault.kind == "log-rollover":
+            target = fault.log or logs.ROLE_SETUP_LOG[role]
+            self.schedule.at(
+                step_t, lambda _t: logs.roll_over(host, host.log_path(target)), "rollover"
+            )
+            step_t += self.delay(self.spec.delays.log_line)
+        self.schedule.at(
+            step_t,
+            lambda t2: self._role_finish(host, role, op, code, clean, t2),
+            f"role:{host.name}:{role}:end",
+        )
+        dp.history.append(f"{role} {op} started")
+
+    def _role_finish(
+        self, host: SimHost, role: str, op: str, code: int, clean: bool, t: float
+    ) -> None:
+        for log_name, line in logs.setup_end(role, op, code):
+            logs.append(host, log_name, [line], self.clock.wall(t))
+        dp = self.dps[host.name]
+        state = dp.roles[role]
+        state.busy = None
+        ok = code in (0, 3010)
+        dp.history.append(f"{role} {op} {'completed' if ok else 'failed'} ({code})")
+        if ok and op == "uninstall":
+            state.installed = False
+            state.removed_cleanly = True
+            if role == "pxe":
+                site = self.site_of(host)
+                site.pxe_shares.discard(host.name)
+                share = nal_path(host.address, site.code, PXE_SHARE).lower()
+                site.dp_records = [
+                    r for r in site.dp_records if r["ServerNALPath"].lower() != share
+                ]
+        elif ok and op == "install":
+            state.installed = True
+            state.removed_cleanly = False
+            if role == "multicast" and dp.fault == "mcs-key" and clean:
+                dp.fault = "none"
+                dp.history.append("mcs-key fault cleared: role re-added after a completed removal")
+            if role == "pxe":
+                self.site_of(host).pxe_shares.add(host.name)
+            if code == 3010:
+                host.request_reboot("rename")
+        self._refresh_dp(host)
+
+    # -- causality: image flags, boot images --------------------------------------------------
+
+    def image_flags_changed(
+        self, site: SiteState, package_id: str, before: int, after: int, flag_bit: int
+    ) -> None:
+        multicast_bit = 0x08000000
+        if before & multicast_bit or not after & multicast_bit:
+            return
+        for name, dp in self.dps.items():
+            if self.hosts[name].site_code == site.code and dp.fault == "image-flags":
+                host = self.hosts[name]
+
+                def fix(_t: float, dp: DPState = dp, host: SimHost = host) -> None:
+                    if dp.fault == "image-flags":
+                        dp.fault = "none"
+                        dp.history.append(f"image-flags fault cleared by {package_id}")
+                        self._refresh_dp(host)
+
+                self.schedule.at(
+                    self.clock.now() + self.delay(self.spec.delays.image_flags), fix, "image-flags"
+                )
+
+    def refresh_boot_image(self, site: SiteState, package_id: str) -> None:
+        """RefreshPkgSource(): distmgr.log reports 2311 (updated), then 2301 (processed)."""
+        image = site.boot_images[package_id.upper()]
+        image["SourceVersion"] += 1
+        site.refreshes.append(package_id.upper())
+        server = self.hosts[site.server]
+        t1 = self.clock.now() + self.delay(self.spec.delays.distmgr)
+        t2 = t1 + self.delay(self.spec.delays.distmgr_done)
+
+        def updated(t: float) -> None:
+            when = self.clock.wall(t)
+            lines = [
+                logs.Line(f"Start updating the package {package_id}...", logs.DISTMGR),
+                logs.Line(f"The package {package_id} has been modified, "
+                          f"new version {image['SourceVersion']}.", logs.DISTMGR),
+                logs.Line(logs.statmsg(2311, server.address, site.code, when, [package_id],
+                                       package_id), logs.DISTMGR),
+            ]  # fmt: skip
+            logs.append(server, "distmgr.log", lines, when)
+
+        def processed(t: float) -> None:
+            when = self.clock.wall(t)
+            msg = logs.statmsg(
+                2301, server.address, site.code, when, [image["Name"], package_id], package_id
+            )
+            logs.append(server, "distmgr.log", [logs.Line(msg, logs.DISTMGR)], when)
+
+        self.schedule.at(t1, updated, f"distmgr:{package_id}")
+        self.schedule.at(t2, processed, f"distmgr:{package_id}")
+
+    # -- causality: restarts -----------------------------------------------------------------
+
+    def restart(self, host: SimHost, grace: float) -> None:
+        """shutdown.exe /r: the host answers for `grace` seconds more, then goes down."""
+        g = self.spec.delays.shutdown_grace
+        at = self.clock.now() + self.delay(grace if g is None else g)
+        self.schedule.at(
+            at,
+            lambda t: self.go_down(host, self.spec.delays.restart_down, t),
+            f"restart:{host.name}",
+        )
+
+    def go_down(self, host: SimHost, down_seconds: float, t: float | None = None) -> None:
+        """The host stops answering now and boots again `down_seconds` (at speed 1) later."""
+        t = self.clock.now() if t is None else t
+        host.up = False
+        for callback in list(self.on_host_down):
+            callback(host.name)
+        self.schedule.at(
+            t + self.delay(down_seconds), lambda t2: self._boot(host, t2), f"boot:{host.name}"
+        )
+
+    def _boot(self, host: SimHost, t: float) -> None:
+        host.up = True
+        host.boot_time = self.clock.wall(t)
+        host.clear_reboot_marks()
+        dp = self.dps.get(host.name)
+        if dp is not None and dp.wds_removal_pending:
+            dp.wds_removal_pending = False
+            dp.history.append("WDS removal completed by restart")
+        if dp is not None:
+            self._refresh_dp(host)
+
+    # -- WDS ---------------------------------------------------------------------------------
+
+    def remove_features(self, host: SimHost, names: list[str]) -> tuple[bool, bool]:
+        """(changed, restart needed). Removing WDS removes its role services."""
+        targets = set(names)
+        if "WDS" in targets:
+            targets |= {"WDS-Deployment", "WDS-Transport"}
+        present = host.features & targets
+        if not present:
+            return False, False
+        host.features -= targets
+        dp = self.dps.get(host.name)
+        restart = bool(host.spec.dp and host.spec.dp.wds_uninstall_reboot)
+        if dp is not None:
+            held = [r for r, s in dp.roles.items() if s.installed or s.busy]
+            dp.wds_removal = "dirty" if held else "clean"
+            dp.wds_removal_pending = restart
+            dp.history.append(
+                f"WDS removed ({dp.wds_removal}{', restart pending' if restart else ''})"
+            )
+        if restart:
+            host.request_reboot("cbs")
+        if dp is not None:
+            self._refresh_dp(host)
+        return True, restart
+
+    def add_features(self, host: SimHost, names: list[str]) -> tuple[bool, bool, str | None]:
+        """(changed, restart needed, error). Fails while a WDS removal waits for its restart."""
+        dp = self.dps.get(host.name)
+        if dp is not None and dp.wds_removal_pending:
+            return (
+                False,
+                False,
+                "A restart is pending from an earlier removal of Windows Deployment Services.",
+            )
+        new = {n for n in names if n not in host.features}
+        if not new:
+            return False, False, None
+        host.features |= new
+        if new & {"WDS-Deployment", "WDS-Transport"}:
+            host.features.add("WDS")
+        restart = bool(host.spec.dp and host.spec.dp.wds_install_reboot)
+        if restart:
+            host.request_reboot("cbs")
+        if dp is not None:
+            both = {"WDS-Deployment", "WDS-Transport"} <= host.features
+            if dp.fault == "wds" and dp.wds_removal == "clean" and both:
+                dp.fault = "none"
+                dp.history.append("wds fault cleared: clean removal, restart, both role services")
+            dp.wds_removal = None
+            self._refresh_dp(host)
+        return True, restart, None
+
+
+_MCS_PROPS = [
+    {"PropertyName": "Port Range Start", "Value": 64001, "Value1": "", "Value2": ""},
+    {"PropertyName": "Port Range End", "Value": 65000, "Value1": "", "Value2": ""},
+    {
+        "PropertyName": "Multicast Address Range Start",
+        "Value": 0,
+        "Value1": "239.0.0.1",
+        "Value2": "",
+    },
+]
+_PXE_PROPS = [
+    {"PropertyName": "IsActive", "Value": 1, "Value1": "", "Value2": ""},
+    {"PropertyName": "DelayTime", "Value": 0, "Value1": "", "Value2": ""},
+]
+
+
+def _hours(n: float) -> timedelta:
+    return timedelta(hours=n)
+
+
+def _generated_clients(spec: LabFile) -> dict[str, HostSpec]:
+    """Hosts of each `clients:` generator: versions cycle by weight, WinRM missing every n-th."""
+    out: dict[str, HostSpec] = {}
+    for gen in spec.clients:
+        cycle = [v for v, weight in gen.tscore_versions.items() for _ in range(weight)] or [None]
+        width = max(3, len(str(gen.count)))
+        for i in range(1, gen.count + 1):
+            name = f"{gen.prefix}{i:0{width}d}"
+            out[name] = HostSpec(
+                site=gen.site,
+                roles=["client"],
+                os=gen.os,
+                winrm=not (gen.no_winrm_every and i % gen.no_winrm_every == 0),
+                client=ClientSpec(
+                    tscore_version=cycle[(i - 1) % len(cycle)],
+                    client_version=gen.client_version,
+                    inventoried=not (
+                        gen.not_inventoried_every and i % gen.not_inventoried_every == 0
+                    ),
+                ),
+            )
+    return out
