@@ -202,15 +202,17 @@ def test_unclosed_record_at_the_end_is_kept_as_text() -> None:
 def test_a_50_mb_log_streams_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "smsts.log"
     line = (
-        b'<![LOG[Set a global environment variable _SMSTSNextInstructionPointer=12]LOG]!><time="09:33:52.353+420" '
-        b'date="10-31-2013" component="TSManager" context="" type="1" thread="4856" file="executionenv.cxx:668">\r\n'
+        b"<![LOG[Set a global environment variable _SMSTSNextInstructionPointer=12]LOG]!>"
+        b'<time="09:33:52.353+420" date="10-31-2013" component="TSManager" context="" '
+        b'type="1" thread="4856" file="executionenv.cxx:668">\r\n'
     )
     block = line * 2000
     with path.open("wb") as f:
         while f.tell() < 50 * 1024 * 1024:
             f.write(block)
         f.write(
-            b'<![LOG[Failed to install boot image.\r\nmulti]LOG]!><time="1" date="2" component="x" type="3" thread="1">\r\n'
+            b"<![LOG[Failed to install boot image.\r\nmulti]LOG]!>"
+            b'<time="1" date="2" component="x" type="3" thread="1">\r\n'
         )
     expected = path.stat().st_size // len(line)
     tracemalloc.start()
