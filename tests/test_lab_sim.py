@@ -448,10 +448,16 @@ def test_script_failure_fault() -> None:
     assert "WDS" in lab.hosts["cm07-dp01"].features
 
 
-def test_boot_image_refresh_writes_distmgr_statmsgs() -> None:
+def test_boot_image_update_script_writes_distmgr_statmsgs() -> None:
     lab, clock = make_lab()
-    site = lab.sites["P12"]
-    lab.refresh_boot_image(site, "P1200005")
+    plan = Planner(CATALOG, CATALOG.load("boot-image-update"), INVENTORY).plan(
+        method=None, hosts="cm12-site01"
+    )
+    hp = plan.hosts[0]
+    ps = next(s for s in hp.all_steps() if s.step.id == "upd.update-boot-image")
+    item = {"PackageID": "P1200005", "Name": "WinPE 3.1 x86", "Architecture": "x86"}
+    result, err, code = run(lab, "cm12-site01", render_step(CATALOG, plan, hp, ps, item))
+    assert code == 0 and result and result["changed"], (result, err)
     clock.advance(lab.spec.delays.distmgr + lab.spec.delays.distmgr_done + 1)
     lab.tick()
     log = lab.hosts["cm12-site01"].fs.get(
@@ -460,6 +466,7 @@ def test_boot_image_refresh_writes_distmgr_statmsgs() -> None:
     text = [m for m in messages(bytes(log.data)) if "STATMSG" in m]
     assert [re.search(r"ID=(\d+)", m)[1] for m in text] == ["2311", "2301"]
     assert all('AVAL0="P1200005"' in m for m in text)
+    assert lab.sites["P12"].boot_images["P1200005"]["SourceVersion"] == 2
 
 
 def test_hosts_without_winrm_are_not_served() -> None:
