@@ -252,3 +252,77 @@ def test_cli_missing_file_is_exit_2(tmp_path: Path) -> None:
     done = run_invoke(tmp_path, "diagnose", str(tmp_path / "nope.log"))
     assert done.returncode == 2
     assert "cannot read" in done.stderr
+
+
+# -- --host: the logs come over WinRM (a lab host that answers the fetch script) ----------------
+
+
+def test_cli_host_fetches_the_logs_over_winrm(tmp_path: Path) -> None:
+    import base64
+
+    from cmrunbook.lab.wsman import CommandIO, FunctionBackend, LabServer
+    from cmrunbook.render import RESULT_MARKER
+
+    smsts = r"C:\_SMSTaskSequence\Logs\Smstslog\smsts.log"
+    seen: list[str] = []
+
+    def host(command: str, arguments: list[str], io: CommandIO) -> int:
+        script = io.read_stdin().decode("utf-8")
+        seen.append(script)
+        data = {smsts: base64.b64encode((DATA / "kb2910552_smsts.log").read_bytes()).decode()}
+        result = {"ok": True, "changed": False, "message": "1 of 7", "data": data}
+        io.write_stdout(RESULT_MARKER + json.dumps(result) + "\r\n")
+        return 0
+
+    inventory = tmp_path / "inv.yaml"
+    with LabServer(lambda name: FunctionBackend(host), {"labuser": "labpass"}) as lab:
+        inventory.write_text(
+            "sites: {P12: {version: 2012r2, provider: xp-wks001}}\n"
+            "winrm: {operation_timeout: 2, read_timeout: 5}\n"
+            "hosts:\n"
+            "  xp-wks001:\n"
+            "    address: 127.0.0.1\n"
+            "    site: P12\n"
+            "    roles: [site_server, client]\n"
+            "    os: {version: xp, arch: x86}\n"
+            f"    winrm: {{port: {lab.port}, path: /wsman/xp-wks001}}\n"
+        )
+        env = {"CMRUNBOOK_USER": "labuser", "CMRUNBOOK_PASSWORD": "labpass"}
+        done = run_invoke(
+            tmp_path,
+            "diagnose",
+            "all",
+            "--host",
+            "xp-wks001",
+            "--inventory",
+            str(inventory),
+            "--non-interactive",
+            env=env,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"xp-wks001:{smsts}: 17 lines" in done.stdout
+    assert "KB2910552" in done.stdout
+    assert "labpass" not in done.stdout + done.stderr
+    (script,) = seen
+    assert "'C:\\StageNT\\SMSOSD\\OSDLogs\\OSDLaunch.log'" in script
+    assert "FileShare]::ReadWrite" in script
+
+
+def test_cli_host_without_credentials_is_exit_2(tmp_path: Path) -> None:
+    env = {"CMRUNBOOK_USER": "", "CMRUNBOOK_PASSWORD": ""}
+    done = run_invoke(
+        tmp_path, "diagnose", "all", "--host", "cm07-dp01", "--non-interactive", env=env
+    )
+    assert done.returncode == 2
+    assert "no WinRM credentials" in done.stderr and "--non-interactive" in done.stderr
+
+
+def test_fetch_script_is_valid_powershell() -> None:
+    tree_sitter = pytest.importorskip("tree_sitter")
+    pwsh = pytest.importorskip("tree_sitter_pwsh")
+    script = dx.fetch_script(
+        Catalog(ROOT).renderer, "h", [*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES], 1 << 24
+    )
+    tree = tree_sitter.Parser(tree_sitter.Language(pwsh.language())).parse(script.encode())
+    assert not tree.root_node.has_error
+    assert "'%windir%\\System32\\CCM\\Logs\\SMSTSLog\\smsts.log'" in script
