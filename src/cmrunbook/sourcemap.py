@@ -17,6 +17,12 @@ from cmrunbook.errors import ConfigError, Problem
 
 Path_ = tuple[str | int, ...]
 
+#: libyaml's composer, when PyYAML was built with it: about 10x faster than the pure-Python one
+#: (a 10,000-host inventory: ~0.8 s instead of ~8 s). Its nodes carry the same marks; its error
+#: texts differ, so a document it rejects is composed again by the pure-Python loader, whose
+#: message is the one reported.
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass
 class SourceMap:
@@ -86,6 +92,16 @@ class _Builder:
         )
 
 
+def _compose(text: str) -> yaml.Node | None:
+    """The document's node tree; errors are always the pure-Python loader's (see _FAST_LOADER)."""
+    if _FAST_LOADER is not yaml.SafeLoader:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     """Safely load one YAML document, returning its data and where every value came from."""
     name = display or str(path)
@@ -97,7 +113,7 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(name, 1, 1, "file is not UTF-8 text")]) from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
