@@ -263,8 +263,12 @@ class CMTraceStream:
 
     # -- public ------------------------------------------------------------------------------
 
-    def feed(self, text: str) -> list[Record]:
-        """Add text; return every record it completed, in order."""
+    def feed(self, text: str, *, detect_now: bool = False) -> list[Record]:
+        """Add text; return every record it completed, in order.
+
+        ``detect_now`` decides the format from what has arrived, without waiting for 64 KB: a
+        log monitor reads a few appended lines per poll and cannot wait for more.
+        """
         if not text:
             return []
         if self._cr and text.startswith("\n"):
@@ -272,7 +276,7 @@ class CMTraceStream:
         self._cr = text.endswith("\r")
         self._buf += text.replace("\r\n", "\n").replace("\r", "\n")
         if self.format is None:
-            if len(self._buf) < DETECT_CHARS:
+            if len(self._buf) < DETECT_CHARS and not detect_now:
                 return []
             self._detect()
         return self._drain(final=False)

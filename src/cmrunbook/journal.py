@@ -45,9 +45,8 @@ class JournalWriter:
         self.path = run_dir / JOURNAL
         self._lock = threading.Lock()
         self._seq = _last_seq(self.path)
+        _repair_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
-        if self._fh.tell() > 0 and not _ends_with_newline(self.path):
-            self._fh.write("\n")  # a kill mid-line left a partial event: start clean
 
     def write(self, event: str, **fields: Any) -> None:
         with self._lock:
@@ -69,13 +68,23 @@ class JournalWriter:
             self._fh.close()
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() == 0:
-            return True
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
+def _repair_tail(path: Path) -> None:
+    """A kill mid-write leaves a last line without its newline: keep it if it is a whole event,
+    else cut it off, so that appended events never follow half a line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:
+        with open(path, "r+b") as fh:
+            fh.truncate(start)
+        return
+    with open(path, "ab") as fh:
+        fh.write(b"\n")
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

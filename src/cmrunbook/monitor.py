@@ -68,7 +68,7 @@ def compile_expectation(
 
 
 def _consume(watch: Watch, text: str, final: bool = False) -> None:
-    records = watch.stream.feed(text)
+    records = watch.stream.feed(text, detect_now=True)
     if final:
         records += watch.stream.flush()
     for rec in records:

@@ -1,0 +1,119 @@
+"""The journal survives a kill at any byte, and resume reads back what each host got done."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from cmrunbook.errors import LockHeld, UsageError
+from cmrunbook.journal import JOURNAL, JournalWriter, ResumeState, read_events
+from cmrunbook.locks import HostLocks
+
+
+def _write_sample(run_dir: Path) -> None:
+    j = JournalWriter(run_dir)
+    j.write("run", runbook="multicast", method="3", targets=["dp1", "dp2"], request={"method": "3"})
+    j.write(
+        "probe", host="dp1", probe="multicast-images", on="site", value=[{"PackageID": "C0700001"}]
+    )
+    j.write("step-start", host="dp1", key="method:3/a", item="C0700001")
+    j.write("step-end", host="dp1", key="method:3/a", item="C0700001", status="changed")
+    j.write(
+        "log-armed", host="dp1", key="method:3/w", logs={"MCSSetup.log": {"path": "x", "size": 10}}
+    )
+    j.write("step-end", host="dp1", key="method:3/b", item=None, status="failed")
+    j.write("step-end", host="dp2", key="method:3/a", item=None, status="skipped")
+    j.write("host-end", host="dp2", status="ok")
+    j.close()
+
+
+def test_every_event_is_one_json_line_with_increasing_seq(tmp_path: Path) -> None:
+    _write_sample(tmp_path)
+    lines = (tmp_path / JOURNAL).read_text().splitlines()
+    assert len(lines) == 8
+    seqs = [json.loads(line)["seq"] for line in lines]
+    assert seqs == list(range(1, 9))
+
+
+def test_resume_state_keeps_done_steps_probes_and_armed_offsets(tmp_path: Path) -> None:
+    _write_sample(tmp_path)
+    state = ResumeState.load(tmp_path)
+    dp1 = state.hosts["dp1"]
+    assert dp1.done == {"method:3/a#C0700001"}  # the failed step b will run again
+    assert dp1.probes["multicast-images"] == [{"PackageID": "C0700001"}]
+    assert dp1.armed["method:3/w"]["MCSSetup.log"]["size"] == 10
+    assert dp1.finished is None
+    assert state.hosts["dp2"].finished == "ok"
+    assert state.run["request"] == {"method": "3"}
+
+
+@pytest.mark.parametrize("cut", [1, 7, 20, 33])
+def test_a_line_cut_by_a_kill_is_ignored_and_the_next_writer_starts_clean(
+    tmp_path: Path, cut: int
+) -> None:
+    _write_sample(tmp_path)
+    path = tmp_path / JOURNAL
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - cut])  # the kill landed inside the last event
+    before = read_events(path)
+    assert len(before) == (8 if cut == 1 else 7)  # cut=1 only lost the newline
+    j = JournalWriter(tmp_path)
+    j.write("resume")
+    j.close()
+    after = read_events(path)
+    assert [e["event"] for e in after][-1] == "resume"
+    assert after[-1]["seq"] == before[-1]["seq"] + 1
+
+
+def test_a_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    _write_sample(tmp_path)
+    path = tmp_path / JOURNAL
+    lines = path.read_text().splitlines()
+    lines[2] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match=r"journal.jsonl:3:"):
+        read_events(path)
+
+
+def _writer_child(run_dir: str) -> None:
+    j = JournalWriter(Path(run_dir))
+    j.write("run", runbook="x", request={})
+    n = 0
+    while True:  # killed by the parent
+        n += 1
+        j.write("step-end", host="h", key=f"k{n}", item=None, status="ok", data={"pad": "x" * 500})
+
+
+def test_sigkill_at_any_moment_leaves_a_journal_resume_accepts(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        run_dir = tmp_path / f"r{attempt}"
+        run_dir.mkdir()
+        proc = ctx.Process(target=_writer_child, args=(str(run_dir),))
+        proc.start()
+        while not (run_dir / JOURNAL).exists() or (run_dir / JOURNAL).stat().st_size < 20_000 * (
+            attempt + 1
+        ):
+            pass
+        os.kill(proc.pid, 9)
+        proc.join()
+        state = ResumeState.load(run_dir)
+        done = state.hosts["h"].done
+        assert done and all(k.startswith("k") for k in done)
+
+
+def test_a_second_run_on_the_same_host_is_refused_while_the_first_holds_its_lock(
+    tmp_path: Path,
+) -> None:
+    with HostLocks(tmp_path, ["dp1", "dp2"], "run-a"):
+        with pytest.raises(LockHeld, match=r"dp2 is locked by run run-a"):
+            with HostLocks(tmp_path, ["dp2"], "run-b"):
+                pass
+        with HostLocks(tmp_path, ["dp3"], "run-c"):
+            pass  # another host is free
+    with HostLocks(tmp_path, ["dp2"], "run-b"):
+        pass  # released with the first run
