@@ -22,6 +22,33 @@ Path_ = tuple[str | int, ...]
 #: texts differ, so a document it rejects is composed again by the pure-Python loader, whose
 #: message is the one reported.
 _FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
+
+
+class _MemoResolver:
+    """Remembers the implicit tag of each distinct scalar while one document is composed.
+
+    The resolver is a pure function of (kind, value, implicit) for the safe loaders (they have
+    no path resolvers); an inventory repeats the same few values (roles, OS versions, true)
+    thousands of times, and resolving each one ran a list of regular expressions in Python.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[misc, no-any-return]
+        key = (value, implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = self._tags[key] = super().resolve(kind, value, implicit)  # type: ignore[misc]
+        return tag
+
+
+class _FastSafeLoader(_MemoResolver, _FAST_LOADER):  # type: ignore[misc, valid-type]
+    """The fast loader with memoized scalar resolution."""
 
 
 @dataclass
@@ -84,6 +111,8 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if node.tag == _STR and isinstance(node, yaml.ScalarNode):
+            return node.value  # what SafeConstructor.construct_yaml_str returns, without its cost
         return self._scalar.construct_object(node, deep=True)
 
     def _at(self, node: yaml.Node, message: str) -> Problem:
@@ -96,7 +125,7 @@ def _compose(text: str) -> yaml.Node | None:
     """The document's node tree; errors are always the pure-Python loader's (see _FAST_LOADER)."""
     if _FAST_LOADER is not yaml.SafeLoader:
         try:
-            return yaml.compose(text, Loader=_FAST_LOADER)
+            return yaml.compose(text, Loader=_FastSafeLoader)
         except yaml.YAMLError:
             pass
     return yaml.compose(text, Loader=yaml.SafeLoader)
