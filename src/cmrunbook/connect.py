@@ -42,7 +42,7 @@ def endpoint_for(host: HostView, inv: Inventory) -> Endpoint:
     w = host.winrm(inv)
     return Endpoint(
         host=host.name,
-        address=host.address,
+        address=w.address or host.address,
         port=int(w.port or (5986 if w.scheme == "https" else 5985)),
         scheme=str(w.scheme or "http"),
         path=str(w.path or "/wsman"),

@@ -165,11 +165,13 @@ def run_runbook(
             plan, catalog, sys.stdout, show_scripts=show_scripts, out_dir=Path(out) if out else None
         )
         return EXIT_OK
-    from cmrunbook.connect import remote_factory
+    from cmrunbook.connect import credentials_for, open_host
     from cmrunbook.orchestrate import execute_plan
     from cmrunbook.project import project_root
 
     opts = _run_options(**options)
+    inv = plan.inventory
+    creds = credentials_for(inv, interactive=not opts.non_interactive)
     request = {
         "runbook": runbook, "method": method, "inventory": plan.inventory.path, "hosts": hosts,
         "overrides": overrides, "rollback": rollback,
@@ -179,7 +181,7 @@ def run_runbook(
         plan,
         opts,
         runs_dir=Path(runs) if runs else project_root() / "runs",
-        connect=remote_factory(plan.inventory, non_interactive=opts.non_interactive),
+        connect=lambda name: open_host(inv.hosts[name], inv, creds),
         resume=Path(resume) if resume else None,
         request=request,
         after=_reports_hook(catalog, plan, reports, keep_days),
@@ -333,4 +335,62 @@ def schema(c: Any) -> None:
         print(f"wrote {path}")
 
 
-ns = Collection(remediate, check, validate, schema)
+LAB_HELP = {
+    "lab_file": "Lab file (YAML) describing sites, hosts, faults and delays (default: built in).",
+    "port": "Port on 127.0.0.1 for the WS-Management server (default 55985).",
+    "speed": "Run the lab's delays this many times faster (default 1).",
+    "state": "Folder for the lab's inventory and credentials file (default lab-state/).",
+}
+
+
+@task(help=LAB_HELP, auto_shortflags=False)
+@cli_errors
+def lab(
+    c: Any,
+    lab_file: str | None = None,
+    port: int = 55985,
+    speed: float = 1.0,
+    state: str = "lab-state",
+) -> None:
+    """Start the lab: simulated ConfigMgr hosts behind a WinRM server on 127.0.0.1 (Ctrl-C ends)."""
+    import time
+
+    from cmrunbook.lab.serve import start_lab
+
+    folder = Path(state)
+    running = start_lab(
+        folder / "inventory.yaml",
+        lab_file=Path(lab_file) if lab_file else None,
+        port=port,
+        speed=speed,
+    )
+    env_file = running.write_env_file(folder / "credentials.env")
+    hosts = running.inventory.hosts
+    print(
+        f"Lab listening on http://127.0.0.1:{running.server.port}/wsman/<host> ({len(hosts)} hosts)"
+    )
+    print(f"Inventory: {running.inventory_path}")
+    print("In another terminal:")
+    print(f"  . {env_file}")
+    print(f"  invoke remediate multicast --method 4 --inventory {running.inventory_path} --yes")
+    print(f"  invoke check client-hotfix --inventory {running.inventory_path}")
+    print("Ctrl-C stops the lab.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("lab stopped")
+    finally:
+        running.stop()
+
+
+def _collection() -> Collection:
+    from cmrunbook.cli_docs import checklist, report
+    from cmrunbook.cli_ops import diagnose, schedule
+
+    return Collection(
+        remediate, check, checklist, diagnose, report, schedule, validate, schema, lab
+    )
+
+
+ns = _collection()

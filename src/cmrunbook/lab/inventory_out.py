@@ -33,17 +33,22 @@ def inventory_data(
     hosts: dict[str, Any] = {}
     for name, h in lab.hosts.items():
         entry: dict[str, Any] = {
-            "address": address,
+            "address": h.address,
             "site": h.site_code,
             "roles": list(h.roles),
             "os": {"version": h.os_version, "arch": h.arch},
-            "vars": {"lab_fqdn": h.address},
         }
         if h.spec.dp is not None:
             entry["dp"] = {"multicast": h.spec.dp.multicast, "pxe": h.spec.dp.pxe}
         if h.has_winrm:
             port, path = endpoint_for(name)
-            entry["winrm"] = {"port": port, "path": path, "scheme": "http", "auth": "ntlm"}
+            entry["winrm"] = {
+                "address": address,
+                "port": port,
+                "path": path,
+                "scheme": "http",
+                "auth": "ntlm",
+            }
         else:
             entry["winrm"] = False
         hosts[name] = entry

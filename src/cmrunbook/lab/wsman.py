@@ -855,6 +855,11 @@ class _Handler(BaseHTTPRequestHandler):
         if name is None or backend is None:
             self._reply(404)
             return
+        is_up = getattr(backend, "is_up", None)
+        if is_up is not None and not is_up():
+            # A host that is restarting answers nothing: the connection just closes.
+            self.close_connection = True
+            return
         host = name.lower()
         generation = self.lab.stats.generation
         if self.counted.get(host) != generation:
