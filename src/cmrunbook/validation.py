@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, TypeVar
+import types
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from cmrunbook.errors import ConfigError, Problem
 from cmrunbook.sourcemap import SourceMap
@@ -13,20 +15,74 @@ from cmrunbook.sourcemap import SourceMap
 M = TypeVar("M", bound=BaseModel)
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class that owns the last key of `loc`, to list the keys it accepts."""
+def _strip(tp: Any) -> Any:
+    """`tp` without `Annotated[...]` wrappers and without `None` in an optional union."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if _is_union(tp):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            return _strip(members[0])
+    return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _labels(member: Any) -> set[str]:
+    """The names pydantic puts in an error path for one branch of a union (its tag, its class)."""
+    names: set[str] = set()
+    while get_origin(member) is Annotated:
+        names |= {m.tag for m in get_args(member)[1:] if isinstance(m, Tag)}
+        member = get_args(member)[0]
+    names.add(getattr(member, "__name__", str(member)))
+    return names
+
+
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """Follow `loc` through the model's annotations: (the keys of the file, the owner type).
+
+    The owner is the type the last key was looked up in. Pydantic's error paths mix three kinds
+    of part: field names of a model, list indexes and dict keys (the data's own keys, which are
+    no field names), and the label of the union branch it tried (`<step>`, `<include>` for the
+    tagged Step|Include of a method's steps, which the `include` key decides; a class name for a
+    plain union such as `WinRM | bool`). Labels are not keys in the file and are dropped.
+    """
+    keys: list[Any] = []
     current: Any = model
-    for part in loc[:-1]:
+    owner: Any = None
+    for part in loc:
+        current = _strip(current)
+        if _is_union(current):
+            chosen = [m for m in get_args(current) if str(part) in _labels(m)]
+            if chosen:
+                current = chosen[0]
+                continue
+            models = [
+                m for m in map(_strip, get_args(current)) if isinstance(m, type)
+                and issubclass(m, BaseModel)
+            ]  # fmt: skip
+            current = models[0] if len(models) == 1 else None
+        keys.append(part)
+        owner = current
+        origin = get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
-        args = getattr(current, "__args__", None)
-        if args:
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            current = models[0] if len(models) == 1 else current
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+            current = field.annotation if field is not None else None
+        elif origin in (list, tuple, set, frozenset, Sequence) and isinstance(part, int):
+            current = get_args(current)[0] if get_args(current) else None
+        elif origin in (dict, Mapping):
+            current = get_args(current)[1] if get_args(current) else None
+        else:
+            current = None
+    return tuple(keys), owner
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that owns the last key of `loc` (pydantic's raw path), to list its keys."""
+    owner = _strip(_walk(model, loc)[1])
+    return owner if isinstance(owner, type) and issubclass(owner, BaseModel) else None
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
@@ -41,10 +97,11 @@ def problems_from(exc: ValidationError, model: type[BaseModel], smap: SourceMap)
     seen: set[tuple[int, int, str]] = set()
     out: list[Problem] = []
     for err in exc.errors(include_url=False):
-        loc = _clean_loc(tuple(err["loc"]))
+        raw = tuple(err["loc"])
+        loc = _clean_loc(_walk(model, raw)[0])
         kind = err["type"]
         if kind == "extra_forbidden":
-            owner = _model_at(model, loc)
+            owner = _model_at(model, raw)
             allowed = sorted(owner.model_fields) if owner else []
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             msg = f"unknown key '{loc[-1]}'"
