@@ -19,10 +19,10 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from cmrunbook.checklist import build_checklist, readable_pattern, render_checklist
+from cmrunbook.cli import build_plan
 from cmrunbook.cli_docs import checklist as checklist_task
 from cmrunbook.journal_read import load_journal
 from cmrunbook.plan import render_probe, render_step
-from cmrunbook.tasks import build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 JOURNALS = Path(__file__).parent / "data" / "journals"

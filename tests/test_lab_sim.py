@@ -493,6 +493,7 @@ def test_write_inventory_matches_the_lab(tmp_path: Path) -> None:
     lab, _ = make_lab()
     inv = write_inventory(lab, tmp_path / "lab.yaml", lambda name: (45985, f"/wsman/{name}"))
     dp = inv.hosts["cm07-dp01"]
-    assert dp.address == "127.0.0.1" and dp.pxe and dp.multicast
+    assert dp.address == "cm07-dp01.corp.example" and dp.pxe and dp.multicast
+    assert dp.winrm(inv).address == "127.0.0.1"  # connect here; templates keep the FQDN
     assert dp.winrm(inv).path == "/wsman/cm07-dp01" and dp.winrm(inv).port == 45985
     assert not inv.hosts["xp-wks001"].has_winrm and inv.file.sites["C07"].provider == "cm07-site01"

@@ -12,8 +12,8 @@ from typing import Any
 
 from invoke.tasks import task
 
+from cmrunbook.cli import COMMON_HELP, build_plan, cli_errors
 from cmrunbook.errors import UsageError
-from cmrunbook.tasks import COMMON_HELP, build_plan, cli_errors
 
 CHECKLIST_HELP = {
     **COMMON_HELP,

@@ -21,8 +21,8 @@ from typing import Any
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from cmrunbook.cli import COMMON_HELP, EXIT_USAGE, cli_errors
 from cmrunbook.errors import UsageError
-from cmrunbook.tasks import COMMON_HELP, EXIT_USAGE, cli_errors
 
 _LOG_SUFFIXES = (".log", ".lo_")
 

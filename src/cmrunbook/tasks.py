@@ -7,88 +7,23 @@ documented exit codes (0 ok, 1 failed or non-compliant, 2 usage or configuration
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from cmrunbook.errors import ConfigError, LockHeld, UsageError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
-
-COMMON_HELP = {
-    "inventory": "Inventory YAML (default: inventory/example.yaml).",
-    "hosts": "Comma-separated host globs, roles, group:NAME or site:CODE; !x excludes.",
-    "set": "Override a runbook parameter: --set name=value (repeatable).",
-}
-
-
-def cli_errors(fn: F) -> F:
-    """Turn engine errors into a clear message on stderr and the documented exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            for p in exc.problems:
-                print(f"error: {p}", file=sys.stderr)
-            raise Exit(code=EXIT_USAGE) from None
-        except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise Exit(code=EXIT_USAGE) from None
-        except LockHeld as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise Exit(code=EXIT_LOCKED) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _help_if_asked(value: str, task_name: str) -> None:
-    """`invoke remediate --help`: invoke's parser gives `--help` to a pending positional argument;
-    show invoke's own help for the task instead of looking for a runbook called `--help`."""
-    if value in ("--help", "-h"):
-        os.execvp(sys.argv[0], [sys.argv[0], "--help", task_name])
-
-
-def _setup(runbook: str, inventory: str | None) -> tuple[Any, Any, Any]:
-    from cmrunbook.catalog import Catalog
-    from cmrunbook.inventory import load_inventory
-    from cmrunbook.project import inventory_path, project_root
-
-    root = project_root()
-    catalog = Catalog(root)
-    loaded = catalog.load(runbook)
-    inv = load_inventory(inventory_path(root, inventory))
-    return catalog, loaded, inv
-
-
-def build_plan(
-    runbook: str,
-    *,
-    inventory: str | None,
-    method: str | None,
-    hosts: str | None,
-    overrides: list[str],
-    rollback: bool = False,
-) -> tuple[Any, Any]:
-    """Load, validate and plan: everything before a host is touched."""
-    from cmrunbook.plan import Planner
-
-    catalog, loaded, inv = _setup(runbook, inventory)
-    plan = Planner(catalog, loaded, inv).plan(
-        method=method, hosts=hosts, overrides=overrides, rollback=rollback
-    )
-    return catalog, plan
-
+from cmrunbook.cli import (
+    COMMON_HELP,
+    EXIT_OK,
+    EXIT_USAGE,
+    build_plan,
+    cli_errors,
+    help_if_asked,
+)
+from cmrunbook.errors import ConfigError, UsageError
 
 REMEDIATE_HELP = {
     **COMMON_HELP,
@@ -226,7 +161,7 @@ def remediate(
     time_scale: float = 1.0,
 ) -> None:
     """Fix a known OSD failure with a runbook: dry run, or run over WinRM on the inventory."""
-    _help_if_asked(runbook, "remediate")
+    help_if_asked(runbook, "remediate")
     if not runbook and not resume:
         raise UsageError(
             "name a runbook (e.g. `invoke remediate multicast --dry-run`) or --resume RUN"
@@ -275,7 +210,7 @@ def check(
     from cmrunbook.catalog import Catalog
     from cmrunbook.project import project_root
 
-    _help_if_asked(name, "check")
+    help_if_asked(name, "check")
     known = Catalog(project_root()).ids()
     runbook = next((r for r in (name, f"{name}-check", f"{name}-precheck") if r in known), "")
     if not runbook and not resume:
