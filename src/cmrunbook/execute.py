@@ -128,13 +128,27 @@ class Runner:
     prompt_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> list[HostOutcome]:
+        # How many targets still need each host: a host's shell closes when the last one is done
+        # (a thousand clients would otherwise wait for a thousand serial closes at the end).
+        self._users: dict[str, int] = {}
+        for hp in self.plan.hosts:
+            for name in {hp.target.name} | {ps.run_on for ps in hp.all_steps()}:
+                self._users[name] = self._users.get(name, 0) + 1
+        self._users_lock = threading.Lock()
         with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
             futures = [pool.submit(self._host, hp) for hp in self.plan.hosts]
             return [f.result() for f in futures]
 
     def _host(self, hp: HostPlan) -> HostOutcome:
-        run = HostRun(self, hp)
-        return run.execute()
+        try:
+            return HostRun(self, hp).execute()
+        finally:
+            for name in {hp.target.name} | {ps.run_on for ps in hp.all_steps()}:
+                with self._users_lock:
+                    self._users[name] -= 1
+                    last = self._users[name] == 0
+                if last:
+                    self.sessions.reset(name)
 
 
 class HostRun:
