@@ -234,11 +234,6 @@ def test_template_parameter_that_is_not_defined(root: Root) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    reason="catalog._Checker._template checks attributes only of params and item: "
-    "{{ target.nosuch }} passes validation and the dry run dies with a TypeError traceback",
-    strict=True,
-)
 def test_template_host_attribute_that_is_not_defined(root: Root) -> None:
     """`target.nosuch` in a template is found before any host, like `params.nosuch`."""
     path = root.template("multicast/verify_dp.ps1.j2")
@@ -265,11 +260,6 @@ def test_when_with_an_unknown_name(root: Root) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    reason="plan.Planner.condition compiles `when` with undefined_to_none: a misspelt attribute "
-    "(target.pxee) is None, so the step is silently skipped on every host instead of an error",
-    strict=True,
-)
 def test_when_with_an_unknown_attribute(root: Root) -> None:
     """A typo in a condition's attribute must not silently skip a destructive step everywhere."""
     n = step_line(root, "m4.uninstall-pxe-role", "when:")

@@ -7,6 +7,7 @@ template variable, an include of steps that do not exist) is found here, before 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -278,14 +279,37 @@ class _Checker:
         self, path: tuple[str | int, ...], ast: jinja2.nodes.Node
     ) -> Iterator[Problem]:
         for node in ast.find_all(jinja2.nodes.Getattr):
-            if (
-                isinstance(node.node, jinja2.nodes.Name)
-                and node.node.name == "params"
-                and node.attr not in self.rb.parameters
-            ):
-                yield self.smap.problem(
-                    path, f"params.{node.attr} is not a parameter of this runbook"
-                )
+            if isinstance(node.node, jinja2.nodes.Name):
+                wrong = self._unknown_attr(node.node.name, node.attr)
+                if wrong:
+                    yield self.smap.problem(
+                        path, f"condition uses {node.node.name}.{node.attr}, which {wrong}"
+                    )
+
+    def _unknown_attr(self, obj: str, attr: str) -> str | None:
+        """Why `obj.attr` is not something a run provides ("is not ..."), or None when it is.
+
+        Only the context objects a run builds are checked (params, host, target, site); other
+        names (item, step vars, template locals) are left to their own checks.
+        """
+        # plan imports this module, so its context keys are imported when first needed.
+        from cmrunbook.plan import context_attrs
+
+        if obj == "params":
+            if attr in self.rb.parameters:
+                return None
+            known = sorted(self.rb.parameters)
+            what = "a parameter of this runbook"
+        elif obj in context_attrs():
+            if attr in context_attrs()[obj]:
+                return None
+            known = sorted(context_attrs()[obj])
+            what = f"a field of {obj}"
+        else:
+            return None
+        hint = difflib.get_close_matches(attr, known, n=1)
+        more = f" (did you mean {obj}.{hint[0]}?)" if hint else ""
+        return f"is not {what}{more}; known: {', '.join(known)}"
 
     def _template(
         self,
@@ -319,10 +343,10 @@ class _Checker:
                     f"{where} uses '{name}', which is not defined (step vars: {sorted(var_names)})",
                 )
         for (obj, attr), (where, line) in sorted(refs.attrs.items()):
-            if obj == "params" and attr not in self.rb.parameters:
+            wrong = self._unknown_attr(obj, attr)
+            if wrong:
                 yield self.smap.problem(
-                    (*path, "template"),
-                    f"{where}:{line} uses params.{attr}, which is not a parameter of this runbook",
+                    (*path, "template"), f"{where}:{line} uses {obj}.{attr}, which {wrong}"
                 )
             if obj == "item":
                 if item_fields is None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import jinja2
 
 from cmrunbook.catalog import Catalog, Loaded, resolve_include
 from cmrunbook.errors import ConfigError, UsageError
-from cmrunbook.inventory import HostView, Inventory
+from cmrunbook.inventory import HostView, Inventory, InventoryFile
 from cmrunbook.runbook import Parameter, Probe, Runbook, Step
+from cmrunbook.sourcemap import SourceMap
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ class Planner:
     ) -> bool:
         fn = self._compiled.get(expr)
         if fn is None:
-            fn = self.catalog.renderer.env.compile_expression(expr)
+            # An undefined attribute must fail, not read as None: `target.pxee` would make the
+            # condition false and silently skip the step on every host.
+            fn = self.catalog.renderer.env.compile_expression(expr, undefined_to_none=False)
             self._compiled[expr] = fn
         host_ctx, site = self._context(host)
         try:
@@ -326,6 +330,7 @@ class Planner:
 
 
 def _site(host: HostView) -> dict[str, Any]:
+    """What conditions and templates see as `site`: the target's site."""
     return {
         "code": host.site_code,
         "version": host.site.version,
@@ -333,6 +338,25 @@ def _site(host: HostView) -> dict[str, Any]:
         "provider": host.site.provider,
         "install_dir": host.site.install_dir,
     }
+
+
+@cache
+def context_attrs() -> dict[str, frozenset[str]]:
+    """The attributes a condition or template may read of `host`, `target` and `site`.
+
+    Taken from the code that builds those contexts (`HostView.as_context`, `_site`) applied to a
+    minimal example host, so the load-time check of runbooks can never disagree with what a run
+    really provides. The keys do not depend on the host's values.
+    """
+    example = InventoryFile.model_validate(
+        {
+            "sites": {"X": {"version": "cb", "provider": "h"}},
+            "hosts": {"h": {"site": "X", "roles": ["site_server"], "os": {"version": "2019"}}},
+        }
+    )
+    host = Inventory(example, "<example>", SourceMap("<example>")).hosts["h"]
+    keys = frozenset(host.as_context())
+    return {"host": keys, "target": keys, "site": frozenset(_site(host))}
 
 
 def step_context(
