@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from cmrunbook.lab.labfile import default_lab_path
 from cmrunbook.lab.serve import RunningLab, start_lab
+from cmrunbook.lab.world import Lab as WorldLab
 
 ROOT = Path(__file__).resolve().parents[1]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -40,12 +45,17 @@ class Lab:
         return env
 
     def cli(self, *args: str, timeout: float = 240, env: dict[str, str] | None = None,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        """`invoke ARGS --inventory <lab> --runs <tmp>` from the project folder, no TTY."""
+            stdin: str | None = None, time_scale: str = FAST[1],
+            inventory: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """`invoke ARGS --inventory <lab> --runs <tmp>` from the project folder, no TTY.
+
+        `time_scale` replaces the default 0.02 (engine waits); `inventory` another inventory
+        file (e.g. the lab's with some hosts pointed at a closed port)."""
         cmd = [INVOKE, *args]
         task = args[0]
         if task in ("remediate", "check"):
-            cmd += ["--inventory", self.inventory, "--runs", str(self.runs), *FAST]
+            cmd += ["--inventory", inventory or self.inventory, "--runs", str(self.runs)]
+            cmd += ["--time-scale", time_scale]
         return subprocess.run(
             cmd, cwd=ROOT, env=env or self.env(), text=True, capture_output=True,
             timeout=timeout, input=stdin if stdin is not None else "",
@@ -54,8 +64,18 @@ class Lab:
     def run_dirs(self) -> list[Path]:
         return sorted(p for p in self.runs.glob("*-*") if p.is_dir())
 
+    def popen(self, *args: str, time_scale: str = FAST[1]) -> subprocess.Popen[str]:
+        """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle."""
+        cmd = [INVOKE, *args, "--inventory", self.inventory, "--runs", str(self.runs)]
+        cmd += ["--time-scale", time_scale]
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env(), text=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
     @property
-    def world(self):  # noqa: ANN201 - the lab's simulated state (cmrunbook.lab.world.Lab)
+    def world(self) -> WorldLab:
+        """The lab's simulated state."""
         return self.running.lab
 
 
@@ -64,9 +84,12 @@ def make_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
     """Start a lab (default lab file, or the given one); stopped after the test."""
     started: list[RunningLab] = []
 
-    def make(lab_file: Path | None = None, speed: float = 50.0) -> Lab:
+    def make(lab_file: Path | None = None, speed: float = 50.0, password: str | None = None) -> Lab:
         running = start_lab(
-            tmp_path / f"lab{len(started)}" / "inventory.yaml", lab_file=lab_file, speed=speed
+            tmp_path / f"lab{len(started)}" / "inventory.yaml",
+            lab_file=lab_file,
+            speed=speed,
+            password=password,
         )
         started.append(running)
         return Lab(running, tmp_path)
@@ -79,3 +102,20 @@ def make_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
 @pytest.fixture
 def lab(make_lab: Callable[..., Lab]) -> Lab:
     return make_lab()
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    """Every event of a run's journal, in order."""
+    text = (run_dir / "journal.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def custom_lab_file(
+    tmp: Path, change: Callable[[dict[str, Any]], None], name: str = "lab.yaml"
+) -> Path:
+    """A lab file in `tmp`: the default lab's data after `change(data)` edits it in place."""
+    data = yaml.safe_load(default_lab_path().read_text(encoding="utf-8"))
+    change(data)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
