@@ -145,11 +145,6 @@ def project_copy(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runbooks/multicast.yaml's signature wants 'hash mismatch'/'0x80091007'; smsts.log "
-    "writes 'Hash could not be matched' and 'HRESULT=80091007' (see PROPOSED_MULTICAST)",
-)
 def test_multicast_failure_found_with_committed_signature(tmp_path: Path) -> None:
     path = tmp_path / "smsts.log"
     shutil.copyfile(DATA / "multicast_smsts.log", path)
