@@ -363,22 +363,12 @@ def test_inventory_unknown_key_suggests_the_right_one(root: Root) -> None:
     )
 
 
-@pytest.mark.xfail(
-    reason="plan.resolve_params reports a wrongly typed inventory var as "
-    "'<inventory> (host NAME): ...' without its line and column",
-    strict=True,
-)
 def test_inventory_var_of_the_wrong_type_is_located(root: Root) -> None:
     after = inventory_case(root, "cm07-dp02", "site: C07")
     n = insert_line(root.inventory, after, "    vars: {multicast_flag: abc}")
     assert_located(root.dry_run(), root.inventory, n, None, "multicast_flag")
 
 
-@pytest.mark.xfail(
-    reason="plan.coerce catches ValueError only: an int parameter set to .inf in the inventory "
-    "raises OverflowError, a traceback instead of exit 2",
-    strict=True,
-)
 def test_inventory_var_infinite_int_is_a_usage_error(root: Root) -> None:
     after = inventory_case(root, "cm07-dp02", "site: C07")
     insert_line(root.inventory, after, "    vars: {multicast_flag: .inf}")

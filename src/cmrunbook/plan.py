@@ -80,44 +80,86 @@ class Plan:
         return self.method == "auto"
 
 
+#: What a conversion of a wrong value raises: int('big') a ValueError, int(float('inf')) an
+#: OverflowError, int([1]) a TypeError (YAML gives any of these types).
+_CONVERSION_ERRORS = (ValueError, TypeError, OverflowError)
+
+
+def _convert(p: Parameter, value: Any) -> Any:
+    """`value` in the parameter's type; raises one of _CONVERSION_ERRORS when it is not one."""
+    if p.type == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)  # int() would quietly drop the fraction
+        return int(value)
+    if p.type == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(value)
+    if p.type == "list":
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return [v.strip() for v in str(value).split(",") if v.strip()]
+    if p.type == "choice":
+        allowed = [str(c) for c in p.choices or []]
+        if str(value) not in allowed:
+            raise ValueError(value)
+        return str(value)
+    return str(value)
+
+
+def _not_a(name: str, p: Parameter, value: Any) -> str:
+    expected = f"one of {p.choices}" if p.type == "choice" else f"a {p.type}"
+    return f"{name}={value!r} is not {expected}"
+
+
 def coerce(name: str, p: Parameter, value: Any, origin: str) -> Any:
     """A parameter value from the command line or inventory, in the parameter's own type."""
     try:
-        if p.type == "int":
-            return int(value)
-        if p.type == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in {"1", "true", "yes", "on"}:
-                return True
-            if text in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(value)
-        if p.type == "list":
-            if isinstance(value, list):
-                return [str(v) for v in value]
-            return [v.strip() for v in str(value).split(",") if v.strip()]
-        if p.type == "choice":
-            allowed = [str(c) for c in p.choices or []]
-            if str(value) not in allowed:
-                raise ValueError(value)
-            return str(value)
-        return str(value)
-    except ValueError:
-        expected = f"one of {p.choices}" if p.type == "choice" else f"a {p.type}"
-        raise UsageError(f"{origin}: {name}={value!r} is not {expected}") from None
+        return _convert(p, value)
+    except _CONVERSION_ERRORS:
+        raise UsageError(f"{origin}: {_not_a(name, p, value)}") from None
+
+
+def var_path(inv: Inventory, host: str, var: str) -> tuple[str, ...]:
+    """Where in the inventory file the value of `var` that `host` sees is written.
+
+    The same precedence as Inventory.vars_for: the host's own vars, then its groups (the later
+    in order wins), then the top-level vars.
+    """
+    if var in inv.file.hosts[host].vars:
+        return ("hosts", host, "vars", var)
+    for group in reversed(inv.groups_of(host)):
+        if var in inv.file.groups[group].vars:
+            return ("groups", group, "vars", var)
+    return ("vars", var)
 
 
 def resolve_params(
-    rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv_path: str
+    rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv: Inventory
 ) -> dict[str, Any]:
-    """Runbook defaults, then inventory vars (global, group, host), then the command line."""
+    """Runbook defaults, then inventory vars (global, group, host), then the command line.
+
+    A wrongly typed inventory var is reported at its line in the inventory, wherever (top-level,
+    group or host vars) the value this host sees was written.
+    """
     params: dict[str, Any] = {}
     for name, p in rb.parameters.items():
         value = p.default
         if name in host.vars:
-            value = coerce(name, p, host.vars[name], f"{inv_path} (host {host.name})")
+            try:
+                value = _convert(p, host.vars[name])
+            except _CONVERSION_ERRORS:
+                message = (
+                    f"{_not_a(name, p, host.vars[name])} "
+                    f"(parameter of runbook {rb.id}, for host {host.name})"
+                )
+                where = var_path(inv, host.name, name)
+                raise ConfigError([inv.smap.problem(where, message)]) from None
         if name in overrides:
             value = coerce(name, p, overrides[name], "--set")
         params[name] = value if value is None else coerce(name, p, value, f"runbook {rb.id}")
@@ -212,7 +254,7 @@ class Planner:
             if reason:
                 plan.skipped_hosts.append((host.name, reason))
                 continue
-            params = resolve_params(rb, host, cli, self.inv.path)
+            params = resolve_params(rb, host, cli, self.inv)
             plan.hosts.append(HostPlan(host, params, self._stages(host, params, method, rollback)))
         if not plan.hosts:
             why = "; ".join(f"{n}: {r}" for n, r in plan.skipped_hosts) or "no hosts"
