@@ -46,6 +46,7 @@ class FaultBook:
         log: str | None = None,
         operation: str | None = None,
         role: str | None = None,
+        package_id: str | None = None,
     ) -> FaultSpec | None:
         """The first armed fault that matches, consumed once; None if none matches."""
         wanted = set(kinds)
@@ -61,6 +62,8 @@ class FaultBook:
                 if operation and f.operation not in ("any", operation):
                     continue
                 if role and f.role not in ("any", role):
+                    continue
+                if package_id and f.package_id and f.package_id.upper() != package_id.upper():
                     continue
                 if entry[1] is not None:
                     entry[1] -= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,13 +31,26 @@ def parent_of(path: str) -> str:
 
 
 def fake_sha256(path: str, version: str | None, size: int) -> str:
-    """A stable hash for a simulated binary: the same file spec always hashes the same."""
-    return hashlib.sha256(f"{path.lower()}|{version}|{size}".encode()).hexdigest().upper()
+    """A stable hash for a simulated binary, from its name, version and size: the same build of
+    a file hashes the same wherever it lies (the ADK's bootsect.exe and ConfigMgr's copy of it)."""
+    name = path.replace("/", "\\").rsplit("\\", 1)[-1].lower()
+    return hashlib.sha256(f"{name}|{version}|{size}".encode()).hexdigest().upper()
+
+
+def default_machine(path: str) -> str | None:
+    """The PE machine of a simulated binary given without one: by its folder, else x86."""
+    lowered = path.lower().replace("/", "\\")
+    if not lowered.endswith((".exe", ".dll", ".sys")):
+        return None
+    if any(part in lowered for part in ("\\x64\\", "\\amd64\\")):
+        return "x64"
+    return "x86"
 
 
 @dataclass
 class File:
-    """A file: logs and backups carry bytes; binaries carry a version, a size and a hash."""
+    """A file: logs and backups carry bytes; binaries carry a version, a size, a hash and the
+    machine type of their PE header ("x86", "x64", "other"; None: not an executable)."""
 
     path: str
     data: bytearray | None = None
@@ -44,6 +58,27 @@ class File:
     declared_size: int = 0
     sha256: str = ""
     obj: Any = None  # what Export-Clixml serialised, for Import-Clixml
+    machine: str | None = None
+    read_only: bool = False
+
+    def copy_to(self, path: str) -> File:
+        """What Copy-Item makes: the same bytes, version, hash, machine and attributes."""
+        return File(
+            path,
+            data=bytearray(self.data) if self.data is not None else None,
+            version=self.version,
+            declared_size=self.declared_size,
+            sha256=self.sha256 or fake_sha256(self.path, self.version, self.size),
+            obj=self.obj,
+            machine=self.machine,
+            read_only=self.read_only,
+        )
+
+    def content_sha256(self) -> str:
+        """SHA-256 as a hash over the file would give: of the bytes when it has any."""
+        if self.data is not None:
+            return hashlib.sha256(bytes(self.data)).hexdigest().upper()
+        return self.sha256
 
     @property
     def size(self) -> int:
@@ -167,6 +202,10 @@ WU_REBOOT_KEY = (
 SESSION_MANAGER_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager"
 
 
+#: %windir% by Windows version: upper case on the releases whose setup wrote it so.
+WINDIR = {"nt4": r"C:\WINNT", "2000": r"C:\WINNT", "xp": r"C:\WINDOWS", "2003": r"C:\WINDOWS"}
+
+
 class SimHost:
     """One Windows machine of the lab."""
 
@@ -192,8 +231,16 @@ class SimHost:
             self.fs.mkdir(d)
         for path, f in spec.files.items():
             self.fs.put(
-                File(path, version=f.version, declared_size=f.size, sha256=(f.sha256 or "").upper())
-            )
+                File(path, version=f.version, declared_size=f.size,
+                     sha256=(f.sha256 or "").upper(),
+                     machine=f.arch or default_machine(path), read_only=f.read_only)
+            )  # fmt: skip
+        self.env = {
+            "windir": WINDIR.get(self.os_version, r"C:\Windows"),
+            "SystemRoot": WINDIR.get(self.os_version, r"C:\Windows"),
+            "SystemDrive": "C:",
+            "ProgramFiles": r"C:\Program Files",
+        }
         for key, values in spec.registry.items():
             self.registry.set(key)
             for k, v in values.items():
@@ -204,6 +251,15 @@ class SimHost:
     @property
     def has_winrm(self) -> bool:
         return self.spec.winrm
+
+    def expand_env(self, text: str) -> str:
+        """[Environment]::ExpandEnvironmentVariables: %NAME% of a set variable, others left."""
+        lowered = {k.lower(): v for k, v in self.env.items()}
+
+        def one(m: re.Match[str]) -> str:
+            return lowered.get(m[1].lower(), m[0])
+
+        return re.sub(r"%([^%]+)%", one, text)
 
     def log_path(self, log_name: str) -> str:
         return self.log_dir.rstrip("\\") + "\\" + log_name

@@ -23,7 +23,10 @@ from cmrunbook.validation import parse
 DEFAULT_LAB = "default-lab.yaml"
 MulticastFault = Literal["none", "image-flags", "mcs-key", "wds"]
 LogFormat = Literal["cmtrace", "sms2007", "msi"]
-FaultKind = Literal["log-failure", "log-hang", "log-rollover", "reboot-during", "script-failure"]
+FaultKind = Literal[
+    "log-failure", "log-hang", "log-rollover", "reboot-during", "script-failure",
+    "distribution-failure",
+]  # fmt: skip
 WdsFeature = Literal["WDS", "WDS-Deployment", "WDS-Transport"]
 
 
@@ -70,6 +73,13 @@ class BootImage(Strict):
     )
 
 
+class CollectionSpec(Strict):
+    """A collection of the site (SMS_Collection), its members by lab host name."""
+
+    name: str
+    members: list[str] = Field(default_factory=list)
+
+
 class SiteSpec(Strict):
     version: ConfigMgrVersion
     release: str = ""
@@ -77,12 +87,37 @@ class SiteSpec(Strict):
     install_dir: str = r"C:\Program Files\Microsoft Configuration Manager"
     os_images: list[OSImage] = Field(default_factory=list)
     boot_images: list[BootImage] = Field(default_factory=list)
+    collections: dict[str, CollectionSpec] = Field(
+        default_factory=dict,
+        description="CollectionID -> collection (SMS_FullCollectionMembership).",
+    )
 
 
 class FileSpec(Strict):
     version: str | None = None
     size: int = Field(4096, ge=0)
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    arch: Literal["x86", "x64", "other"] | None = Field(
+        None, description="PE machine type; default: x64 in an x64/amd64 folder, else x86."
+    )
+    read_only: bool = False
+
+
+class LogLineSpec(Strict):
+    """One line of a log the lab starts with (CMTrace fields)."""
+
+    message: str
+    component: str = "TSManager"
+    level: Literal["info", "warning", "error"] = "info"
+    thread: int = Field(3048, ge=0)
+
+
+class LogFileSpec(Strict):
+    """A log already on the host when the lab starts, e.g. a failed task sequence's smsts.log."""
+
+    format: LogFormat = "cmtrace"
+    hours_ago: float = Field(2, ge=0, description="When its lines were written, before the start.")
+    lines: list[LogLineSpec]
 
 
 class DPSpec(Strict):
@@ -102,6 +137,11 @@ class ClientSpec(Strict):
     tscore_version: str | None = Field(None, description="TSCore.dll file version; None: absent.")
     client_version: str = "5.00.7958.1000"
     inventoried: bool = Field(True, description="The site inventory holds TSCore.dll's version.")
+    inventoried_version: str | None = Field(
+        None,
+        description="The version the last software scan reported (default: tscore_version); "
+        "an older one when the client was patched after that scan.",
+    )
     client_dir: str | None = Field(None, description="Local SMS Path; default by OS and site.")
 
 
@@ -117,6 +157,9 @@ class HostSpec(Strict):
     )
     log_max_bytes: int = Field(1_000_000, ge=1024, description="Rollover to .lo_ past this size.")
     files: dict[str, FileSpec] = Field(default_factory=dict)
+    log_files: dict[str, LogFileSpec] = Field(
+        default_factory=dict, description="Full path -> a log present at start."
+    )
     dirs: list[str] = Field(default_factory=list)
     registry: dict[str, dict[str, Any]] = Field(default_factory=dict)
     dp: DPSpec | None = None
@@ -155,6 +198,9 @@ class FaultSpec(Strict):
     role: Literal["multicast", "pxe", "any"] = "any"
     down_seconds: float = Field(30, ge=0, description="reboot-during: seconds the host is down.")
     message: str = "Injected failure."
+    package_id: str | None = Field(
+        None, description="distribution-failure: only this package (default: any)."
+    )
     count: int | None = Field(1, ge=1, description="How many times it applies; null: always.")
 
 
@@ -176,6 +222,13 @@ class LabFile(Strict):
             if server is None or "site_server" not in server.roles:
                 out.append(
                     (("sites", code, "server"), f"'{site.server}' is not a site_server host")
+                )
+            for cid, coll in site.collections.items():
+                out.extend(
+                    (("sites", code, "collections", cid, "members"), f"unknown host '{h}'")
+                    for h in coll.members
+                    if h not in self.hosts
+                    and not h.startswith(tuple(g.prefix for g in self.clients))
                 )
             for i, image in enumerate(site.boot_images):
                 out.extend(

@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cmrunbook.lab.labfile import SiteSpec
+
+if TYPE_CHECKING:
+    from cmrunbook.lab.world import Lab
 
 MULTICAST_ROLE = "SMS Multicast Service Point"
 PXE_ROLE = "SMS PXE Service Point"
@@ -87,10 +90,13 @@ class SiteState:
             b.package_id.upper(): {
                 "PackageID": b.package_id.upper(), "Name": b.name,
                 "ImageOSVersion": b.image_os_version, "Architecture": b.architecture,
-                "SourceVersion": 1, "Files": dict(b.files),
+                "SourceVersion": 1, "Files": dict(b.files), "LastRefreshTime": "",
             }
             for b in spec.boot_images
         }  # fmt: skip
+        # SMS_PackageStatusDistPointsSummarizer.State per (PackageID, ServerNALPath lower case):
+        # 0 installed (the default), 1 install pending, 3 install failed.
+        self.dp_state: dict[tuple[str, str], int] = {}
         self.dp_servers = dict(dp_hosts)
         self.dp_records: list[dict[str, Any]] = []
         for b in spec.boot_images:
@@ -103,6 +109,65 @@ class SiteState:
         self.pxe_shares: set[str] = set()  # DP hosts whose SMSPXEIMAGES$ DP exists
         self.clients: list[dict[str, Any]] = []
         self.refreshes: list[str] = []
+        self.collections = {
+            cid.upper(): {"CollectionID": cid.upper(), "Name": c.name, "members": list(c.members)}
+            for cid, c in spec.collections.items()
+        }
+
+    # -- WMI classes of the SMS Provider ---------------------------------------------------
+
+    def wmi_instances(self, cls: str, lab: Lab) -> list[dict[str, Any]]:
+        """Instances of one class (see `cmrunbook.lab.wmi.CLASSES`), as fresh dicts."""
+        public = ("ResourceId", "Name", "NetbiosName", "ClientVersion",
+                  "OperatingSystemNameandVersion", "Client", "Active", "Obsolete")  # fmt: skip
+        if cls == "SMS_R_System":
+            return [{k: c[k] for k in public} for c in self.clients]
+        if cls == "SMS_G_System_SoftwareFile":
+            return [{"ResourceID": c["ResourceId"], **f} for c in self.clients for f in c["_files"]]
+        if cls == "SMS_G_System_OPERATING_SYSTEM":
+            return [{"ResourceID": c["ResourceId"], **c["_os"]} for c in self.clients if c["_os"]]
+        if cls == "SMS_G_System_LastSoftwareScan":
+            return [
+                {"ResourceID": c["ResourceId"], "LastUpdateDate": c["_scan"]}
+                for c in self.clients
+                if c["_scan"]
+            ]
+        if cls == "SMS_Collection":
+            return [
+                {"CollectionID": cid, "Name": c["Name"], "MemberCount": len(c["members"])}
+                for cid, c in self.collections.items()
+            ]
+        if cls == "SMS_FullCollectionMembership":
+            by_host = {c["_host"].lower(): c for c in self.clients}
+            return [
+                {"CollectionID": cid, "ResourceID": by_host[m.lower()]["ResourceId"],
+                 "Name": by_host[m.lower()]["Name"]}
+                for cid, c in self.collections.items()
+                for m in c["members"]
+                if m.lower() in by_host
+            ]  # fmt: skip
+        if cls == "SMS_BootImagePackage":
+            out = []
+            for b in self.boot_images.values():
+                row = {k: v for k, v in b.items() if k != "Files"}
+                if self.version == "2007":
+                    row.pop("ImageOSVersion")  # the 2007 class has no such property
+                out.append(row)
+            return out
+        if cls == "SMS_DistributionPoint":
+            return [dict(r) for r in self.dp_records]
+        if cls == "SMS_PackageStatusDistPointsSummarizer":
+            return [
+                {"PackageID": r["PackageID"], "ServerNALPath": r["ServerNALPath"],
+                 "SiteCode": self.code,
+                 "State": self.dp_state.get((r["PackageID"], r["ServerNALPath"].lower()), 0),
+                 "SourceVersion": self.boot_images.get(r["PackageID"], {}).get("SourceVersion", 1),
+                 "SummaryDate": ""}
+                for r in self.dp_records
+            ]  # fmt: skip
+        if cls == "SMS_ImagePackage":
+            return [dict(i) for i in self.images.values()]
+        return []
 
     # -- distribution point records --------------------------------------------------------
 

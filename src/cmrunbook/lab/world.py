@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cmrunbook.lab import logs
 from cmrunbook.lab.clock import Clock, Schedule
 from cmrunbook.lab.faults import FaultBook
 from cmrunbook.lab.hosts import File, SimHost
-from cmrunbook.lab.labfile import ClientSpec, HostSpec, LabFile, load_lab_file
+from cmrunbook.lab.labfile import ClientSpec, HostSpec, LabFile, LogFileSpec, load_lab_file
 from cmrunbook.lab.site import MULTICAST_ROLE, PXE_ROLE, PXE_SHARE, SiteRole, SiteState, nal_path
 
 MCS_KEY = r"HKLM:\SOFTWARE\Microsoft\SMS\MCS"
@@ -96,6 +96,9 @@ class Lab:
             )
             for code, s in spec.sites.items()
         }
+        for site in self.sites.values():
+            for image in site.boot_images.values():
+                image["LastRefreshTime"] = _dmtf(self.clock.wall(0) - timedelta(days=40))
         for host in self.hosts.values():
             self._init_host(host)
         self._backends: dict[str, object] = {}
@@ -170,6 +173,8 @@ class Lab:
                 site.pxe_shares.add(host.name)
             self._seed_role_logs(host)
             self._refresh_dp(host)
+        for path, log in spec.log_files.items():
+            self._seed_log(host, path, log)
         if spec.client is not None or "client" in host.roles:
             self._init_client(host, spec.client or ClientSpec())
         if "site_server" in host.roles:
@@ -187,9 +192,9 @@ class Lab:
         if c.client_dir:
             client_dir = c.client_dir
         elif site.version == "2007":
-            client_dir = r"C:\WINDOWS\system32\CCM"
+            client_dir = host.env["windir"] + r"\system32\CCM"
         else:
-            client_dir = r"C:\Windows\CCM"
+            client_dir = host.env["windir"] + r"\CCM"
         host.registry.set(CLIENT_PROPS_KEY, "Local SMS Path", client_dir + "\\")
         host.registry.set(MOBILE_CLIENT_KEY, "ProductVersion", c.client_version)
         host.fs.mkdir(client_dir)
@@ -197,14 +202,44 @@ class Lab:
             host.fs.put(
                 File(client_dir + r"\TSCore.dll", version=c.tscore_version, declared_size=1_402_880)
             )
-        os_name = OS_NAMES.get(host.os_version, (f"Microsoft Windows {host.os_version}", "", ""))[0]
+        os_name, os_ver, build = OS_NAMES.get(
+            host.os_version, (f"Microsoft Windows {host.os_version}", "", "")
+        )
+        inventoried = c.inventoried_version or c.tscore_version
+        scanned = self.clock.wall(0) - _hours(20 + len(site.clients) % 48)
+        files = []
+        if c.inventoried and inventoried:
+            files.append(
+                {"FileName": "TSCore.dll", "FilePath": host.expand_env(client_dir).rstrip("\\")
+                 + "\\", "FileVersion": _version_text(inventoried), "FileSize": 1_402_880}
+            )  # fmt: skip
         site.clients.append(
-            {"Name": host.name.upper(), "NetbiosName": host.name.upper(),
+            {"ResourceId": 16777216 + 4 * len(site.clients) + 4,
+             "Name": host.name.upper(), "NetbiosName": host.name.upper(),
              "ClientVersion": c.client_version,
-             "OperatingSystemNameandVersion": os_name, "Client": 1, "Active": 1,
-             "TSCoreVersion": c.tscore_version if c.inventoried else None,
-             "HasWinRM": host.has_winrm}
+             "OperatingSystemNameandVersion": os_name,
+             "Client": 1, "Active": 1, "Obsolete": 0,
+             "_host": host.name, "_files": files,
+             "_os": {"BuildNumber": build, "Caption": os_name, "Version": f"{os_ver}.{build}"}
+             if c.inventoried and build else None,
+             "_scan": _dmtf(scanned) if c.inventoried else None}
         )  # fmt: skip
+
+    def _seed_log(self, host: SimHost, path: str, log: LogFileSpec) -> None:
+        """A log the host already has, e.g. smsts.log of a task sequence that failed earlier."""
+        start = self.clock.wall(0) - _hours(log.hours_ago)
+        level = {"info": 1, "warning": 2, "error": 3}
+        text = ""
+        for i, line in enumerate(log.lines):
+            when = start + timedelta(milliseconds=15 * i)
+            if log.format == "cmtrace":
+                text += logs.cmtrace(
+                    line.message, line.component, when, type_=level[line.level], thread=line.thread
+                )
+            else:
+                text += logs.format_line(logs.Line(line.message, line.component), log.format, when)
+            text += logs.CRLF
+        host.fs.put(File(host.expand_env(path), data=bytearray(text.encode("utf-8"))))
 
     def _seed_role_logs(self, host: SimHost) -> None:
         """An old, successful install in each role's logs: a monitor that reads from offset 0
@@ -387,6 +422,9 @@ class Lab:
         image["SourceVersion"] += 1
         site.refreshes.append(package_id.upper())
         server = self.hosts[site.server]
+        records = [r for r in site.dp_records if r["PackageID"] == package_id.upper()]
+        for rec in records:
+            site.dp_state[(rec["PackageID"], rec["ServerNALPath"].lower())] = 1
         t1 = self.clock.now() + self.delay(self.spec.delays.distmgr)
         t2 = t1 + self.delay(self.spec.delays.distmgr_done)
 
@@ -407,9 +445,33 @@ class Lab:
                 2301, server.address, site.code, when, [image["Name"], package_id], package_id
             )
             logs.append(server, "distmgr.log", [logs.Line(msg, logs.DISTMGR)], when)
+            image["LastRefreshTime"] = _dmtf(when)
+            self._refill_image(site, server, image)
+            for rec in records:
+                dp = self.host_by_server(rec["ServerNALPath"].split("\\")[2])
+                fault = None
+                if dp is not None:
+                    fault = self.faults.take(
+                        dp.name, ["distribution-failure"], package_id=package_id
+                    )
+                state = 3 if fault is not None else 0
+                site.dp_state[(rec["PackageID"], rec["ServerNALPath"].lower())] = state
 
         self.schedule.at(t1, updated, f"distmgr:{package_id}")
         self.schedule.at(t2, processed, f"distmgr:{package_id}")
+
+    def _refill_image(self, site: SiteState, server: SimHost, image: dict[str, object]) -> None:
+        """An updated boot image takes its SMS\\bin files from the site server's OSD\\bin."""
+        files = image.get("Files")
+        if not isinstance(files, dict):
+            return
+        for inside in list(files):
+            rel = str(inside)
+            if not rel.lower().startswith("sms\\bin\\"):
+                continue
+            source = server.fs.get(site.install_dir.rstrip("\\") + "\\OSD\\" + rel[4:])
+            if source is not None and source.version:
+                files[inside] = source.version
 
     # -- causality: restarts -----------------------------------------------------------------
 
@@ -516,6 +578,19 @@ _PXE_PROPS = [
 
 def _hours(n: float) -> timedelta:
     return timedelta(hours=n)
+
+
+def _dmtf(when: datetime) -> str:
+    """A WMI datetime (UTC), as the SMS Provider returns it."""
+    return when.strftime("%Y%m%d%H%M%S.") + f"{when.microsecond:06d}+000"
+
+
+def _version_text(version: str) -> str:
+    """A FileVersion text as software inventory records it: 5.0.7958.1104 -> 5.00.7958.1104."""
+    parts = version.split(".")
+    if len(parts) == 4 and len(parts[1]) == 1:
+        parts[1] = "0" + parts[1]
+    return ".".join(parts)
 
 
 def _generated_clients(spec: LabFile) -> dict[str, HostSpec]:
