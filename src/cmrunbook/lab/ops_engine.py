@@ -1,5 +1,5 @@
 """The engine's own scripts (templates/engine/): log monitors, boot time, pending restart,
-restart."""
+restart, and the log fetch of `diagnose --host`."""
 
 from __future__ import annotations
 
@@ -136,3 +136,40 @@ def restart(ctx: Context) -> None:
         grace = float(args[args.index("/t") + 1])
     ctx.lab.restart(ctx.host, grace)
     ctx.result.changed = True
+
+
+@operation(
+    "engine/fetch_logs",
+    lambda s: s.has(
+        "foreach ($candidate in $paths)", "[Convert]::ToBase64String($buffer, 0, $read)"
+    ),
+)
+def fetch_logs(ctx: Context) -> None:
+    """Each existing candidate log (environment variables expanded), its last maxBytes."""
+    s, host = ctx.script, ctx.host
+    if not s.has(
+        "$path = [Environment]::ExpandEnvironmentVariables([string]$candidate)",
+        "$exists = Test-Path -LiteralPath $path -PathType Leaf",
+        "if ($offset % 2 -ne 0) {",
+        "$offset = $offset + 1",
+    ):
+        raise Unrecognized("the fetch loop is not the one the lab simulates")
+    paths = [str(p) for p in s.input("paths")]
+    max_bytes = int(s.input("maxBytes"))
+    out: dict[str, str] = {}
+    for candidate in paths:
+        path = host.expand_env(candidate)
+        file = host.fs.get(path)
+        if file is None or path in out:
+            continue
+        data = bytes(file.data) if file.data is not None else b"\0" * file.size
+        offset = 0
+        if len(data) > max_bytes:
+            offset = len(data) - max_bytes
+            offset += offset % 2
+        host.stats.log_reads.append(
+            {"log": file.name, "path": path, "offset": offset, "bytes": len(data) - offset}
+        )
+        out[path] = base64.b64encode(data[offset:]).decode("ascii")
+    ctx.result.message = f"{len(out)} of {len(paths)} candidate log(s) found"
+    ctx.result.data = out

@@ -161,7 +161,13 @@ def recognise(script: Script) -> Operation | None:
 
 def _load_operations() -> None:
     # Importing the modules registers their operations (once).
-    from cmrunbook.lab import ops_checks, ops_engine, ops_multicast  # noqa: F401
+    from cmrunbook.lab import (  # noqa: F401
+        ops_bootsect,
+        ops_checks,
+        ops_engine,
+        ops_fleet,
+        ops_multicast,
+    )
 
 
 def clixml_error(message: str) -> bytes:
