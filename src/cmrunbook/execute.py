@@ -46,6 +46,17 @@ class StepFailed(Exception):
         self.status = status
 
 
+INTERRUPTED_MESSAGE = "interrupted (Ctrl-C); --resume continues from here"
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C during a run: every host stopped at its next step or poll; their outcomes."""
+
+    def __init__(self, outcomes: list[HostOutcome]) -> None:
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
 @dataclass
 class Options:
     forks: int = 5
@@ -126,6 +137,7 @@ class Runner:
     options: Options
     resume: ResumeState | None = None
     prompt_lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> list[HostOutcome]:
         # How many targets still need each host: a host's shell closes when the last one is done
@@ -137,7 +149,13 @@ class Runner:
         self._users_lock = threading.Lock()
         with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
             futures = [pool.submit(self._host, hp) for hp in self.plan.hosts]
-            return [f.result() for f in futures]
+            try:
+                return [f.result() for f in futures]
+            except KeyboardInterrupt:
+                # Only the main thread sees Ctrl-C: tell the hosts, which stop after their
+                # current remote call (a step or a log poll) and journal where they are.
+                self.stop.set()
+                raise RunInterrupted([f.result() for f in futures]) from None
 
     def _host(self, hp: HostPlan) -> HostOutcome:
         try:
@@ -275,11 +293,16 @@ class HostRun:
         return True
 
     # -- one step ---------------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.r.stop.is_set():
+            raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
+
     def _step(self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None) -> bool:
         item_id = _item_id(item)
         sid = step_id(ps.key, item_id)
         if sid in self.done:
             return True
+        self._check_stop()
         if ps.skip_reason:
             self._skip(ps, item_id, ps.skip_reason)
             return True
@@ -346,7 +369,7 @@ class HostRun:
             "step-end", host=self.name, key=ps.key, item=item_id, status=status, message=message,
             data=data, duration=round(duration, 3), log_lines=lines,
         )  # fmt: skip
-        if status not in ("failed",):
+        if status not in ("failed", "interrupted"):
             self.done.add(step_id(ps.key, item_id))
             self.outcome.steps_done += 1
         self.r.console.step(
@@ -466,6 +489,7 @@ class HostRun:
         timeout, poll = w.timeout * scale, max(0.05, w.poll * scale)
 
         def read(request: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            self._check_stop()
             res = self._engine(
                 ps.run_on, "log_read.ps1.j2", "log-read", watches=request, max_bytes=READ_LIMIT
             )
@@ -526,6 +550,7 @@ class HostRun:
         time.sleep(min(5.0, 5.0 * scale))
         last_error = "no answer yet"
         while time.monotonic() < deadline:
+            self._check_stop()
             try:
                 now = self._engine(host, "boot_time.ps1.j2", "boot-time").data
                 if now != before:

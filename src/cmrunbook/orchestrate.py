@@ -6,22 +6,24 @@ refuses before the first remote call, so a refused run changes nothing on any ho
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.console import TextConsole
-from cmrunbook.errors import UsageError
-from cmrunbook.execute import HostOutcome, Options, Remote, Runner, Sessions
+from cmrunbook.errors import LockHeld, UsageError
+from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.locks import HostLocks
 from cmrunbook.plan import Plan
 
 EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
 def destructive_steps(plan: Plan) -> list[str]:
@@ -67,7 +69,7 @@ def execute_plan(
     state = ResumeState.load(resume) if resume else None
     run_dir = resume or new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
-    with HostLocks(runs_dir / ".locks", targets, run_dir.name):
+    with _locked(runs_dir / ".locks", targets, run_dir, new=resume is None):
         journal = JournalWriter(run_dir)
         try:
             if state is None:
@@ -90,12 +92,18 @@ def execute_plan(
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
             runner = Runner(catalog, plan, sessions, journal, console, options, state)
+            interrupted = False
             try:
                 outcomes = runner.run()
+            except RunInterrupted as exc:
+                outcomes, interrupted = exc.outcomes, True
             finally:
                 sessions.close()
             code = EXIT_OK if all(o.status == "ok" for o in outcomes) else EXIT_FAILED
-            journal.write("run-end", status="ok" if code == EXIT_OK else "failed", exit_code=code)
+            status = "ok" if code == EXIT_OK else "failed"
+            if interrupted:
+                code, status = EXIT_INTERRUPTED, "interrupted"
+            journal.write("run-end", status=status, exit_code=code)
         finally:
             journal.close()
     summary = summary_table(outcomes)
@@ -104,7 +112,29 @@ def execute_plan(
     console.print(summary)
     if after:
         after(run_dir)
+    if interrupted:
+        print(
+            f"Interrupted. Continue with: invoke remediate {plan.runbook.id} --resume {run_dir}",
+            file=sys.stderr,
+        )
     return code
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, targets: list[str], run_dir: Path, *, new: bool) -> Iterator[None]:
+    """Hold the targets' locks; a run refused by a held lock leaves no empty run folder behind."""
+    locks = HostLocks(folder, targets, run_dir.name)
+    try:
+        locks.__enter__()
+    except LockHeld:
+        if new:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+    try:
+        yield
+    finally:
+        locks.__exit__(None, None, None)
 
 
 def summary_table(outcomes: list[HostOutcome]) -> str:

@@ -1,0 +1,154 @@
+"""Killed runs and --resume: a Method 3 run on cm07-dp02 killed at several moments, then resumed.
+
+The resumed run must continue each host after its last completed step (no completed step runs
+twice), end ok, and leave the lab right: the OS images that Method 3 cleared are the ones it sets
+again, from the probe the first run journaled (a new probe would find none left to set).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Lab, events
+
+SPEED = 100.0  # a role removal takes 0.45 s, an install 0.6 s: time enough to kill mid-wait
+SCALE = "0.01"
+DP = "cm07-dp02"
+MULTICAST_BIT = 0x08000000
+ARGS = (
+    "remediate", "multicast", "--method", "3", "--hosts", DP, "--yes", "--non-interactive",
+    "--assume-manual-done",
+)  # fmt: skip
+
+
+def journal_of(lab: Lab) -> Path | None:
+    dirs = lab.run_dirs()
+    return dirs[0] / "journal.jsonl" if dirs else None
+
+
+def kill_when(
+    lab: Lab, proc: subprocess.Popen[str], ready: Callable[[list[dict[str, Any]]], bool], sig: int
+) -> tuple[list[dict[str, Any]], str]:
+    """Send `sig` to the run as soon as its journal satisfies `ready`: the events seen then,
+    and what the run wrote on stderr."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        path = journal_of(lab)
+        evs = events(path.parent) if path and path.is_file() else []
+        if ready(evs):
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            return evs, err
+        assert proc.poll() is None, "the run ended before the moment to kill it"
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("the moment to kill the run never came")
+
+
+def after_step_end(key: str, item: str | None = None) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda evs: any(
+        e["event"] == "step-end" and e["key"] == key and e.get("item") == item for e in evs
+    )
+
+
+def after_step_start(key: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda evs: any(e["event"] == "step-start" and e["key"] == key for e in evs)
+
+
+MOMENTS = {
+    "first-image-cleared": after_step_end("method:3/m3.clear-image-multicast", "C0700010"),
+    "mid-wait-for-removal": after_step_start("method:3/m3.wait-mcs-uninstall"),
+    "mid-wait-for-install": after_step_start("method:3/m3.wait-mcs-install"),
+}
+
+
+@pytest.mark.parametrize(
+    ("moment", "sig"),
+    [
+        ("first-image-cleared", signal.SIGKILL),
+        ("mid-wait-for-removal", signal.SIGINT),
+        ("mid-wait-for-install", signal.SIGKILL),
+    ],
+)
+def test_killed_run_resumes_after_the_last_completed_step(
+    moment: str, sig: int, make_lab: Callable[..., Lab]
+) -> None:
+    lab = make_lab(speed=SPEED)
+    images = lab.world.sites["C07"].images
+    multicast_before = {pid for pid, i in images.items() if i["PkgFlags"] & MULTICAST_BIT}
+    proc = lab.popen(*ARGS, time_scale=SCALE)
+    seen, err = kill_when(lab, proc, MOMENTS[moment], sig)
+    (run,) = lab.run_dirs()
+    first = events(run)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        assert not any(e["event"] == "run-end" for e in first)
+    else:
+        # Ctrl-C: the host stops at its next poll, says so, and the journal ends cleanly.
+        assert proc.returncode == 130, err
+        assert f"Continue with: invoke remediate multicast --resume {run}" in err
+        tail = [(e["event"], e.get("key"), e.get("status")) for e in first[-3:]]
+        assert tail == [
+            ("step-end", "method:3/m3.wait-mcs-uninstall", "interrupted"),
+            ("host-end", None, "interrupted"),
+            ("run-end", None, "interrupted"),
+        ]
+        assert len(first) <= len(seen) + 3, "steps ran after Ctrl-C"
+
+    res = lab.cli(*ARGS, "--resume", str(run), time_scale=SCALE)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verified after Method 3" in res.stdout
+    assert lab.world.multicast_healthy(DP)
+
+    evs = events(run)
+    resumed = evs[len(first) :]
+    assert resumed[0]["event"] == "resume"
+    assert evs[-1]["event"] == "run-end" and evs[-1]["exit_code"] == 0
+    # No completed step ran twice: one successful step-end per key and item over both runs.
+    done = Counter(
+        (e["key"], e.get("item"))
+        for e in evs
+        if e["event"] == "step-end" and e["status"] in ("ok", "changed", "manual-confirmed")
+    )
+    assert [k for k, n in done.items() if n > 1] == []
+    # The probe was taken once, before the images were cleared, and the resumed run used it.
+    probes = [e for e in evs if e["event"] == "probe" and e["probe"] == "multicast-images"]
+    assert len(probes) == 1
+    probed = {i["PackageID"] for i in probes[0]["value"]}
+    assert probed == multicast_before == {"C0700010", "C0700011"}
+    cleared = {i for (k, i) in done if k == "method:3/m3.clear-image-multicast"}
+    set_again = {i for (k, i) in done if k == "method:3/m3.set-image-multicast"}
+    assert cleared == set_again == probed
+    now = {pid for pid, i in images.items() if i["PkgFlags"] & MULTICAST_BIT}
+    assert now == multicast_before  # C0700012 (unicast) was never given multicast
+
+
+def test_a_second_run_on_a_locked_host_exits_3_and_changes_nothing(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(speed=SPEED)
+    proc = lab.popen(*ARGS, time_scale=SCALE)
+    try:
+        deadline = time.monotonic() + 30
+        while journal_of(lab) is None or not journal_of(lab).is_file():  # type: ignore[union-attr]
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        (first,) = lab.run_dirs()
+        res = lab.cli(*ARGS, time_scale=SCALE)
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert f"error: {DP} is locked by run {first.name}" in res.stderr
+        assert "nothing was changed" in res.stderr
+        assert "Run folder" not in res.stdout
+        # The refused run left nothing behind: no second run folder, no second journal.
+        assert lab.run_dirs() == [first]
+    finally:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert lab.world.multicast_healthy(DP)
