@@ -268,8 +268,8 @@ def test_when_with_an_unknown_attribute(root: Root) -> None:
 
 
 def test_bad_regex_in_symptoms(root: Root) -> None:
-    n = line_of(root.runbook, "- '(?i)multicast'")
-    edit_line(root.runbook, n, "(?i)multicast'", "(?i)multicast('")
+    n = line_of(root.runbook, "- '(?i)performed multicast download from mcs://'")
+    edit_line(root.runbook, n, "mcs://'", "mcs://('")
     assert_located(
         root.dry_run(), root.runbook, n, col(root.runbook, n, "'"), "bad regular expression"
     )
