@@ -202,11 +202,6 @@ def test_parameter_precedence_end_to_end(tmp_path: Path) -> None:
     assert "pxe_share='FROM-SET$'" in result.stdout
 
 
-@pytest.mark.xfail(
-    reason="plan.Planner.plan takes the method only from --method (default 'auto') and then "
-    "overwrites the 'method' parameter with it: `--set method=3` is silently ignored and auto runs",
-    strict=True,
-)
 def test_set_method_is_not_silently_ignored() -> None:
     """`--set method=3` either plans Method 3 or is refused; it never runs auto instead."""
     result = run_program("remediate", "multicast", "--dry-run", "--set", "method=3")
@@ -214,3 +209,73 @@ def test_set_method_is_not_silently_ignored() -> None:
         return
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("DRY RUN: multicast (method 3)"), result.stdout[:100]
+
+
+def test_method_and_set_method_that_disagree_are_refused() -> None:
+    result = run_program(
+        "remediate", "multicast", "--dry-run", "--method", "4", "--set", "method=3"
+    )
+    assert result.returncode == 2, result.stdout[:300]
+    assert "disagree" in result.stderr, result.stderr
+    agree = run_program("remediate", "multicast", "--dry-run", "--method", "3", "--set", "method=3")
+    assert agree.returncode == 0, agree.stderr
+    assert agree.stdout.startswith("DRY RUN: multicast (method 3)")
+
+
+def method_var_root(tmp_path: Path, where: str) -> Path:
+    """A project copy whose inventory sets the `method` var at `where` ('vars' or a host)."""
+    root = make_root(tmp_path / "root")
+    inv = root / "inventory" / "example.yaml"
+    data = load_yaml_file(inv)
+    owner = data if where == "vars" else data["hosts"][where]
+    owner.setdefault("vars", {})["method"] = "3"
+    dump_yaml_file(inv, data)
+    return root
+
+
+def test_method_from_an_inventory_var(tmp_path: Path) -> None:
+    """An inventory var `method` is the method unless --method says otherwise."""
+    root = method_var_root(tmp_path, "vars")
+    result = run_program("remediate", "multicast", "--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("DRY RUN: multicast (method 3)"), result.stdout[:100]
+    result = run_program("remediate", "multicast", "--dry-run", "--method", "auto", root=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("DRY RUN: multicast (method auto)"), result.stdout[:100]
+
+
+def test_targets_resolving_to_different_methods_are_refused(tmp_path: Path) -> None:
+    """One run follows one method: hosts whose vars choose different ones must be told apart."""
+    root = method_var_root(tmp_path, "cm07-dp01")
+    result = run_program("remediate", "multicast", "--dry-run", root=root)
+    assert result.returncode == 2, result.stdout[:300]
+    assert "different methods" in result.stderr and "cm07-dp01" in result.stderr, result.stderr
+    alone = run_program("remediate", "multicast", "--dry-run", "--hosts", "cm07-dp01", root=root)
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.startswith("DRY RUN: multicast (method 3)"), alone.stdout[:100]
+
+
+def test_targets_condition_sees_the_parameters(tmp_path: Path) -> None:
+    """`targets.when` is evaluated with each host's resolved parameters: --set widens it."""
+    root = make_root(tmp_path / "root", runbooks=("client-hotfix-check",))
+    path = root / "runbooks" / "client-hotfix-check.yaml"
+    text = path.read_text("utf-8")
+    text = text.replace("  when: target.os == 'xp'\n", "  when: target.os in params.client_os\n")
+    text = text.replace(
+        "parameters:\n",
+        "parameters:\n  client_os:\n    type: list\n    default: [xp]\n    help: OS versions.\n",
+        1,
+    )
+    path.write_text(text, "utf-8")
+    w7 = names(lambda h, s: "client" in s["roles"] and s["os"]["version"] == "7")
+    args = ("remediate", "client-hotfix-check", "--dry-run", "--hosts", "client")
+    narrow = run_program(*args, root=root)
+    assert narrow.returncode == 0, narrow.stderr
+    wide = run_program(*args, "--set", "client_os=xp,7", root=root)
+    assert wide.returncode == 0, wide.stderr
+    planned = {
+        name: set(re.findall(r"^== (\S+) \(", result.stdout, re.M))
+        for name, result in (("narrow", narrow), ("wide", wide))
+    }
+    assert planned["narrow"] and not planned["narrow"] & w7, planned
+    assert planned["wide"] - planned["narrow"] == planned["wide"] & w7 != set(), planned

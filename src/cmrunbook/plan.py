@@ -235,37 +235,74 @@ class Planner:
         overrides: Sequence[str] = (),
         rollback: bool = False,
     ) -> Plan:
+        """The plan for the selected hosts that are targets of the runbook.
+
+        The method is the resolved `method` parameter: `--method` (this argument), else
+        `--set method=`, else an inventory var, else the runbook's default. It must come out
+        the same for every target host, since a run follows one method (or auto) throughout.
+        """
         rb = self.rb
-        if rb.methods:
-            method = str(method or rb.parameters["method"].default or "auto")
-            if method != "auto" and rb.method(method) is None:
-                known = ", ".join([m.id for m in rb.methods] + ["auto"])
-                raise UsageError(f"--method {method}: runbook {rb.id} has methods {known}")
-        elif method not in (None, ""):
-            raise UsageError(f"runbook {rb.id} has no methods; drop --method")
-        else:
-            method = None
         cli = parse_overrides(rb, overrides)
-        if method is not None:
-            cli = {**cli, "method": method}
-        plan = Plan(self.loaded, self.inv, method, rollback, [], selected=bool(hosts))
+        method = method or None
+        if rb.methods:
+            if method is not None:
+                if method != "auto" and rb.method(method) is None:
+                    known = ", ".join([m.id for m in rb.methods] + ["auto"])
+                    raise UsageError(f"--method {method}: runbook {rb.id} has methods {known}")
+                if "method" in cli and cli["method"].strip() != method:
+                    raise UsageError(
+                        f"--method {method} and --set method={cli['method']} disagree; give one"
+                    )
+                cli["method"] = method
+        elif method is not None:
+            raise UsageError(f"runbook {rb.id} has no methods; drop --method")
+        plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
+        targets: list[tuple[HostView, dict[str, Any]]] = []
         for host in self.inv.select(hosts):
-            reason = self._not_target(host)
+            if rb.targets.role not in host.roles:
+                # Checked before the parameters: a host of another role is never a target, so
+                # its vars are not this runbook's business.
+                plan.skipped_hosts.append((host.name, f"not a {rb.targets.role}"))
+                continue
+            params = resolve_params(rb, host, cli, self.inv)
+            reason = self._not_target(host, params)
             if reason:
                 plan.skipped_hosts.append((host.name, reason))
                 continue
-            params = resolve_params(rb, host, cli, self.inv)
-            plan.hosts.append(HostPlan(host, params, self._stages(host, params, method, rollback)))
-        if not plan.hosts:
+            targets.append((host, params))
+        if not targets:
             why = "; ".join(f"{n}: {r}" for n, r in plan.skipped_hosts) or "no hosts"
             raise UsageError(f"runbook {rb.id} has no target among the selected hosts ({why})")
+        plan.method = self._one_method(targets) if rb.methods else None
+        for host, params in targets:
+            stages = self._stages(host, params, plan.method, rollback)
+            plan.hosts.append(HostPlan(host, params, stages))
         return plan
 
-    def _not_target(self, host: HostView) -> str | None:
+    def _one_method(self, targets: list[tuple[HostView, dict[str, Any]]]) -> str:
+        """The method every target resolved to (None as a parameter value means auto)."""
+        by_method: dict[str, list[str]] = {}
+        for host, params in targets:
+            by_method.setdefault(str(params.get("method") or "auto"), []).append(host.name)
+        if len(by_method) > 1:
+            each = "; ".join(
+                f"{m}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                for m, names in sorted(by_method.items())
+            )
+            raise UsageError(
+                f"the target hosts resolve to different methods ({each}); "
+                "give --method, or select hosts that share one with --hosts"
+            )
+        return next(iter(by_method))
+
+    def _not_target(self, host: HostView, params: dict[str, Any]) -> str | None:
+        """Why a host of the runbook's role is not a target, or None.
+
+        `targets.when` sees the host's resolved parameters, so `--set` or inventory vars can
+        widen or narrow the targets (e.g. `target.os in params.client_os`).
+        """
         t = self.rb.targets
-        if t.role not in host.roles:
-            return f"not a {t.role}"
-        if t.when and not self.condition(t.when, host, host, {}):
+        if t.when and not self.condition(t.when, host, host, params):
             return f"targets condition '{t.when}' is false"
         if host.site.version not in self.rb.applies_to:
             versions = ", ".join(self.rb.applies_to)
