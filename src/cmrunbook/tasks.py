@@ -162,10 +162,6 @@ def remediate(
 ) -> None:
     """Fix a known OSD failure with a runbook: dry run, or run over WinRM on the inventory."""
     help_if_asked(runbook, "remediate")
-    if not runbook and not resume:
-        raise UsageError(
-            "name a runbook (e.g. `invoke remediate multicast --dry-run`) or --resume RUN"
-        )
     code = run_runbook(
         runbook, method=method, inventory=inventory, hosts=hosts, overrides=list(set or []),
         dry_run=dry_run, show_scripts=show_scripts, out=out, rollback=rollback, yes=yes,
@@ -207,24 +203,17 @@ def check(
     time_scale: float = 1.0,
 ) -> None:
     """Run a read-only check runbook; exit 1 when any host is non-compliant or unreachable."""
+    options = {k: v for k, v in locals().items() if k not in ("c", "name")}  # for remediate
     from cmrunbook.catalog import Catalog
     from cmrunbook.project import project_root
 
     help_if_asked(name, "check")
     known = Catalog(project_root()).ids()
     runbook = next((r for r in (name, f"{name}-check", f"{name}-precheck") if r in known), "")
-    if not runbook and not resume:
+    if not runbook:
         checks = [r for r in known if r.endswith(("-check", "-precheck"))]
         raise UsageError(f"no check '{name}'; known: {', '.join(checks)}")
-    code = run_runbook(
-        runbook, method=None, inventory=inventory, hosts=hosts, overrides=list(set or []),
-        dry_run=dry_run, show_scripts=show_scripts, out=out, rollback=False, yes=False,
-        forks=forks, non_interactive=non_interactive, assume_manual_done=assume_manual_done,
-        resume=resume, runs=runs, reports=reports, keep_days=keep_days,
-        step_timeout=step_timeout, time_scale=time_scale,
-    )  # fmt: skip
-    if code:
-        raise Exit(code=code)
+    remediate.body(c, runbook, **options)
 
 
 @task(help={"inventory": "Also check this inventory (default: every file under inventory/)."})
