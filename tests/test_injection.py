@@ -357,11 +357,6 @@ def test_cli_set_value_lands_as_one_literal(payload: str, tmp_path: Path) -> Non
     assert landed >= 3, "pxe_share should reach the PXE probe and both boot-image steps"
 
 
-@pytest.mark.xfail(
-    reason="dryrun._emit joins the raw inventory host name into the --out path: a host named "
-    "'../x' writes outside the folder given with --out",
-    strict=True,
-)
 def test_out_files_stay_in_the_out_folder_whatever_the_host_name(tmp_path: Path) -> None:
     """`--out DIR` writes only under DIR, even for a host named with `..` and slashes."""
 
