@@ -274,6 +274,20 @@ def test_pxe_steps_are_shown_skipped_for_a_dp_without_pxe() -> None:
     assert not [e for e in with_pxe if e.skipped]
 
 
+def test_a_skipped_step_does_not_claim_to_run() -> None:
+    """A skipped step says why and where it would have run, never 'runs on'; the others say
+    where they would run."""
+    for host, section in hosts_of("--method", "4").items():
+        for e in section.entries:
+            first = e.details[0].strip()
+            if e.skipped:
+                assert first.startswith("skipped:"), (host, e.details)
+                assert re.search(r"\((script|manual|wait_log|reboot) on \S+", first), e.details
+            else:
+                assert first.startswith("would run on "), (host, e.details)
+            assert not [d for d in e.details if d.strip().startswith("runs on")], e.details
+
+
 def test_auto_verifies_before_and_after_each_method_in_order() -> None:
     """`--method auto`: verification first, then methods 1, 2, 3, 4 each followed by one."""
     result = dry_run("--method", "auto")

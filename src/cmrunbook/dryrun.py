@@ -30,15 +30,21 @@ def _flags(ps: PlannedStep) -> str:
 
 
 def describe_step(n: int, ps: PlannedStep, catalog: Catalog) -> list[str]:
-    """The lines that present one step: shared by the dry run and the checklist's text form."""
+    """The lines that present one step: where it would run, or why it is skipped, and its waits."""
     step = ps.step
     flags = _flags(ps)
     lines = [f"{n:>3}. [{ps.citation}] {step.title}"]
-    lines.append(f"       runs on {ps.run_on} ({step.kind})" + (f"  {flags}" if flags else ""))
     if ps.skip_reason:
-        lines.append(f"       {ps.skip_reason}")
-    elif step.when:
-        lines.append(f"       condition: {step.when} (true in the inventory)")
+        # One line: a skipped step does not run anywhere, so no "runs on" line claims it does;
+        # the host and flags are kept to show what is being left out.
+        what = f"{step.kind} on {ps.run_on}" + (f", {flags}" if flags else "")
+        lines.append(f"       {ps.skip_reason} ({what})")
+    else:
+        lines.append(
+            f"       would run on {ps.run_on} ({step.kind})" + (f"  {flags}" if flags else "")
+        )
+        if step.when:
+            lines.append(f"       condition: {step.when} (true in the inventory)")
     if ps.run_time_condition:
         lines.append(f"       {ps.run_time_condition}")
     for armed in ps.arms:
