@@ -185,12 +185,14 @@ class HostRun:
         self.reboot_requested = False
         self.outcome = HostOutcome(self.name)
         self.contacted = False
+        # What the check steps said (data.compliance); "unknown" wins over "compliant".
+        self.compliance: tuple[str, str] | None = None
 
     # -- the procedure --------------------------------------------------------------------
     def execute(self) -> HostOutcome:
         start = time.monotonic()
         j = self.r.journal
-        if self.finished in ("ok", "non-compliant"):
+        if self.finished in ("ok", "non-compliant", "unknown"):
             self.outcome.status = self.finished
             self.outcome.message = "finished in the run being resumed"
             self.r.console.step(self.name, f"already {self.finished} in the resumed run")
@@ -255,6 +257,12 @@ class HostRun:
             self.r.console.step(
                 self.name, f"{stage.title}: still failing; escalating to the next method"
             )
+        if self.compliance is not None and self.outcome.status == "ok":
+            # A check that could not decide is not a pass: say so in the summary and report.
+            state, message = self.compliance
+            if state == "unknown":
+                self.outcome.status = "unknown"
+            self.outcome.message = self.outcome.message or message
         if self.outcome.status == "ok" and not self.outcome.message:
             self.outcome.message = "all steps done"
 
@@ -353,6 +361,9 @@ class HostRun:
             self.reboot_requested = True
         data = result.data
         compliance = data.get("compliance") if isinstance(data, dict) else None
+        decided = self.compliance is not None and self.compliance[0] == "unknown"
+        if result.ok and compliance in ("compliant", "unknown") and not decided:
+            self.compliance = (str(compliance), result.message)
         if not result.ok:
             if compliance == "non-compliant":
                 raise StepFailed(result.message or "non-compliant", "non-compliant")
