@@ -134,13 +134,6 @@ def test_method_2_mends_the_image_flags_fault_touching_only_the_images(
     assert lab.world.host("cm07-dp02").boot_time == boot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Verification after Method 2 runs at once, but a DP rewrites its multicast key some "
-    "seconds after an image's multicast bit is set again (lab: delays.image_flags): the run "
-    "reports 'still failing after Method 2' on a DP that Method 2 mended, and --method auto "
-    "escalates to the destructive Method 3. Verification needs a settle time or retries.",
-)
 def test_method_2_is_verified_after_the_dp_has_rewritten_its_key(
     make_lab: Any, tmp_path: Path
 ) -> None:

@@ -356,7 +356,14 @@ class HostRun:
             return self._wait(ps, item)
         script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
         assert script is not None
-        result = self._script(ps.run_on, f"{ps.key}{'#' + _item_id(item) if item else ''}", script)
+        name = f"{ps.key}{'#' + _item_id(item) if item else ''}"
+        result = self._script(ps.run_on, name, script)
+        settle_until = time.monotonic() + ps.step.settle * self.r.options.time_scale
+        while not result.ok and time.monotonic() < settle_until:
+            wait = max(0.05, min(30.0, ps.step.settle / 10) * self.r.options.time_scale)
+            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
+            time.sleep(wait)
+            result = self._script(ps.run_on, name, script)
         if result.reboot_required:
             self.reboot_requested = True
         data = result.data

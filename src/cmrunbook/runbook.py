@@ -116,6 +116,12 @@ class Step(Strict):
     destructive: bool = False
     wait: LogWait | None = None
     reboot: Literal["if_pending", "always"] | None = None
+    settle: int = Field(
+        0,
+        ge=0,
+        description="Seconds to keep retrying a check that fails: the site applies some changes "
+        "asynchronously (a DP rewrites its multicast key a while after an image changes).",
+    )
     note: str | None = None
 
     @field_validator("kb_steps")
