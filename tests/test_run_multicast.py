@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import Lab, custom_lab_file, events
 
 from cmrunbook.lab.labfile import FaultSpec
