@@ -212,7 +212,8 @@ SCHEDULE_HELP = {
     "install": "Write the unit files (systemd), add the crontab line (cron), or write the XML.",
     "unit_dir": "systemd: where the units go (default ~/.config/systemd/user); windows: the "
     "folder for the XML.",
-    "action": "remediate (default) or check: the task the job runs.",
+    "action": "remediate or check: the task the job runs (default: check for a -check or "
+    "-precheck runbook, else remediate).",
     "inventory": COMMON_HELP["inventory"],
     "hosts": COMMON_HELP["hosts"],
     "method": "Method to run (remediate only), e.g. auto.",
@@ -232,7 +233,7 @@ def schedule(
     format: str | None = None,
     install: bool = False,
     unit_dir: str | None = None,
-    action: str = "remediate",
+    action: str | None = None,
     inventory: str | None = None,
     hosts: str | None = None,
     method: str | None = None,
@@ -250,6 +251,9 @@ def schedule(
         raise UsageError("--every is required, e.g. --every 15m, --every daily@02:30")
     root = _root(project_root)
     Catalog(root).load(runbook)  # an unknown or broken runbook fails now, not at 02:30
+    if action is None:
+        # A read-only check is scheduled as `invoke check`, as a person would run it.
+        action = "check" if runbook.endswith(("-check", "-precheck")) else "remediate"
     job = sched.Job.build(
         root=root,
         runbook=runbook,
