@@ -9,7 +9,10 @@ from typing import Any
 from cmrunbook.logcatalog import Expectation
 from cmrunbook.monitor import Watch, compile_expectation, wait_for_logs
 
-MSI_OK = "Windows Installer removed the product. Product Name: ConfigMgr MCS. Removal success or error status: 0."
+MSI_OK = (
+    "Windows Installer removed the product. Product Name: ConfigMgr MCS. "
+    "Removal success or error status: 0."
+)
 
 
 def cm(message: str, type_: int = 1) -> str:
