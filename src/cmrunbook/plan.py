@@ -192,6 +192,7 @@ class Planner:
         self.rb = loaded.runbook
         self.inv = inventory
         self._compiled: dict[str, Any] = {}
+        self._decided: dict[tuple[str, str, str], bool] = {}
         # Conditions only read these, so each host's are built once per plan, not per condition
         # (a 10,000-host plan evaluates tens of thousands of conditions).
         self._contexts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -212,9 +213,16 @@ class Planner:
             # condition false and silently skip the step on every host.
             fn = self.catalog.renderer.env.compile_expression(expr, undefined_to_none=False)
             self._compiled[expr] = fn
+        # The same condition recurs for one host in every stage (Method 4 includes Method 3's
+        # steps; auto plans every method): evaluate it once per host pair. A target's parameters
+        # are fixed within one plan() call, which starts with an empty cache.
+        key = (expr, host.name, target.name)
+        cached = self._decided.get(key)
+        if cached is not None:
+            return cached
         host_ctx, site = self._context(host)
         try:
-            return bool(
+            decided = bool(
                 fn(
                     host=host_ctx,
                     target=self._context(target)[0],
@@ -226,6 +234,8 @@ class Planner:
             raise ConfigError(
                 [self.loaded.smap.problem((), f"condition {expr!r} on host {host.name}: {exc}")]
             ) from exc
+        self._decided[key] = decided
+        return decided
 
     def plan(
         self,
@@ -241,6 +251,7 @@ class Planner:
         `--set method=`, else an inventory var, else the runbook's default. It must come out
         the same for every target host, since a run follows one method (or auto) throughout.
         """
+        self._decided.clear()
         rb = self.rb
         cli = parse_overrides(rb, overrides)
         method = method or None
