@@ -17,15 +17,15 @@ from conftest import Lab, custom_lab_file, events
 from cmrunbook.lab.labfile import FaultSpec
 
 SPEED = 200.0  # the lab's delays: a 60 s role install takes 0.3 s
-SCALE = "0.01"  # the engine's waits: a 1800 s log timeout is 18 s, a 10 s poll 0.1 s
+SCALE = "0.005"  # the engine's waits: a 1800 s log timeout is 9 s, a 300 s settle 1.5 s
 RUN = ("--yes", "--non-interactive", "--assume-manual-done")
 
 
-def multicast(lab: Lab, method: str, host: str, *more: str) -> Any:
+def multicast(lab: Lab, method: str, host: str, *more: str, scale: str = SCALE) -> Any:
     """`invoke remediate multicast --method M --hosts HOST --yes ...` against the lab."""
     return lab.cli(
         "remediate", "multicast", "--method", method, "--hosts", host, *RUN, *more,
-        time_scale=SCALE,
+        time_scale=scale,
     )  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def test_method_2_is_verified_after_the_dp_has_rewritten_its_key(
     make_lab: Any, tmp_path: Path
 ) -> None:
     lab = image_flags_lab(make_lab, tmp_path, settle=200)  # 1 s at the test's speed
-    res = multicast(lab, "2", "cm07-dp02")
+    res = multicast(lab, "2", "cm07-dp02", scale="0.01")  # the run's settle time: 3 s
     assert res.returncode == 0, res.stdout + res.stderr
 
 
