@@ -526,6 +526,10 @@ class HostRun:
         if outcome.reboot_requested:
             self.reboot_requested = True
         if outcome.status != "ok":
+            # A resumed wait goes on after the lines already judged, not back to the failure line.
+            for w in watches:
+                armed[w.log] = {**armed[w.log], "size": w.offset}
+            self.r.journal.write("log-armed", host=self.name, key=aid, on=ps.run_on, logs=armed)
             shown = "\n    ".join(outcome.lines[-8:]) or "(no new lines)"
             raise StepFailedWithLines(
                 f"{outcome.message}\n    last lines read:\n    {shown}", outcome.lines
