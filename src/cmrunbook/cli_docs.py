@@ -61,25 +61,16 @@ def checklist(
         if inventory is None and recorded_inv and Path(str(recorded_inv)).is_file():
             inventory = str(recorded_inv)
         hosts = hosts or ",".join(journal.targets) or None
-    overrides = list(set or [])
-    catalog, plan = build_plan(
-        runbook,
-        inventory=inventory,
-        method=method,
-        hosts=hosts,
-        overrides=overrides,
-        rollback=rollback,
-    )
+    request = {
+        "inventory": inventory,
+        "method": method,
+        "hosts": hosts,
+        "overrides": list(set or []),
+    }
+    catalog, plan = build_plan(runbook, **request, rollback=rollback)
     rollback_plan = None
     if plan.runbook.rollback and not rollback:
-        _, rollback_plan = build_plan(
-            runbook,
-            inventory=inventory,
-            method=method,
-            hosts=hosts,
-            overrides=overrides,
-            rollback=True,
-        )
+        _, rollback_plan = build_plan(runbook, **request, rollback=True)
     doc = build_checklist(catalog, plan, journal=journal, rollback_plan=rollback_plan, paper=paper)
     text = render_checklist(doc, format, catalog.root / "templates")
     if out:
