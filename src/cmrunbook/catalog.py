@@ -300,10 +300,10 @@ class _Checker:
                 return None
             known = sorted(self.rb.parameters)
             what = "a parameter of this runbook"
-        elif obj in context_attrs():
-            if attr in context_attrs()[obj]:
+        elif obj in (fields := context_attrs()):
+            if attr in fields[obj]:
                 return None
-            known = sorted(context_attrs()[obj])
+            known = sorted(fields[obj])
             what = f"a field of {obj}"
         else:
             return None

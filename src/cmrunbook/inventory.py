@@ -206,13 +206,26 @@ class Inventory:
         spec = self.file.hosts[name]
         return sorted(set(spec.groups) | self._listed_in.get(name, set()))
 
+    def var_layers(self, name: str) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        """Where a host's vars come from, lowest precedence first, each with its path in the file:
+        the inventory's vars, then each group's, then the host's own (the later wins)."""
+        layers: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("vars",), self.file.vars)]
+        layers += [(("groups", g, "vars"), self.file.groups[g].vars) for g in self.groups_of(name)]
+        layers.append((("hosts", name, "vars"), self.file.hosts[name].vars))
+        return layers
+
     def vars_for(self, name: str) -> dict[str, Any]:
-        """Inventory vars, then each group's, then the host's own: the later wins."""
-        out = dict(self.file.vars)
-        for g in self.groups_of(name):
-            out.update(self.file.groups[g].vars)
-        out.update(self.file.hosts[name].vars)
+        out: dict[str, Any] = {}
+        for _, layer in self.var_layers(name):
+            out.update(layer)
         return out
+
+    def var_path(self, host: str, var: str) -> tuple[str, ...]:
+        """Where in the file the value of `var` that `host` sees is written (for error lines)."""
+        for path, layer in reversed(self.var_layers(host)):
+            if var in layer:
+                return (*path, var)
+        return ("vars", var)
 
     def provider_of(self, host: HostView) -> HostView:
         return self.hosts[self.file.sites[host.site_code].provider]

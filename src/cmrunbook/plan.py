@@ -8,6 +8,7 @@ on. What only the live system can decide (probe conditions, loops over discovere
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -125,20 +126,6 @@ def coerce(name: str, p: Parameter, value: Any, origin: str) -> Any:
         raise UsageError(f"{origin}: {_not_a(name, p, value)}") from None
 
 
-def var_path(inv: Inventory, host: str, var: str) -> tuple[str, ...]:
-    """Where in the inventory file the value of `var` that `host` sees is written.
-
-    The same precedence as Inventory.vars_for: the host's own vars, then its groups (the later
-    in order wins), then the top-level vars.
-    """
-    if var in inv.file.hosts[host].vars:
-        return ("hosts", host, "vars", var)
-    for group in reversed(inv.groups_of(host)):
-        if var in inv.file.groups[group].vars:
-            return ("groups", group, "vars", var)
-    return ("vars", var)
-
-
 def resolve_params(
     rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv: Inventory
 ) -> dict[str, Any]:
@@ -158,7 +145,7 @@ def resolve_params(
                     f"{_not_a(name, p, host.vars[name])} "
                     f"(parameter of runbook {rb.id}, for host {host.name})"
                 )
-                where = var_path(inv, host.name, name)
+                where = inv.var_path(host.name, name)
                 raise ConfigError([inv.smap.problem(where, message)]) from None
         if name in overrides:
             value = coerce(name, p, overrides[name], "--set")
@@ -431,6 +418,7 @@ def _site(host: HostView) -> dict[str, Any]:
 
 
 @cache
+@functools.cache
 def context_attrs() -> dict[str, frozenset[str]]:
     """The attributes a condition or template may read of `host`, `target` and `site`.
 
