@@ -312,6 +312,24 @@ def inventory_case(root: Root, host: str, needle: str) -> int:
     return line_of(root.inventory, needle, after=line_of(root.inventory, f"  {host}:"))
 
 
+def test_inventory_anchors_and_aliases(root: Root) -> None:
+    """An alias plans as the value it names; a bad value is reported where it is used."""
+    before = root.dry_run()
+    first = inventory_case(root, "cm07-site01", "os: {version: 2008r2")
+    edit_line(root.inventory, first, "os: {", "os: &w2008 {")
+    used = inventory_case(root, "cm07-dp01", "os: {version: 2008r2")
+    edit_line(root.inventory, used, "{version: 2008r2, arch: x64}", "*w2008")
+    after = root.dry_run()
+    assert (after.returncode, after.stdout) == (0, before.stdout), after.stderr
+    edit_line(root.inventory, first, "x64", "x65")
+    assert_located(root.dry_run(), root.inventory, used, col(root.inventory, used, "*w2008"))
+    edit_line(root.inventory, used, "*w2008", "*w2012")
+    assert_located(
+        root.dry_run(), root.inventory, used, col(root.inventory, used, "*w2012"),
+        "not valid YAML", "undefined alias",
+    )  # fmt: skip
+
+
 def test_host_with_unknown_site(root: Root) -> None:
     n = inventory_case(root, "cm07-dp02", "site: C07")
     edit_line(root.inventory, n, "C07", "C99")

@@ -6,7 +6,8 @@ PyYAML silently overwrites, are reported, since a runbook with two `when:` lines
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,38 +18,12 @@ from cmrunbook.errors import ConfigError, Problem
 
 Path_ = tuple[str | int, ...]
 
-#: libyaml's composer, when PyYAML was built with it: about 10x faster than the pure-Python one
-#: (a 10,000-host inventory: ~0.8 s instead of ~8 s). Its nodes carry the same marks; its error
-#: texts differ, so a document it rejects is composed again by the pure-Python loader, whose
-#: message is the one reported.
+#: libyaml's parser, when PyYAML was built with it: its events come about 10x faster than the
+#: pure-Python parser's. Its error texts differ, so a document it rejects is parsed again by the
+#: pure-Python loader, whose message is the one reported.
 _FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
-
-
-class _MemoResolver:
-    """Remembers the implicit tag of each distinct scalar while one document is composed.
-
-    The resolver is a pure function of (kind, value, implicit) for the safe loaders (they have
-    no path resolvers); an inventory repeats the same few values (roles, OS versions, true)
-    thousands of times, and resolving each one ran a list of regular expressions in Python.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self._tags: dict[tuple[str, tuple[bool, bool]], str] = {}
-
-    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
-        if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)  # type: ignore[misc, no-any-return]
-        key = (value, implicit)
-        tag = self._tags.get(key)
-        if tag is None:
-            tag = self._tags[key] = super().resolve(kind, value, implicit)  # type: ignore[misc]
-        return tag
-
-
-class _FastSafeLoader(_MemoResolver, _FAST_LOADER):  # type: ignore[misc, valid-type]
-    """The fast loader with memoized scalar resolution."""
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 @dataclass
@@ -77,58 +52,144 @@ class SourceMap:
 
 
 class _Builder:
-    """Turns a composed YAML node tree into plain Python values, recording marks as it goes."""
+    """Turns a YAML event stream into plain Python values, recording marks as it goes.
 
-    def __init__(self, smap: SourceMap) -> None:
+    Built on the parser's events rather than on a composed node tree: composing wraps every
+    scalar in a Node and calls three Python resolver hooks for it, which made composing a
+    10,000-host inventory cost ten times what parsing it does.
+    """
+
+    def __init__(self, smap: SourceMap, events: Iterator[yaml.Event]) -> None:
         self.smap = smap
         self.problems: list[Problem] = []
-        self._scalar = yaml.constructor.SafeConstructor()
+        self._events = events
+        self._anchors: dict[str, Any] = {}
+        self._resolver = yaml.resolver.Resolver()
+        self._constructor = yaml.constructor.SafeConstructor()
+        # Tags and constructed scalars are pure functions of the scalar's text (the safe
+        # loaders have no path resolvers); an inventory repeats a few values thousands of times.
+        self._tags: dict[tuple[str, Any], str] = {}
+        self._scalars: dict[tuple[str, str], Any] = {}
 
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        self.smap.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.problems.append(
-                        self._at(key_node, "YAML merge keys (<<) are not supported here")
-                    )
-                    continue
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self.problems.append(self._at(key_node, "a key must be a plain string"))
-                    continue
+    def document(self) -> Any:
+        """The single document of the stream, or None when the stream has none."""
+        next(self._events)  # StreamStartEvent
+        event = next(self._events)
+        if isinstance(event, yaml.StreamEndEvent):
+            return None
+        data = self.build(next(self._events), ())
+        next(self._events)  # DocumentEndEvent
+        event = next(self._events)
+        if not isinstance(event, yaml.StreamEndEvent):
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream",
+                None,
+                "but found another document",
+                event.start_mark,
+            )
+        return data
+
+    def build(self, event: yaml.Event, path: Path_) -> Any:
+        mark = event.start_mark
+        self.smap.marks[path] = (mark.line + 1, mark.column + 1)
+        if isinstance(event, yaml.ScalarEvent):
+            value = self._scalar(event)
+        elif isinstance(event, yaml.MappingStartEvent):
+            value = self._mapping(path)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            value = []
+            item = next(self._events)
+            while not isinstance(item, yaml.SequenceEndEvent):
+                value.append(self.build(item, (*path, len(value))))
+                item = next(self._events)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self._anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, f"found undefined alias {event.anchor!r}", mark
+                )
+            # A copy, as composing would give: each use of an anchor is a value of its own.
+            return copy.deepcopy(self._anchors[event.anchor])
+        else:
+            raise yaml.composer.ComposerError(None, None, f"unexpected {event}", mark)
+        if event.anchor is not None:
+            self._anchors[event.anchor] = value
+        return value
+
+    def _mapping(self, path: Path_) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        event = next(self._events)
+        while not isinstance(event, yaml.MappingEndEvent):
+            if not isinstance(event, yaml.ScalarEvent):
+                self.problems.append(self._at(event, "a key must be a plain string"))
+                self._skip(event)
+                self._skip(next(self._events))
+            elif event.value == "<<" and self._tag(event) == _MERGE:
+                self.problems.append(self._at(event, "YAML merge keys (<<) are not supported here"))
+                self._skip(next(self._events))
+            elif event.value in out:
+                self.problems.append(self._at(event, f"duplicate key '{event.value}'"))
+                self._skip(next(self._events))
+            else:
                 # Keys are taken verbatim: YAML 1.1 would read `on:` or `no:` as booleans.
-                key = key_node.value
-                if key in out:
-                    self.problems.append(self._at(key_node, f"duplicate key '{key}'"))
-                    continue
+                key = event.value
                 child = (*path, key)
                 self.smap.key_marks[child] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
+                    event.start_mark.line + 1,
+                    event.start_mark.column + 1,
                 )
-                out[key] = self.build(value_node, child)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        if node.tag == _STR and isinstance(node, yaml.ScalarNode):
-            return node.value  # what SafeConstructor.construct_yaml_str returns, without its cost
-        return self._scalar.construct_object(node, deep=True)
+                out[key] = self.build(next(self._events), child)
+            event = next(self._events)
+        return out
 
-    def _at(self, node: yaml.Node, message: str) -> Problem:
-        return Problem(
-            self.smap.file, node.start_mark.line + 1, node.start_mark.column + 1, message
-        )
+    def _skip(self, event: yaml.Event) -> None:
+        """Consume the rest of a value that is reported, not kept."""
+        depth = int(isinstance(event, yaml.CollectionStartEvent))
+        while depth:
+            event = next(self._events)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+
+    def _tag(self, event: yaml.ScalarEvent) -> str:
+        if event.tag not in (None, "!"):
+            return str(event.tag)
+        key = (event.value, event.implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = self._tags[key] = self._resolver.resolve(
+                yaml.ScalarNode, event.value, event.implicit
+            )
+        return tag
+
+    def _scalar(self, event: yaml.ScalarEvent) -> Any:
+        tag = self._tag(event)
+        if tag == _STR:
+            return event.value  # what SafeConstructor.construct_yaml_str returns
+        key = (tag, event.value)
+        if key not in self._scalars:
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+            self._scalars[key] = self._constructor.construct_object(node, deep=True)
+        return self._scalars[key]
+
+    def _at(self, event: yaml.Event, message: str) -> Problem:
+        mark = event.start_mark
+        return Problem(self.smap.file, mark.line + 1, mark.column + 1, message)
 
 
-def _compose(text: str) -> yaml.Node | None:
-    """The document's node tree; errors are always the pure-Python loader's (see _FAST_LOADER)."""
-    if _FAST_LOADER is not yaml.SafeLoader:
+def _build(text: str, smap: SourceMap) -> tuple[Any, list[Problem]]:
+    """The document's data and its problems; parse errors are always the pure-Python loader's."""
+    loaders = [_FAST_LOADER, yaml.SafeLoader] if _FAST_LOADER is not yaml.SafeLoader else []
+    for loader in loaders or [yaml.SafeLoader]:
+        builder = _Builder(smap, yaml.parse(text, Loader=loader))
         try:
-            return yaml.compose(text, Loader=_FastSafeLoader)
-        except yaml.YAMLError:
-            pass
-    return yaml.compose(text, Loader=yaml.SafeLoader)
+            return builder.document(), builder.problems
+        except (yaml.parser.ParserError, yaml.scanner.ScannerError, yaml.reader.ReaderError):
+            if loader is yaml.SafeLoader:
+                raise
+            smap.marks.clear()
+            smap.key_marks.clear()
+    raise AssertionError("unreachable: the pure-Python loader raises or returns")
 
 
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
@@ -142,7 +203,13 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(name, 1, 1, "file is not UTF-8 text")]) from exc
     try:
-        node = _compose(text)
+        data, problems = _build(text, smap)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError(
+            [Problem(name, line, col, f"unsupported YAML value: {exc.problem}")]
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -151,17 +218,8 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(name, 1, 1, f"not valid YAML: {exc}")]) from exc
-    if node is None:
+    if not smap.marks:  # no document at all: even a lone `~` would have a mark
         raise ConfigError([Problem(name, 1, 1, "file is empty; expected a mapping")])
-    builder = _Builder(smap)
-    try:
-        data = builder.build(node, ())
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError(
-            [Problem(name, line, col, f"unsupported YAML value: {exc.problem}")]
-        ) from exc
-    if builder.problems:
-        raise ConfigError(builder.problems)
+    if problems:
+        raise ConfigError(problems)
     return data, smap
