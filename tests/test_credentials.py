@@ -4,7 +4,8 @@ The lab's password is a sentinel; several runbooks run for real with it (one suc
 failing, a fleet check with a client down, a log fetch, a dry run writing its scripts), and one
 more with a wrong sentinel password (401). Then every byte written under the test's folder and
 every console line is searched for either sentinel, raw and encoded as a script or a protocol
-would carry it (UTF-16LE, base64 of UTF-8 or UTF-16LE at any alignment, URL, hex).
+would carry it (UTF-16LE, base64 of UTF-8 or UTF-16LE at any alignment, URL, hex), and as its
+NTLM hashes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Lab
+from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 
 SENTINEL = "Sentinel-Pa55-4c7e!"
 WRONG = "Wrong-Sentinel-9b1d?"
@@ -39,6 +41,11 @@ def forms(secret: str) -> dict[str, bytes]:
         "url-plus": urllib.parse.quote_plus(secret).encode(),
         "hex": utf8.hex().encode(),
         "HEX": utf8.hex().upper().encode(),
+        # The NTLM one-way hashes are as good as the password, and the client keeps them.
+        "nt-hash": ntowfv1(secret).hex().encode(),
+        "NT-HASH": ntowfv1(secret).hex().upper().encode(),
+        "lm-hash": lmowfv1(secret).hex().encode(),
+        "LM-HASH": lmowfv1(secret).hex().upper().encode(),
     }
     for name, data in (("utf-8", utf8), ("utf-16le", utf16)):
         for i, fragment in enumerate(_b64_fragments(data)):

@@ -69,6 +69,30 @@ def test_a_line_cut_by_a_kill_is_ignored_and_the_next_writer_starts_clean(
     assert after[-1]["seq"] == before[-1]["seq"] + 1
 
 
+def test_a_step_start_is_on_disk_before_the_step_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write-ahead: a durable event returns only after an fsync that covers every line so far;
+    outcome events are flushed (a kill loses nothing) and synced at the latest on close."""
+    synced_sizes: list[int] = []
+    path = tmp_path / JOURNAL
+
+    def fsync(fd: int) -> None:
+        synced_sizes.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr("cmrunbook.journal.os.fsync", fsync)
+    j = JournalWriter(tmp_path)
+    j.write("probe", host="dp1", probe="p", on="site", value=1)
+    assert synced_sizes == [] and path.stat().st_size > 0  # flushed, not waited on
+    j.write("step-start", host="dp1", key="k", item=None, durable=True)
+    assert synced_sizes == [path.stat().st_size]  # the probe and the step-start
+    j.write("step-end", host="dp1", key="k", item=None, status="ok")
+    assert len(synced_sizes) == 1
+    j.close()
+    assert synced_sizes[-1] == path.stat().st_size
+    assert [e["event"] for e in read_events(path)] == ["probe", "step-start", "step-end"]
+
+
 def test_a_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path: Path) -> None:
     _write_sample(tmp_path)
     path = tmp_path / JOURNAL

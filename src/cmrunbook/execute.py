@@ -323,7 +323,7 @@ class HostRun:
         j = self.r.journal
         j.write(
             "step-start", host=self.name, key=ps.key, item=item_id, on=ps.run_on,
-            citation=ps.citation, title=step.title,
+            citation=ps.citation, title=step.title, durable=True,
         )  # fmt: skip
         self.r.console.step(
             self.name, f"[{ps.citation}] {step.title}" + (f" ({item_id})" if item_id else "")

@@ -1,4 +1,9 @@
-"""The run journal: append-only JSON lines, flushed and synced per event, so a kill loses nothing.
+"""The run journal: append-only JSON lines, each flushed as it is written, so a kill loses nothing.
+
+A `step-start` is also fsynced before its step runs (write-ahead): that puts it, and every event
+before it, on disk before the host is touched, so even a power cut on the jump host leaves a
+journal in which every step that may have changed a host is recorded as started. Outcome events
+are not waited on: a step whose `step-end` a power cut took is shown as interrupted and re-run.
 
 A run folder is `runs/<YYYYmmdd-HHMMSS>-<runbook>/` holding `journal.jsonl`, the scripts as sent
 (`scripts/<host>/...ps1`) and the reports. `--resume` reads the journal back (see `ResumeState`)
@@ -38,7 +43,7 @@ def new_run_dir(runs: Path, runbook: str) -> Path:
 
 
 class JournalWriter:
-    """Appends events; each is one line, written whole, flushed and fsynced before returning."""
+    """Appends events; each is one line, written whole and flushed before returning."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -50,13 +55,14 @@ class JournalWriter:
         _repair_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
 
-    def write(self, event: str, **fields: Any) -> None:
-        """Append one event; return once it is on disk.
+    def write(self, event: str, *, durable: bool = False, **fields: Any) -> None:
+        """Append one event; with `durable`, return only once it (and all before it) is on disk.
 
         The line is written and flushed under the lock (a kill loses at most the line being
-        written); the fsync happens outside it and covers every line flushed before it started,
-        so a hundred hosts finishing at once share a few disk syncs instead of queueing for one
-        each.
+        written). Only write-ahead events wait for an fsync: with a hundred forks, every event
+        waiting for one made the workers queue on the sync lock, and a host spent more time in
+        the journal than on the wire. The fsync covers every line flushed before it started, so
+        hosts starting steps at once share a few disk syncs.
         """
         with self._lock:
             self._seq += 1
@@ -64,6 +70,11 @@ class JournalWriter:
             record = {"seq": mine, "time": now_iso(), "event": event, **fields}
             self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
             self._fh.flush()
+        if durable:
+            self._sync(mine)
+
+    def _sync(self, mine: int) -> None:
+        """Return once line `mine` is on disk, syncing unless another thread's sync covered it."""
         with self._sync_lock:
             if self._synced >= mine:
                 return
@@ -80,6 +91,8 @@ class JournalWriter:
         return path
 
     def close(self) -> None:
+        """Sync the outcome events no write-ahead event has covered yet, and close."""
+        self._sync(self._seq)
         with self._lock:
             self._fh.close()
 
