@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import (
+    HOSTS,
     ROOT,
     QuietConsole,
     RunbookBackend,
@@ -29,7 +30,6 @@ from benchlab import (
     inventory_yaml,
     lab_connect,
     lab_server,
-    simulation_status,
 )
 
 RUNBOOK = "client-hotfix-check"
@@ -72,7 +72,7 @@ def main() -> None:
     from cmrunbook.orchestrate import execute_plan
     from cmrunbook.plan import Planner
 
-    print(f"hosts: {simulation_status()}")
+    print(f"hosts: {HOSTS}")
     ctx = mp.get_context("spawn")
     port_queue, stats_queue, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     child = None

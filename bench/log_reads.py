@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import (
+    HOSTS,
     ROOT,
     RunbookBackend,
     cmtrace,
     headline,
     lab_server,
     script_input,
-    simulation_status,
 )
 
 from cmrunbook.catalog import Catalog
@@ -107,7 +107,7 @@ def main() -> None:
     catalog = Catalog(ROOT)
     reader = HostLogReader()
     backend = RunbookBackend(catalog, handlers={"engine/log-read": reader})
-    print(f"hosts: {simulation_status()}; log_read inputs interpreted on a real file")
+    print(f"hosts: {HOSTS}; log_read inputs interpreted on a real file")
     with tempfile.TemporaryDirectory() as tmp, lab_server(backend.backend) as server:
         path = Path(tmp) / LOG
         started = time.perf_counter()

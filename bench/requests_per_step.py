@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import (
+    HOSTS,
     PASSWORD,
     ROOT,
     RUN_PS_HOST,
@@ -32,7 +33,6 @@ from benchlab import (
     inventory_yaml,
     lab_connect,
     lab_server,
-    simulation_status,
 )
 
 from cmrunbook.catalog import Catalog
@@ -125,7 +125,7 @@ def main() -> None:
     check_log_lines(catalog)
     backend = RunbookBackend(catalog)
     worst_step, worst_conn, failures = 0, 0, 0
-    print(f"hosts: {simulation_status()}")
+    print(f"hosts: {HOSTS}")
     print("engine: cmrunbook.orchestrate.execute_plan, transport WinRMHost, NTLM + encryption")
     with tempfile.TemporaryDirectory() as tmp, lab_server(backend.backend) as server:
         inventory_path = Path(tmp) / "inventory.yaml"
