@@ -1,6 +1,7 @@
 """Run PowerShell scripts on one Windows host over WinRM, with one shell per host per run.
 
-Built on pywinrm's :class:`winrm.protocol.Protocol` rather than ``Session.run_ps``, because
+Built on pywinrm's :class:`winrm.protocol.Protocol` (as :class:`ShellProtocol`, whose envelopes
+are templates) rather than ``Session.run_ps``, because
 run_ps has three properties that do not survive contact with real runbooks:
 
 * it puts the whole script on the command line (``-EncodedCommand``), and cmd.exe refuses
@@ -42,9 +43,9 @@ from winrm.exceptions import (
     WinRMTransportError,
     WSManFaultError,
 )
-from winrm.protocol import Protocol
 
 from cmrunbook import clixml
+from cmrunbook.shell_protocol import ShellProtocol
 
 __all__ = [
     "BOOTSTRAP_ARGUMENTS",
@@ -191,7 +192,7 @@ class WinRMHost:
         self._operation_timeout = max(1, math.ceil(operation_timeout))
         self._read_timeout = math.ceil(read_timeout)
         self._codepage = codepage
-        self._protocol: Protocol | None = None
+        self._protocol: ShellProtocol | None = None
         self._shell_id: str | None = None
         self.requests = 0
         self._check_config()
@@ -321,14 +322,14 @@ class WinRMHost:
 
     # -- shell and protocol state ------------------------------------------------------------
 
-    def _require_protocol(self) -> Protocol:
+    def _require_protocol(self) -> ShellProtocol:
         if self._protocol is None:
             self._protocol = self._new_protocol()
         return self._protocol
 
-    def _new_protocol(self) -> Protocol:
+    def _new_protocol(self) -> ShellProtocol:
         endpoint = self.endpoint
-        protocol = Protocol(
+        protocol = ShellProtocol(
             endpoint.url,
             transport=endpoint.auth,  # type: ignore[arg-type]  # checked in _check_config
             username=self._credentials.username,
