@@ -102,24 +102,14 @@ class ShellProtocol(Protocol):
             body=body,
         )
 
-    def _exchange(
-        self,
-        action: str,
-        body: str,
-        *,
-        shell_id: str | None = None,
-        options: dict[str, str] | None = None,
-        message_id: uuid.UUID | None = None,
-    ) -> ET.Element:
-        envelope = self.envelope(
-            action, body, shell_id=shell_id, options=options, message_id=message_id
-        )
+    def _reply(self, envelope: str) -> ET.Element:
+        """Send one envelope; its reply, parsed (faults are raised by send_message)."""
         return ET.fromstring(self.send_message(envelope))
 
     def _acknowledged(self, action: str, body: str, shell_id: str) -> None:
         """Send, and check that the reply relates to this request (as pywinrm asserts)."""
         message_id = uuid.uuid4()
-        root = self._exchange(action, body, shell_id=shell_id, message_id=message_id)
+        root = self._reply(self.envelope(action, body, shell_id=shell_id, message_id=message_id))
         relates_to = _first(root, "RelatesTo").text or ""
         if uuid.UUID(relates_to.replace("uuid:", "")) != message_id:
             raise ValueError(f"the reply to {action} relates to another request")
@@ -132,7 +122,7 @@ class ShellProtocol(Protocol):
             "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>"
         )
         options = {"WINRS_NOPROFILE": str(noprofile).upper(), "WINRS_CODEPAGE": str(codepage)}
-        root = self._exchange("create", body, options=options)
+        root = self._reply(self.envelope("create", body, options=options))
         for node in root.iter():
             if node.get("Name") == "ShellId":
                 return str(node.text)
@@ -156,7 +146,7 @@ class ShellProtocol(Protocol):
             "WINRS_CONSOLEMODE_STDIN": str(console_mode_stdin).upper(),
             "WINRS_SKIP_CMD_SHELL": str(skip_cmd_shell).upper(),
         }
-        root = self._exchange("command", body, shell_id=shell_id, options=options)
+        root = self._reply(self.envelope("command", body, shell_id=shell_id, options=options))
         return str(_first(root, "CommandId").text)
 
     def send_command_input(
@@ -177,7 +167,7 @@ class ShellProtocol(Protocol):
             f"<rsp:Receive><rsp:DesiredStream CommandId={quoteattr(command_id)}>"
             "stdout stderr</rsp:DesiredStream></rsp:Receive>"
         )
-        root = self._exchange("receive", body, shell_id=shell_id)
+        root = self._reply(self.envelope("receive", body, shell_id=shell_id))
         streams: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         for node in _elements(root, "Stream"):
             if node.text and node.get("Name") in streams:
