@@ -84,6 +84,8 @@ class Sessions:
         self._connect = connect
         self._slots: dict[str, tuple[threading.Lock, list[Remote | None]]] = {}
         self._guard = threading.Lock()
+        #: Hosts that have run a script in this run, whatever happened to them later.
+        self.answered: set[str] = set()
 
     def _slot(self, host: str) -> tuple[threading.Lock, list[Remote | None]]:
         with self._guard:
@@ -95,10 +97,12 @@ class Sessions:
             if cell[0] is None:
                 cell[0] = self._connect(host)
             try:
-                return cell[0].run(script, deadline=deadline)
+                result = cell[0].run(script, deadline=deadline)
             except TransportError:
                 self._drop(cell)
                 raise
+            self.answered.add(host)
+            return result
 
     def reset(self, host: str) -> None:
         """Forget a host's shell (it is rebooting); the next run opens a new one."""
@@ -206,7 +210,7 @@ class HostRun:
             self.outcome.message = str(exc)
         except TransportError as exc:
             self.outcome.status = "failed" if self.contacted else "unreachable"
-            self.outcome.message = str(exc)
+            self.outcome.message = self._transport_failure(exc)
         self.outcome.duration = time.monotonic() - start
         j.write(
             "host-end",
@@ -339,7 +343,7 @@ class HostRun:
                 return False
             raise
         except TransportError as exc:
-            self._end(ps, item_id, "failed", str(exc), None, [], started)
+            self._end(ps, item_id, "failed", self._transport_failure(exc), None, [], started)
             raise
         self._end(ps, item_id, status, message, data, lines, started)
         return True
@@ -409,6 +413,20 @@ class HostRun:
         self.r.console.step(self.name, f"[{ps.citation}] {ps.step.title}: skipped ({reason})")
 
     # -- remote calls -----------------------------------------------------------------------
+    def _transport_failure(self, exc: TransportError) -> str:
+        """The error as the operator should read it.
+
+        A host that answered earlier in this run and now refuses or drops the connection is far
+        more likely restarting (an installer or a person rebooted it) than missing its WinRM
+        listener, and the way on is to wait and resume, not to check the listener.
+        """
+        if exc.host in self.r.sessions.answered and exc.kind in ("refused", "reset"):
+            hint = (
+                "it answered earlier in this run, so it may be restarting; --resume when it is back"
+            )
+            return str(TransportError(exc.host, exc.kind, exc.message, hint))
+        return str(exc)
+
     def _script(self, host: str, name: str, script: str) -> ScriptResult:
         self.r.journal.save_script(self.name, f"{host}-{name}", script)
         res = self.r.sessions.run(host, script, self.r.options.step_timeout)

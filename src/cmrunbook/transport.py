@@ -159,14 +159,16 @@ class TransportError(Exception):
       Kerberos/CredSSP support).
     """
 
-    def __init__(self, host: str, kind: ErrorKind, message: str) -> None:
-        super().__init__(host, kind, message)
+    def __init__(self, host: str, kind: ErrorKind, message: str, hint: str | None = None) -> None:
+        super().__init__(host, kind, message, hint)
         self.host = host
         self.kind: ErrorKind = kind
         self.message = message
+        self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.host}: {self.message}"
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{self.host}: {self.message}{hint}"
 
 
 class WinRMHost:
@@ -410,8 +412,8 @@ class WinRMHost:
         """Map pywinrm/requests exceptions to a TransportError; None for anything else (a bug)."""
         host, url = self.endpoint.host, self.endpoint.url
 
-        def error(kind: ErrorKind, message: str) -> TransportError:
-            return TransportError(host, kind, message)
+        def error(kind: ErrorKind, message: str, hint: str | None = None) -> TransportError:
+            return TransportError(host, kind, message, hint)
 
         if isinstance(exc, AuthenticationError):
             return error(
@@ -496,14 +498,16 @@ def _innermost(exc: BaseException) -> str:
 _BROKEN = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
-def _connection_failure(exc: BaseException, url: str) -> tuple[ErrorKind, str]:
+def _connection_failure(exc: BaseException, url: str) -> tuple[ErrorKind, str, str | None]:
+    """(kind, message, hint); the hint is a guess at the cause the engine may know better."""
     chain = list(_chain(exc))
+    listening = "is WinRM listening?"
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return "refused", f"connection refused at {url} (is WinRM listening?)"
+        return "refused", f"connection refused at {url}", listening
     if any(isinstance(e, http.client.RemoteDisconnected) for e in chain):
-        return "refused", f"{url} closed the connection without answering (is WinRM listening?)"
+        return "refused", f"{url} closed the connection without answering", listening
     if any(isinstance(e, _BROKEN) for e in chain):
-        return "reset", f"connection to {url} was reset"
+        return "reset", f"connection to {url} was reset", None
     if any(isinstance(e, socket.gaierror) for e in chain):
-        return "refused", f"cannot resolve the address in {url} ({_innermost(exc)})"
-    return "refused", f"cannot connect to {url} ({_innermost(exc)})"
+        return "refused", f"cannot resolve the address in {url} ({_innermost(exc)})", None
+    return "refused", f"cannot connect to {url} ({_innermost(exc)})", None
