@@ -24,6 +24,7 @@ Path_ = tuple[str | int, ...]
 _FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_PARSE_ERRORS = (yaml.parser.ParserError, yaml.scanner.ScannerError, yaml.reader.ReaderError)
 
 
 @dataclass
@@ -72,11 +73,11 @@ class _Builder:
         self._scalars: dict[tuple[str, str], Any] = {}
 
     def document(self) -> Any:
-        """The single document of the stream, or None when the stream has none."""
+        """The stream's single document; a stream without one (empty, comments) is an error."""
         next(self._events)  # StreamStartEvent
         event = next(self._events)
         if isinstance(event, yaml.StreamEndEvent):
-            return None
+            raise ConfigError([self.smap.problem((), "file is empty; expected a mapping")])
         data = self.build(next(self._events), ())
         next(self._events)  # DocumentEndEvent
         event = next(self._events)
@@ -177,25 +178,27 @@ class _Builder:
         return Problem(self.smap.file, mark.line + 1, mark.column + 1, message)
 
 
-def _build(text: str, smap: SourceMap) -> tuple[Any, list[Problem]]:
-    """The document's data and its problems; parse errors are always the pure-Python loader's."""
-    loaders = [_FAST_LOADER, yaml.SafeLoader] if _FAST_LOADER is not yaml.SafeLoader else []
-    for loader in loaders or [yaml.SafeLoader]:
-        builder = _Builder(smap, yaml.parse(text, Loader=loader))
-        try:
-            return builder.document(), builder.problems
-        except (yaml.parser.ParserError, yaml.scanner.ScannerError, yaml.reader.ReaderError):
-            if loader is yaml.SafeLoader:
-                raise
-            smap.marks.clear()
-            smap.key_marks.clear()
-    raise AssertionError("unreachable: the pure-Python loader raises or returns")
+def _read(text: str, name: str) -> tuple[Any, _Builder]:
+    """The document's data and the builder that holds its marks and problems.
+
+    A document libyaml rejects is read again by the pure-Python parser, whose error is raised.
+    """
+
+    def read(loader: type[yaml.SafeLoader]) -> tuple[Any, _Builder]:
+        builder = _Builder(SourceMap(name), yaml.parse(text, Loader=loader))
+        return builder.document(), builder
+
+    try:
+        return read(_FAST_LOADER)
+    except _PARSE_ERRORS:
+        if _FAST_LOADER is yaml.SafeLoader:
+            raise
+    return read(yaml.SafeLoader)
 
 
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     """Safely load one YAML document, returning its data and where every value came from."""
     name = display or str(path)
-    smap = SourceMap(name)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -203,23 +206,20 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(name, 1, 1, "file is not UTF-8 text")]) from exc
     try:
-        data, problems = _build(text, smap)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError(
-            [Problem(name, line, col, f"unsupported YAML value: {exc.problem}")]
-        ) from exc
+        data, builder = _read(text, name)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = (
+            "unsupported YAML value"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "not valid YAML"
+        )
         raise ConfigError(
-            [Problem(name, line, col, f"not valid YAML: {exc.problem or exc.context}")]
+            [Problem(name, line, col, f"{what}: {exc.problem or exc.context}")]
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(name, 1, 1, f"not valid YAML: {exc}")]) from exc
-    if not smap.marks:  # no document at all: even a lone `~` would have a mark
-        raise ConfigError([Problem(name, 1, 1, "file is empty; expected a mapping")])
-    if problems:
-        raise ConfigError(problems)
-    return data, smap
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return data, builder.smap
