@@ -321,14 +321,13 @@ class QuietConsole:
 
 def lab_connect(inventory: Any, **timeouts: float) -> Callable[[str], Any]:
     """The engine's ``connect``: a WinRMHost per host name, at the address the inventory gives."""
-    from cmrunbook.transport import Credentials, Endpoint, WinRMHost
+    from cmrunbook.connect import endpoint_for
+    from cmrunbook.transport import Credentials, WinRMHost
 
     credentials = Credentials(USER, PASSWORD)
 
     def connect(name: str) -> Any:
-        view = inventory.hosts[name]
-        w = view.winrm(inventory)
-        endpoint = Endpoint(host=name, address=view.address, port=int(w.port), path=str(w.path))
+        endpoint = endpoint_for(inventory.hosts[name], inventory)
         if endpoint.address != "127.0.0.1":
             raise SystemExit(f"bench: {name} is not a lab host ({endpoint.address})")
         return WinRMHost(endpoint, credentials, **timeouts)

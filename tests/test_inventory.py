@@ -279,3 +279,29 @@ def test_targets_condition_sees_the_parameters(tmp_path: Path) -> None:
     }
     assert planned["narrow"] and not planned["narrow"] & w7, planned
     assert planned["wide"] - planned["narrow"] == planned["wide"] & w7 != set(), planned
+
+
+@pytest.mark.parametrize(
+    ("inventory_winrm", "host_winrm", "url"),
+    [
+        ({}, None, "http://cm07-dp01.corp.example:5985/wsman"),
+        ({"scheme": "https"}, None, "https://cm07-dp01.corp.example:5986/wsman"),
+        ({"scheme": "https"}, {"port": 443}, "https://cm07-dp01.corp.example:443/wsman"),
+        ({"port": 8080}, {"scheme": "https"}, "https://cm07-dp01.corp.example:8080/wsman"),
+        ({}, {"address": "10.0.0.5", "path": "/wsman/x"}, "http://10.0.0.5:5985/wsman/x"),
+    ],
+)
+def test_winrm_endpoint_follows_inventory_then_host_and_the_port_follows_the_scheme(
+    inventory_winrm: dict[str, Any], host_winrm: dict[str, Any] | None, url: str, tmp_path: Path
+) -> None:
+    """An https listener without a port given is on 5986, WinRM's default, not http's 5985."""
+    from cmrunbook.connect import endpoint_for
+
+    data = load_yaml_file(EXAMPLE_INVENTORY)
+    data["winrm"] = inventory_winrm
+    if host_winrm is not None:
+        data["hosts"]["cm07-dp01"]["winrm"] = host_winrm
+    path = tmp_path / "inventory.yaml"
+    dump_yaml_file(path, data)
+    inv = load_inventory(path)
+    assert endpoint_for(inv.hosts["cm07-dp01"], inv).url == url

@@ -21,10 +21,9 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from cmrunbook.errors import UsageError
-from cmrunbook.inventory import HostView, Inventory
+from cmrunbook.inventory import HostView, Inventory, WinRM
 from cmrunbook.transport import Credentials, Endpoint, WinRMHost
 
 __all__ = ["credentials_for", "endpoint_for", "open_host"]
@@ -34,20 +33,29 @@ Prompt = Callable[[str], str]
 
 def endpoint_for(host: HostView, inv: Inventory) -> Endpoint:
     """The host's WinRM endpoint: inventory defaults overlaid with the host's own settings."""
+    return _endpoint(host, _winrm(host, inv))
+
+
+def _winrm(host: HostView, inv: Inventory) -> WinRM:
+    """The host's merged WinRM settings; a host marked `winrm: false` is refused with the why."""
     if not host.has_winrm:
         raise UsageError(
             f"host {host.name} has no WinRM (winrm: false in {inv.path}); "
             "read its logs on the machine or through the site server"
         )
-    w = host.winrm(inv)
+    return host.winrm(inv)
+
+
+def _endpoint(host: HostView, w: WinRM) -> Endpoint:
+    """The endpoint of merged settings (HostView.winrm), which leave only address unset."""
     return Endpoint(
         host=host.name,
         address=w.address or host.address,
-        port=int(w.port or (5986 if w.scheme == "https" else 5985)),
-        scheme=str(w.scheme or "http"),
-        path=str(w.path or "/wsman"),
-        auth=str(w.auth or "ntlm"),
-        cert_validation=bool(w.cert_validation if w.cert_validation is not None else True),
+        port=int(w.port),  # type: ignore[arg-type]
+        scheme=str(w.scheme),
+        path=str(w.path),
+        auth=str(w.auth),
+        cert_validation=bool(w.cert_validation),
         ca_bundle=w.ca_bundle,
         insecure=bool(w.insecure),
     )
@@ -111,13 +119,13 @@ def credentials_for(
 
 def open_host(host: HostView, inv: Inventory, credentials: Credentials) -> WinRMHost:
     """A WinRM host object with the inventory's timeouts; it connects on its first run."""
-    w = host.winrm(inv)
-    kwargs: dict[str, Any] = {}
-    if w.operation_timeout:
-        kwargs["operation_timeout"] = float(w.operation_timeout)
-    if w.read_timeout:
-        kwargs["read_timeout"] = float(w.read_timeout)
-    return WinRMHost(endpoint_for(host, inv), credentials, **kwargs)
+    w = _winrm(host, inv)
+    return WinRMHost(
+        _endpoint(host, w),
+        credentials,
+        operation_timeout=float(w.operation_timeout),  # type: ignore[arg-type]
+        read_timeout=float(w.read_timeout),  # type: ignore[arg-type]
+    )
 
 
 def _keyring_getter() -> Callable[[str, str], str | None] | None:

@@ -56,8 +56,10 @@ class WinRM(Strict):
     read_timeout: int | None = Field(None, ge=2)
 
 
+#: What a host's WinRM settings are when neither the host nor the inventory says. The port is
+#: not here: it follows the scheme (5985 for http, 5986 for https) unless one is given.
 WINRM_DEFAULTS = WinRM(
-    port=5985, scheme="http", auth="ntlm", path="/wsman", cert_validation=True, insecure=False,
+    scheme="http", auth="ntlm", path="/wsman", cert_validation=True, insecure=False,
     operation_timeout=20, read_timeout=30,
 )  # fmt: skip
 
@@ -157,11 +159,14 @@ class HostView:
         return "install-windowsfeature"
 
     def winrm(self, inv: Inventory) -> WinRM:
-        """Inventory defaults overlaid with this host's own WinRM settings."""
+        """Inventory defaults overlaid with this host's own WinRM settings; only `address` and
+        `ca_bundle` may be left unset."""
         merged = WINRM_DEFAULTS.model_dump()
         merged.update({k: v for k, v in inv.file.winrm.model_dump().items() if v is not None})
         if isinstance(self.spec.winrm, WinRM):
             merged.update({k: v for k, v in self.spec.winrm.model_dump().items() if v is not None})
+        if merged["port"] is None:
+            merged["port"] = 5986 if merged["scheme"] == "https" else 5985
         return WinRM(**merged)
 
     def as_context(self) -> dict[str, Any]:
