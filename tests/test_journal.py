@@ -143,3 +143,17 @@ def test_a_second_run_on_the_same_host_is_refused_while_the_first_holds_its_lock
             pass  # another host is free
     with HostLocks(tmp_path, ["dp2"], "run-b"):
         pass  # released with the first run
+
+
+@pytest.mark.parametrize("host", ["../../escaped", "..", "corp\\..\\dp01", "/etc/dp01"])
+def test_a_saved_script_stays_in_the_run_folder_whatever_the_host_is_called(
+    tmp_path: Path, host: str
+) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    j = JournalWriter(run_dir)
+    path = j.save_script(host, "../step", "Write-Output 1")
+    j.close()
+    assert path.resolve().is_relative_to((run_dir / "scripts").resolve()), path
+    assert path.read_text(encoding="utf-8") == "Write-Output 1"
+    assert list(tmp_path.rglob("*.ps1")) == [path]

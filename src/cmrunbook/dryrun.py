@@ -6,12 +6,12 @@ connection.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TextIO
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.errors import UsageError
+from cmrunbook.filenames import safe_name
 from cmrunbook.plan import HostPlan, Plan, PlannedStep, render_probe, render_step
 
 
@@ -179,7 +179,7 @@ def _emit(
         for line in script.splitlines():
             print(f"       | {line}", file=out)
     if out_dir:
-        path = out_dir / _safe_name(hp.target.name) / f"{_safe_name(name)}.ps1"
+        path = out_dir / safe_name(hp.target.name) / f"{safe_name(name)}.ps1"
         # The names are sanitised, so this holds; checked anyway, since a script written outside
         # the folder the operator gave could overwrite anything the account can write.
         if not path.resolve().is_relative_to(out_dir.resolve()):
@@ -187,13 +187,3 @@ def _emit(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(script, encoding="utf-8")
     return 1
-
-
-def _safe_name(name: str) -> str:
-    """One path component from an inventory or step name: no separators, no `.` or `..`.
-
-    Host names come from the inventory and may hold `/`, `\\` or `..`; each run of other
-    characters becomes `_`, and a name of dots only gets a leading `_`.
-    """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    return "_" + safe if not safe.strip(".") else safe

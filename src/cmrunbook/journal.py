@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.errors import UsageError
+from cmrunbook.filenames import safe_name
 
 JOURNAL = "journal.jsonl"
 DONE_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
@@ -84,8 +84,7 @@ class JournalWriter:
             self._synced = covered
 
     def save_script(self, host: str, name: str, script: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-        path = self.run_dir / "scripts" / host / f"{safe}.ps1"
+        path = self.run_dir / "scripts" / safe_name(host) / f"{safe_name(name)}.ps1"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(script, encoding="utf-8")
         return path

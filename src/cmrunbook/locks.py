@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 from pathlib import Path
 from types import TracebackType
 
 from cmrunbook.errors import LockHeld
+from cmrunbook.filenames import safe_name
 
 
 class HostLocks:
@@ -27,7 +27,7 @@ class HostLocks:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             for host in sorted(self.hosts):
-                path = self.folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", host) + ".lock")
+                path = self.folder / f"{safe_name(host)}.lock"
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
