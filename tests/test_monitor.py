@@ -31,8 +31,11 @@ class FakeHost:
         self._sizes: dict[str, int] = {}
 
     def append(self, name: str, text: str) -> None:
-        with open(self.folder / name, "a", encoding="utf-8") as fh:
-            fh.write(text)
+        self.append_bytes(name, text.encode("utf-8"))
+
+    def append_bytes(self, name: str, data: bytes) -> None:
+        with open(self.folder / name, "ab") as fh:
+            fh.write(data)
 
     def read(self, request: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out = {}
@@ -151,3 +154,35 @@ def test_patterns_take_the_loop_item_escaped(tmp_path: Path) -> None:
     (success,), _, _ = compile_expectation(exp, {"PackageID": "P12.0004"})
     assert success.search('STATMSG: ID=2301 SEV=I ISTR0="P12.0004"')
     assert not success.search('STATMSG: ID=2301 SEV=I ISTR0="P12X0004"')  # the dot is literal
+
+
+def test_a_character_split_between_two_polls_stays_whole(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    line = cm("Installing “SMS Multicast Service Point” (mcs.msi)") + cm(
+        "mcs.msi exited with return code: 0"
+    )
+    data = line.encode("utf-8")
+    cut = data.index("“".encode()) + 1  # inside the three bytes of the quotation mark
+    host.append_bytes("MCSSetup.log", data[:cut])
+    w = watch("MCSSetup.log", 0, r"mcs\.msi exited with return code: 0\b")
+    polls = iter(range(100))
+
+    def sleep(_: float) -> None:
+        if next(polls) == 0:
+            host.append_bytes("MCSSetup.log", data[cut:])
+
+    res = wait_for_logs([w], host.read, timeout=100, poll=1, sleep=sleep, clock=lambda: 0.0)
+    assert res.status == "ok"
+    assert w.tail[0] == "Installing “SMS Multicast Service Point” (mcs.msi)"
+
+
+def test_a_log_that_is_not_text_fails_the_wait_and_says_why(tmp_path: Path) -> None:
+    """A log padded with NULs (a crash while it was written) is a failed wait, not a crash."""
+    host = FakeHost(tmp_path)
+    host.append_bytes("MCSSetup.log", b"\0" * 512)
+    w = watch("MCSSetup.log", 0, r"mcs\.msi exited with return code: 0\b")
+    res = wait_for_logs(
+        [w], host.read, timeout=100, poll=1, sleep=lambda _: None, clock=lambda: 0.0
+    )
+    assert res.status == "failed" and res.polls == 1
+    assert res.message.startswith("MCSSetup.log cannot be read as a log: content is binary")

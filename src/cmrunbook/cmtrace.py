@@ -281,8 +281,12 @@ class CMTraceStream:
             self._detect()
         return self._drain(final=False)
 
-    def feed_bytes(self, data: bytes) -> list[Record]:
-        """Add raw bytes of the log; the encoding is detected from the first bytes if not given."""
+    def feed_bytes(self, data: bytes, *, detect_now: bool = False) -> list[Record]:
+        """Add raw bytes of the log; the encoding is detected from the first bytes if not given.
+
+        ``detect_now`` is passed on to :meth:`feed` (for the format; the encoding still needs
+        the first 4 bytes).
+        """
         if self._decoder is None:
             self._head += data
             if self.encoding is None and len(self._head) < 4:
@@ -291,7 +295,7 @@ class CMTraceStream:
                 self.encoding = detect_encoding(self._head)
             self._decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
             data, self._head = self._head, b""
-        return self.feed(self._decoder.decode(data))
+        return self.feed(self._decoder.decode(data), detect_now=detect_now)
 
     def flush(self) -> list[Record]:
         """End of input: everything still held becomes records (an unclosed record as text)."""

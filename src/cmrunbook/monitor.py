@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmrunbook.cmtrace import CMTraceStream
+from cmrunbook.cmtrace import CMTraceStream, LogFormatError
 from cmrunbook.logcatalog import Expectation
 
 READ_LIMIT = 1 << 20  # bytes per log per poll; a log growing faster is read over several polls
@@ -35,7 +35,7 @@ class Watch:
     reboot: list[re.Pattern[str]]
     stream: CMTraceStream = field(default_factory=CMTraceStream)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL))
-    outcome: str | None = None  # success | reboot | failure
+    outcome: str | None = None  # success | reboot | failure | unreadable
     matched: str | None = None
     bytes_read: int = 0
 
@@ -67,10 +67,18 @@ def compile_expectation(
     )
 
 
-def _consume(watch: Watch, text: str, final: bool = False) -> None:
-    records = watch.stream.feed(text, detect_now=True)
-    if final:
-        records += watch.stream.flush()
+def _consume(watch: Watch, raw: bytes, final: bool = False) -> None:
+    """Judge the records completed by `raw`, bytes appended to the log since the last poll.
+
+    The stream decodes incrementally, so a character split between two polls stays whole.
+    """
+    try:
+        records = watch.stream.feed_bytes(raw, detect_now=True)
+        if final:
+            records += watch.stream.flush()
+    except LogFormatError as exc:  # binary, or NUL-padded after a crash: stop, say why
+        watch.outcome, watch.matched = "unreadable", str(exc)
+        return
     for rec in records:
         message = rec.message
         watch.tail.append(message)
@@ -122,12 +130,13 @@ def wait_for_logs(
                 w.bytes_read += len(raw)
                 w.offset = int(entry.get("offset", w.offset))
                 if raw:
-                    _consume(w, _decode(raw))
-        failed = [w for w in watches if w.outcome == "failure"]
+                    _consume(w, raw)
+        failed = [w for w in watches if w.outcome in ("failure", "unreadable")]
         if failed:
             w = failed[0]
+            said = "reports failure" if w.outcome == "failure" else "cannot be read as a log"
             return WaitResult(
-                "failed", False, _lines(watches), f"{w.log} reports failure: {w.matched}", polls
+                "failed", False, _lines(watches), f"{w.log} {said}: {w.matched}", polls
             )
         if all(w.outcome in ("success", "reboot") for w in watches):
             return WaitResult(
@@ -140,7 +149,7 @@ def wait_for_logs(
         elapsed = clock() - start
         if elapsed >= timeout:
             for w in watches:
-                _consume(w, "", final=True)
+                _consume(w, b"", final=True)
             pending = ", ".join(w.log for w in watches if w.outcome is None)
             return WaitResult(
                 "timeout",
@@ -157,11 +166,3 @@ def wait_for_logs(
 
 def _lines(watches: list[Watch]) -> list[str]:
     return [f"{w.log}: {line}" for w in watches for line in w.tail]
-
-
-def _decode(raw: bytes) -> str:
-    if raw.startswith(b"\xff\xfe") or (
-        len(raw) > 3 and raw[1:2] == b"\x00" and raw[3:4] == b"\x00"
-    ):
-        return raw.decode("utf-16-le", errors="replace").lstrip("\ufeff")
-    return raw.decode("utf-8", errors="replace").lstrip("\ufeff")
