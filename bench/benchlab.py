@@ -136,8 +136,8 @@ class RunbookBackend:
 
     ``delays`` maps a regular expression over ``<runbook> <key>`` to seconds the script "runs"
     on the host; ``handlers`` maps a key prefix to a function returning the script's data (the
-    default ones cover probes, log arming and reading, reboot checks). ``commands`` counts the
-    scripts answered per host, for the benchmarks' per-step figures.
+    default ones cover probes, log arming and reading, reboot checks). Requests and connections
+    are counted by the lab server itself (``server.stats``).
     """
 
     def __init__(
@@ -160,16 +160,12 @@ class RunbookBackend:
             **(handlers or {}),
         }
         self._lock = threading.Lock()
-        self.commands: dict[str, int] = {}
-        self.keys: list[str] = []
         self._boots = 0
         self.backend = FunctionBackend(self._command)
 
     def _command(self, command: str, arguments: list[str], io: Any) -> int:
         script = io.read_stdin().decode("utf-8")
         runbook, key = header_of(script)
-        with self._lock:
-            self.keys.append(key)
         for pattern, seconds in self.delays:
             if pattern.search(f"{runbook} {key}"):
                 io.sleep(seconds)

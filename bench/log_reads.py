@@ -24,7 +24,9 @@ from typing import Any
 
 from benchlab import (
     HOSTS,
+    PASSWORD,
     ROOT,
+    USER,
     RunbookBackend,
     cmtrace,
     headline,
@@ -115,7 +117,7 @@ def main() -> None:
         armed_size = path.stat().st_size
         print(f"log: {armed_size:,} bytes written in {time.perf_counter() - started:.1f}s")
         endpoint = Endpoint(HOST, "127.0.0.1", port=server.port, path=f"/wsman/{HOST}")
-        host = WinRMHost(endpoint, Credentials("labadmin", "B3nch-pa55!"))
+        host = WinRMHost(endpoint, Credentials(USER, PASSWORD))
         header = f"cmrunbook bench | engine/log-read | read-only | target {HOST} | on {HOST}"
 
         def read(request: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -160,7 +162,8 @@ def main() -> None:
     print(f"file size at the end: {reader.polls[-1][1]:,} bytes")
     print(
         f"a whole-file reader (win_wait_for) would read {whole_file:,} bytes in the same "
-        f"{polls} polls: {whole_file / max(total_read, 1):,.0f} x as much"
+        f"{polls} polls (computed: the file's size at each poll): "
+        f"{whole_file / max(total_read, 1):,.0f} x as much"
     )
     ok = max(excess) <= SLACK and outcome.status == "ok" and total_read <= appended[0]
     headline(

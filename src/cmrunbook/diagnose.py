@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, TextIO
@@ -297,11 +297,6 @@ def diagnose_file(path: Path, signatures: list[Signature]) -> FileReport:
         return FileReport(name=str(path), error="is a folder, not a log")
     with f:
         return diagnose_stream(f, str(path), signatures)
-
-
-def diagnose_paths(paths: Iterable[str], signatures: list[Signature]) -> Iterator[FileReport]:
-    for p in paths:
-        yield diagnose_file(Path(p), signatures)
 
 
 # -- output ----------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import jinja2
@@ -35,10 +34,6 @@ class PlannedStep:
     run_time_condition: str | None = None
     arms: tuple[str, ...] = ()
     note: str | None = None
-
-    @property
-    def loops_over(self) -> str | None:
-        return self.step.for_each
 
 
 @dataclass
@@ -417,7 +412,6 @@ def _site(host: HostView) -> dict[str, Any]:
     }
 
 
-@cache
 @functools.cache
 def context_attrs() -> dict[str, frozenset[str]]:
     """The attributes a condition or template may read of `host`, `target` and `site`.

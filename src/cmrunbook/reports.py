@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.catalog import Catalog
-from cmrunbook.checklist import STATUS_MARK, environment
+from cmrunbook.checklist import environment
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
 from cmrunbook.plan import Plan
@@ -359,7 +359,6 @@ def render_html(report: dict[str, Any], templates_root: Path) -> str:
     env = environment(templates_root / "report", "html")
     env.filters["hhmmss"] = _hhmmss
     env.filters["dur"] = lambda s: "" if s is None else f"{s:.1f} s"
-    env.globals["STATUS_MARK"] = STATUS_MARK
     return env.get_template("report.html.j2").render(
         r=report, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     )

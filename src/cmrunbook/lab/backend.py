@@ -35,7 +35,6 @@ class LabCommand:
         self._stdout, self._stderr = b"", b""
         self._exit: int | None = None
         self._hung = False
-        self._boot_time = host.boot_time
         if early is not None:
             self._finish(*early)
         elif not reads_stdin and script_from_line is not None:

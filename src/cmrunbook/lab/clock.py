@@ -102,7 +102,3 @@ class Schedule:
                 due.action(due.at)
                 ran += 1
         return ran
-
-    def next_due(self) -> float | None:
-        live = [d.at for d in self._heap if not d.cancelled]
-        return min(live) if live else None

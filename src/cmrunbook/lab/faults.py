@@ -20,7 +20,6 @@ class FaultBook:
     def __init__(self, initial: Iterable[FaultSpec] = ()) -> None:
         self._lock = threading.Lock()
         self._armed: list[list[Any]] = [[f, f.count] for f in initial]
-        self.fired: list[tuple[str, str, str | None]] = []
 
     def add(self, fault: FaultSpec | None = None, **fields: Any) -> FaultSpec:
         """Arm a fault: `add(FaultSpec(...))` or `add(host=..., kind=..., ...)`."""
@@ -28,14 +27,6 @@ class FaultBook:
         with self._lock:
             self._armed.append([spec, spec.count])
         return spec
-
-    def clear(self, host: str | None = None) -> None:
-        with self._lock:
-            self._armed = [a for a in self._armed if host is not None and a[0].host != host]
-
-    def armed(self, host: str | None = None) -> list[FaultSpec]:
-        with self._lock:
-            return [a[0] for a in self._armed if host is None or a[0].host == host]
 
     def take(
         self,
@@ -69,6 +60,5 @@ class FaultBook:
                     entry[1] -= 1
                     if entry[1] <= 0:
                         self._armed.remove(entry)
-                self.fired.append((host, f.kind, step))
                 return f
         return None

@@ -188,10 +188,6 @@ class HostStats:
     commands: int = 0
     log_reads: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def log_bytes_read(self) -> int:
-        return sum(r["bytes"] for r in self.log_reads)
-
 
 CBS_REBOOT_KEY = (
     r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending"

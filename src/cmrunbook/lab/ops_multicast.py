@@ -198,8 +198,6 @@ class _Scf:
         if commit and self.can_commit:
             removed, added = self.site.commit(self.session)
             self.ctx.lab.scf_committed(self.site, removed, added, self.s.step)
-        if self.s.has("$Session.scf.ReleaseSessionHandle($Session.handle)"):
-            self.site.release(self.session.handle)
 
     def roles(self, role_name: str, server: str) -> list[SiteRole]:
         return [

@@ -8,7 +8,6 @@ SMS_SystemResourceList, SMS_R_System), so a query can be answered field by field
 from __future__ import annotations
 
 import copy
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,15 +61,11 @@ class SiteRole:
 class ScfSession:
     """An open site control file session: a private copy until CommitSCF."""
 
-    handle: str
     roles: list[SiteRole] = field(default_factory=list)
-    refreshed: bool = False
 
 
 class SiteState:
     """One site as its SMS Provider answers."""
-
-    _handles = itertools.count(1)
 
     def __init__(self, code: str, spec: SiteSpec, dp_hosts: dict[str, str]) -> None:
         """`dp_hosts` maps each DP host name of the site to the server name ConfigMgr uses."""
@@ -105,7 +100,6 @@ class SiteState:
             for host in b.pxe_dps:
                 self.add_dp_record(b.package_id.upper(), nal_path(dp_hosts[host], code, PXE_SHARE))
         self.scf: list[SiteRole] = []
-        self.sessions: dict[str, ScfSession] = {}
         self.pxe_shares: set[str] = set()  # DP hosts whose SMSPXEIMAGES$ DP exists
         self.clients: list[dict[str, Any]] = []
         self.refreshes: list[str] = []
@@ -204,14 +198,10 @@ class SiteState:
         )  # fmt: skip
 
     def open_session(self) -> ScfSession:
-        handle = f"{{LAB-SCF-{next(self._handles):06d}}}"
-        session = ScfSession(handle)
-        self.sessions[handle] = session
-        return session
+        return ScfSession()
 
     def refresh(self, session: ScfSession) -> None:
         session.roles = [SiteRole(**r.record()) for r in self.scf]
-        session.refreshed = True
 
     def commit(self, session: ScfSession) -> tuple[list[SiteRole], list[SiteRole]]:
         """Make the session's copy the site control file; returns (removed, added) roles."""
@@ -221,6 +211,3 @@ class SiteState:
         added = [r for k, r in after.items() if k not in before]
         self.scf = [SiteRole(**r.record()) for r in session.roles]
         return removed, added
-
-    def release(self, handle: str) -> None:
-        self.sessions.pop(handle, None)

@@ -277,12 +277,6 @@ class Lab:
         else:
             host.registry.delete_key(MCS_KEY)
 
-    def set_multicast_fault(self, name: str, fault: str) -> None:
-        """Break (or mend) multicast on a DP while the lab runs."""
-        with self.lock:
-            self.dps[name].fault = fault
-            self._refresh_dp(self.hosts[name])
-
     def multicast_healthy(self, name: str) -> bool:
         host = self.hosts[name]
         key_ok = bool(host.registry.get(MCS_KEY, "SerializedMCSKey"))
