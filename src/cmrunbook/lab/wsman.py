@@ -909,6 +909,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.acceptor is None or not self.acceptor.complete:
             self._unauthorized()
             return None
+        return self._decrypt(body)
+
+    def _decrypt(self, body: bytes) -> bytes | None:
+        """The sealed body opened with this connection's NTLM keys, or None after a 400."""
+        assert self.acceptor is not None
         try:
             return decrypt_message(self.acceptor, body, self.headers.get("Content-Type", ""))
         except EncryptionError as exc:
@@ -939,11 +944,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:  # pywinrm authenticates with an empty POST before it encrypts anything
             self._reply(200)
             return None
-        try:
-            return decrypt_message(self.acceptor, body, self.headers.get("Content-Type", ""))
-        except EncryptionError as exc:
-            self._reply(400, str(exc).encode(), "text/plain; charset=utf-8", close=True)
-            return None
+        return self._decrypt(body)
 
     def _inject(self, kind: FaultKind, host: str, request: _Request) -> None:
         if kind is FaultKind.REFUSE:
