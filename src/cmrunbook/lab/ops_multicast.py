@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from cmrunbook.lab.hosts import File, SimHost
@@ -238,12 +239,43 @@ class _Scf:
             self.session.roles.append(SiteRole(**fields))
         return latest.path
 
+    def remove_all(self, role: _RoleInputs, what: str) -> bool:
+        """Save, then delete, every such role of the DP; True when there was one."""
+        removed = False
+        for found in self.roles(role.name, role.dp):
+            saved = self.save(found, role.backup, role.label)
+            self.delete(found)
+            removed = self.ctx.result.changed = True
+            self.ctx.result.message = f"{what} removed; settings saved to {saved}"
+        return removed
 
-def _label(s: Script, dp: str) -> str:
-    m = s.find(r"\$label = '(?P<prefix>[^']*)' \+ \$dpName")
-    if m is None:
-        raise Unrecognized("no $label = '<prefix>' + $dpName")
-    return m["prefix"] + dp
+    def add_saved(self, role: _RoleInputs, what: str) -> None:
+        """Add the role back from its latest saved settings."""
+        restored = self.restore(role.backup, role.label)
+        self.ctx.result.changed = True
+        self.ctx.result.message = f"{what} added from {restored}"
+
+
+@dataclass(frozen=True)
+class _RoleInputs:
+    """What a role script is given: the action, the DP, the role and where its settings go."""
+
+    action: str
+    dp: str
+    name: str
+    backup: str
+    label: str
+
+    @classmethod
+    def of(cls, s: Script) -> _RoleInputs:
+        dp = str(s.input("dpName"))
+        m = s.find(r"\$label = '(?P<prefix>[^']*)' \+ \$dpName")
+        if m is None:
+            raise Unrecognized("no $label = '<prefix>' + $dpName")
+        return cls(
+            str(s.input("action")), dp, str(s.input("roleName")), str(s.input("backupDir")),
+            m["prefix"] + dp,
+        )  # fmt: skip
 
 
 @operation(
@@ -253,62 +285,41 @@ def _label(s: Script, dp: str) -> str:
 def dp_multicast(ctx: Context) -> None:
     s = ctx.script
     site = provider_site(ctx)
-    action, dp = str(s.input("action")), str(s.input("dpName"))
-    role_name, backup = str(s.input("roleName")), str(s.input("backupDir"))
-    label = _label(s, dp)
+    role = _RoleInputs.of(s)
     blocks = action_blocks(s.body)
-    removes = any(action in a and "Save-CmrbSiteRole" in b for a, b in blocks)
-    adds = any(action in a and "Restore-CmrbSiteRole" in b for a, b in blocks)
+    removes = any(role.action in a and "Save-CmrbSiteRole" in b for a, b in blocks)
+    adds = any(role.action in a and "Restore-CmrbSiteRole" in b for a, b in blocks)
     scf = _Scf(ctx, site)
     commit = False
     try:
         if removes:
-            for role in scf.roles(role_name, dp):
-                saved = scf.save(role, backup, label)
-                scf.delete(role)
-                commit = True
-                ctx.result.changed = True
-                ctx.result.message = "multicast role removed; settings saved to " + saved
+            commit = scf.remove_all(role, "multicast role")
         if (
-            action == "toggle"
+            role.action == "toggle"
             and commit
             and s.has("Close-CmrbScf -Session $session -Commit $true $session = Open-CmrbScf")
         ):
             scf.close(True)
             scf.session = scf.open()
             commit = False
-        if adds and not scf.roles(role_name, dp):
-            restored = scf.restore(backup, label)
+        if adds and not scf.roles(role.name, role.dp):
+            scf.add_saved(role, "multicast role")
             commit = True
-            ctx.result.changed = True
-            ctx.result.message = "multicast role added from " + restored
     finally:
         scf.close(commit)
 
 
 @operation("multicast/pxe_role", lambda s: _scf_lib(s) and s.has("$label = 'pxe-role-'"))
 def pxe_role(ctx: Context) -> None:
-    s = ctx.script
-    site = provider_site(ctx)
-    action, dp = str(s.input("action")), str(s.input("dpName"))
-    role_name, backup = str(s.input("roleName")), str(s.input("backupDir"))
-    label = _label(s, dp)
-    scf = _Scf(ctx, site)
+    role = _RoleInputs.of(ctx.script)
+    scf = _Scf(ctx, provider_site(ctx))
     commit = False
     try:
-        roles = scf.roles(role_name, dp)
-        if action == "uninstall":
-            for role in roles:
-                saved = scf.save(role, backup, label)
-                scf.delete(role)
-                commit = True
-                ctx.result.changed = True
-                ctx.result.message = "PXE service point removed; settings saved to " + saved
-        elif not roles:
-            restored = scf.restore(backup, label)
+        if role.action == "uninstall":
+            commit = scf.remove_all(role, "PXE service point")
+        elif not scf.roles(role.name, role.dp):
+            scf.add_saved(role, "PXE service point")
             commit = True
-            ctx.result.changed = True
-            ctx.result.message = "PXE service point added from " + restored
     finally:
         scf.close(commit)
 
