@@ -149,6 +149,11 @@ def probe_images(ctx: Context) -> None:
     lambda s: (
         s.has("$required = [version]", "$version = Get-CmrbFileVersion -Path $path")
         and s.has("'TSCore.dll was not found in any of: '")
+        # The lines that decide, as the verdict below decides: a flipped test is not this check.
+        and s.has(
+            "if ($version -lt $required) { $old += ($path + ' is ' + $version)",
+            "if ($old.Count -gt 0) { $CmrbResult.ok = $false",
+        )
     ),
 )
 def check_tscore(ctx: Context) -> None:

@@ -131,7 +131,14 @@ def _dmtf_text(value: str) -> str:
 
 @operation(
     "checks/client_tscore_inventory",
-    lambda s: s.has("$netbiosName = $clientName", "foreach ($system in $systems)"),
+    lambda s: s.has(
+        "$netbiosName = $clientName",
+        "foreach ($system in $systems)",
+        # The lines that decide, as client_tscore_inventory decides below.
+        "if ($null -eq $lowest -or [version]$entry.version -lt [version]$lowest.version)",
+        "if (Test-CmrbVersionAtLeast -Version $lowest.version -Required $required) {"
+        " Set-CmrbCompliance -State 'compliant'",
+    ),
 )
 def client_tscore_inventory(ctx: Context) -> None:
     s = ctx.script

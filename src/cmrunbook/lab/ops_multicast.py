@@ -88,7 +88,10 @@ def probe_pxe_images(ctx: Context) -> None:
 @operation(
     "multicast/check_smswdstp",
     lambda s: s.has(
-        "foreach ($candidate in $paths)", ".VersionInfo.FileVersion", "$required = [version]"
+        "foreach ($candidate in $paths)",
+        ".VersionInfo.FileVersion",
+        "$required = [version]",
+        "if ($version -lt $required) { $CmrbResult.ok = $false",  # the deciding line
     ),
 )
 def check_smswdstp(ctx: Context) -> None:
