@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import stat
 import subprocess
@@ -12,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers_engine import run_cli
 
 from cmrunbook import schedule as sched
 from cmrunbook.errors import UsageError
@@ -182,17 +182,12 @@ def test_windows_install_writes_utf16(tmp_path: Path) -> None:
 
 
 def run_schedule(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    from test_diagnose import tasks_root
-
     env = {
-        **os.environ,
-        "CMRUNBOOK_ROOT": str(ROOT),
         "CMRUNBOOK_USER": "CORP\\svc-cmrb",
         "CMRUNBOOK_PASSWORD": SECRET,
         sched.CRONTAB_ENV: str(tmp_path / "no-such-crontab"),
     }
-    cmd = [str(INVOKE), "--search-root", str(tasks_root(tmp_path)), "schedule", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    return run_cli("schedule", *args, root=ROOT, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("fmt", ["systemd", "cron", "windows"])
