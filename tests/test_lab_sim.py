@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_lab import run, sim_lab
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.inventory import load_inventory
 from cmrunbook.lab.clock import ManualClock
-from cmrunbook.lab.labfile import LabFile, load_lab_file
 from cmrunbook.lab.world import MCS_KEY, Lab
 from cmrunbook.plan import Planner, render_probe, render_step
-from cmrunbook.render import parse_result
 from cmrunbook.transport import BOOTSTRAP_ARGUMENTS, POWERSHELL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,24 +30,13 @@ _CMTRACE = re.compile(r"<!\[LOG\[(?P<msg>.*?)\]LOG\]!>")
 
 
 def make_lab(**dp_changes: dict[str, Any]) -> tuple[Lab, ManualClock]:
-    data = load_lab_file().model_dump()
-    for host, changes in dp_changes.items():
-        data["hosts"][host]["dp"].update(changes)
-    clock = ManualClock()
-    return Lab(LabFile.model_validate(data), clock), clock
+    """The lab with some DPs' `dp` settings changed (e.g. a multicast fault)."""
 
+    def change(data: dict[str, Any]) -> None:
+        for host, changes in dp_changes.items():
+            data["hosts"][host]["dp"].update(changes)
 
-def run(lab: Lab, host: str, script: str) -> tuple[dict[str, Any] | None, bytes, int | None]:
-    """Run a script as the transport does: bootstrap on the command line, script on stdin."""
-    backend = lab.backend(host)
-    assert backend is not None
-    cmd = backend.start_command(POWERSHELL, list(BOOTSTRAP_ARGUMENTS))
-    cmd.send_input(script.encode("utf-8"), True)
-    out, err, done, code = cmd.receive(0.01)
-    if not done:
-        return None, err, None
-    result = parse_result(out.decode("utf-8"))
-    return (result.__dict__ if result else None), err, code
+    return sim_lab(change)
 
 
 def engine_script(name: str, header: str, **ctx: Any) -> str:

@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers_lab import run, sim_lab
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.inventory import Inventory, load_inventory
 from cmrunbook.lab.clock import ManualClock
-from cmrunbook.lab.labfile import LabFile, load_lab_file
 from cmrunbook.lab.world import Lab
 from cmrunbook.plan import Plan, Planner, render_probe, render_step
-from cmrunbook.render import parse_result
-from cmrunbook.transport import BOOTSTRAP_ARGUMENTS, POWERSHELL
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = Catalog(REPO)
@@ -35,14 +33,6 @@ ADK80 = (
 ADK81 = ADK80.replace("\\8.0\\", "\\8.1\\")
 OSD_BOOTSECT = CM12 + r"\OSD\bin\i386\bootsect.exe"
 BACKUP = r"C:\ProgramData\cmrunbook\backup\bootsect-downgrade"
-
-
-def make_lab(edit: Any = None) -> tuple[Lab, ManualClock]:
-    data = load_lab_file().model_dump()
-    if edit is not None:
-        edit(data)
-    clock = ManualClock()
-    return Lab(LabFile.model_validate(data), clock), clock
 
 
 def lab_inventory(lab: Lab, tmp_path: Path) -> Inventory:
@@ -61,19 +51,6 @@ def lab_inventory(lab: Lab, tmp_path: Path) -> Inventory:
     path = tmp_path / "lab-inventory.yaml"
     path.write_text(yaml.safe_dump({"sites": sites, "hosts": hosts}), encoding="utf-8")
     return load_inventory(path)
-
-
-def run(lab: Lab, host: str, script: str) -> tuple[dict[str, Any] | None, bytes, int | None]:
-    """Run a script as the transport does: bootstrap on the command line, script on stdin."""
-    backend = lab.backend(host)
-    assert backend is not None, f"{host} has no WinRM"
-    cmd = backend.start_command(POWERSHELL, list(BOOTSTRAP_ARGUMENTS))
-    cmd.send_input(script.encode("utf-8"), True)
-    out, err, done, code = cmd.receive(0.01)
-    if not done:
-        return None, err, None
-    result = parse_result(out.decode("utf-8"))
-    return (result.__dict__ if result else None), err, code
 
 
 class Runbook:
@@ -112,7 +89,7 @@ class Runbook:
 
 @pytest.fixture
 def lab() -> Lab:
-    return make_lab()[0]
+    return sim_lab()[0]
 
 
 @pytest.fixture

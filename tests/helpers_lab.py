@@ -1,0 +1,34 @@
+"""Driving the lab's simulated hosts directly, without the network: the lab and a script run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cmrunbook.lab.clock import ManualClock
+from cmrunbook.lab.labfile import LabFile, load_lab_file
+from cmrunbook.lab.world import Lab
+from cmrunbook.render import parse_result
+from cmrunbook.transport import BOOTSTRAP_ARGUMENTS, POWERSHELL
+
+
+def sim_lab(edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[Lab, ManualClock]:
+    """The default lab on a manual clock; `edit` may change its lab-file data first."""
+    data = load_lab_file().model_dump()
+    if edit is not None:
+        edit(data)
+    clock = ManualClock()
+    return Lab(LabFile.model_validate(data), clock), clock
+
+
+def run(lab: Lab, host: str, script: str) -> tuple[dict[str, Any] | None, bytes, int | None]:
+    """Run a script as the transport does: bootstrap on the command line, script on stdin."""
+    backend = lab.backend(host)
+    assert backend is not None, f"{host} has no WinRM"
+    cmd = backend.start_command(POWERSHELL, list(BOOTSTRAP_ARGUMENTS))
+    cmd.send_input(script.encode("utf-8"), True)
+    out, err, done, code = cmd.receive(0.01)
+    if not done:
+        return None, err, None
+    result = parse_result(out.decode("utf-8"))
+    return (result.__dict__ if result else None), err, code
