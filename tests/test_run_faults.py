@@ -22,6 +22,7 @@ from conftest import Lab, custom_lab_file, events
 
 from cmrunbook.journal import ResumeState
 from cmrunbook.lab.labfile import FaultSpec
+from cmrunbook.lab.logs import lo_name
 
 SPEED = 500.0  # a 45 s role removal takes 0.09 s
 SCALE = "0.005"  # a 1800 s log timeout is 9 s; polls are 0.05 s
@@ -56,6 +57,19 @@ class Case:
     heal: Callable[[Lab, dict[str, Any]], None] | None = None  # then --resume must finish ok
     args: list[str] = field(default_factory=list)
     time_scale: str = SCALE
+    # For a fault the run survives: the sign, left on the lab, that the fault did happen.
+    happened: Callable[[Lab], bool] | None = None
+
+
+def _second_shell(lab: Lab) -> bool:
+    """The quota fault made the engine open another shell on SICK (one per run otherwise)."""
+    stats = lab.running.server.stats.snapshot()
+    return stats[SICK].requests["Create"] == stats[WELL].requests["Create"] + 1
+
+
+def _rolled_over(lab: Lab) -> bool:
+    host = lab.world.host(SICK)
+    return host.fs.get(lo_name(host.log_path("MCSSetup.log"))) is not None
 
 
 def _refuse(lab: Lab) -> dict[str, Any]:
@@ -111,7 +125,7 @@ CASES: dict[str, Case] = {
         _server("reset", count=None), 1, ["cm07-dp01: connection to", "broke in the middle"],
         PRECHECK,
     ),
-    "quota": Case(_server("quota", count=1), 0, [], None),
+    "quota": Case(_server("quota", count=1), 0, [], None, happened=_second_shell),
     "log-failure": Case(
         _host_fault(kind="log-failure", operation="uninstall", role="multicast"), 1,
         ["MCSSetup.log reports failure: mcs.msi exited with return code: 1603",
@@ -125,7 +139,7 @@ CASES: dict[str, Case] = {
     ),
     "log-rollover": Case(
         _host_fault(kind="log-rollover", operation="uninstall", role="multicast",
-                    log="MCSSetup.log"), 0, [], None,
+                    log="MCSSetup.log"), 0, [], None, happened=_rolled_over,
     ),
     "reboot-mid-step": Case(
         _host_fault(kind="reboot-during", step="engine/log-read", down_seconds=60), 1,
@@ -178,6 +192,7 @@ def test_fault(name: str, make_lab: Callable[..., Lab], tmp_path: Path) -> None:
     if case.exit_code == 0:
         assert ends[SICK]["status"] == "ok", ends[SICK]
         assert lab.world.multicast_healthy(SICK)
+        assert case.happened is not None and case.happened(lab), "the fault never happened"
         return
 
     sick = ends[SICK]
