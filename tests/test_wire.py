@@ -1,7 +1,8 @@
 """The WinRM wire: the lab's WS-Management server and the engine's transport, end to end.
 
-Every test talks real HTTP on 127.0.0.1 to a real :class:`LabServer`, through pywinrm, with NTLM
-and message encryption unless it says otherwise. Each test uses its own host name, so counters
+Every test talks real HTTP on 127.0.0.1 to a real :class:`LabServer`, through the engine's
+transport (its own NTLM channel; pywinrm's transport for Basic), with NTLM and message
+encryption unless it says otherwise. Each test uses its own host name, so counters
 and injected faults of one test never leak into another.
 """
 
@@ -208,6 +209,28 @@ def test_three_requests_per_run_after_the_first_and_one_connection(lab: LabServe
         "Delete": 1,
     }
     assert lab.open_shells("echo-bench") == 0
+
+
+def test_the_handshake_is_two_requests_with_negotiate_sent_first(lab: LabServer) -> None:
+    with connect(lab, "echo-handshake") as host:
+        host.run("Write-Output x", deadline=5)
+    stats = lab.stats.snapshot()["echo-handshake"]
+    # NEGOTIATE with the first request, AUTHENTICATE with the second; no anonymous round trip
+    assert stats.http_requests - stats.total_requests == 2
+    assert stats.connections == 1
+
+
+def test_a_connection_the_host_closed_is_authenticated_again(lab: LabServer) -> None:
+    """Windows closes a keep-alive connection idle for 120 s; NTLM keys die with it."""
+    with connect(lab, "echo-idle") as host:
+        assert host.run("Write-Output before", deadline=5).stdout == "Write-Output before"
+        assert lab.close_connections() >= 1
+        assert host.run("Write-Output after", deadline=5).stdout == "Write-Output after"
+        assert lab.open_shells("echo-idle") == 1  # the shell outlives the connection
+    stats = lab.stats.snapshot()["echo-idle"]
+    assert stats.connections == 2
+    assert stats.http_requests - stats.total_requests == 4  # two handshakes
+    assert stats.requests["Create"] == 1
 
 
 # -- deadline --------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import http.client
 import logging
 import math
@@ -35,7 +34,6 @@ from typing import Literal
 
 import requests
 import winrm.transport
-from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1  # the functions NTLM itself uses
 from winrm.exceptions import (
     AuthenticationError,
     WinRMError,
@@ -45,6 +43,8 @@ from winrm.exceptions import (
 )
 
 from cmrunbook import clixml
+from cmrunbook.ntlm_channel import ConnectTimeoutError, NtlmChannel, ntlm_hashes
+from cmrunbook.sealing import EncryptionError
 from cmrunbook.shell_protocol import ShellProtocol
 
 __all__ = [
@@ -118,11 +118,15 @@ class Endpoint:
     insecure: bool = False
 
     @property
+    def target(self) -> str:
+        """The path part of the URL, with its leading slash: what a request line names."""
+        return self.path if self.path.startswith("/") else f"/{self.path}"
+
+    @property
     def url(self) -> str:
         """The WS-Man URL, e.g. ``http://10.0.0.5:5985/wsman``."""
         address = f"[{self.address}]" if ":" in self.address else self.address
-        path = self.path if self.path.startswith("/") else f"/{self.path}"
-        return f"{self.scheme}://{address}:{self.port}{path}"
+        return f"{self.scheme}://{address}:{self.port}{self.target}"
 
 
 @dataclass(frozen=True)
@@ -335,7 +339,7 @@ class WinRMHost:
             endpoint.url,
             transport=endpoint.auth,  # type: ignore[arg-type]  # checked in _check_config
             username=self._credentials.username,
-            password=_ntlm_secret(self._credentials.password)
+            password=ntlm_hashes(self._credentials.password)
             if endpoint.auth == "ntlm"
             else self._credentials.password,
             server_cert_validation="validate" if endpoint.cert_validation else "ignore",
@@ -344,16 +348,19 @@ class WinRMHost:
             operation_timeout_sec=self._operation_timeout,
             proxy=None,  # never route WinRM through an http_proxy meant for the internet
         )
+        if endpoint.auth == "ntlm" and endpoint.scheme == "http":
+            protocol.transport = NtlmChannel(  # type: ignore[assignment]
+                address=endpoint.address,
+                port=endpoint.port,
+                path=endpoint.target,
+                username=self._credentials.username,
+                secret=ntlm_hashes(self._credentials.password),
+                read_timeout=self._read_timeout,
+            )
         send = protocol.send_message
-        transport = protocol.transport
 
         def counted(message: str) -> bytes:
             self.requests += 1
-            # build_session() authenticates once and then returns the same session. Its proxies
-            # ({'no_proxy': '*'}) and verify are already fixed, so letting requests re-read the
-            # proxy environment (all of os.environ) on every request changes nothing but costs
-            # CPU: about 7% of the client's time per host in a profiled fan-out.
-            transport.build_session().trust_env = False
             return send(message)
 
         protocol.send_message = counted  # type: ignore[method-assign]
@@ -415,6 +422,10 @@ class WinRMHost:
         def error(kind: ErrorKind, message: str, hint: str | None = None) -> TransportError:
             return TransportError(host, kind, message, hint)
 
+        def waited() -> str:
+            seconds = self._protocol.transport.read_timeout_sec if self._protocol else None
+            return f"{seconds} s" if seconds else "the read timeout"
+
         if isinstance(exc, AuthenticationError):
             return error(
                 "unauthorized",
@@ -438,9 +449,7 @@ class WinRMHost:
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return error("timeout", f"connecting to {url} timed out")
         if isinstance(exc, requests.exceptions.ReadTimeout):
-            waited = self._protocol.transport.read_timeout_sec if self._protocol else None
-            within = f"{waited} s" if waited else "the read timeout"
-            return error("timeout", f"no answer from {url} within {within} (read timeout)")
+            return error("timeout", f"no answer from {url} within {waited()} (read timeout)")
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return error("reset", f"connection to {url} broke in the middle of a response")
         if isinstance(exc, requests.exceptions.ConnectionError):
@@ -449,6 +458,17 @@ class WinRMHost:
             return error("http", f"request to {url} failed: {_innermost(exc)}")
         if isinstance(exc, WinRMError):
             return error("http", f"WinRM protocol error with {url}: {exc}")
+        # The NTLM channel's own failures: http.client and the socket, unwrapped.
+        if isinstance(exc, ConnectTimeoutError):
+            return error("timeout", f"connecting to {url} timed out")
+        if isinstance(exc, TimeoutError):
+            return error("timeout", f"no answer from {url} within {waited()} (read timeout)")
+        if isinstance(exc, http.client.IncompleteRead):
+            return error("reset", f"connection to {url} broke in the middle of a response")
+        if isinstance(exc, EncryptionError):
+            return error("http", f"unexpected reply from {url} (sealed body: {exc})")
+        if isinstance(exc, OSError | http.client.HTTPException):
+            return error(*_connection_failure(exc, url))
         if isinstance(exc, AssertionError | StopIteration | KeyError | ValueError | ET.ParseError):
             return error("http", f"unexpected reply from {url} ({type(exc).__name__}: {exc})")
         return None
@@ -456,18 +476,6 @@ class WinRMHost:
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace").removeprefix("\ufeff")
-
-
-@functools.lru_cache(maxsize=4)
-def _ntlm_secret(password: str) -> str:
-    """The password as the ``LM:NT`` hash pair pyspnego accepts in its place.
-
-    NTLM derives both one-way hashes from the password for every new authentication, and the
-    LM one is DES in pure Python: about a tenth of the client's CPU per host in a 1,000-host
-    fan-out, for a value that is the same for every host. The pair is as secret as the
-    password and handled the same way (never logged, never written).
-    """
-    return f"{lmowfv1(password).hex()}:{ntowfv1(password).hex()}"
 
 
 def _needs_new_shell(fault: WSManFaultError) -> bool:

@@ -1,8 +1,9 @@
-"""Server side of NTLM for the lab: the acceptor, its credential file, and WinRM message encryption.
+"""Server side of NTLM for the lab: the acceptor and its credential file.
 
-pywinrm's default on plain HTTP is NTLM with *message encryption* ([MS-WSMV] 2.2.9.1.1): after a
+WinRM's default on plain HTTP is NTLM with *message encryption* ([MS-WSMV] 2.2.9.1.1): after a
 three-leg handshake on one TCP connection, every SOAP body travels sealed inside a
-``multipart/encrypted`` MIME body. The lab has to speak exactly that, or a test would exercise a
+``multipart/encrypted`` MIME body (:mod:`cmrunbook.sealing`, with the acceptor's
+:attr:`~NTLMAcceptor.context`). The lab has to speak exactly that, or a test would exercise a
 path (Basic, unencrypted) that no production run takes.
 
 pyspnego provides the NTLM acceptor. Its only way of learning passwords is a flat file named by the
@@ -27,25 +28,16 @@ from collections.abc import Iterator, Mapping
 import spnego
 import spnego.exceptions
 
+from cmrunbook.ntlm_channel import ntlm_hashes
+
 __all__ = [
-    "ENCRYPTED_CONTENT_TYPE",
-    "PROTOCOL_STRING",
     "AuthenticationFailed",
     "CredentialFile",
-    "EncryptionError",
     "NTLMAcceptor",
-    "decrypt_message",
-    "encrypt_message",
     "parse_authorization",
 ]
 
 ENV_VAR = "NTLM_USER_FILE"
-PROTOCOL_STRING = "application/HTTP-SPNEGO-session-encrypted"
-ENCRYPTED_CONTENT_TYPE = (
-    f'multipart/encrypted;protocol="{PROTOCOL_STRING}";boundary="Encrypted Boundary"'
-)
-_BOUNDARY = b"--Encrypted Boundary"
-_SIGNATURE_LENGTH = 16  # an NTLMv2 sealing signature is always 16 bytes
 
 _ENV_LOCK = threading.RLock()
 _UNSET = object()
@@ -57,28 +49,26 @@ class AuthenticationFailed(Exception):
     """The client's NTLM token was malformed or its proof of the password was wrong."""
 
 
-class EncryptionError(Exception):
-    """A ``multipart/encrypted`` body could not be parsed, unsealed or verified."""
-
-
 class CredentialFile:
     """A private ``NTLM_USER_FILE`` holding one lab server's users, deleted by :meth:`close`.
 
     ``users`` maps a user name (``user`` or ``DOMAIN\\user``) to its password. pyspnego matches
     domain and user case-insensitively, and a user without a domain only matches a client that
     sends no domain.
+
+    The file holds each password's LM and NT hashes (the smbpasswd form pyspnego also reads), not
+    the password: given a password, pyspnego derives the LM hash with pure-Python DES at every
+    authentication, which made it a quarter of the lab's CPU when it plays a thousand hosts.
     """
 
     def __init__(self, users: Mapping[str, str]) -> None:
         lines = []
         for name, password in users.items():
-            domain, _, user = name.rpartition("\\")
-            for field in (domain, user, password):
-                if ":" in field or "\n" in field or "\r" in field:
-                    raise ValueError(
-                        f"user {name!r}: ':' and line breaks cannot be stored in an NTLM user file"
-                    )
-            lines.append(f"{domain}:{user}:{password}\n")
+            if ":" in name or "\n" in name or "\r" in name:
+                raise ValueError(
+                    f"user {name!r}: ':' and line breaks cannot be stored in an NTLM user file"
+                )
+            lines.append(f"{name}:0:{ntlm_hashes(password)}:[U]:LCT-00000000\n")
         fd, self.path = tempfile.mkstemp(prefix="cmrunbook-lab-ntlm-", suffix=".txt")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(lines)
@@ -151,22 +141,10 @@ class NTLMAcceptor:
         except (spnego.exceptions.SpnegoError, ValueError, struct.error) as exc:
             raise AuthenticationFailed(str(exc)) from exc
 
-    def seal(self, data: bytes) -> bytes:
-        """Encrypt and sign ``data``: pywinrm's framing is signature length, signature, payload."""
-        wrapped = self._context.wrap(data, encrypt=True).data
-        return struct.pack("<i", _SIGNATURE_LENGTH) + wrapped
-
-    def unseal(self, data: bytes) -> bytes:
-        """Reverse of :meth:`seal` for a client's message; raises if the signature is wrong."""
-        if len(data) < 4:
-            raise EncryptionError("sealed payload shorter than its length prefix")
-        (signature_length,) = struct.unpack("<i", data[:4])
-        if signature_length != _SIGNATURE_LENGTH:
-            raise EncryptionError(f"unexpected signature length {signature_length}")
-        try:
-            return self._context.unwrap(data[4:]).data
-        except spnego.exceptions.SpnegoError as exc:
-            raise EncryptionError(f"message could not be unsealed: {exc}") from exc
+    @property
+    def context(self) -> spnego.ContextProxy:
+        """The security context, whose keys seal and unseal this connection's messages."""
+        return self._context
 
 
 def parse_authorization(header: str) -> tuple[str, bytes] | None:
@@ -176,44 +154,3 @@ def parse_authorization(header: str) -> tuple[str, bytes] | None:
         return scheme.lower(), base64.b64decode(value.strip(), validate=True)
     except (ValueError, TypeError):
         return None
-
-
-def encrypt_message(acceptor: NTLMAcceptor, message: bytes) -> bytes:
-    """Build a ``multipart/encrypted`` body as Windows sends it (and pywinrm parses it)."""
-    return (
-        _BOUNDARY + b"\r\n"
-        b"\tContent-Type: " + PROTOCOL_STRING.encode() + b"\r\n"
-        b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
-        + str(len(message)).encode()
-        + b"\r\n"
-        + _BOUNDARY
-        + b"\r\n"
-        b"\tContent-Type: application/octet-stream\r\n"
-        + acceptor.seal(message)
-        + _BOUNDARY
-        + b"--\r\n"
-    )
-
-
-def decrypt_message(acceptor: NTLMAcceptor, body: bytes, content_type: str) -> bytes:
-    """Unseal a client's ``multipart/encrypted`` body and check its declared length."""
-    if "multipart/encrypted" not in content_type.lower() or PROTOCOL_STRING not in content_type:
-        raise EncryptionError(f"expected an encrypted body, got Content-Type {content_type!r}")
-    end_marker = _BOUNDARY + b"--\r\n"
-    if body.endswith(end_marker):
-        body = body[: -len(end_marker)]
-    parts = [part for part in body.split(_BOUNDARY + b"\r\n") if part]
-    if len(parts) != 2:
-        raise EncryptionError(f"expected 2 MIME parts, found {len(parts)}")
-    header, payload = parts
-    try:
-        expected_length = int(header.split(b"Length=")[1].split(b"\r\n")[0])
-    except (IndexError, ValueError) as exc:
-        raise EncryptionError("OriginalContent has no Length") from exc
-    prefix = b"\tContent-Type: application/octet-stream\r\n"
-    if not payload.startswith(prefix):
-        raise EncryptionError("second MIME part is not application/octet-stream")
-    message = acceptor.unseal(payload[len(prefix) :])
-    if len(message) != expected_length:
-        raise EncryptionError(f"length {len(message)} differs from the declared {expected_length}")
-    return message

@@ -42,15 +42,12 @@ from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 from cmrunbook.lab.ntlm import (
-    ENCRYPTED_CONTENT_TYPE,
     AuthenticationFailed,
     CredentialFile,
-    EncryptionError,
     NTLMAcceptor,
-    decrypt_message,
-    encrypt_message,
     parse_authorization,
 )
+from cmrunbook.sealing import ENCRYPTED_CONTENT_TYPE, EncryptionError, seal, unseal
 
 __all__ = [
     "ACTIONS",
@@ -407,11 +404,13 @@ class HostStats:
 
     ``connections`` counts the TCP connections that carried at least one request for the host;
     ``requests`` counts WS-Man requests by action (every action in :data:`ACTIONS` is present).
-    The NTLM handshake is not a WS-Man request and is not counted there.
+    The NTLM handshake is not a WS-Man request and is not counted there; ``http_requests``
+    counts every HTTP request, handshake legs and refused ones included.
     """
 
     connections: int
     requests: Mapping[str, int]
+    http_requests: int
 
     @property
     def total_requests(self) -> int:
@@ -426,6 +425,7 @@ class ServerStats:
         self._lock = threading.Lock()
         self._connections: dict[str, int] = {}
         self._requests: dict[str, dict[str, int]] = {}
+        self._http: dict[str, int] = {}
         self.generation = 0  # bumped by reset(), so open connections are counted again
 
     def snapshot(self) -> dict[str, HostStats]:
@@ -436,6 +436,7 @@ class ServerStats:
                 host: HostStats(
                     connections=self._connections.get(host, 0),
                     requests={a: self._requests.get(host, {}).get(a, 0) for a in ACTIONS},
+                    http_requests=self._http.get(host, 0),
                 )
                 for host in sorted(hosts)
             }
@@ -445,11 +446,16 @@ class ServerStats:
         with self._lock:
             self._connections.clear()
             self._requests.clear()
+            self._http.clear()
             self.generation += 1
 
     def _count_connection(self, host: str) -> None:
         with self._lock:
             self._connections[host] = self._connections.get(host, 0) + 1
+
+    def _count_http(self, host: str) -> None:
+        with self._lock:
+            self._http[host] = self._http.get(host, 0) + 1
 
     def _count_request(self, host: str, action: str) -> None:
         with self._lock:
@@ -816,7 +822,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _soap_body(self, xml: str) -> tuple[bytes, str]:
         data = xml.encode("utf-8")
         if self.acceptor is not None and self.acceptor.complete:
-            return encrypt_message(self.acceptor, data), ENCRYPTED_CONTENT_TYPE
+            return seal(self.acceptor.context, data), ENCRYPTED_CONTENT_TYPE
         return data, "application/soap+xml;charset=UTF-8"
 
     def _read_body(self) -> bytes | None:
@@ -865,6 +871,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.counted.get(host) != generation:
             self.counted[host] = generation
             self.lab.stats._count_connection(host)
+        self.lab.stats._count_http(host)
         message = self._authenticate(body)
         if message is None:
             return
@@ -915,7 +922,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The sealed body opened with this connection's NTLM keys, or None after a 400."""
         assert self.acceptor is not None
         try:
-            return decrypt_message(self.acceptor, body, self.headers.get("Content-Type", ""))
+            return unseal(self.acceptor.context, body, self.headers.get("Content-Type", ""))
         except EncryptionError as exc:
             # A plain body on an NTLM connection: Windows refuses unencrypted traffic over HTTP.
             self._reply(400, str(exc).encode(), "text/plain; charset=utf-8", close=True)
@@ -1089,12 +1096,9 @@ class LabServer:
         with self._lock:
             shells = list(self._shells.values())
             self._shells.clear()
-            connections = list(self._connections)
         for shell in shells:
             shell.terminate_all()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+        self.close_connections()
         self._http.server_close()
         self._finalizer()
 
@@ -1112,6 +1116,16 @@ class LabServer:
             return sum(
                 1 for s in self._shells.values() if hostname is None or s.host == hostname.lower()
             )
+
+    def close_connections(self) -> int:
+        """Close every client connection, as HTTP.sys does with one idle past its timeout
+        (120 s by default); the shells stay. Returns how many were open."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        return len(connections)
 
     def drop_shells(self, hostname: str) -> int:
         """Forget a host's shells, as a reboot or a WinRM restart does; returns how many."""
