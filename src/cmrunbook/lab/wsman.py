@@ -1010,6 +1010,9 @@ def _quota_fault(action: str) -> WSManFault:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's listen backlog is 5: a hundred clients connecting at once overflowed it, and
+    # each dropped SYN cost its client a one-second retransmit. HTTP.sys queues far more.
+    request_queue_size = socket.SOMAXCONN
     lab: LabServer
 
 
