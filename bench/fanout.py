@@ -54,6 +54,7 @@ def serve(port_queue: Any, stop: Any, stats_queue: Any, seconds: float) -> None:
                 "hosts": len(snapshot),
                 "connections": sum(s.connections for s in snapshot.values()),
                 "requests": sum(s.total_requests for s in snapshot.values()),
+                "http_requests": sum(s.http_requests for s in snapshot.values()),
                 "max_connections": max((s.connections for s in snapshot.values()), default=0),
             }
         )
@@ -145,8 +146,9 @@ def main() -> None:
     print(f"hosts ok: {ok_hosts} of {targets}; exit code {code}")
     if stats:
         print(
-            f"lab counted {stats['requests']} WS-Man requests, {stats['connections']} TCP "
-            f"connections over {stats['hosts']} hosts (max {stats['max_connections']} per host); "
+            f"lab counted {stats['requests']} WS-Man requests in {stats['http_requests']} HTTP "
+            f"requests (the rest is the NTLM handshake), {stats['connections']} TCP connections "
+            f"over {stats['hosts']} hosts (max {stats['max_connections']} per host); "
             f"lab CPU {lab_cpu:.1f}s"
         )
     print(

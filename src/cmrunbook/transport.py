@@ -15,6 +15,10 @@ an overall deadline out of single Receive requests. Each failure becomes a
 :class:`TransportError` with a ``kind`` the engine can act on and a one-line message a person
 can act on; no message ever contains a password.
 
+Underneath, the default ``auth: ntlm`` on http travels on :class:`~cmrunbook.ntlm_channel.
+NtlmChannel` (http.client and pyspnego, message encryption); Kerberos, CredSSP, Basic and https
+use pywinrm's requests-based transport.
+
 A WinRMHost is not thread-safe: the engine gives each host its own, used by one worker.
 """
 
