@@ -8,8 +8,10 @@ and injected faults of one test never leak into another.
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -231,6 +233,38 @@ def test_a_connection_the_host_closed_is_authenticated_again(lab: LabServer) -> 
     assert stats.connections == 2
     assert stats.http_requests - stats.total_requests == 4  # two handshakes
     assert stats.requests["Create"] == 1
+
+
+class _KerberosOnly(http.server.BaseHTTPRequestHandler):
+    """A listener that refuses NTLM: every request gets a bare Negotiate offer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", "Negotiate")
+        self.send_header("WWW-Authenticate", "Kerberos")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_host_without_ntlm_says_so_and_suggests_kerberos() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KerberosOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = Endpoint(host="dc01", address="127.0.0.1", port=server.server_address[1])
+        with pytest.raises(TransportError) as caught:
+            WinRMHost(target, Credentials(USER, PASSWORD)).run("Write-Output x", deadline=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.kind == "http"
+    assert "without a challenge (it offers: Negotiate, Kerberos)" in str(caught.value)
+    assert "try auth: kerberos" in str(caught.value)
 
 
 # -- deadline --------------------------------------------------------------------------------

@@ -110,7 +110,13 @@ class NtlmChannel:
             context = spnego.client(self._username, self._secret, protocol="ntlm")
             response, reply = self._leg(connection, context.step())
             challenge = _offered_token(response)
-            if response.status == 401 and challenge is not None:
+            if response.status == 401 and challenge is None:
+                offers = response.getheader("WWW-Authenticate", "none")
+                raise WinRMError(
+                    f"the host answered NTLM's NEGOTIATE without a challenge (it offers: "
+                    f"{offers}); NTLM may be disabled there: try auth: kerberos"
+                )
+            if response.status == 401:
                 try:
                     token = context.step(challenge)
                 except spnego.exceptions.SpnegoError as exc:
