@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from cmrunbook.errors import LockHeld, UsageError
-from cmrunbook.journal import JOURNAL, JournalWriter, ResumeState, read_events
+from cmrunbook.journal import JournalWriter, ResumeState
+from cmrunbook.journal_read import JOURNAL_NAME as JOURNAL
+from cmrunbook.journal_read import read_events
 from cmrunbook.locks import HostLocks
 
 
@@ -59,12 +61,12 @@ def test_a_line_cut_by_a_kill_is_ignored_and_the_next_writer_starts_clean(
     path = tmp_path / JOURNAL
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - cut])  # the kill landed inside the last event
-    before = read_events(path)
+    before, _ = read_events(path)
     assert len(before) == (8 if cut == 1 else 7)  # cut=1 only lost the newline
     j = JournalWriter(tmp_path)
     j.write("resume")
     j.close()
-    after = read_events(path)
+    after, _ = read_events(path)
     assert [e["event"] for e in after][-1] == "resume"
     assert after[-1]["seq"] == before[-1]["seq"] + 1
 
@@ -90,17 +92,32 @@ def test_a_step_start_is_on_disk_before_the_step_runs(
     assert len(synced_sizes) == 1
     j.close()
     assert synced_sizes[-1] == path.stat().st_size
-    assert [e["event"] for e in read_events(path)] == ["probe", "step-start", "step-end"]
+    assert [e["event"] for e in read_events(path)[0]] == ["probe", "step-start", "step-end"]
 
 
-def test_a_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path: Path) -> None:
+def test_a_corrupt_line_in_the_middle_stops_a_resume_and_is_noted_in_a_report(
+    tmp_path: Path,
+) -> None:
     _write_sample(tmp_path)
     path = tmp_path / JOURNAL
     lines = path.read_text().splitlines()
     lines[2] = "{not json"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UsageError, match=r"journal.jsonl:3:"):
-        read_events(path)
+    with pytest.raises(UsageError, match=r"journal.jsonl:3: journal line is not complete JSON"):
+        ResumeState.load(tmp_path)
+    events, problems = read_events(path)
+    assert len(events) == 7
+    assert problems == ["journal.jsonl: line 3 is not complete JSON; ignored"]
+
+
+def test_a_resume_state_carries_what_the_writer_continues_from(tmp_path: Path) -> None:
+    _write_sample(tmp_path)
+    state = ResumeState.load(tmp_path)
+    assert (state.run_dir, state.last_seq) == (tmp_path, 8)
+    j = JournalWriter(tmp_path, last_seq=state.last_seq)
+    j.write("resume")
+    j.close()
+    assert read_events(tmp_path / JOURNAL)[0][-1]["seq"] == 9
 
 
 def _writer_child(run_dir: str) -> None:

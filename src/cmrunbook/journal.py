@@ -22,9 +22,10 @@ from typing import Any
 
 from cmrunbook.errors import UsageError
 from cmrunbook.filenames import safe_name
+from cmrunbook.journal_read import JOURNAL_NAME, read_events
 
-JOURNAL = "journal.jsonl"
-DONE_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
+#: A step that ended in one of these is not run again on resume (a failed one is).
+SETTLED_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
 
 
 def now_iso() -> str:
@@ -45,13 +46,15 @@ def new_run_dir(runs: Path, runbook: str) -> Path:
 class JournalWriter:
     """Appends events; each is one line, written whole and flushed before returning."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, last_seq: int | None = None) -> None:
+        """Open (or continue) the journal; `last_seq` is the resumed journal's, if it is known."""
         self.run_dir = run_dir
-        self.path = run_dir / JOURNAL
+        self.path = run_dir / JOURNAL_NAME
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._seq = _last_seq(self.path)
-        self._synced = self._seq
+        if last_seq is None:
+            last_seq = _last_seq(read_events(self.path)[0]) if self.path.is_file() else 0
+        self._seq = self._synced = last_seq
         _repair_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
 
@@ -115,26 +118,7 @@ def _repair_tail(path: Path) -> None:
         fh.write(b"\n")
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Every complete event; a last line cut by a kill is ignored, a corrupt one is an error."""
-    events: list[dict[str, Any]] = []
-    if not path.is_file():
-        return events
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
-                continue  # the partial last line of a killed run
-            raise UsageError(f"{path}:{i}: journal line is not JSON ({exc.msg})") from exc
-    return events
-
-
-def _last_seq(path: Path) -> int:
-    events = read_events(path)
+def _last_seq(events: list[dict[str, Any]]) -> int:
     return max((int(e.get("seq", 0)) for e in events), default=0)
 
 
@@ -153,12 +137,17 @@ class HostState:
 class ResumeState:
     """The previous run's request and per-host progress, rebuilt from its journal."""
 
+    run_dir: Path
     run: dict[str, Any]
     hosts: dict[str, HostState]
+    last_seq: int
 
     @classmethod
     def load(cls, run_dir: Path) -> ResumeState:
-        events = read_events(run_dir / JOURNAL)
+        """Read the journal once; a line that cannot be read (but a cut last one) is an error,
+        since a lost step-end would run that step again."""
+        path = run_dir / JOURNAL_NAME
+        events = read_events(path, strict=True)[0] if path.is_file() else []
         runs = [e for e in events if e.get("event") == "run"]
         if not runs:
             raise UsageError(f"{run_dir} has no journal with a run event to resume")
@@ -169,7 +158,7 @@ class ResumeState:
                 continue
             st = hosts.setdefault(host, HostState())
             kind = e.get("event")
-            if kind == "step-end" and e.get("status") in DONE_STATUSES:
+            if kind == "step-end" and e.get("status") in SETTLED_STATUSES:
                 st.done.add(step_id(e["key"], e.get("item")))
             elif kind == "stage-end":
                 st.stages[e["stage"]] = e["status"]
@@ -181,7 +170,7 @@ class ResumeState:
                 st.finished = e.get("status")
             elif kind == "host-resume":
                 st.finished = None
-        return cls(runs[0], hosts)
+        return cls(run_dir, runs[0], hosts, _last_seq(events))
 
 
 def step_id(key: str, item: Any) -> str:

@@ -253,31 +253,35 @@ def journal_path(run: Path) -> Path:
     return run / JOURNAL_NAME if run.is_dir() else run
 
 
-def read_events(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def read_events(path: Path, *, strict: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
     """Every readable event, and a note per line that could not be read.
 
-    A last line cut short by a kill is expected and noted as such; a bad line elsewhere is
-    skipped with its line number, so one corrupt write does not hide the rest of the run.
+    A last line cut short by a kill is expected and noted as such. A bad line elsewhere is
+    skipped with its line number, so one corrupt write does not hide the rest of a report; with
+    ``strict`` (resuming, where a lost step-end would re-run a step) it is an error instead.
     """
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
+    lines = path.read_bytes().split(b"\n")
+    final = len(lines) - 1 if lines[-1] == b"" else len(lines)  # the journal's last line
     events: list[dict[str, Any]] = []
     problems: list[str] = []
     for n, line in enumerate(lines, 1):
         text = line.decode("utf-8", errors="replace").strip()
         if not text:
             continue
-        last = n == len(lines)
         try:
             event = json.loads(text)
+            readable = isinstance(event, dict) and "event" in event
+            reason = "is not a journal event"
         except json.JSONDecodeError:
-            where = "last line (cut short when the run was stopped)" if last else f"line {n}"
-            problems.append(f"{path.name}: {where} is not complete JSON; ignored")
+            readable, reason = False, "is not complete JSON"
+        if readable:
+            events.append(event)
             continue
-        if not isinstance(event, dict) or "event" not in event:
-            problems.append(f"{path.name}: line {n} is not a journal event; ignored")
-            continue
-        events.append(event)
+        cut = n == final and reason == "is not complete JSON"
+        if strict and not cut:
+            raise JournalError(f"{path}:{n}: journal line {reason}")
+        where = "last line (cut short when the run was stopped)" if cut else f"line {n}"
+        problems.append(f"{path.name}: {where} {reason}; ignored")
     return events, problems
 
 

@@ -58,7 +58,7 @@ def execute_plan(
     *,
     runs_dir: Path,
     connect: Callable[[str], Remote],
-    resume: Path | None = None,
+    resume: ResumeState | None = None,
     request: dict[str, Any] | None = None,
     console: TextConsole | None = None,
     after: Callable[[Path], None] | None = None,
@@ -66,13 +66,12 @@ def execute_plan(
     """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant)."""
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
-    state = ResumeState.load(resume) if resume else None
-    run_dir = resume or new_run_dir(runs_dir, plan.runbook.id)
+    run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(runs_dir / ".locks", targets, run_dir, new=resume is None):
-        journal = JournalWriter(run_dir)
+        journal = JournalWriter(run_dir, last_seq=resume.last_seq if resume else 0)
         try:
-            if state is None:
+            if resume is None:
                 journal.write(
                     "run",
                     runbook=plan.runbook.id,
@@ -91,7 +90,7 @@ def execute_plan(
                 journal.write("resume", argv=sys.argv[1:], user=_user())
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
-            runner = Runner(catalog, plan, sessions, journal, console, options, state)
+            runner = Runner(catalog, plan, sessions, journal, console, options, resume)
             interrupted = False
             try:
                 outcomes = runner.run()

@@ -77,10 +77,12 @@ def run_runbook(
     **options: Any,
 ) -> int:
     """Plan, then dry-run or execute; shared by `remediate` and `check`. Returns the exit code."""
+    state = None
     if resume:
         from cmrunbook.journal import ResumeState
 
-        request = ResumeState.load(Path(resume)).run.get("request") or {}
+        state = ResumeState.load(Path(resume))
+        request = state.run.get("request") or {}
         runbook = request.get("runbook", runbook)
         method, inventory = request.get("method"), request.get("inventory")
         hosts, overrides = request.get("hosts"), list(request.get("overrides") or [])
@@ -117,7 +119,7 @@ def run_runbook(
         opts,
         runs_dir=Path(runs) if runs else project_root() / "runs",
         connect=lambda name: open_host(inv.hosts[name], inv, creds),
-        resume=Path(resume) if resume else None,
+        resume=state,
         request=request,
         after=_reports_hook(catalog, plan, reports, keep_days),
     )
