@@ -7,7 +7,8 @@ engine's. The hosts' backend sleeps 1 s in the TSCore.dll check and answers with
 without data (the verdict is not what this bench measures).
 
 Target: wall time / ideal (hosts x 1 s / forks) <= 1.25. Peak memory of the engine process is
-shown (ru_maxrss).
+shown (ru_maxrss). Leave a minute between runs: the TIME_WAIT count printed first says whether
+the previous run's connections still weigh on this one.
 
     python bench/fanout.py [--hosts 1000] [--forks 100] [--in-process]
 """
@@ -60,6 +61,23 @@ def serve(port_queue: Any, stop: Any, stats_queue: Any, seconds: float) -> None:
         )
 
 
+def time_wait_sockets() -> int | None:
+    """TCP sockets in TIME_WAIT on this machine (Linux), or None where that cannot be read.
+
+    A run leaves its 1,000 closed connections in TIME_WAIT for 60 s, and while they last every
+    new connect() searches longer for a free port: a run started right after another one spends
+    noticeably more CPU on connecting, and its ratio shows it.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                count += sum(1 for line in handle if line.split()[3:4] == ["06"])
+        except OSError:
+            return None
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1000)
@@ -75,6 +93,8 @@ def main() -> None:
     from cmrunbook.plan import Planner
 
     print(f"hosts: {HOSTS}")
+    waiting = time_wait_sockets()
+    print(f"TIME_WAIT sockets at start: {'unknown' if waiting is None else waiting}")
     ctx = mp.get_context("spawn")
     port_queue, stats_queue, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     child = None
