@@ -364,6 +364,10 @@ def test_quota_fault_on_create_is_retried_with_a_new_shell(lab: LabServer) -> No
     with connect(lab, "echo-quota-create") as host:
         assert host.run("Write-Output ok", deadline=5).stdout == "Write-Output ok"
     assert lab.stats.snapshot()["echo-quota-create"].requests["Create"] == 2
+    # a WS-Man fault is an answer on a healthy connection: it is kept, not authenticated again
+    stats = lab.stats.snapshot()["echo-quota-create"]
+    assert stats.connections == 1
+    assert stats.http_requests - stats.total_requests == 2
 
 
 def test_quota_fault_on_command_recreates_the_shell_once(lab: LabServer) -> None:

@@ -76,7 +76,8 @@ class NtlmChannel:
             reply = sealing.unseal(context, reply, content_type)
         if response.status == 200:
             return reply
-        self.close_session()
+        if response.status == 401:  # the connection lost its authentication
+            self.close_session()
         raise _refusal(response.status, reply)
 
     def close_session(self) -> None:
