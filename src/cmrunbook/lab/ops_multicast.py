@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cmrunbook.lab import wmi
 from cmrunbook.lab.hosts import File, SimHost
 from cmrunbook.lab.psexpr import ExprError, action_blocks, evaluate
 from cmrunbook.lab.pslit import NotALiteral, parse_literal
@@ -74,14 +75,16 @@ def probe_large_image(ctx: Context) -> None:
     lambda s: s.has("-Class SMS_DistributionPoint -Filter $filter", "-Class SMS_BootImagePackage"),
 )
 def probe_pxe_images(ctx: Context) -> None:
+    s = ctx.script
     site = provider_site(ctx)
-    dp, share = str(ctx.script.input("dpName")), str(ctx.script.input("share"))
+    env = {"$dpName": s.input("dpName"), "$share": s.input("share")}
+    records = wmi.call_after(s, "$filter = ", "SMS_DistributionPoint")
+    boots = wmi.call_after(s, "foreach ($record in", "SMS_BootImagePackage")
     found = []
-    for rec in site.dp_records:
-        if wql_like(rec["ServerNALPath"], f"%{dp}%{share}%"):
-            boot = site.boot_images.get(rec["PackageID"])
-            if boot is not None:
-                found.append({"PackageID": boot["PackageID"], "Name": boot["Name"]})
+    for rec in wmi.run_call(ctx.lab, site, s, records, env):
+        record = {**env, "$record.PackageID": rec["PackageID"]}
+        for boot in wmi.run_call(ctx.lab, site, s, boots, record):
+            found.append({"PackageID": boot["PackageID"], "Name": boot["Name"]})
     ctx.result.data = found
 
 
@@ -143,9 +146,11 @@ def image_multicast(ctx: Context) -> None:
     flag = int(s.input("flag")) & 0xFFFFFFFF
     action = str(s.input("action"))
     package_id = check_package_id(ctx)
-    stored = site.images.get(package_id)
-    if stored is None:
+    call = wmi.call_after(s, "$packageId = ", "SMS_ImagePackage")
+    matches = wmi.run_call(ctx.lab, site, s, call, {"$packageId": package_id})
+    if not matches:  # Get-WmiObject returns $null: the script's first use of $image throws
         raise PSError(f"OS image {package_id} was not found on site {site.code}")
+    stored = site.images[matches[0]["PackageID"]]
     before = stored["PkgFlags"]
     current = before  # the script's in-memory copy of the WMI object
     for actions, block in action_blocks(s.body):
@@ -338,12 +343,11 @@ def pxe_boot_image(ctx: Context) -> None:
     site = provider_site(ctx)
     action, dp, share = str(s.input("action")), str(s.input("dpName")), str(s.input("share"))
     package_id = check_package_id(ctx)
-    like = f"%{dp}%{share}%"
-    records = [
-        r
-        for r in site.dp_records
-        if r["PackageID"] == package_id and wql_like(r["ServerNALPath"], like)
-    ]
+    env = {"$packageId": package_id, "$dpName": dp, "$share": share}
+    env["$like"] = wmi.concat(wmi.assigned(s, "like"), env)
+    records = wmi.run_call(
+        ctx.lab, site, s, wmi.call_after(s, "$like = ", "SMS_DistributionPoint"), env
+    )
     if action == "remove":
         if records and not s.has("$record.Delete()"):
             raise Unrecognized("a boot image removal without $record.Delete()")
@@ -351,7 +355,13 @@ def pxe_boot_image(ctx: Context) -> None:
             site.dp_records.remove(rec)
             ctx.result.changed = True
     elif not records:
-        resources = [r for r in site.system_resources() if wql_like(r["NALPath"], like)]
+        resources = wmi.run_call(
+            ctx.lab,
+            site,
+            s,
+            wmi.call_after(s, "elseif ($records.Count", "SMS_SystemResourceList"),
+            env,
+        )
         if not resources:
             raise PSError(
                 f"No {share} distribution point found on {dp}; is the PXE service point installed?"

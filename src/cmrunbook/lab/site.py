@@ -161,6 +161,8 @@ class SiteState:
             ]  # fmt: skip
         if cls == "SMS_ImagePackage":
             return [dict(i) for i in self.images.values()]
+        if cls == "SMS_SystemResourceList":
+            return self.system_resources()
         return []
 
     # -- distribution point records --------------------------------------------------------

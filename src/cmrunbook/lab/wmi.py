@@ -38,6 +38,7 @@ CLASSES: dict[str, tuple[str, ...]] = {
         "PackageID", "ServerNALPath", "SiteCode", "State", "SourceVersion", "SummaryDate",
     ),
     "SMS_ImagePackage": ("PackageID", "Name", "PkgFlags", "PackageSize"),
+    "SMS_SystemResourceList": ("RoleName", "NALPath", "SiteCode", "ServerName"),
 }  # fmt: skip
 
 _SELECT = re.compile(
@@ -174,29 +175,26 @@ def concat(expr: str, env: Mapping[str, Any]) -> str:
 
 
 _CALL = re.compile(
-    r"Get-WmiObject -Namespace \$CmrbNamespace (?:-Class (?P<cls>\w+)(?P<filter> -Filter )?"
-    r"|-Query (?P<query>[($]))"
+    r"Get-WmiObject -Namespace \$CmrbNamespace "
+    r"(?:-Class (?P<cls>\w+)(?: -Filter (?P<filter>[($]))?|-Query (?P<query>[($]))"
 )
 
 
 def wmi_calls(s: Script) -> list[tuple[int, str | None, str | None]]:
-    """Each Get-WmiObject on the provider: (offset, class of -Class, -Filter/-Query expression)."""
+    """Each Get-WmiObject on the provider: (offset, class of -Class, -Filter/-Query expression).
+
+    The expression is a parenthesised string expression or a `$variable`."""
     out: list[tuple[int, str | None, str | None]] = []
     for m in _CALL.finditer(s.body):
-        if m["cls"]:
-            expr = None
-            if m["filter"]:
-                start = m.end()
-                if s.body[start] != "(":
-                    raise Unrecognized("a -Filter that is not a parenthesised expression")
-                expr = "(" + balanced(s.body, start) + ")"
-            out.append((m.start(), m["cls"], expr))
-        elif m["query"] == "(":
-            out.append((m.start(), None, "(" + balanced(s.body, m.end() - 1) + ")"))
-        else:
+        opening = m["filter"] or m["query"]
+        expr = None
+        if opening == "(":
+            expr = "(" + balanced(s.body, m.end() - 1) + ")"
+        elif opening == "$":
             var = re.match(r"\$\w+", s.body[m.end() - 1 :])
             assert var is not None
-            out.append((m.start(), None, var.group()))
+            expr = var.group()
+        out.append((m.start(), m["cls"], expr))
     return out
 
 
@@ -205,25 +203,30 @@ def run_call(
     env: Mapping[str, Any],
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Answer one of `wmi_calls`, with `env` the script's variables at that point."""
-    _, cls, expr = call
+    offset, cls, expr = call
+    text = _evaluate(s, offset, expr, env) if expr else None
     if cls is not None:
-        where = concat(expr, env) if expr else None
-        return query(lab, site, filter_query(cls, where))
-    assert expr is not None
-    if expr.startswith("$"):
-        lowered = {k.lower(): v for k, v in env.items()}
-        if expr.lower() not in lowered:
-            # The variable's last assignment before the call.
-            found = [
-                m
-                for m in re.finditer(rf"^\s*{re.escape(expr)} = (?P<e>[^\n]+)$", s.body, re.M)
-                if m.start() < call[0]
-            ]
-            if not found:
-                raise Unrecognized(f"{expr} is not assigned")
-            return query(lab, site, concat(found[-1]["e"], env))
-        return query(lab, site, str(lowered[expr.lower()]))
-    return query(lab, site, concat(expr, env))
+        return query(lab, site, filter_query(cls, text))
+    assert text is not None
+    return query(lab, site, text)
+
+
+def _evaluate(s: Script, offset: int, expr: str, env: Mapping[str, Any]) -> str:
+    """The string a -Filter/-Query expression holds at `offset`: a `$variable` from `env` or
+    from its last assignment before that point, or a concatenation evaluated with `env`."""
+    if not expr.startswith("$"):
+        return concat(expr, env)
+    lowered = {k.lower(): v for k, v in env.items()}
+    if expr.lower() in lowered:
+        return str(lowered[expr.lower()])
+    found = [
+        m
+        for m in re.finditer(rf"^\s*{re.escape(expr)} = (?P<e>[^\n]+)$", s.body, re.M)
+        if m.start() < offset
+    ]
+    if not found:
+        raise Unrecognized(f"{expr} is not assigned")
+    return concat(found[-1]["e"], env)
 
 
 def call_after(
