@@ -1,17 +1,52 @@
 """Per-host locks, so that two runs never work on the same host at once.
 
-`flock` locks vanish with the process that held them, so a killed run never leaves a stale lock.
+The locks are the operating system's, which vanish with the process that held them, so a killed
+run never leaves a stale lock: `flock` on Linux and macOS, a byte-range lock (`msvcrt.locking`)
+on a Windows jump host. Each lock file also names the run that holds it, for the refusal.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import sys
 from pathlib import Path
 from types import TracebackType
 
 from cmrunbook.errors import LockHeld
 from cmrunbook.filenames import safe_name
+
+if sys.platform == "win32":
+    import msvcrt
+
+    #: Windows locks a byte range, and a locked range cannot be read by another process: the
+    #: lock sits far past the holder's text, which stays readable for the refusal message.
+    _LOCK_OFFSET = 1 << 30
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        """Windows releases a closed file's locks only eventually: release them now."""
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        """Closing the file releases a flock at once."""
 
 
 class HostLocks:
@@ -28,20 +63,16 @@ class HostLocks:
         try:
             for host in sorted(self.hosts):
                 path = self.folder / f"{safe_name(host)}.lock"
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = (
-                        os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
-                    )
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+                if not _try_lock(fd):
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another run"
                     os.close(fd)
-                    raise LockHeld(
-                        f"{host} is locked by {holder} ({path}); nothing was changed"
-                    ) from None
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"run {self.run_id} (pid {os.getpid()})".encode(), 0)
+                    raise LockHeld(f"{host} is locked by {holder} ({path}); nothing was changed")
                 self._fds.append(fd)
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, f"run {self.run_id} (pid {os.getpid()})".encode())
         except BaseException:
             self._release()
             raise
@@ -54,5 +85,8 @@ class HostLocks:
 
     def _release(self) -> None:
         for fd in self._fds:
-            os.close(fd)
+            try:
+                _unlock(fd)
+            finally:
+                os.close(fd)
         self._fds.clear()
