@@ -102,3 +102,8 @@ class Schedule:
                 due.action(due.at)
                 ran += 1
         return ran
+
+
+def dmtf(when: datetime) -> str:
+    """A WMI (DMTF) datetime of a UTC time, as Windows and the SMS Provider return it."""
+    return when.strftime("%Y%m%d%H%M%S.") + f"{when.microsecond:06d}+000"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cmrunbook.lab.clock import dmtf
 from cmrunbook.lab.labfile import HostSpec
 
 
@@ -285,4 +286,4 @@ class SimHost:
 
     def wmi_boot_time(self) -> str:
         """Win32_OperatingSystem.LastBootUpTime as WMI's DMTF datetime string (UTC host)."""
-        return self.boot_time.strftime("%Y%m%d%H%M%S.") + f"{self.boot_time.microsecond:06d}+000"
+        return dmtf(self.boot_time)

@@ -47,7 +47,7 @@ def _check_replacement(ctx: Context, copies: list[str]) -> dict[str, Any]:
         problems.append(f"replacement_path {path} does not exist on this site server.")
     else:
         facts = pf.file_facts(fs, path)
-        if pf._pad(pf.version_tuple(facts["version"]) or ()) >= pf._pad(max_version):
+        if pf.text_key(facts["version"]) >= pf.version_key(max_version):
             problems.append(
                 f"the replacement {path} is version {facts['version']}; it must be older than "
                 f"{s.input('maxVersion')} (the ADK 8.1 bootsect.exe is the one that fails on "

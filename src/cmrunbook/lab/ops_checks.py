@@ -164,13 +164,13 @@ def check_tscore(ctx: Context) -> None:
     required = pf.version_tuple(str(s.input("required"))) or (0,)
     copies, old = [], []
     for candidate in paths:
-        path = candidate.replace("{install_dir}", install_dir)
+        path = pf.expand_path(candidate, install_dir)
         file = fs.get(path)
         if file is None:
             continue
         version = pf.parts_version(file)
         copies.append({"path": path, "version": pf.vstr(version)})
-        if pf._pad(version) < pf._pad(required):
+        if pf.version_key(version) < pf.version_key(required):
             old.append(f"{path} is {pf.vstr(version)}")
     ctx.result.data = {"required": pf.vstr(required), "copies": copies, "searched": paths}
     if not copies:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 
+from cmrunbook.lab import psfiles as pf
 from cmrunbook.lab.logs import lo_name
 from cmrunbook.lab.scripts import Context, PSError, Script, Unrecognized, operation
 
@@ -24,7 +25,7 @@ def log_arm(ctx: Context) -> None:
     for name in names:
         entry: dict[str, object] = {"path": None, "size": 0, "exists": False}
         for candidate in dirs:
-            folder = str(candidate).replace("{install_dir}", install_dir)
+            folder = pf.expand_path(candidate, install_dir)
             if fs.is_dir(folder):
                 path = folder.rstrip("\\") + "\\" + name
                 file = fs.get(path)

@@ -197,9 +197,7 @@ def client_tscore_inventory(ctx: Context) -> None:
     chosen = [e for e in readable if re.search(r"\\CCM\\?$", e["folder"], re.I)] or readable
     lowest = None
     for entry in chosen:
-        if lowest is None or pf._pad(pf.version_tuple(entry["version"]) or ()) < pf._pad(
-            pf.version_tuple(lowest["version"]) or ()
-        ):
+        if lowest is None or pf.text_key(entry["version"]) < pf.text_key(lowest["version"]):
             lowest = entry
     about = f" (client version {data['client_version']}, {data['os']})"
     scan_note = (
@@ -250,7 +248,7 @@ def site_ts_files(ctx: Context) -> None:
     problems: list[str] = []
     present = 0
     for folder in s.input("folders"):
-        folder_path = host.expand_env(str(folder).replace("{install_dir}", install_dir))
+        folder_path = host.expand_env(pf.expand_path(folder, install_dir))
         data["folders"].append(folder_path)
         for name in files:
             check = pf.test_file_version(host.fs, _combine(folder_path, name), required)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cmrunbook.lab import psfiles as pf
 from cmrunbook.lab import wmi
 from cmrunbook.lab.hosts import File, SimHost
 from cmrunbook.lab.psexpr import ExprError, action_blocks, evaluate
@@ -102,11 +103,7 @@ def check_smswdstp(ctx: Context) -> None:
     paths, install_dir = s.input("paths"), str(s.input("installDir"))
     required = str(s.input("required"))
     found = next(
-        (
-            p
-            for p in (str(c).replace("{install_dir}", install_dir) for c in paths)
-            if ctx.host.fs.get(p)
-        ),
+        (p for p in (pf.expand_path(c, install_dir) for c in paths) if ctx.host.fs.get(p)),
         None,
     )
     if found is None:
@@ -117,17 +114,13 @@ def check_smswdstp(ctx: Context) -> None:
     assert file is not None
     version = (file.version or "0.0").split(" ")[0]
     ctx.result.data = {"path": found, "version": version, "required": required}
-    if _ver(version) < _ver(required):
+    if pf.text_key(version) < pf.text_key(required):
         ctx.result.ok = False
         ctx.result.message = (
             f"Smswdstp.dll is {version}, older than {required}: an OS image over 4 GB fails by "
             "multicast. Install the hotfix, or deploy the image by unicast or as a WIM under 4 GB "
             "(Workaround)."
         )
-
-
-def _ver(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text))
 
 
 # -- OS image flags -----------------------------------------------------------------------------

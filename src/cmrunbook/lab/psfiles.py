@@ -133,11 +133,16 @@ def file_facts(fs: FileSystem, path: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def expand_path(candidate: object, install_dir: str) -> str:
+    """Expand-CmrbPath: a configured path with {install_dir} filled in."""
+    return str(candidate).replace("{install_dir}", install_dir)
+
+
 def resolve_candidates(fs: FileSystem, paths: list[Any], install_dir: str) -> dict[str, list[str]]:
     """Resolve-CmrbCandidates (with Expand-CmrbPath: {install_dir} only)."""
     found, absent = [], []
     for candidate in paths:
-        path = str(candidate).replace("{install_dir}", install_dir)
+        path = expand_path(candidate, install_dir)
         (found if leaf(fs, path) is not None else absent).append(path)
     return {"found": found, "absent": absent}
 
@@ -156,19 +161,24 @@ def test_file_version(fs: FileSystem, path: str, required: tuple[int, ...]) -> d
         out["status"] = "unreadable"
         return out
     out["version"] = vstr(version)
-    out["status"] = "ok" if _pad(version) >= _pad(required) else "older"
+    out["status"] = "ok" if version_key(version) >= version_key(required) else "older"
     return out
 
 
-def _pad(v: tuple[int, ...]) -> tuple[int, ...]:
-    # [version] compares undefined components as -1: 1.2 < 1.2.0.
+def version_key(v: tuple[int, ...]) -> tuple[int, ...]:
+    """What [version] compares: undefined components count as -1, so 1.2 < 1.2.0."""
     return tuple(list(v) + [-1] * (4 - len(v)))
+
+
+def text_key(text: str | None) -> tuple[int, ...]:
+    """The [version] of a version text as a comparison key; an unreadable text sorts first."""
+    return version_key(version_tuple(text) or ())
 
 
 def at_least(version: str | None, required: tuple[int, ...]) -> bool:
     """Test-CmrbVersionAtLeast."""
     got = version_tuple(version)
-    return got is not None and _pad(got) >= _pad(required)
+    return got is not None and version_key(got) >= version_key(required)
 
 
 # -- backups ----------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cmrunbook.lab import logs
-from cmrunbook.lab.clock import Clock, Schedule
+from cmrunbook.lab.clock import Clock, Schedule, dmtf
 from cmrunbook.lab.faults import FaultBook
 from cmrunbook.lab.hosts import File, SimHost
 from cmrunbook.lab.labfile import ClientSpec, HostSpec, LabFile, LogFileSpec, load_lab_file
@@ -98,7 +98,7 @@ class Lab:
         }
         for site in self.sites.values():
             for image in site.boot_images.values():
-                image["LastRefreshTime"] = _dmtf(self.clock.wall(0) - timedelta(days=40))
+                image["LastRefreshTime"] = dmtf(self.clock.wall(0) - timedelta(days=40))
         for host in self.hosts.values():
             self._init_host(host)
         self._backends: dict[str, object] = {}
@@ -222,7 +222,7 @@ class Lab:
              "_host": host.name, "_files": files,
              "_os": {"BuildNumber": build, "Caption": os_name, "Version": f"{os_ver}.{build}"}
              if c.inventoried and build else None,
-             "_scan": _dmtf(scanned) if c.inventoried else None}
+             "_scan": dmtf(scanned) if c.inventoried else None}
         )  # fmt: skip
 
     def _seed_log(self, host: SimHost, path: str, log: LogFileSpec) -> None:
@@ -439,7 +439,7 @@ class Lab:
                 2301, server.address, site.code, when, [image["Name"], package_id], package_id
             )
             logs.append(server, "distmgr.log", [logs.Line(msg, logs.DISTMGR)], when)
-            image["LastRefreshTime"] = _dmtf(when)
+            image["LastRefreshTime"] = dmtf(when)
             self._refill_image(site, server, image)
             for rec in records:
                 dp = self.host_by_server(rec["ServerNALPath"].split("\\")[2])
@@ -572,11 +572,6 @@ _PXE_PROPS = [
 
 def _hours(n: float) -> timedelta:
     return timedelta(hours=n)
-
-
-def _dmtf(when: datetime) -> str:
-    """A WMI datetime (UTC), as the SMS Provider returns it."""
-    return when.strftime("%Y%m%d%H%M%S.") + f"{when.microsecond:06d}+000"
 
 
 def _version_text(version: str) -> str:
