@@ -104,9 +104,13 @@ def _repair_tail(path: Path) -> None:
     else cut it off, so that appended events never follow half a line."""
     if not path.is_file():
         return
+    with open(path, "rb") as fh:
+        if fh.seek(0, os.SEEK_END) == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":  # the usual case: no need to read the journal again
+            return
     data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
     start = data.rfind(b"\n") + 1
     try:
         json.loads(data[start:])

@@ -339,13 +339,13 @@ class WinRMHost:
 
     def _new_protocol(self) -> ShellProtocol:
         endpoint = self.endpoint
+        password = self._credentials.password
+        secret = ntlm_hashes(password) if endpoint.auth == "ntlm" else password
         protocol = ShellProtocol(
             endpoint.url,
             transport=endpoint.auth,  # type: ignore[arg-type]  # checked in _check_config
             username=self._credentials.username,
-            password=ntlm_hashes(self._credentials.password)
-            if endpoint.auth == "ntlm"
-            else self._credentials.password,
+            password=secret,
             server_cert_validation="validate" if endpoint.cert_validation else "ignore",
             ca_trust_path=endpoint.ca_bundle,  # type: ignore[arg-type]  # None: certifi's CAs
             read_timeout_sec=self._read_timeout,
@@ -358,7 +358,7 @@ class WinRMHost:
                 port=endpoint.port,
                 path=endpoint.target,
                 username=self._credentials.username,
-                secret=ntlm_hashes(self._credentials.password),
+                secret=secret,
                 read_timeout=self._read_timeout,
             )
         send = protocol.send_message
