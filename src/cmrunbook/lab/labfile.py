@@ -55,7 +55,9 @@ class OSImage(Strict):
     package_id: str = Field(pattern=r"^[A-Za-z0-9]{8}$")
     name: str
     pkg_flags: int = Field(0, ge=0, le=0xFFFFFFFF)
-    size_kb: int = Field(0, ge=0, description="SMS_ImagePackage.PackageSize (KB).")
+    size_kb: int = Field(
+        0, ge=0, description="Source size (KB): SourceSize of its package status summary."
+    )
 
 
 class BootImage(Strict):
@@ -131,6 +133,11 @@ class DPSpec(Strict):
     wds_uninstall_reboot: bool = Field(True, description="WDS removal asks for a restart.")
     wds_install_reboot: bool = False
     pxe_install_reboot: bool = Field(False, description="pxe.msi returns 3010 on install.")
+    nal_name: str | None = Field(
+        None,
+        description="The server name its site registered it by (NAL paths, site control file); "
+        "default: the NetBIOS name (first label of the address) on 2007, the address later.",
+    )
 
 
 class ClientSpec(Strict):

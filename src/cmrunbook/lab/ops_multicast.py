@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cmrunbook.lab import psfiles as pf
@@ -12,7 +15,7 @@ from cmrunbook.lab.hosts import File, SimHost
 from cmrunbook.lab.psexpr import ExprError, action_blocks, evaluate
 from cmrunbook.lab.pslit import NotALiteral, parse_literal
 from cmrunbook.lab.scripts import Context, PSError, Script, Unrecognized, not_recognized, operation
-from cmrunbook.lab.site import SiteRole, SiteState, wql_like
+from cmrunbook.lab.site import ScfSession, SiteRole, SiteState, nal_server, nal_share
 
 _PKG_ID = re.compile(r"^[A-Za-z0-9]{8}$")
 
@@ -33,12 +36,35 @@ def check_package_id(ctx: Context, var: str = "packageId") -> str:
     return value.upper()
 
 
-def _multicast_images(site: SiteState, flag: int) -> list[dict[str, Any]]:
-    return [
-        {"PackageID": i["PackageID"], "Name": i["Name"], "SizeMB": round(i["PackageSize"] / 1024)}
-        for i in site.images.values()
-        if i["PkgFlags"] & flag
-    ]
+def _function_text(s: Script, name: str) -> str:
+    """The text of `function name { ... }` in the script ('' when it is not defined)."""
+    start = s.body.find(f"function {name} {{")
+    if start < 0:
+        return ""
+    end = s.body.find("\n}\n", start)
+    return s.body[start : end if end > 0 else len(s.body)]
+
+
+def _multicast_images(ctx: Context, flag: int) -> list[dict[str, Any]]:
+    """Get-CmrbMulticastImages as the script defines it: every property it reads from the
+    queried SMS_ImagePackage must exist on the site's version (StrictMode 2.0), and the size comes
+    from where the script takes it."""
+    site = provider_site(ctx)
+    fn = _function_text(ctx.script, "Get-CmrbMulticastImages")
+    wmi.check_reads(fn, "image", "SMS_ImagePackage", site.version)
+    by_summary = "-Class SMS_PackageStatusRootSummarizer" in fn and "$summary[0].SourceSize" in fn
+    sizes = {
+        r["PackageID"]: r["SourceSize"]
+        for r in wmi.instances(ctx.lab, site, "SMS_PackageStatusRootSummarizer")
+    }
+    out = []
+    for image in wmi.instances(ctx.lab, site, "SMS_ImagePackage"):
+        if not image["PkgFlags"] & flag:
+            continue
+        size_kb = sizes.get(image["PackageID"]) if by_summary else image.get("PackageSize")
+        size_mb = round(size_kb / 1024) if size_kb is not None else -1
+        out.append({"PackageID": image["PackageID"], "Name": image["Name"], "SizeMB": size_mb})
+    return out
 
 
 def _uses_image_lib(s: Script) -> bool:
@@ -54,7 +80,7 @@ def _uses_image_lib(s: Script) -> bool:
     ),
 )
 def probe_images(ctx: Context) -> None:
-    ctx.result.data = _multicast_images(provider_site(ctx), int(ctx.script.input("flag")))
+    ctx.result.data = _multicast_images(ctx, int(ctx.script.input("flag")))
 
 
 @operation(
@@ -62,29 +88,85 @@ def probe_images(ctx: Context) -> None:
     lambda s: _uses_image_lib(s) and s.has("$limitMB", "$image.SizeMB -gt $limitMB"),
 )
 def probe_large_image(ctx: Context) -> None:
-    images = _multicast_images(provider_site(ctx), int(ctx.script.input("flag")))
+    images = _multicast_images(ctx, int(ctx.script.input("flag")))
     limit = int(ctx.script.input("limitMB"))
     large = [
         f"{i['PackageID']} {i['Name']} ({i['SizeMB']} MB)" for i in images if i["SizeMB"] > limit
     ]
-    ctx.result.data = bool(large)
+    unknown = [f"{i['PackageID']} {i['Name']}" for i in images if i["SizeMB"] < 0]
+    if unknown and not ctx.script.has("if ($image.SizeMB -lt 0)"):
+        raise Unrecognized("a size check without the unknown-size case")
+    ctx.result.data = bool(large or unknown)
     ctx.result.message = "Multicast images over the limit: " + ", ".join(large)
+    if unknown:
+        ctx.result.message += "; of unknown size (no package status summary): " + ", ".join(unknown)
+
+
+# -- exact server identity (lib/sms.ps1.j2) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Server:
+    """New-CmrbServerIdentity: the DP's FQDN ('' when unknown) and NetBIOS name."""
+
+    fqdn: str
+    netbios: str
+
+    @property
+    def display(self) -> str:
+        return self.fqdn or self.netbios
+
+    @classmethod
+    def of(cls, s: Script) -> _Server:
+        if not s.has(
+            "function New-CmrbServerIdentity", "function Test-CmrbServerName",
+            "[string]::Equals($Name, $Server.fqdn, [StringComparison]::OrdinalIgnoreCase)",
+            "$server = New-CmrbServerIdentity -Address $dpAddress -NetbiosName $dpNetbiosName",
+        ):  # fmt: skip
+            raise Unrecognized("no exact server identity (New-CmrbServerIdentity)")
+        address, netbios = str(s.input("dpAddress")), str(s.input("dpNetbiosName"))
+        ip = re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", address) is not None
+        if ip and not netbios:
+            raise PSError(
+                f"The inventory address {address} is an IP address: set dp_netbios_name for this "
+                "host so that its site control file entries can be found by name."
+            )
+        fqdn = address if "." in address and not ip else ""
+        return cls(fqdn, netbios or address.split(".")[0])
+
+    def names(self, server: str) -> bool:
+        """Test-CmrbServerName: is `server` (from a NAL path) this server, exactly?"""
+        if not server:
+            return False
+        if "." in server:
+            if self.fqdn:
+                return server.lower() == self.fqdn.lower()
+            return server.split(".")[0].lower() == self.netbios.lower()
+        return server.lower() == self.netbios.lower()
+
+    def nal(self, nal: str, share: str) -> bool:
+        """Test-CmrbNalPath: this server and exactly this share."""
+        return self.names(nal_server(nal)) and nal_share(nal).lower() == share.lower()
 
 
 @operation(
     "multicast/probe_pxe_images",
-    lambda s: s.has("-Class SMS_DistributionPoint -Filter $filter", "-Class SMS_BootImagePackage"),
+    lambda s: s.has(
+        "-Class SMS_DistributionPoint)",
+        "Test-CmrbNalPath -NalPath ([string]$record.ServerNALPath)",
+        "-Class SMS_BootImagePackage",
+    ),
 )
 def probe_pxe_images(ctx: Context) -> None:
     s = ctx.script
     site = provider_site(ctx)
-    env = {"$dpName": s.input("dpName"), "$share": s.input("share")}
-    records = wmi.call_after(s, "$filter = ", "SMS_DistributionPoint")
-    boots = wmi.call_after(s, "foreach ($record in", "SMS_BootImagePackage")
+    server, share = _Server.of(s), str(s.input("share"))
     found = []
-    for rec in wmi.run_call(ctx.lab, site, s, records, env):
-        record = {**env, "$record.PackageID": rec["PackageID"]}
-        for boot in wmi.run_call(ctx.lab, site, s, boots, record):
+    for rec in wmi.instances(ctx.lab, site, "SMS_DistributionPoint"):
+        if not server.nal(rec["ServerNALPath"], share):
+            continue
+        boot = site.boot_images.get(rec["PackageID"])
+        if boot is not None:
             found.append({"PackageID": boot["PackageID"], "Name": boot["Name"]})
     ctx.result.data = found
 
@@ -127,6 +209,7 @@ def check_smswdstp(ctx: Context) -> None:
 
 _GUARD = re.compile(r"\(\[uint32\]\$image\.PkgFlags -band \$flag\) -(?P<op>ne|eq) 0")
 _ASSIGN = re.compile(r"\$image\.PkgFlags = (?P<expr>[^\n]+)")
+_LAZY_LOST = ("ImageProperty", "RefreshSchedule")
 
 
 @operation(
@@ -136,6 +219,7 @@ _ASSIGN = re.compile(r"\$image\.PkgFlags = (?P<expr>[^\n]+)")
 def image_multicast(ctx: Context) -> None:
     s = ctx.script
     site = provider_site(ctx)
+    wmi.check_reads(s.body, "image", "SMS_ImagePackage", site.version)
     flag = int(s.input("flag")) & 0xFFFFFFFF
     action = str(s.input("action"))
     package_id = check_package_id(ctx)
@@ -146,11 +230,15 @@ def image_multicast(ctx: Context) -> None:
     stored = site.images[matches[0]["PackageID"]]
     before = stored["PkgFlags"]
     current = before  # the script's in-memory copy of the WMI object
-    for actions, block in action_blocks(s.body):
+    blocks = action_blocks(s.body)
+    first_block = s.body.find("if ($action -eq")
+    # A query result lacks its lazy properties until Get() re-reads the object.
+    complete = bool(re.search(r"^\$image\.Get\(\)\s*$", s.body[:first_block], re.M))
+    for actions, block in blocks:
         if action not in actions:
             continue
         if block.lstrip().startswith("$image.Get()"):
-            current = stored["PkgFlags"]
+            current, complete = stored["PkgFlags"], True
         guard = _GUARD.search(block)
         assign = _ASSIGN.search(block)
         if guard is None or assign is None:
@@ -165,68 +253,162 @@ def image_multicast(ctx: Context) -> None:
         if "$image.Put()" in block[assign.end() :]:
             old = stored["PkgFlags"]
             stored["PkgFlags"] = current
+            if not complete:
+                # Put() of a query result writes its null lazy properties back (the practitioner
+                # reports in SMS-PROVIDER.md 8: "can corrupt the object").
+                lost = {k: stored[k] for k in _LAZY_LOST if stored.get(k) is not None}
+                for k in _LAZY_LOST:
+                    stored[k] = None
+                ctx.lab.record_change(
+                    site.server, "OS image lazy properties written back empty",
+                    package_id=package_id, lost=sorted(lost),
+                )  # fmt: skip
             ctx.lab.image_flags_changed(site, package_id, old, current, flag)
         if "$CmrbResult.changed = $true" in block:
             ctx.result.changed = True
-    if re.search(r"^\$image\.Get\(\)\s*$", s.body, re.M):  # the top-level re-read
-        current = stored["PkgFlags"]
+    if re.search(r"^\$image\.Get\(\)\s*$", s.body[max(first_block, 0) :], re.M):
+        current = stored["PkgFlags"]  # the closing re-read
     ctx.result.data = {"PackageID": package_id, "before": before, "after": current}
 
 
+@operation(
+    "multicast/image_flag_wait",
+    lambda s: s.has(
+        "$marker = Join-Path $backupDir ('image-multicast-wait-' + "
+        "$server.netbios.ToLowerInvariant() + '.txt')",
+        "if ($elapsed -lt $waitSeconds)",
+    ),
+)
+def image_flag_wait(ctx: Context) -> None:
+    """The wait between clearing and setting the multicast option, on the lab's clock."""
+    s, host = ctx.script, ctx.host
+    server = _Server.of(s)
+    wait = int(s.input("waitSeconds"))
+    backup = str(s.input("backupDir")).rstrip("\\")
+    marker = backup + f"\\image-multicast-wait-{server.netbios.lower()}.txt"
+    now = ctx.lab.clock.wall()
+    file = host.fs.get(marker)
+    if file is None:
+        host.fs.mkdir(backup)
+        file = host.fs.put(File(marker, data=bytearray(now.isoformat().encode("utf-8"))))
+        ctx.lab.record_change(host.name, "file written", path=marker)
+    started = datetime.fromisoformat(bytes(file.data).decode("utf-8"))
+    elapsed = (now - started).total_seconds() * ctx.lab.speed  # lab time runs `speed` x
+    ctx.result.data = {"started": started.isoformat(), "elapsed": int(elapsed), "wait": wait}
+    if elapsed < wait:
+        ctx.result.ok = False
+        ctx.result.message = (
+            f"waiting for distribution manager: {int(wait - elapsed)} s of {wait} s left"
+        )
+    else:
+        host.fs.remove(marker)
+        ctx.lab.record_change(host.name, "file removed", path=marker)
+        ctx.result.message = f"waited {int(elapsed)} s since the multicast option was cleared"
+
+
 # -- site control file sessions -----------------------------------------------------------------
+#
+# 2007 SDK (GetSessionHandle cc145509; context qualifiers, MD develop/core/understand/context-
+# qualifiers): the SessionHandle context goes with every call on the site control file; a call
+# without it works on the unprotected global copy, and CommitSCF (cc144568) writes only the
+# session's changes to the database. So here a Put/Delete without the handle is recorded as a
+# write to the global copy and never reaches the site: no role is added or removed, and the
+# setup-log waits that follow see nothing.
 
 
 def _scf_lib(s: Script) -> bool:
-    return s.has("function Open-CmrbScf", ".GetSessionHandle().SessionHandle",
-                 "function Get-CmrbSiteRole",
+    return s.has("function Open-CmrbScf", "'GetSessionHandle'", "function Get-CmrbSiteRole",
                  "SMS_SCI_SysResUse")  # fmt: skip
 
 
 class _Scf:
     """Open-/Close-CmrbScf, Get-/Save-/Restore-CmrbSiteRole as the script defines them."""
 
-    def __init__(self, ctx: Context, site: SiteState) -> None:
-        self.ctx, self.site, self.s = ctx, site, ctx.script
-        self.can_commit = self.s.has("[void]$Session.scf.CommitSCF($CmrbSiteCode)")
+    def __init__(self, ctx: Context, site: SiteState, server: _Server) -> None:
+        self.ctx, self.site, self.s, self.server = ctx, site, ctx.script, server
+        s = self.s
+        self.context = s.has(
+            "$context.Add('SessionHandle', $handle)", "$options.Context = $Session.context"
+        )
+        invoke = self.context and s.has(
+            "$Session.scf.InvokeMethod($Name, $inParams, "
+            "(New-CmrbScfOptions -Session $Session -Type 'InvokeMethodOptions'))"
+        )
+        self.refresh_in_session = invoke and s.has(
+            "Invoke-CmrbScfMethod -Session $session -Name 'RefreshSCF'"
+        )
+        self.commit_in_session = invoke and s.has(
+            "Invoke-CmrbScfMethod -Session $Session -Name 'CommitSCF'"
+        )
+        self.query_in_session = self.context and s.has(
+            "(New-CmrbScfOptions -Session $Session -Type 'EnumerationOptions')"
+        )
+        self.delete_in_session = self.context and s.has(
+            ".Delete((New-CmrbScfOptions -Session $session -Type 'DeleteOptions'))"
+        )
+        self.put_in_session = self.context and s.has(
+            "$role.Put((New-CmrbScfOptions -Session $Session -Type 'PutOptions'))"
+        )
         self.session = self.open()
 
-    def open(self) -> Any:
-        session = self.site.open_session()
-        if self.s.has("$scf.RefreshSCF($CmrbSiteCode)"):
-            self.site.refresh(session)
-        return session
+    def open(self) -> ScfSession:
+        return self.site.open_session("{" + str(uuid.uuid4()).upper() + "}")
 
     def close(self, commit: bool) -> None:
-        if commit and self.can_commit:
+        if commit and self.commit_in_session:
             removed, added = self.site.commit(self.session)
             self.ctx.lab.scf_committed(self.site, removed, added, self.s.step)
 
-    def roles(self, role_name: str, server: str) -> list[SiteRole]:
-        return [
-            r for r in self.session.roles
+    def _outside(self, what: str, role: SiteRole) -> None:
+        self.ctx.lab.record_change(
+            self.site.server,
+            f"site control file: {what} without the session handle (global copy; not committed)",
+            role=role.RoleName, nal_path=role.NALPath,
+        )  # fmt: skip
+
+    def roles(self, role_name: str) -> list[SiteRole]:
+        """Get-CmrbSiteRole and Assert-CmrbOneRole: the entries of the role naming the server."""
+        source = self.session.roles if self.query_in_session else self.site.scf
+        found = [
+            r for r in source
             if r.SiteCode.lower() == self.site.code.lower()
-            and r.RoleName.lower() == role_name.lower()
-            and wql_like(r.NetworkOSPath, f"%{server}%")
+            and r.RoleName.lower() == role_name.lower() and r.FileType == 2
+            and self.server.names(r.server())
         ]  # fmt: skip
+        if len(found) > 1:
+            raise PSError(
+                f"Refusing to change {role_name}: {len(found)} site control file entries name "
+                f"{self.server.display} ({'; '.join(r.NALPath for r in found)})"
+            )
+        return found
 
     def delete(self, role: SiteRole) -> None:
-        if not self.s.has("$role.Delete()"):
-            raise Unrecognized("a role removal without $role.Delete()")
+        if not self.delete_in_session:
+            self._outside("Delete", role)
+            return
         self.session.roles = [r for r in self.session.roles if r.key() != role.key()]
 
     def save(self, role: SiteRole, backup_dir: str, label: str) -> str:
-        if not self.s.has("$record | Export-Clixml -LiteralPath $file"):
-            raise Unrecognized("Save-CmrbSiteRole without Export-Clixml")
+        if not self.s.has("$record | Export-Clixml -LiteralPath $file", "PropLists = $lists"):
+            raise Unrecognized("Save-CmrbSiteRole without Export-Clixml of Props and PropLists")
         server: SimHost = self.ctx.host
         stamp = self.ctx.lab.clock.wall().strftime("%Y%m%d-%H%M%S")
-        path = backup_dir.rstrip("\\") + f"\\{label}-{stamp}.xml"
-        record = role.record()
+        base = backup_dir.rstrip("\\") + f"\\{label}-{stamp}"
+        path, n = base + ".xml", 1
+        while server.fs.get(path) is not None:
+            n += 1
+            path = f"{base}-{n}.xml"
+        record = {
+            k: copy.deepcopy(getattr(role, k))
+            for k in ("RoleName", "NALPath", "NALType", "SiteCode", "Props", "PropLists")
+        }
         server.fs.mkdir(backup_dir)
         server.fs.put(File(path, data=bytearray(_clixml(record).encode("utf-8")), obj=record))
+        self.ctx.lab.record_change(server.name, "file written", path=path)
         return path
 
-    def restore(self, backup_dir: str, label: str) -> str:
-        saved = self.ctx.host.fs.list(backup_dir, f"{label}-*.xml")
+    def restore(self, backup_dir: str, label: str, role_name: str) -> str:
+        saved = sorted(self.ctx.host.fs.list(backup_dir, f"{label}-*.xml"), key=lambda f: f.path)
         if not saved:
             raise PSError(
                 f"No saved settings for {label} in {backup_dir}; "
@@ -235,47 +417,69 @@ class _Scf:
         if not self.s.has("$record = Import-Clixml -LiteralPath $saved[-1].FullName"):
             raise Unrecognized("Restore-CmrbSiteRole without Import-Clixml")
         latest = saved[-1]
-        if self.s.has("[void]$role.Put()"):
-            fields = {k: latest.obj[k] for k in SiteRole.__dataclass_fields__ if k in latest.obj}
-            self.session.roles.append(SiteRole(**fields))
+        record = latest.obj
+        if not self.server.names(nal_server(record["NALPath"])):
+            raise PSError(
+                f"Refusing to restore {latest.path}: it is the role of {record['NALPath']}, "
+                f"not of {self.server.display}"
+            )
+        if self.s.has("$role['ItemName'] =") or self.s.has("'ItemName', 'ItemType'"):
+            raise PSError('Failed to put the instance: "ItemName" is a read-only key property')
+        keeps_lists = self.s.has("$role['PropLists'] = ")
+        role = SiteRole(
+            RoleName=record["RoleName"], NALPath=record["NALPath"],
+            NetworkOSPath="\\\\" + nal_server(record["NALPath"]), SiteCode=record["SiteCode"],
+            NALType=record["NALType"], ItemName=f"{record['NALPath']},{record['RoleName']}",
+            Props=copy.deepcopy(record["Props"]),
+            PropLists=copy.deepcopy(record["PropLists"]) if keeps_lists else [],
+        )  # fmt: skip
+        if not self.put_in_session:
+            self._outside("Put", role)
+        else:
+            self.session.roles.append(role)
         return latest.path
 
-    def remove_all(self, role: _RoleInputs, what: str) -> bool:
-        """Save, then delete, every such role of the DP; True when there was one."""
-        removed = False
-        for found in self.roles(role.name, role.dp):
-            saved = self.save(found, role.backup, role.label)
-            self.delete(found)
-            removed = self.ctx.result.changed = True
-            self.ctx.result.message = f"{what} removed; settings saved to {saved}"
-        return removed
+    def remove_one(self, role: _RoleInputs, what: str) -> bool:
+        """Save, then delete, the one such role of the server; an error when there is none."""
+        found = self.roles(role.name)
+        if not found:
+            raise PSError(
+                f"No {role.name} entry names {self.server.display} in the site control file of "
+                f"site {self.site.code}: nothing was changed (is the role registered under "
+                "another name? set dp_netbios_name)"
+            )
+        saved = self.save(found[0], role.backup, role.label)
+        self.delete(found[0])
+        self.ctx.result.changed = True
+        self.ctx.result.message = (
+            f"{what} of {self.server.display} removed; settings saved to {saved}"
+        )
+        return True
 
     def add_saved(self, role: _RoleInputs, what: str) -> None:
         """Add the role back from its latest saved settings."""
-        restored = self.restore(role.backup, role.label)
+        restored = self.restore(role.backup, role.label, role.name)
         self.ctx.result.changed = True
-        self.ctx.result.message = f"{what} added from {restored}"
+        self.ctx.result.message = f"{what} of {self.server.display} added from {restored}"
 
 
 @dataclass(frozen=True)
 class _RoleInputs:
-    """What a role script is given: the action, the DP, the role and where its settings go."""
+    """What a role script is given: the action, the role and where its settings go."""
 
     action: str
-    dp: str
     name: str
     backup: str
     label: str
 
     @classmethod
-    def of(cls, s: Script) -> _RoleInputs:
-        dp = str(s.input("dpName"))
-        m = s.find(r"\$label = '(?P<prefix>[^']*)' \+ \$dpName")
+    def of(cls, s: Script, server: _Server) -> _RoleInputs:
+        m = s.find(r"\$label = '(?P<prefix>[^']*)' \+ \$server\.netbios\.ToLowerInvariant\(\)")
         if m is None:
-            raise Unrecognized("no $label = '<prefix>' + $dpName")
+            raise Unrecognized("no $label = '<prefix>' + $server.netbios")
         return cls(
-            str(s.input("action")), dp, str(s.input("roleName")), str(s.input("backupDir")),
-            m["prefix"] + dp,
+            str(s.input("action")), str(s.input("roleName")), str(s.input("backupDir")),
+            m["prefix"] + server.netbios.lower(),
         )  # fmt: skip
 
 
@@ -286,15 +490,18 @@ class _RoleInputs:
 def dp_multicast(ctx: Context) -> None:
     s = ctx.script
     site = provider_site(ctx)
-    role = _RoleInputs.of(s)
+    server = _Server.of(s)
+    role = _RoleInputs.of(s, server)
     blocks = action_blocks(s.body)
     removes = any(role.action in a and "Save-CmrbSiteRole" in b for a, b in blocks)
     adds = any(role.action in a and "Restore-CmrbSiteRole" in b for a, b in blocks)
-    scf = _Scf(ctx, site)
+    scf = _Scf(ctx, site, server)
     commit = False
     try:
+        present = scf.roles(role.name)
         if removes:
-            commit = scf.remove_all(role, "multicast role")
+            commit = scf.remove_one(role, "multicast role")
+            present = []
         if (
             role.action == "toggle"
             and commit
@@ -303,7 +510,7 @@ def dp_multicast(ctx: Context) -> None:
             scf.close(True)
             scf.session = scf.open()
             commit = False
-        if adds and not scf.roles(role.name, role.dp):
+        if adds and not present:
             scf.add_saved(role, "multicast role")
             commit = True
     finally:
@@ -312,13 +519,15 @@ def dp_multicast(ctx: Context) -> None:
 
 @operation("multicast/pxe_role", lambda s: _scf_lib(s) and s.has("$label = 'pxe-role-'"))
 def pxe_role(ctx: Context) -> None:
-    role = _RoleInputs.of(ctx.script)
-    scf = _Scf(ctx, provider_site(ctx))
+    server = _Server.of(ctx.script)
+    role = _RoleInputs.of(ctx.script, server)
+    scf = _Scf(ctx, provider_site(ctx), server)
     commit = False
     try:
+        present = scf.roles(role.name)
         if role.action == "uninstall":
-            commit = scf.remove_all(role, "PXE service point")
-        elif not scf.roles(role.name, role.dp):
+            commit = scf.remove_one(role, "PXE service point")
+        elif not present:
             scf.add_saved(role, "PXE service point")
             commit = True
     finally:
@@ -328,39 +537,59 @@ def pxe_role(ctx: Context) -> None:
 @operation(
     "multicast/pxe_boot_image",
     lambda s: s.has(
-        '-Class SMS_DistributionPoint -Filter ("PackageID=\'"', "SMS_SystemResourceList"
+        '-Class SMS_DistributionPoint -Filter ("PackageID=\'" + $packageId + "\'")',
+        "Test-CmrbNalPath -NalPath ([string]$record.ServerNALPath)",
+        "SMS_SystemResourceList",
     ),
 )
 def pxe_boot_image(ctx: Context) -> None:
     s = ctx.script
     site = provider_site(ctx)
-    action, dp, share = str(s.input("action")), str(s.input("dpName")), str(s.input("share"))
+    action, share = str(s.input("action")), str(s.input("share"))
+    server = _Server.of(s)
     package_id = check_package_id(ctx)
-    env = {"$packageId": package_id, "$dpName": dp, "$share": share}
-    env["$like"] = wmi.concat(wmi.assigned(s, "like"), env)
-    records = wmi.run_call(
-        ctx.lab, site, s, wmi.call_after(s, "$like = ", "SMS_DistributionPoint"), env
-    )
-    if action == "remove":
-        if records and not s.has("$record.Delete()"):
-            raise Unrecognized("a boot image removal without $record.Delete()")
-        for rec in records:
-            site.dp_records.remove(rec)
-            ctx.result.changed = True
-    elif not records:
-        resources = wmi.run_call(
-            ctx.lab,
-            site,
-            s,
-            wmi.call_after(s, "elseif ($records.Count", "SMS_SystemResourceList"),
-            env,
+    records = [
+        r for r in site.dp_records
+        if r["PackageID"] == package_id and server.nal(r["ServerNALPath"], share)
+    ]  # fmt: skip
+    if len(records) > 1:
+        raise PSError(
+            f"Refusing to change {package_id}: {len(records)} distribution point records name "
+            f"{share} on {server.display}"
         )
-        if not resources:
+    holder = ctx.lab.host_by_server(server.display)
+    if action == "remove":
+        if not records:
             raise PSError(
-                f"No {share} distribution point found on {dp}; is the PXE service point installed?"
+                f"Boot image {package_id} has no {share} distribution point record on "
+                f"{server.display}: nothing was changed"
+            )
+        if not s.has("$records[0].Delete()"):
+            raise Unrecognized("a boot image removal without $records[0].Delete()")
+        site.dp_records.remove(records[0])
+        ctx.lab.record_change(
+            holder.name if holder else server.display, "distribution point record removed",
+            package_id=package_id, nal_path=records[0]["ServerNALPath"],
+        )  # fmt: skip
+        ctx.result.changed = True
+    elif not records:
+        resources = [
+            r for r in wmi.query(ctx.lab, site,
+                                 "SELECT * FROM SMS_SystemResourceList WHERE "
+                                 "RoleName='SMS Distribution Point'")
+            if server.nal(r["NALPath"], share)
+        ]  # fmt: skip
+        if len(resources) != 1:
+            raise PSError(
+                f"Expected one {share} distribution point on {server.display}, found "
+                f"{len(resources)}; is the PXE service point installed?"
             )
         if s.has("[void]$new.Put()"):
             site.add_dp_record(package_id, resources[0]["NALPath"])
+            ctx.lab.record_change(
+                holder.name if holder else server.display, "distribution point record added",
+                package_id=package_id, nal_path=resources[0]["NALPath"],
+            )  # fmt: skip
         ctx.result.changed = True
     ctx.result.data = {"PackageID": package_id, "action": action}
 

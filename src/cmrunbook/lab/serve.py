@@ -58,6 +58,9 @@ def start_lab(
     lab = Lab.load(lab_file)
     if speed:
         lab.speed = speed
+    # What the lab changes is appended next to its inventory: <state>/changes.jsonl.
+    inventory_path.parent.mkdir(parents=True, exist_ok=True)
+    lab.changes_path = inventory_path.parent / "changes.jsonl"
     password = password or secrets.token_urlsafe(18)
     server = LabServer(lab.backend, users={LAB_USER: password}, port=port)
     lab.on_host_down.append(server.drop_shells)

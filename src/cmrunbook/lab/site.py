@@ -28,6 +28,22 @@ def nal_path(server: str, site: str, share: str = "") -> str:
     return f'["Display={unc}"]MSWNET:["SMS_SITE={site}"]{unc}'
 
 
+def nal_server(nal: str) -> str:
+    """The server a NAL path names (`...MSWNET:["SMS_SITE=C07"]\\\\SERVER\\...` -> SERVER)."""
+    import re
+
+    m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\([^\\]+)', nal)
+    return m.group(1) if m else ""
+
+
+def nal_share(nal: str) -> str:
+    """The share a NAL path names after its server ('' for the server itself)."""
+    import re
+
+    m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\[^\\]+\\([^\\]*)', nal)
+    return m.group(1) if m else ""
+
+
 def wql_like(value: str, pattern: str) -> bool:
     """WQL LIKE, case-insensitive: % any run, _ one character."""
     import re
@@ -49,9 +65,14 @@ class SiteRole:
     ItemType: str = "System Resource Usage"
     FileType: int = 2
     Props: list[dict[str, Any]] = field(default_factory=list)
+    PropLists: list[dict[str, Any]] = field(default_factory=list)
 
     def key(self) -> tuple[str, str]:
-        return (self.RoleName.lower(), self.NetworkOSPath.lower())
+        return (self.RoleName.lower(), self.NALPath.lower())
+
+    def server(self) -> str:
+        """The server its NAL path names."""
+        return nal_server(self.NALPath)
 
     def record(self) -> dict[str, Any]:
         return copy.deepcopy(self.__dict__)
@@ -61,6 +82,7 @@ class SiteRole:
 class ScfSession:
     """An open site control file session: a private copy until CommitSCF."""
 
+    handle: str = ""
     roles: list[SiteRole] = field(default_factory=list)
 
 
@@ -77,7 +99,11 @@ class SiteState:
         self.images: dict[str, dict[str, Any]] = {
             i.package_id.upper(): {
                 "PackageID": i.package_id.upper(), "Name": i.name, "PkgFlags": i.pkg_flags,
-                "PackageSize": i.size_kb,
+                "PackageSize": i.size_kb, "PackageType": 257,
+                # Lazy (SMS-PROVIDER.md 8): null in a query, read by Get(); lost by a Put() of
+                # an object that was not re-read.
+                "ImageProperty": f'<WIM><IMAGE INDEX="1"><NAME>{i.name}</NAME></IMAGE></WIM>',
+                "RefreshSchedule": ["lab-schedule-token"],
             }
             for i in spec.os_images
         }  # fmt: skip
@@ -111,7 +137,7 @@ class SiteState:
     # -- WMI classes of the SMS Provider ---------------------------------------------------
 
     def wmi_instances(self, cls: str, lab: Lab) -> list[dict[str, Any]]:
-        """Instances of one class (see `cmrunbook.lab.wmi.CLASSES`), as fresh dicts."""
+        """Instances of one class (see `cmrunbook.lab.wmi.SURFACE`), as fresh dicts."""
         public = ("ResourceId", "Name", "NetbiosName", "ClientVersion",
                   "OperatingSystemNameandVersion", "Client", "Active", "Obsolete")  # fmt: skip
         if cls == "SMS_R_System":
@@ -161,6 +187,13 @@ class SiteState:
             ]  # fmt: skip
         if cls == "SMS_ImagePackage":
             return [dict(i) for i in self.images.values()]
+        if cls == "SMS_PackageStatusRootSummarizer":
+            return [
+                {"PackageID": i["PackageID"], "Name": i["Name"], "SourceSize": i["PackageSize"],
+                 "SourceCompressedSize": i["PackageSize"], "SourceVersion": 1, "Targeted": 1,
+                 "Installed": 1, "Retrying": 0, "Failed": 0}
+                for i in self.images.values()
+            ]  # fmt: skip
         if cls == "SMS_SystemResourceList":
             return self.system_resources()
         return []
@@ -177,12 +210,13 @@ class SiteState:
         """SMS_SystemResourceList: each DP, and the SMSPXEIMAGES$ DP of each PXE service point."""
         out = [
             {"RoleName": DP_ROLE, "NALPath": nal_path(server, self.code), "SiteCode": self.code,
-             "ServerName": server}
+             "ServerName": server, "ResourceType": "Windows NT Server"}
             for server in self.dp_servers.values()
         ]  # fmt: skip
         out += [
             {"RoleName": DP_ROLE, "NALPath": nal_path(self.dp_servers[h], self.code, PXE_SHARE),
-             "SiteCode": self.code, "ServerName": self.dp_servers[h]}
+             "SiteCode": self.code, "ServerName": self.dp_servers[h],
+             "ResourceType": "Windows NT Server"}
             for h in sorted(self.pxe_shares)
         ]  # fmt: skip
         return out
@@ -190,17 +224,22 @@ class SiteState:
     # -- site control file -----------------------------------------------------------------
 
     def role_record(
-        self, role_name: str, host: str, props: list[dict[str, Any]] | None = None
-    ) -> SiteRole:
+        self, role_name: str, host: str, props: list[dict[str, Any]] | None = None,
+        prop_lists: list[dict[str, Any]] | None = None,
+    ) -> SiteRole:  # fmt: skip
         server = self.dp_servers[host]
         nal = nal_path(server, self.code)
         return SiteRole(
             RoleName=role_name, NALPath=nal, NetworkOSPath=f"\\\\{server}", SiteCode=self.code,
-            ItemName=f"{nal},{role_name}", Props=props or [],
+            ItemName=f"{nal},{role_name}", Props=copy.deepcopy(props or []),
+            PropLists=copy.deepcopy(prop_lists or []),
         )  # fmt: skip
 
-    def open_session(self) -> ScfSession:
-        return ScfSession()
+    def open_session(self, handle: str) -> ScfSession:
+        """GetSessionHandle: a private copy of the site control file as it is now."""
+        session = ScfSession(handle)
+        self.refresh(session)
+        return session
 
     def refresh(self, session: ScfSession) -> None:
         session.roles = [SiteRole(**r.record()) for r in self.scf]

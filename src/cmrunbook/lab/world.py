@@ -9,11 +9,13 @@ Whether multicast works again depends on what really happened, in what order (se
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from cmrunbook.lab import logs
 from cmrunbook.lab.clock import Clock, Schedule, dmtf
@@ -82,6 +84,10 @@ class Lab:
         self.on_host_down: list[Callable[[str], None]] = []
         self.hosts: dict[str, SimHost] = {}
         self.dps: dict[str, DPState] = {}
+        # Every change the lab applied, in order (`record_change`); also appended to
+        # `changes_path` (<state>/changes.jsonl) once a running lab sets it.
+        self.changes: list[dict[str, Any]] = []
+        self.changes_path: Path | None = None
         boot = self.clock.wall(0) - _hours(30)
         specs = dict(spec.hosts)
         specs.update(_generated_clients(spec))
@@ -92,7 +98,11 @@ class Lab:
             code: SiteState(
                 code,
                 s,
-                {n: h.address for n, h in self.hosts.items() if h.site_code == code and h.spec.dp},
+                {
+                    n: _nal_name(h, s.version)
+                    for n, h in self.hosts.items()
+                    if h.site_code == code and h.spec.dp
+                },
             )
             for code, s in spec.sites.items()
         }
@@ -101,6 +111,7 @@ class Lab:
                 image["LastRefreshTime"] = dmtf(self.clock.wall(0) - timedelta(days=40))
         for host in self.hosts.values():
             self._init_host(host)
+        self.changes.clear()  # the starting state is not a change
         self._backends: dict[str, object] = {}
 
     @classmethod
@@ -126,11 +137,34 @@ class Lab:
         return next((h for n, h in self.hosts.items() if n.lower() == lowered), None)
 
     def host_by_server(self, server: str) -> SimHost | None:
-        """The host ConfigMgr knows as `server` (FQDN, or its lab name)."""
+        """The host ConfigMgr knows as `server`: the name its site registered it by (NAL
+        paths), its address, or its lab name."""
         s = server.strip("\\").lower()
-        return next(
-            (h for h in self.hosts.values() if s in (h.address.lower(), h.name.lower())), None
-        )
+        for h in self.hosts.values():
+            names = {h.address.lower(), h.name.lower()}
+            site = self.sites.get(h.site_code)
+            if site is not None and h.name in site.dp_servers:
+                names.add(site.dp_servers[h.name].lower())
+            if s in names:
+                return h
+        return None
+
+    def record_change(self, host: str, what: str, **detail: Any) -> None:
+        """One change the lab applied to a simulated host's state: kept in `changes` and
+        appended to <state>/changes.jsonl as {"time", "host", "what", ...detail}, so a user can
+        see what a run changed, and where. `host` is the host whose state changed (for a site
+        control file role: the site system holding the role, not the site server)."""
+        entry: dict[str, Any] = {
+            "time": self.clock.wall().isoformat(timespec="seconds"),
+            "host": host,
+            "what": what,
+            **detail,
+        }
+        with self.lock:
+            self.changes.append(entry)
+            if self.changes_path is not None:
+                with self.changes_path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry, sort_keys=False, default=str) + "\n")
 
     def site_of(self, host: SimHost) -> SiteState:
         return self.sites[host.site_code]
@@ -169,7 +203,11 @@ class Lab:
             if spec.dp.multicast:
                 site.scf.append(site.role_record(MULTICAST_ROLE, host.name, _MCS_PROPS))
             if spec.dp.pxe:
-                site.scf.append(site.role_record(PXE_ROLE, host.name, _PXE_PROPS))
+                remote = {"PropertyName": "Server Remote Name", "Value": 0,
+                          "Value1": host.address, "Value2": ""}  # fmt: skip
+                site.scf.append(
+                    site.role_record(PXE_ROLE, host.name, [remote, *_PXE_PROPS], _PXE_LISTS)
+                )
                 site.pxe_shares.add(host.name)
             self._seed_role_logs(host)
             self._refresh_dp(host)
@@ -268,6 +306,7 @@ class Lab:
             host.services["WDSServer"] = "Running" if healthy else "Stopped"
         else:
             host.services.pop("WDSServer", None)
+        before = (dict(host.registry.values(MCS_KEY) or {}), host.services.get("WDSServer"))
         mc = dp.roles["multicast"]
         if mc.installed:
             good = dp.fault not in ("mcs-key", "image-flags")
@@ -276,6 +315,12 @@ class Lab:
             host.registry.set(MCS_KEY, "SignedSerializedMCSKey", value and value + "-SIGNED")
         else:
             host.registry.delete_key(MCS_KEY)
+        after = (dict(host.registry.values(MCS_KEY) or {}), host.services.get("WDSServer"))
+        if before != after:
+            self.record_change(
+                host.name, "multicast state (registry, service)", key=MCS_KEY,
+                values=after[0], wds_server=after[1],
+            )  # fmt: skip
 
     def multicast_healthy(self, name: str) -> bool:
         host = self.hosts[name]
@@ -292,7 +337,13 @@ class Lab:
             *((r, "install") for r in added),
         ]:
             role = ROLE_BY_NAME.get(role_rec.RoleName.lower())
-            host = self.host_by_server(role_rec.NetworkOSPath)
+            host = self.host_by_server(role_rec.server())
+            self.record_change(
+                host.name if host is not None else role_rec.server(),
+                f"site control file: role {'removed' if op == 'uninstall' else 'added'}",
+                role=role_rec.RoleName, nal_path=role_rec.NALPath, site=site.code,
+                props=role_rec.Props, prop_lists=role_rec.PropLists, step=step,
+            )  # fmt: skip
             if role is None or host is None or host.name not in self.dps:
                 continue
             self._role_change(host, role, op, step)
@@ -366,16 +417,21 @@ class Lab:
         state.busy = None
         ok = code in (0, 3010)
         dp.history.append(f"{role} {op} {'completed' if ok else 'failed'} ({code})")
+        self.record_change(host.name, f"{role} role {op} {'completed' if ok else 'failed'}",
+                           exit_code=code)  # fmt: skip
         if ok and op == "uninstall":
             state.installed = False
             state.removed_cleanly = True
             if role == "pxe":
                 site = self.site_of(host)
                 site.pxe_shares.discard(host.name)
-                share = nal_path(host.address, site.code, PXE_SHARE).lower()
-                site.dp_records = [
-                    r for r in site.dp_records if r["ServerNALPath"].lower() != share
-                ]
+                share = nal_path(site.dp_servers[host.name], site.code, PXE_SHARE).lower()
+                for r in [r for r in site.dp_records if r["ServerNALPath"].lower() == share]:
+                    site.dp_records.remove(r)
+                    self.record_change(
+                        host.name, "distribution point record removed",
+                        package_id=r["PackageID"], nal_path=r["ServerNALPath"],
+                    )  # fmt: skip
         elif ok and op == "install":
             state.installed = True
             state.removed_cleanly = False
@@ -393,6 +449,10 @@ class Lab:
     def image_flags_changed(
         self, site: SiteState, package_id: str, before: int, after: int, flag_bit: int
     ) -> None:
+        self.record_change(
+            site.server, "OS image flags changed", package_id=package_id, before=before,
+            after=after,
+        )  # fmt: skip
         multicast_bit = 0x08000000
         if before & multicast_bit or not after & multicast_bit:
             return
@@ -483,6 +543,7 @@ class Lab:
         """The host stops answering now and boots again `down_seconds` (at speed 1) later."""
         t = self.clock.now() if t is None else t
         host.up = False
+        self.record_change(host.name, "host went down (restart)", down_seconds=down_seconds)
         for callback in list(self.on_host_down):
             callback(host.name)
         self.schedule.at(
@@ -492,6 +553,7 @@ class Lab:
     def _boot(self, host: SimHost, t: float) -> None:
         host.up = True
         host.boot_time = self.clock.wall(t)
+        self.record_change(host.name, "host booted")
         host.clear_reboot_marks()
         dp = self.dps.get(host.name)
         if dp is not None and dp.wds_removal_pending:
@@ -511,6 +573,7 @@ class Lab:
         if not present:
             return False, False
         host.features -= targets
+        self.record_change(host.name, "Windows features removed", features=sorted(present))
         dp = self.dps.get(host.name)
         restart = bool(host.spec.dp and host.spec.dp.wds_uninstall_reboot)
         if dp is not None:
@@ -541,6 +604,7 @@ class Lab:
         host.features |= new
         if new & {"WDS-Deployment", "WDS-Transport"}:
             host.features.add("WDS")
+        self.record_change(host.name, "Windows features added", features=sorted(new))
         restart = bool(host.spec.dp and host.spec.dp.wds_install_reboot)
         if restart:
             host.request_reboot("cbs")
@@ -564,10 +628,24 @@ _MCS_PROPS = [
         "Value2": "",
     },
 ]
+# The PXE service point's settings as the 2007 SDK creates them (cc144681; BindPolicy cc142960,
+# IsActive cc144541, ResponseDelay cc146290); BindExcept is an embedded property list.
 _PXE_PROPS = [
     {"PropertyName": "IsActive", "Value": 1, "Value1": "", "Value2": ""},
-    {"PropertyName": "DelayTime", "Value": 0, "Value1": "", "Value2": ""},
+    {"PropertyName": "BindPolicy", "Value": 1, "Value1": "", "Value2": ""},
+    {"PropertyName": "ResponseDelay", "Value": 4, "Value1": "", "Value2": ""},
 ]
+_PXE_LISTS = [{"PropertyListName": "BindExcept", "Values": ["00:15:5D:01:02:03"]}]
+
+
+def _nal_name(host: SimHost, version: str) -> str:
+    """The name a site registered its site system by, as its NAL paths show it: the lab file's
+    `dp.nal_name`; else the NetBIOS name on 2007 and the FQDN later (SMS-PROVIDER.md 3.2: 2007
+    examples use NetBIOS names, 2012+ examples FQDNs; no rule is documented)."""
+    dp = host.spec.dp
+    if dp is not None and dp.nal_name:
+        return dp.nal_name
+    return host.address.split(".")[0] if version == "2007" else host.address
 
 
 def _hours(n: float) -> timedelta:
