@@ -1,0 +1,162 @@
+"""The lab as an SMS Provider oracle (shared/kb/SMS-PROVIDER.md), and the multicast scripts
+against it: class surface per version, lazy properties, SCF sessions, exact site-system names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers_lab import run
+from test_lab_sim import CATALOG, REPO, Player, make_lab
+
+from cmrunbook.inventory import load_inventory
+from cmrunbook.lab import wmi
+from cmrunbook.lab.scripts import PSError
+from cmrunbook.lab.site import MULTICAST_ROLE
+from cmrunbook.plan import Planner, render_step
+
+
+def _script(p: Player, step_id: str, item: dict[str, Any] | None = None) -> tuple[Any, str]:
+    ps = next(s for s in p.hp.all_steps() if s.step.id == step_id)
+    script = render_step(CATALOG, p.plan, p.hp, ps, item)
+    assert script is not None
+    return ps, script
+
+
+def _roles(lab: Any) -> dict[str, Any]:
+    return {r.server(): r for r in lab.sites["C07"].scf if r.RoleName == MULTICAST_ROLE}
+
+
+def test_2007_has_no_packagesize_and_2012r2_has() -> None:
+    lab, _ = make_lab()
+    with pytest.raises(PSError, match="Invalid query"):
+        wmi.query(lab, lab.sites["C07"], "SELECT * FROM SMS_ImagePackage WHERE PackageSize = 1")
+    # a valid query on 2012 R2 (no image of that size)
+    assert (
+        wmi.query(lab, lab.sites["P12"], "SELECT * FROM SMS_ImagePackage WHERE PackageSize = 1")
+        == []
+    )
+    assert wmi.SURFACE["SMS_ImagePackage"].source.startswith("SMS-PROVIDER.md")
+    with pytest.raises(PSError, match="Property 'PackageSize' cannot be found on this object"):
+        wmi.check_reads("$image.PackageSize", "image", "SMS_ImagePackage", "2007")
+
+
+def test_probe_sizes_come_from_the_status_summary_on_2007() -> None:
+    """Fidelity F1: the probes work on 2007 and report the source size (KB -> MB)."""
+    lab, clock = make_lab()
+    p = Player(lab, clock, "3", "cm07-dp02")
+    images = {i["PackageID"]: i["SizeMB"] for i in p.probe("multicast-images")}
+    assert images == {"C0700010": 5222, "C0700011": 700}
+    assert p.probe("large-multicast-image") is True
+
+
+def test_put_after_get_keeps_the_lazy_properties() -> None:
+    """Fidelity F6: clearing the flag re-reads the image first; its ImageProperty survives."""
+    lab, clock = make_lab()
+    p = Player(lab, clock, "3", "cm07-dp02")
+    _, script = _script(p, "m3.clear-image-multicast", {"PackageID": "C0700010"})
+    result, err, _ = run(lab, "cm07-site01", script)
+    assert result and result["ok"] and result["changed"], (result, err)
+    image = lab.sites["C07"].images["C0700010"]
+    assert image["PkgFlags"] & 0x08000000 == 0
+    assert image["ImageProperty"] and image["RefreshSchedule"]
+    assert not [c for c in lab.changes if "lazy" in c["what"]]
+
+
+def test_put_of_a_query_result_loses_the_lazy_properties() -> None:
+    """The oracle: without the Get() the image's lazy properties are written back empty."""
+    lab, clock = make_lab()
+    p = Player(lab, clock, "3", "cm07-dp02")
+    _, script = _script(p, "m3.clear-image-multicast", {"PackageID": "C0700010"})
+    mutated = script.replace("\n$image.Get()\n$before", "\n$before", 1)
+    assert mutated != script
+    result, _, _ = run(lab, "cm07-site01", mutated)
+    assert result and result["ok"]
+    assert lab.sites["C07"].images["C0700010"]["ImageProperty"] is None
+    (lost,) = [c for c in lab.changes if "lazy" in c["what"]]
+    assert lost["host"] == "cm07-site01" and lost["lost"] == ["ImageProperty", "RefreshSchedule"]
+
+
+def test_scf_delete_in_the_session_reaches_the_site() -> None:
+    """Fidelity F2: with the SessionHandle on every call the removal is committed."""
+    lab, clock = make_lab()
+    p = Player(lab, clock, "3", "cm07-dp02")
+    _, script = _script(p, "m3.disable-dp-multicast")
+    result, err, _ = run(lab, "cm07-site01", script)
+    assert result and result["ok"], (result, err)
+    assert "cm07-dp02" not in _roles(lab)
+    (removed,) = [c for c in lab.changes if c["what"] == "site control file: role removed"]
+    assert removed["host"] == "cm07-dp02"
+
+
+def test_scf_delete_without_the_session_handle_never_reaches_the_site() -> None:
+    lab, clock = make_lab()
+    p = Player(lab, clock, "3", "cm07-dp02")
+    _, script = _script(p, "m3.disable-dp-multicast")
+    in_session = ".Delete((New-CmrbScfOptions -Session $session -Type 'DeleteOptions'))"
+    mutated = script.replace(in_session, ".Delete()")
+    assert mutated != script
+    run(lab, "cm07-site01", mutated)
+    assert "cm07-dp02" in _roles(lab)
+    assert any("without the session handle" in c["what"] for c in lab.changes)
+
+
+def test_method_3_on_cm07_dp02_leaves_its_neighbour_alone() -> None:
+    """Attack 1e / fidelity F5: bak-cm07-dp02 is untouched; cm07-dp02's role comes back whole."""
+    lab, clock = make_lab()
+    before = _roles(lab)
+    p = Player(lab, clock, "3", "cm07-dp02")
+    p.stage("method:3")
+    p.settle()
+    after = _roles(lab)
+    assert after["bak-cm07-dp02"] == before["bak-cm07-dp02"]
+    assert after["cm07-dp02"].Props == before["cm07-dp02"].Props
+    assert after["cm07-dp02"].NALPath == before["cm07-dp02"].NALPath
+    assert not [c for c in lab.changes if c["host"] == "bak-cm07-dp02"]
+    hosts = {c["host"] for c in lab.changes if c["what"].startswith("site control file")}
+    assert hosts == {"cm07-dp02"}
+    assert lab.dps["bak-cm07-dp02"].history == []
+
+
+def _inventory(tmp_path: Path, address: str) -> Any:
+    data = yaml.safe_load((REPO / "inventory" / "example.yaml").read_text(encoding="utf-8"))
+    data["hosts"]["cm07-dp02"]["address"] = address
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return load_inventory(path)
+
+
+@pytest.mark.parametrize(
+    ("inventory_address", "nal_name"),
+    [("cm07-dp02.corp.example", "cm07-dp02"), ("cm07-dp02", "cm07-dp02.corp.example"),
+     ("cm07-dp02.corp.example", "CM07-DP02.CORP.EXAMPLE")],
+)  # fmt: skip
+def test_role_found_by_netbios_or_fqdn(
+    tmp_path: Path, inventory_address: str, nal_name: str
+) -> None:
+    lab, clock = make_lab(**{"cm07-dp02": {"nal_name": nal_name}})
+    p = Player(lab, clock, "3", "cm07-dp02")
+    p.plan = Planner(
+        CATALOG, CATALOG.load("multicast"), _inventory(tmp_path, inventory_address)
+    ).plan(method="3", hosts="cm07-dp02")
+    p.hp = p.plan.hosts[0]
+    _, script = _script(p, "m3.disable-dp-multicast")
+    result, err, _ = run(lab, "cm07-site01", script)
+    assert result and result["ok"] and result["changed"], (result, err)
+    assert nal_name not in _roles(lab) and "bak-cm07-dp02" in _roles(lab)
+
+
+def test_two_entries_naming_the_dp_are_refused_before_any_change() -> None:
+    lab, clock = make_lab()
+    site = lab.sites["C07"]
+    site.dp_servers["cm07-dp02"] = "cm07-dp02.corp.example"
+    site.scf.append(site.role_record(MULTICAST_ROLE, "cm07-dp02"))
+    site.dp_servers["cm07-dp02"] = "cm07-dp02"
+    before = [r.record() for r in site.scf]
+    p = Player(lab, clock, "3", "cm07-dp02")
+    _, script = _script(p, "m3.disable-dp-multicast")
+    result, _, _ = run(lab, "cm07-site01", script)
+    assert result and not result["ok"] and result["message"].startswith("Refusing to change")
+    assert [r.record() for r in site.scf] == before and lab.changes == []
