@@ -375,7 +375,8 @@ class _Scf:
             and r.RoleName.lower() == role_name.lower() and r.FileType == 2
             and self.server.names(r.server())
         ]  # fmt: skip
-        if len(found) > 1:
+        asserts = self.s.has("if ($Roles.Count -gt 1) {", "Assert-CmrbOneRole -Roles $roles")
+        if len(found) > 1 and asserts:
             raise PSError(
                 f"Refusing to change {role_name}: {len(found)} site control file entries name "
                 f"{self.server.display} ({'; '.join(r.NALPath for r in found)})"
