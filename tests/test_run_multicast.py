@@ -244,3 +244,24 @@ def test_a_restart_in_the_middle_of_method_4_fails_clearly_and_resumes(make_lab:
     rerun = {k for k in step_ends(resumed)} & done_before
     assert rerun == set(), f"completed steps run again: {rerun}"
     assert "method:4/m4.install-wds" in step_ends(resumed, status="changed")
+
+
+def test_method_3_on_cm07_dp02_never_touches_bak_cm07_dp02(lab: Lab) -> None:
+    """Attack 1e, end to end: the neighbour whose name contains cm07-dp02 is left alone; the
+    lab's changes.jsonl names only cm07-dp02 for the role, which comes back with its settings."""
+    world = lab.world
+    roles = {r.server(): r.record() for r in world.sites["C07"].scf}
+    res = multicast(lab, "3", "cm07-dp02")
+    assert res.returncode == 0, res.stdout + res.stderr
+    changes_file = Path(lab.inventory).parent / "changes.jsonl"
+    changes = [json.loads(x) for x in changes_file.read_text(encoding="utf-8").splitlines()]
+    assert changes and not [c for c in changes if c["host"] == "bak-cm07-dp02"]
+    scf = [c for c in changes if c["what"].startswith("site control file")]
+    assert [(c["host"], c["what"]) for c in scf] == [
+        ("cm07-dp02", "site control file: role removed"),
+        ("cm07-dp02", "site control file: role added"),
+    ]
+    after = {r.server(): r.record() for r in world.sites["C07"].scf}
+    assert after["bak-cm07-dp02"] == roles["bak-cm07-dp02"]
+    assert after["cm07-dp02"]["Props"] == roles["cm07-dp02"]["Props"]
+    assert world.dps["bak-cm07-dp02"].history == []
