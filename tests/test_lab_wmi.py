@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers_lab import run
+from helpers_lab import run, sim_lab
 from test_lab_sim import CATALOG, REPO, Player, make_lab
 
 from cmrunbook.inventory import load_inventory
@@ -160,3 +160,40 @@ def test_two_entries_naming_the_dp_are_refused_before_any_change() -> None:
     result, _, _ = run(lab, "cm07-site01", script)
     assert result and not result["ok"] and result["message"].startswith("Refusing to change")
     assert [r.record() for r in site.scf] == before and lab.changes == []
+
+
+def _hotfix_check(edit: Any, host: str) -> dict[str, Any]:
+    lab, clock = sim_lab(edit)
+    p = Player(lab, clock, "3", host)
+    ps = next(s for s in p.hp.all_steps() if s.step.id == "pre.large-wim-hotfix")
+    script = render_step(CATALOG, p.plan, p.hp, ps, None)
+    assert script is not None
+    result, err, _ = run(lab, host, script)
+    assert result is not None, err
+    return result
+
+
+def test_hotfix_check_reads_the_dps_own_x64_copy_with_a_comma_version() -> None:
+    """Fidelity F10: the DP's own SMS folder on D:, the x64 copy first, '4, 0, 6221, 1176'."""
+
+    def edit(data: dict[str, Any]) -> None:
+        data["hosts"]["cm07-dp01"]["files"] = {
+            "D:\\SMS\\bin\\i386\\smswdstp.dll": {"version": "4.0.6221.1000"},
+            "D:\\SMS\\bin\\x64\\smswdstp.dll": {"version": "4, 0, 6221, 1176"},
+        }
+
+    result = _hotfix_check(edit, "cm07-dp01")
+    assert result["ok"], result
+    assert result["data"]["path"] == "D:\\SMS\\bin\\x64\\smswdstp.dll"
+    assert result["data"]["version"] == "4.0.6221.1176"
+
+
+def test_hotfix_check_skips_x64_on_an_x86_dp_and_names_an_old_copy() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["hosts"]["cm07-dp02"]["files"] = {
+            "E:\\SMS\\bin\\i386\\smswdstp.dll": {"version": "4.0.6221.1000"},
+        }
+
+    result = _hotfix_check(edit, "cm07-dp02")
+    assert not result["ok"] and "Smswdstp.dll is 4.0.6221.1000, older than" in result["message"]
+    assert result["data"]["path"] == "E:\\SMS\\bin\\i386\\smswdstp.dll"

@@ -174,34 +174,47 @@ def probe_pxe_images(ctx: Context) -> None:
 @operation(
     "multicast/check_smswdstp",
     lambda s: s.has(
-        "foreach ($candidate in $paths)",
-        ".VersionInfo.FileVersion",
-        "$required = [version]",
-        "if ($version -lt $required) { $CmrbResult.ok = $false",  # the deciding line
+        "foreach ($drive in [System.IO.DriveInfo]::GetDrives())",
+        "if ($arch -ne 'x64' -and $candidate -match '\\\\x64\\\\') { continue }",
+        "$check = Test-CmrbFileVersion -Path $found -Required $required",
+        "elseif ($check.status -ne 'ok') { $CmrbResult.ok = $false",  # the deciding line
     ),
 )
 def check_smswdstp(ctx: Context) -> None:
-    s = ctx.script
-    paths, install_dir = s.input("paths"), str(s.input("installDir"))
+    s, host = ctx.script, ctx.host
+    pf.require(s, pf.VERSION_LIB, "ConvertTo-CmrbVersion", "Test-CmrbFileVersion")
+    paths, arch = [str(p) for p in s.input("paths")], str(s.input("arch"))
     required = str(s.input("required"))
-    found = next(
-        (p for p in (pf.expand_path(c, install_dir) for c in paths) if ctx.host.fs.get(p)),
-        None,
-    )
+    # The host's fixed drives: C: and every drive one of its files is on.
+    drives = sorted({"C:"} | {f.path[:2].upper() for f in host.fs.files.values()})
+    candidates: list[str] = []
+    for candidate in paths:
+        if arch != "x64" and re.search(r"\\x64\\", candidate):
+            continue
+        if "{drive}" in candidate:
+            candidates += [candidate.replace("{drive}", d) for d in drives]
+        else:
+            candidates.append(candidate)
+    found = next((c for c in candidates if pf.leaf(host.fs, c) is not None), None)
     if found is None:
         raise PSError(
-            f"Smswdstp.dll was not found in any of: {'; '.join(paths)} (set smswdstp_paths)"
+            f"Smswdstp.dll was not found in any of: {'; '.join(candidates)} (set smswdstp_paths)"
         )
-    file = ctx.host.fs.get(found)
-    assert file is not None
-    version = (file.version or "0.0").split(" ")[0]
-    ctx.result.data = {"path": found, "version": version, "required": required}
-    if pf.text_key(version) < pf.text_key(required):
+    want = pf.version_tuple(required)
+    assert want is not None
+    check = pf.test_file_version(host.fs, found, want)
+    ctx.result.data = {"path": found, "version": check["version"], "required": required}
+    if check["status"] == "unreadable":
         ctx.result.ok = False
         ctx.result.message = (
-            f"Smswdstp.dll is {version}, older than {required}: an OS image over 4 GB fails by "
-            "multicast. Install the hotfix, or deploy the image by unicast or as a WIM under 4 GB "
-            "(Workaround)."
+            f"Smswdstp.dll at {found} has no readable file version: check it by hand."
+        )
+    elif check["status"] != "ok":
+        ctx.result.ok = False
+        ctx.result.message = (
+            f"Smswdstp.dll is {check['version']}, older than {required}: an OS image over 4 GB "
+            "fails by multicast. Install the hotfix, or deploy the image by unicast or as a WIM "
+            "under 4 GB (Workaround)."
         )
 
 
