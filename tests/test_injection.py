@@ -217,7 +217,8 @@ def test_host_name_is_one_literal_and_a_comment(payload: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize("payload", sorted(HOSTILE))
 def test_site_install_dir_is_one_literal(payload: str, tmp_path: Path) -> None:
-    """The site's install folder reaches the Smswdstp.dll check as data only."""
+    """The site's install folder reaches the site's hotfix file check as data only (the
+    Smswdstp.dll check no longer reads it: that file is on the DP, fidelity F10)."""
     value = HOSTILE[payload]
 
     def setter(v: str) -> Any:
@@ -227,8 +228,10 @@ def test_site_install_dir_is_one_literal(payload: str, tmp_path: Path) -> None:
         inventory_with(tmp_path, "h.yaml", setter(value)),
         inventory_with(tmp_path, "b.yaml", setter(BENIGN)),
         [value],
+        runbook="site-hotfix-check",
+        method=None,
     )
-    assert landed >= 1, "install_dir should reach the Smswdstp.dll check"
+    assert landed >= 1, "install_dir should reach the site's hotfix file check"
 
 
 @pytest.mark.parametrize("level", ["inventory", "group", "host"])
