@@ -197,3 +197,23 @@ def test_hotfix_check_skips_x64_on_an_x86_dp_and_names_an_old_copy() -> None:
     result = _hotfix_check(edit, "cm07-dp02")
     assert not result["ok"] and "Smswdstp.dll is 4.0.6221.1000, older than" in result["message"]
     assert result["data"]["path"] == "E:\\SMS\\bin\\i386\\smswdstp.dll"
+
+
+def test_method_4_restores_the_pxe_point_with_its_bind_list() -> None:
+    """Fidelity F7: the re-added PXE service point keeps its Props and its BindExcept list."""
+    lab, clock = make_lab()
+
+    def pxe() -> dict[str, Any]:
+        (role,) = [r for r in lab.sites["C07"].scf if r.RoleName == "SMS PXE Service Point"]
+        return role.record()
+
+    before = pxe()
+    assert before["PropLists"][0]["PropertyListName"] == "BindExcept"
+    p = Player(lab, clock, "4", "cm07-dp01")
+    p.stage("method:4")
+    p.settle()
+    assert pxe() == before
+    backups = lab.hosts["cm07-site01"].fs.list(r"C:\ProgramData\cmrunbook\backup", "*.xml")
+    assert sorted(b.path.rsplit("\\", 1)[1].rsplit("-", 2)[0] for b in backups) == [
+        "multicast-role-cm07-dp01", "pxe-role-cm07-dp01",
+    ]  # fmt: skip

@@ -437,6 +437,8 @@ class _Scf:
                 f"Refusing to restore {latest.path}: it is the role of {record['NALPath']}, "
                 f"not of {self.server.display}"
             )
+        # ItemName/ItemType are read-only keys the provider derives (SMS-PROVIDER.md 5.2: RO
+        # [key, read]; the SDK's create sample cc144681 never sets them): writing them fails.
         if self.s.has("$role['ItemName'] =") or self.s.has("'ItemName', 'ItemType'"):
             raise PSError('Failed to put the instance: "ItemName" is a read-only key property')
         keeps_lists = self.s.has("$role['PropLists'] = ")
