@@ -217,3 +217,22 @@ def test_method_4_restores_the_pxe_point_with_its_bind_list() -> None:
     assert sorted(b.path.rsplit("\\", 1)[1].rsplit("-", 2)[0] for b in backups) == [
         "multicast-role-cm07-dp01", "pxe-role-cm07-dp01",
     ]  # fmt: skip
+
+
+def test_backups_of_one_role_in_one_second_never_overwrite_and_the_latest_is_restored() -> None:
+    lab, clock = make_lab()
+    p = Player(lab, clock, "3", "cm07-dp02")
+    _, disable = _script(p, "m3.disable-dp-multicast")
+    _, enable = _script(p, "m3.enable-dp-multicast")
+    for script in (disable, enable):
+        result, err, _ = run(lab, "cm07-site01", script)
+        assert result and result["ok"], (result, err)
+    lab.sites["C07"].commit(lab.sites["C07"].open_session("{X}"))  # nothing pending
+    role = _roles(lab)["cm07-dp02"]
+    role.Props = [*role.Props, {"PropertyName": "Changed", "Value": 1, "Value1": "", "Value2": ""}]
+    for script in (disable, enable):  # the same second on the lab's clock
+        result, err, _ = run(lab, "cm07-site01", script)
+        assert result and result["ok"], (result, err)
+    backups = lab.hosts["cm07-site01"].fs.list(r"C:\ProgramData\cmrunbook\backup", "*.xml")
+    assert len(backups) == 2 and len({b.path for b in backups}) == 2
+    assert _roles(lab)["cm07-dp02"].Props[-1]["PropertyName"] == "Changed"

@@ -11,7 +11,7 @@ from typing import Any
 
 from cmrunbook.lab import psfiles as pf
 from cmrunbook.lab import wmi
-from cmrunbook.lab.hosts import File, SimHost
+from cmrunbook.lab.hosts import File, SimHost, norm_path
 from cmrunbook.lab.psexpr import ExprError, action_blocks, evaluate
 from cmrunbook.lab.pslit import NotALiteral, parse_literal
 from cmrunbook.lab.scripts import Context, PSError, Script, Unrecognized, not_recognized, operation
@@ -409,7 +409,8 @@ class _Scf:
         stamp = self.ctx.lab.clock.wall().strftime("%Y%m%d-%H%M%S")
         base = backup_dir.rstrip("\\") + f"\\{label}-{stamp}"
         path, n = base + ".xml", 1
-        while server.fs.get(path) is not None:
+        unique = self.s.has("while (Test-Path -LiteralPath $file) {")
+        while unique and server.fs.get(path) is not None:
             n += 1
             path = f"{base}-{n}.xml"
         record = {
@@ -422,7 +423,12 @@ class _Scf:
         return path
 
     def restore(self, backup_dir: str, label: str, role_name: str) -> str:
-        saved = sorted(self.ctx.host.fs.list(backup_dir, f"{label}-*.xml"), key=lambda f: f.path)
+        # Sort-Object LastWriteTime, Name: the file system keeps files in the order written.
+        written = {key: n for n, key in enumerate(self.ctx.host.fs.files)}
+        saved = sorted(
+            self.ctx.host.fs.list(backup_dir, f"{label}-*.xml"),
+            key=lambda f: written[norm_path(f.path)],
+        )
         if not saved:
             raise PSError(
                 f"No saved settings for {label} in {backup_dir}; "
