@@ -6,8 +6,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from cmrunbook.logcatalog import Expectation
-from cmrunbook.monitor import Watch, compile_expectation, wait_for_logs
+from cmrunbook.logcatalog import Expectation, Pattern
+from cmrunbook.monitor import Watch, compile_expectation, make_watch, wait_for_logs
 
 MSI_OK = (
     "Windows Installer removed the product. Product Name: ConfigMgr MCS. "
@@ -64,14 +64,17 @@ def watch(
     log: str, offset: int, success: str, failure: str = "exited with return code: [1-9]"
 ) -> Watch:
     exp = Expectation(
-        success=[success],
-        failure=[failure],
-        reboot=["return code: 3010"],
+        success=[pat(success)],
+        failure=[pat(failure)],
+        reboot=[pat("return code: 3010")],
         confidence="docs",
         provenance="test",
     )
-    s, f, r = compile_expectation(exp, None)
-    return Watch(log, log, offset, s, f, r)
+    return make_watch(log, exp, None, path=log, offset=offset)
+
+
+def pat(regex: str) -> Pattern:
+    return Pattern(re=regex, unconfirmed="test")
 
 
 def test_lines_written_before_arming_do_not_count(tmp_path: Path) -> None:
@@ -149,7 +152,7 @@ def test_timeout_reports_the_last_lines_read(tmp_path: Path) -> None:
 
 def test_patterns_take_the_loop_item_escaped(tmp_path: Path) -> None:
     exp = Expectation(
-        success=[r'STATMSG: ID=2301 .*ISTR0="{PackageID}"'], confidence="docs", provenance="t"
+        success=[pat(r'STATMSG: ID=2301 .*ISTR0="{PackageID}"')], confidence="docs", provenance="t"
     )
     (success,), _, _ = compile_expectation(exp, {"PackageID": "P12.0004"})
     assert success.search('STATMSG: ID=2301 SEV=I ISTR0="P12.0004"')
