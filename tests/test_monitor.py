@@ -350,7 +350,7 @@ def test_a_boot_image_wait_does_not_end_at_2301_but_when_the_dps_have_it(tmp_pat
         confirm=confirm,
     )
     # 2301 is read at the second poll; the wait goes on until the DP has the new version.
-    assert asked == ["None/pending", "success/pending", "success/pending", "success/success"]
+    assert asked == ["None/pending", "None/pending", "success/pending", "success/success"]
     assert res.status == "ok"
     assert "distribution status: PS10000A installed on all 1 distribution point(s)" in res.message
 

@@ -181,6 +181,9 @@ def wait_for_logs(
     start = clock()
     polls = 0
     while True:
+        # The second signal first, the logs after: a log line written before the signal changed
+        # (2301 before the DPs have the content) is then read in the same poll.
+        second = confirm() if confirm is not None else ("success", "")
         request = {w.log: w.request() for w in watches if w.outcome is None}
         if request:
             data = read(request)
@@ -205,7 +208,6 @@ def wait_for_logs(
             )
         needed = [w for w in watches if w.required]
         logs_ok = all(w.outcome in ("success", "reboot") for w in needed)
-        second = confirm() if confirm is not None else ("success", "")
         if second[0] == "failure":
             return WaitResult("failed", False, _lines(watches), second[1], polls)
         decided = [w for w in watches if w.outcome in ("success", "reboot")]

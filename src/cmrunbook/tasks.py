@@ -289,6 +289,10 @@ def log_check(
 
     help_if_asked(file, "log-check")
     logs = Catalog(_root(project_root)).logs
+    if not log or not event:
+        raise UsageError(
+            f"log-check needs --log NAME and --event EVENT; logs: {', '.join(logs.logs)}"
+        )
     if log not in logs.logs:
         raise UsageError(f"--log {log!r} is not in the catalog; known: {', '.join(logs.logs)}")
     if event not in logs.logs[log].expect:
@@ -310,10 +314,13 @@ def log_check(
         print(f"failure: {log} cannot be read as a log: {w.matched}")
         raise Exit(code=1)
     if w.outcome is None:
-        print(f"pending: no line of the {log} {event} patterns seen; a run would wait on")
+        print(f"pending: no line of the {log} {event} patterns seen; a run would wait until its "
+              "timeout and say it cannot tell")  # fmt: skip
         raise Exit(code=1)
     pattern = getattr(exp, w.outcome)[w.pattern]
-    evidence = f"seen in {pattern.seen_in}" if pattern.seen_in else "UNCONFIRMED"
+    evidence = f"seen in {pattern.seen_in}"
+    if pattern.seen_in is None:
+        evidence = f"UNCONFIRMED: {pattern.unconfirmed}; this file is such a log if it is real"
     print(f"  decided by {w.outcome} pattern {pattern.re!r} ({evidence})")
     if exp.confirm and w.outcome != "failure":
         print(f"  note: a run also waits for the {exp.confirm} before it ends")
