@@ -153,9 +153,9 @@ class Player:
     def verdict(log: str, expect: str, lines: list[str]) -> str | None:
         exp = CATALOG.logs.expectation(log, expect)
         for line in lines:
-            if any(re.search(p, line) for p in exp.failure):
+            if any(re.search(p.re, line) for p in exp.failure):
                 return "failure"
-            if any(re.search(p, line) for p in [*exp.success, *exp.reboot]):
+            if any(re.search(p.re, line) for p in [*exp.success, *exp.reboot]):
                 return "success"
         return None
 
@@ -456,7 +456,8 @@ def test_boot_image_update_script_writes_distmgr_statmsgs() -> None:
         r"C:\Program Files\Microsoft Configuration Manager\Logs\distmgr.log"
     )
     text = [m for m in messages(bytes(log.data)) if "STATMSG" in m]
-    assert [re.search(r"ID=(\d+)", m)[1] for m in text] == ["2311", "2301"]
+    # The order of the package-actions sample (shared/logs, distmgr-package-update-ok-PS100039).
+    assert [re.search(r"ID=(\d+)", m)[1] for m in text] == ["2376", "2311", "2301"]
     assert all('AVAL0="P1200005"' in m for m in text)
     assert lab.sites["P12"].boot_images["P1200005"]["SourceVersion"] == 2
 

@@ -134,6 +134,10 @@ def test_boot_image_update_refreshed_after_skips_updated_images(lab: Lab, inv: I
     assert code == 0 and status["data"][0]["in_progress"] == 1
     clock.advance(lab.spec.delays.distmgr + lab.spec.delays.distmgr_done + 1)
     lab.tick()
+    status, code = rb.run("upd.status")  # distmgr has written 2301; the DP copy is still going
+    assert code == 0 and status["data"][0]["in_progress"] == 1
+    clock.advance(lab.spec.delays.distmgr_done)
+    lab.tick()
     status, code = rb.run("upd.status")
     assert code == 0 and status["data"][0]["installed"] == 1
     assert status["data"][0]["SourceVersion"] == "2"

@@ -86,6 +86,8 @@ def test_boot_image_update_updates_one_image_at_a_time(
         assert wait["log_lines"] and all(mine in line for line in wait["log_lines"])
         assert not any(other in line for line in wait["log_lines"])
         assert any("2301" in line for line in wait["log_lines"])
+        # Not at 2301: when the distribution status shows the new version on every DP.
+        assert f"distribution status: {mine} installed on all" in wait["message"], wait
     assert site.refreshes == ["P1200001", "P1200005"]
     for pid, before in versions.items():
         assert int(site.boot_images[pid]["SourceVersion"]) == before + 1

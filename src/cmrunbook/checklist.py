@@ -176,7 +176,7 @@ def readable_pattern(rx: str) -> str:
     Only the constructs the log catalog uses are translated; the raw regex is shown beside it.
     """
     text = re.sub(r"^\(\?[aiLmsux]+\)", "", rx)
-    text = text.replace("\\b", "")
+    text = text.replace("\\b", "").replace(":?", ":").replace("\\s*", "")
 
     def other_than(m: re.Match[str]) -> str:
         alts = [a.replace("\\.", "").replace("\\b", "").strip() for a in m.group(1).split("|")]
@@ -264,8 +264,8 @@ def _waits(catalog: Catalog, ps: PlannedStep) -> list[LogWaitView]:
             LogWaitView(
                 log=log,
                 expect=w.expect,
-                success=[(readable_pattern(p), p) for p in exp.success],
-                failure=[(readable_pattern(p), p) for p in exp.failure],
+                success=[(readable_pattern(p.re), p.re) for p in exp.success],
+                failure=[(readable_pattern(p.re), p.re) for p in exp.failure],
                 timeout=w.timeout,
                 poll=w.poll,
                 unconfirmed=exp.confidence == "UNCONFIRMED",

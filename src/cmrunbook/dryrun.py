@@ -57,9 +57,13 @@ def describe_step(n: int, ps: PlannedStep, catalog: Catalog) -> list[str]:
         )
         for log in w.logs:
             exp = catalog.logs.expectation(log, w.expect)
-            lines.append(f"         {log} success: {' | '.join(exp.success)}")
+            lines.append(f"         {log} success: {' | '.join(p.re for p in exp.success)}")
             if exp.failure:
-                lines.append(f"         {log} failure: {' | '.join(exp.failure)}")
+                lines.append(f"         {log} failure: {' | '.join(p.re for p in exp.failure)}")
+            if not exp.required:
+                lines.append(f"         ({log} not required: its failure still ends the wait)")
+            if exp.confirm:
+                lines.append(f"         (then also waits for the {exp.confirm})")
             if exp.confidence == "UNCONFIRMED":
                 lines.append(f"         ({log} patterns are UNCONFIRMED: runbooks/_logs.yaml)")
     if ps.note:

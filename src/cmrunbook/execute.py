@@ -18,7 +18,14 @@ from typing import Any, Protocol
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.journal import JournalWriter, ResumeState, step_id
-from cmrunbook.monitor import READ_LIMIT, Watch, compile_expectation, wait_for_logs
+from cmrunbook.monitor import (
+    READ_LIMIT,
+    TAIL,
+    Confirm,
+    distribution_verdict,
+    make_watch,
+    wait_for_logs,
+)
 from cmrunbook.plan import (
     HostPlan,
     Plan,
@@ -27,6 +34,7 @@ from cmrunbook.plan import (
     render_probe,
     render_step,
     script_header,
+    step_context,
 )
 from cmrunbook.render import ScriptResult, parse_result
 from cmrunbook.runbook import Probe
@@ -497,6 +505,10 @@ class HostRun:
         )
         if not result.ok:
             raise StepFailed(f"cannot arm the log monitor on {wait_ps.run_on}: {result.message}")
+        for log in w.logs:
+            if self.r.catalog.logs.expectation(log, w.expect).confirm:
+                # The second signal's state before the trigger: what "newer" is measured from.
+                result.data[log]["baseline"] = self._dist_status(wait_ps, item)
         self.armed[aid] = result.data
         self.r.journal.write(
             "log-armed", host=self.name, key=aid, on=wait_ps.run_on, logs=result.data
@@ -515,14 +527,16 @@ class HostRun:
             for entry in self.armed[aid].values():
                 entry["size"] = 0
         armed = self.armed[aid]
-        watches = []
+        watches, confirm = [], None
         for log in w.logs:
-            success, failure, reboot = compile_expectation(
-                self.r.catalog.logs.expectation(log, w.expect), item
-            )
+            exp = self.r.catalog.logs.expectation(log, w.expect)
+            entry = armed[log]
             watches.append(
-                Watch(log, armed[log]["path"], int(armed[log]["size"]), success, failure, reboot)
-            )
+                make_watch(log, exp, item, path=entry.get("path"), offset=int(entry["size"]),
+                           candidates=list(entry.get("candidates") or []))
+            )  # fmt: skip
+            if exp.confirm:
+                confirm = self._confirm(ps, item, list(entry.get("baseline") or []))
         scale = self.r.options.time_scale
         timeout, poll = w.timeout * scale, max(0.05, w.poll * scale)
 
@@ -540,15 +554,17 @@ class HostRun:
                 self.name, f"waiting {elapsed:.0f}s of {timeout:.0f}s; last: {last[:100]}"
             )
 
-        outcome = wait_for_logs(watches, read, timeout=timeout, poll=poll, progress=progress)
+        outcome = wait_for_logs(
+            watches, read, timeout=timeout, poll=poll, confirm=confirm, progress=progress
+        )
         if outcome.reboot_requested:
             self.reboot_requested = True
         if outcome.status != "ok":
             # A resumed wait goes on after the lines already judged, not back to the failure line.
             for w in watches:
-                armed[w.log] = {**armed[w.log], "size": w.offset}
+                armed[w.log] = {**armed[w.log], "size": w.offset, "path": w.path}
             self.r.journal.write("log-armed", host=self.name, key=aid, on=ps.run_on, logs=armed)
-            shown = "\n    ".join(outcome.lines[-8:]) or "(no new lines)"
+            shown = "\n    ".join(outcome.lines[-TAIL:]) or "(no new lines)"
             raise StepFailedWithLines(
                 f"{outcome.message}\n    last lines read:\n    {shown}", outcome.lines
             )
@@ -558,6 +574,24 @@ class HostRun:
             {"polls": outcome.polls, "bytes": sum(x.bytes_read for x in watches)},
             outcome.lines,
         )
+
+    def _dist_status(self, ps: PlannedStep, item: dict[str, Any] | None) -> list[Any]:
+        """The package's distribution status rows (dp, state, version) on the SMS Provider."""
+        package_id = str((item or {}).get("PackageID", ""))
+        site = step_context(self.r.plan, self.hp, ps, item)["site"]
+        res = self._engine(
+            ps.run_on, "dist_status.ps1.j2", "dist-status", site=site, package_id=package_id
+        )
+        if not res.ok:
+            raise StepFailed(f"cannot read the distribution status of {package_id}: {res.message}")
+        return list(res.data or [])
+
+    def _confirm(
+        self, ps: PlannedStep, item: dict[str, Any] | None, baseline: list[Any]
+    ) -> Confirm:
+        """The distribution-status second signal, asked on each poll of the wait."""
+        package_id = str((item or {}).get("PackageID", ""))
+        return lambda: distribution_verdict(package_id, self._dist_status(ps, item), baseline)
 
     # -- reboots ------------------------------------------------------------------------------
     def _reboot(self, ps: PlannedStep) -> tuple[str, str, Any, list[str]]:

@@ -1,8 +1,9 @@
 """Writing site-system logs as ConfigMgr does: CMTrace lines, the older 2007 form, MSI logs,
 rollover to `.lo_`, and the line sequences a role setup or a package update produces.
 
-The success and failure lines are the ones runbooks/_logs.yaml waits for, so a wait that works
-here matches what the catalog says a real host writes.
+Line shapes follow the real samples in shared/logs (SOURCES.md), harmless failure lines
+included; where no sample exists (a multicast role's own MCSSetup.log) the catalog's
+UNCONFIRMED pattern is written, so the lab shows what the tool does if the guess is right.
 """
 
 from __future__ import annotations
@@ -100,18 +101,29 @@ ROLE_PRODUCT = {
 }
 
 
+REG_QUERY_FAILED = r"RegQueryValueExW failed for Software\Microsoft\SMS\DP, PxeInstalled"
+
+
 def setup_start(role: str, operation: str) -> list[tuple[str, Line]]:
-    """The first lines of a role setup: (log name, line)."""
+    """The first lines of a role setup: (log name, line).
+
+    Shapes from real rolesetup and DP setup logs (shared/logs/SOURCES.md): the SUPSetup.log
+    sample's "<role> Setup Started....", "Parameters: ...rolesetup.exe /install ...", and the
+    harmless failure lines a setup that succeeds writes on the way (the smsdpprov.log sample's
+    "RegQueryValueExW failed for ...", "Failed to open WDS service."), as error entries.
+    """
     comp = ROLE_COMPONENT[role]
     verb = "Installing" if operation == "install" else "Deinstalling"
     msi_name = ROLE_MSI[role]
     args = "" if operation == "install" else " REMOVE=ALL"
+    setup = ROLE_SETUP_LOG[role]
     return [
-        (
-            ROLE_SETUP_LOG[role],
-            Line(f"********************* {verb} the {comp} *********************", comp),
-        ),
-        (ROLE_SETUP_LOG[role], Line(f"Running: msiexec.exe /i {msi_name}{args} /qn /l*v", comp)),
+        (setup, Line(f"********************* {verb} the {comp} *********************", comp)),
+        (setup, Line(f"{comp} Setup Started....", comp)),
+        (setup, Line(f"Parameters: rolesetup.exe /{operation} {comp} 0", comp)),
+        (setup, Line(REG_QUERY_FAILED, comp, 3)),
+        (setup, Line("Failed to open WDS service.", comp, 3)),
+        (setup, Line(f"Running: msiexec.exe /i {msi_name}{args} /qn /l*v", comp)),
         (ROLE_MSI_LOG[role], Line(f"=== Verbose logging started: {msi_name} ===", "MSI")),
     ]
 
@@ -154,6 +166,7 @@ def setup_end(
             Line(f"{noun} was successful." if ok else f"{noun} failed.", comp, 1 if ok else 3),
         )
     )
+    lines.append((ROLE_SETUP_LOG[role], Line("~RoleSetup().", comp)))  # the SUPSetup sample's end
     return lines
 
 

@@ -310,3 +310,23 @@ def status(ctx: Context) -> None:
             f"{len(report)} boot image(s): no DP failed; {pending} DP copy(ies) still in progress "
             "(Monitoring > Distribution Status > Content Status)."
         )
+
+
+@operation(
+    "engine/dist_status",
+    lambda s: s.has(
+        "$rows += @{ dp = [string]$dp.ServerNALPath; state = [int]$dp.State; "
+        "version = [int]$dp.SourceVersion }"
+    ),
+)
+def dist_status(ctx: Context) -> None:
+    """One package's SMS_PackageStatusDistPointsSummarizer rows: DP, State, SourceVersion."""
+    s = ctx.script
+    site = provider_site(ctx)
+    package_id = check_package_id(ctx)
+    call = wmi.call_after(s, "$rows = @()", "SMS_PackageStatusDistPointsSummarizer")
+    ctx.result.data = [
+        {"dp": str(dp.get("ServerNALPath")), "state": int(dp.get("State") or 0),
+         "version": int(dp.get("SourceVersion") or 0)}
+        for dp in wmi.run_call(ctx.lab, site, ctx.script, call, {"$packageId": package_id})
+    ]  # fmt: skip

@@ -18,27 +18,23 @@ def _is_log_arm(s: Script) -> bool:
 
 @operation("engine/log_arm", _is_log_arm)
 def log_arm(ctx: Context) -> None:
+    """Each log where it is; a log not written yet: every candidate path, watched until it is."""
     s, fs = ctx.script, ctx.host.fs
+    if not s.has("$entry.candidates += $path", ".TrimEnd('\\') + '\\' + $name"):
+        raise Unrecognized("the arm loop is not the one the lab simulates")
     names, dirs = s.input("logs"), s.input("dirs")
     install_dir = str(s.input("installDir"))
     found: dict[str, dict[str, object]] = {}
     for name in names:
-        entry: dict[str, object] = {"path": None, "size": 0, "exists": False}
-        for candidate in dirs:
-            folder = pf.expand_path(candidate, install_dir)
-            if fs.is_dir(folder):
-                path = folder.rstrip("\\") + "\\" + name
-                file = fs.get(path)
-                if file is not None:
-                    entry.update(path=path, size=file.size, exists=True)
-                    break
-                if entry["path"] is None:
-                    entry["path"] = path
-        if entry["path"] is None:
-            raise PSError(
-                f"No log folder found for {name} in: {'; '.join(dirs)} "
-                "(set the inventory var log_dirs)"
-            )
+        entry: dict[str, object] = {"path": None, "size": 0, "exists": False, "candidates": []}
+        paths = [pf.expand_path(c, install_dir).rstrip("\\") + "\\" + name for c in dirs]
+        present = next((p for p in paths if fs.get(p) is not None), None)
+        if present is not None:
+            file = fs.get(present)
+            assert file is not None
+            entry.update(path=present, size=file.size, exists=True)
+        else:
+            entry["candidates"] = paths
         found[name] = entry
     ctx.result.data = found
 
@@ -69,16 +65,23 @@ def log_read(ctx: Context) -> None:
     watches, max_bytes = s.input("watches"), int(s.input("maxBytes"))
     follows_rollover = s.has("$size -lt $offset", "ChangeExtension($path, '.lo_')")
     out: dict[str, dict[str, object]] = {}
+    finds_candidates = s.has("foreach ($candidate in @($watch.candidates))")
     for name, watch in watches.items():
-        path, offset = str(watch["path"]), int(watch["offset"])
+        path, offset = str(watch["path"] or ""), int(watch["offset"])
         entry: dict[str, object] = {
             "chunks": [],
             "offset": offset,
             "size": 0,
             "rolled": False,
             "exists": False,
+            "path": None,
         }
-        file = fs.get(path)
+        if not path and finds_candidates:
+            appeared = [str(c) for c in watch.get("candidates") or [] if fs.get(str(c))]
+            if appeared:
+                path, offset = appeared[0], 0
+                entry["path"] = path
+        file = fs.get(path) if path else None
         if file is not None:
             entry["exists"] = True
             entry["size"] = file.size

@@ -118,6 +118,9 @@ class SiteState:
         # SMS_PackageStatusDistPointsSummarizer.State per (PackageID, ServerNALPath lower case):
         # 0 installed (the default), 1 install pending, 3 install failed.
         self.dp_state: dict[tuple[str, str], int] = {}
+        # SourceVersion on each DP (PackageID, NAL lower): set when an update reaches it; until
+        # then 1, the version every package has at lab start.
+        self.dp_version: dict[tuple[str, str], int] = {}
         self.dp_servers = dict(dp_hosts)
         self.dp_records: list[dict[str, Any]] = []
         for b in spec.boot_images:
@@ -181,7 +184,8 @@ class SiteState:
                 {"PackageID": r["PackageID"], "ServerNALPath": r["ServerNALPath"],
                  "SiteCode": self.code,
                  "State": self.dp_state.get((r["PackageID"], r["ServerNALPath"].lower()), 0),
-                 "SourceVersion": self.boot_images.get(r["PackageID"], {}).get("SourceVersion", 1),
+                 "SourceVersion": self.dp_version.get(
+                     (r["PackageID"], r["ServerNALPath"].lower()), 1),
                  "SummaryDate": ""}
                 for r in self.dp_records
             ]  # fmt: skip

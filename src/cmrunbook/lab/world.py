@@ -471,7 +471,11 @@ class Lab:
                 )
 
     def refresh_boot_image(self, site: SiteState, package_id: str) -> None:
-        """RefreshPkgSource(): distmgr.log reports 2311 (updated), then 2301 (processed)."""
+        """RefreshPkgSource(): distmgr.log processes the package on the site server (2376, 2311,
+        a transfer job per DP, 2301), then the content reaches each DP later (PkgXferMgr), which
+        the distribution status shows. Lines and order: the package-actions sample in
+        shared/logs (distmgr-package-update-ok-PS100039), where 2301 follows the transfer jobs.
+        """
         image = site.boot_images[package_id.upper()]
         image["SourceVersion"] += 1
         site.refreshes.append(package_id.upper())
@@ -481,15 +485,39 @@ class Lab:
             site.dp_state[(rec["PackageID"], rec["ServerNALPath"].lower())] = 1
         t1 = self.clock.now() + self.delay(self.spec.delays.distmgr)
         t2 = t1 + self.delay(self.spec.delays.distmgr_done)
+        t3 = t2 + self.delay(self.spec.delays.distmgr_done)
+        dm = logs.DISTMGR
 
         def updated(t: float) -> None:
             when = self.clock.wall(t)
+            version = image["SourceVersion"]
+
+            def stat(msg_id: int, istr: list[str]) -> logs.Line:
+                return logs.Line(
+                    logs.statmsg(msg_id, server.address, site.code, when, istr, package_id), dm
+                )
+
             lines = [
-                logs.Line(f"Start updating the package {package_id}...", logs.DISTMGR),
-                logs.Line(f"The package {package_id} has been modified, "
-                          f"new version {image['SourceVersion']}.", logs.DISTMGR),
-                logs.Line(logs.statmsg(2311, server.address, site.code, when, [package_id],
-                                       package_id), logs.DISTMGR),
+                logs.Line(f"Start updating the package {package_id}...", dm),
+                stat(2376, [package_id]),
+                logs.Line(f"The source for package {package_id} has changed or the package "
+                          "source needs to be refreshed", dm),
+                logs.Line(f"Successfully created/updated the package {package_id}.", dm),
+                stat(2311, [package_id]),
+            ]  # fmt: skip
+            for rec in records:
+                nal = rec["ServerNALPath"]
+                lines += [
+                    logs.Line(f"DP Thread: Attempting to add or update package {package_id} "
+                              f"on DP {nal}", dm),
+                    logs.Line(f"Created package transfer job to send package {package_id} to "
+                              f"distribution point {nal}.", dm),
+                ]  # fmt: skip
+            lines += [
+                logs.Line(f"All DP threads have completed for package {package_id} "
+                          "processing thread.", dm),
+                logs.Line(f"CDistributionSrcSQL::UpdateAvailableVersion PackageID={package_id}, "
+                          f"Version={version}, Status=2301", dm),
             ]  # fmt: skip
             logs.append(server, "distmgr.log", lines, when)
 
@@ -498,9 +526,11 @@ class Lab:
             msg = logs.statmsg(
                 2301, server.address, site.code, when, [image["Name"], package_id], package_id
             )
-            logs.append(server, "distmgr.log", [logs.Line(msg, logs.DISTMGR)], when)
+            logs.append(server, "distmgr.log", [logs.Line(msg, dm)], when)
             image["LastRefreshTime"] = dmtf(when)
             self._refill_image(site, server, image)
+
+        def delivered(_t: float) -> None:
             for rec in records:
                 dp = self.host_by_server(rec["ServerNALPath"].split("\\")[2])
                 fault = None
@@ -510,9 +540,14 @@ class Lab:
                     )
                 state = 3 if fault is not None else 0
                 site.dp_state[(rec["PackageID"], rec["ServerNALPath"].lower())] = state
+                if state == 0:
+                    site.dp_version[(rec["PackageID"], rec["ServerNALPath"].lower())] = int(
+                        image["SourceVersion"]
+                    )
 
         self.schedule.at(t1, updated, f"distmgr:{package_id}")
         self.schedule.at(t2, processed, f"distmgr:{package_id}")
+        self.schedule.at(t3, delivered, f"pkgxfer:{package_id}")
 
     def _refill_image(self, site: SiteState, server: SimHost, image: dict[str, object]) -> None:
         """An updated boot image takes its SMS\\bin files from the site server's OSD\\bin."""
