@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Lab
 from helpers_engine import run_cli
 from test_cmtrace import cmtrace_line, sms2007_line
 
@@ -263,3 +264,58 @@ def test_fetch_script_is_valid_powershell() -> None:
     tree = tree_sitter.Parser(tree_sitter.Language(pwsh.language())).parse(script.encode())
     assert not tree.root_node.has_error
     assert "'%windir%\\System32\\CCM\\Logs\\SMSTSLog\\smsts.log'" in script
+
+
+# -- fidelity F12: base64 needs no escaping, and the default fetch fits WinRM 2.0's quota -------
+
+
+def _json_string_branch(prelude: str) -> str:
+    """The string part of the prelude's ConvertTo-CmrbJson: what follows the last collection."""
+    func = prelude[prelude.index("function ConvertTo-CmrbJson") :]
+    func = func[: func.index("\ntry {")]
+    return func[func.rindex("return '[' + ($parts -join ',') + ']'") :]
+
+
+def test_prelude_writes_base64_without_the_per_character_loop() -> None:
+    """A string that needs no escaping is returned before the loop; the test holds the
+    fast path's regex to the loop's own rule (escape `"`, `\\`, controls and non-ASCII)."""
+    import base64
+    import os
+
+    prelude = Catalog(ROOT).renderer.script("engine/fetch_logs.ps1.j2",
+                                            {"paths": [], "max_bytes": 1}, header="h")  # fmt: skip
+    branch = _json_string_branch(prelude)
+    fast = re.search(
+        r"if \(\$text -cmatch '(?P<re>[^']+)'\) \{\s*(?:#[^\n]*\n\s*)*"
+        r"return '\"' \+ \$text \+ '\"'\s*\}",
+        branch,
+    )
+    assert fast is not None, branch
+    assert fast.start() < branch.index(".ToCharArray()")
+    # .NET and Python agree on this class and anchors; \z is Python's \Z.
+    pattern = re.compile(fast["re"].replace(r"\z", r"\Z"))
+    for size in (0, 1, 2, 3, 1000):
+        assert pattern.match(base64.b64encode(os.urandom(size)).decode())
+    for needs_escaping in ('a"b', "a\\b", "abc\n", "a\tb", "\x01", "caf\u00e9", "a b\u2019"):
+        assert not pattern.match(needs_escaping), needs_escaping
+
+
+def test_cli_host_default_fetch_is_the_tail_that_fits_winrm_2_quota(lab: Lab) -> None:
+    """A 6 MB smsts.log on an XP client: the default fetch brings its last 4 MB, where the
+    failure is, and diagnoses it; WinRM 2.0's 150 MB shell quota would not hold 16 MB."""
+    host = lab.world.host("xp-wks002")
+    log = host.fs.get(r"C:\WINDOWS\CCM\Logs\smsts.log")
+    padding = b"".join(
+        f'<![LOG[Step {i} done]LOG]!><time="09:00:00.000+420" date="10-31-2013" '
+        f'component="TSManager" context="" type="1" thread="3048" file="x">\r\n'.encode()
+        for i in range(60000)
+    )
+    assert len(padding) > 6 << 20
+    log.data = bytearray(padding + bytes(log.data))
+    done = lab.cli("diagnose", "all", "--host", "xp-wks002", "--inventory", lab.inventory,
+                   "--non-interactive")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "KB2910552" in done.stdout
+    assert "note: only the last 4 MB were fetched" in done.stdout
+    (read,) = [r for r in host.stats.log_reads if r["log"] == "smsts.log"]
+    assert read["bytes"] == 4 << 20

@@ -389,8 +389,6 @@ OSDLAUNCH_CANDIDATES: tuple[str, ...] = (
     r"%windir%\System32\CCM\Logs\OSDLaunch.log",
 )
 FETCH_TEMPLATE = "engine/fetch_logs.ps1.j2"
-#: Bytes fetched per log at most; a larger log comes back as its tail.
-FETCH_MAX_BYTES = 16 << 20
 #: Seconds one fetch may take over WinRM (16 MB of base64 is ~22 MB on the wire).
 FETCH_DEADLINE = 300.0
 
