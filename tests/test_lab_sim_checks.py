@@ -111,13 +111,34 @@ def test_boot_image_update_probe_and_prechecks(lab: Lab, inv: Inventory) -> None
                                 "DPCount": 1}  # fmt: skip
     hotfix, code = rb.run("pre.hotfix-site-server")
     assert code == 1 and "5.0.7958.1000, older than 5.0.7958.1104" in hotfix["message"]
+    # The ADK 8.1 default images (WinPE 5.0, x86 and x64) are warned about, not refused.
     images, code = rb.run("pre.boot-images")
-    assert code == 1
+    assert code == 0, images["message"]
     verdicts = {i["PackageID"]: i["verdict"] for i in images["data"]["images"]}
-    assert verdicts == {"P1200001": "refused", "P1200002": "refused", "P1200005": "ok"}
+    assert verdicts == {"P1200001": "warning", "P1200002": "warning", "P1200005": "ok"}
     assert (
-        "P1200002 (Boot image (x64)) is x64 but the Windows XP targets are x86"
+        "P1200002 (Boot image (x64)) is OS version 6.3.9600.16384, not WinPE 3.1 (6.1.7601) "
+        "and x64, not the Windows XP architecture (x86)" in images["message"]
+    )
+    assert "xp_boot_images is empty" in images["message"]
+    # The image the XP task sequences use must follow the rule.
+    xp = Runbook(lab, inv, "boot-image-update", "cm12-site01", "xp_boot_images=P1200002")
+    images, code = xp.run("pre.boot-images")
+    assert code == 1
+    assert {i["PackageID"]: i["verdict"] for i in images["data"]["images"]}["P1200002"] == "refused"
+    assert (
+        "P1200002 (Boot image (x64)), a boot image of the Windows XP task sequences"
         in (images["message"])
+    )
+    named = Runbook(lab, inv, "boot-image-update", "cm12-site01", "xp_boot_images=P1200005")
+    images, code = named.run("pre.boot-images")
+    assert code == 0 and "xp_boot_images is empty" not in images["message"]
+    left_out = Runbook(lab, inv, "boot-image-update", "cm12-site01", "boot_images=P1200001",
+                       "xp_boot_images=P1200005")  # fmt: skip
+    images, code = left_out.run("pre.boot-images")
+    assert (
+        code == 1
+        and "P1200005 (xp_boot_images) is not among the boot images" in (images["message"])
     )
     lab.hosts["cm12-site01"].fs.get(CM12 + r"\bin\x64\TSCore.dll").version = "5.0.7958.1104"
     assert rb.run("pre.hotfix-site-server")[1] == 0

@@ -97,6 +97,63 @@ def test_boot_image_update_updates_one_image_at_a_time(
     assert report["summary"]["by_status"] == {"ok": 1}
 
 
+def hotfix_only(data: dict[str, Any]) -> None:
+    """cm12-site01 with KB2910552; its boot images as a 2012 R2 site has them: the ADK 8.1
+    WinPE 5.0 defaults (x86 and x64) distributed, and one WinPE 3.1 x86 image for XP."""
+    files = data["hosts"]["cm12-site01"]["files"]
+    for arch in ("i386", "x64"):
+        files[INSTALL + rf"\bin\{arch}\TSCore.dll"]["version"] = HOTFIX
+    images = {i["package_id"]: i for i in data["sites"]["P12"]["boot_images"]}
+    for pid, arch in (("P1200001", "x86"), ("P1200002", "x64")):
+        assert images[pid]["image_os_version"].startswith("6.3.9600")
+        assert images[pid]["architecture"] == arch and images[pid]["dps"]
+
+
+ALL_DISTRIBUTED = ["P1200001", "P1200002", "P1200005"]
+
+
+def test_boot_image_update_by_default_updates_every_distributed_image(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """fidelity F14: KB2910552 step 5 updates "all boot images that were previously
+    distributed"; the ADK default images are warned about, not a reason to refuse the site."""
+    lab = make_lab(custom_lab_file(tmp_path, hotfix_only), speed=SPEED)
+    res = lab.cli(
+        "remediate", "boot-image-update", "--yes", "--non-interactive", "--set",
+        "xp_boot_images=P1200005", time_scale=SCALE,
+    )  # fmt: skip
+    ok_run(res)
+    assert lab.world.sites["P12"].refreshes == ALL_DISTRIBUTED
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert [t.split("#")[1] for t in loop_trail(evs) if t.startswith("upd.update")] == (
+        ALL_DISTRIBUTED
+    )
+    (check,) = [e for e in evs if e["event"] == "step-end" and e["key"].endswith("pre.boot-images")]
+    assert check["status"] == "ok"
+    assert "Warning: P1200001 (Boot image (x86)) is OS version 6.3.9600.16384" in check["message"]
+    # The XP task sequences' image is still held to the rule: naming an x64 one stops the run.
+    refused = lab.cli(
+        "remediate", "boot-image-update", "--yes", "--non-interactive", "--set",
+        "xp_boot_images=P1200002", time_scale=SCALE,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "a boot image of the Windows XP task sequences" in refused.stdout
+    assert lab.world.sites["P12"].refreshes == ALL_DISTRIBUTED  # nothing more
+
+
+def test_bootsect_downgrade_by_default_updates_every_distributed_image(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(speed=SPEED)
+    res = lab.cli(
+        "remediate", "bootsect-downgrade", "--yes", "--non-interactive", "--set",
+        f"replacement_path={REPLACEMENT}", time_scale=SCALE,
+    )  # fmt: skip
+    ok_run(res)
+    assert lab.world.sites["P12"].refreshes == ALL_DISTRIBUTED
+
+
 def test_boot_image_update_refuses_a_site_server_without_the_hotfix(
     make_lab: Callable[..., Lab],
 ) -> None:

@@ -207,7 +207,7 @@ class _Checker:
 
     def _symptoms(self) -> Iterator[Problem]:
         for i, sym in enumerate(self.rb.symptoms):
-            for key in ("any", "all"):
+            for key in ("any", "all", "none"):
                 for j, pat in enumerate(getattr(sym, key)):
                     try:
                         re.compile(pat)

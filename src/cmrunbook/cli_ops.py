@@ -35,8 +35,18 @@ DIAGNOSE_HELP = {
     "inventory": COMMON_HELP["inventory"],
     "json": "Print a machine-readable result (JSON) instead of text.",
     "non_interactive": "Never prompt for a password (for scheduled runs).",
-    "max_mb": "With --host: fetch at most this many MB per log (the end of a larger one).",
+    "max_mb": "With --host: fetch at most this many MB per log (the end of a larger one; "
+    "default 4, which keeps the fetch within WinRM 2.0's 150 MB per-shell memory quota).",
 }
+
+#: MB fetched per log by default. The fetch holds each log as bytes, as base64 (4/3 as many
+#: UTF-16 characters) and as the JSON result line built from it: about 10 times the log's size
+#: in the remote shell. WinRM 2.0 hosts (XP, Server 2008 with WMF 2.0) limit a shell to
+#: MaxMemoryPerShellMB, 150 by default (Group Policy "Specify maximum amount of memory in MB
+#: per Shell": "If you disable or do not configure this policy setting, the value 150 is used
+#: by default"; 1024 only from Server 2016): 16 MB would need ~160 MB, 4 MB ~40 MB, leaving
+#: room for a second log (smsts.log and OSDLaunch.log) in the same shell.
+FETCH_MAX_MB = 4
 
 
 def expand_files(given: list[str]) -> list[str]:
@@ -70,7 +80,7 @@ def diagnose(
     inventory: str | None = None,
     json: bool = False,
     non_interactive: bool = False,
-    max_mb: int = 16,
+    max_mb: int = FETCH_MAX_MB,
 ) -> None:
     """Which known failure is in these logs: KB, matching lines, cause, and the fixing command."""
     from cmrunbook import diagnose as dx

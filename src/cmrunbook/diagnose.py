@@ -3,9 +3,19 @@
 The knowledge lives in the runbooks' ``symptoms:`` blocks, never here: this module only reads
 logs (through :mod:`cmrunbook.cmtrace`, so every log shape gives the same answer) and matches
 each record's message against the signatures. A signature is found when one of its ``any``
-patterns matches a record (if it has any) and each of its ``all`` patterns matches some record of
-the same file. Files are streamed; only the matching records are kept, a few per pattern, so a
-200 MB log costs what one chunk of it costs.
+patterns matches a record (if it has any), each of its ``all`` patterns matches some record of
+the same file and none of its ``none`` patterns matches any. Files are streamed; only the
+matching records are kept, a few per pattern, so a 200 MB log costs what one chunk of it costs.
+
+Logs reach an operator through blogs, forums and viewers as often as from the disk: a message
+is matched as such a copy renders it (typographic quotes as ASCII ones, HTML entities such as
+`&nbsp;` and `&quot;` decoded, Markdown backslash escapes removed; Markdown's `> ` quoting needs
+nothing, since no signature is anchored), and a space in a signature matches any run of white
+space or none, since copies lose spaces between tokens and lines. The evidence shows the lines
+as they are in the file.
+
+One finding per KB: when several runbooks fix the same failure (KB2910552: the hotfix's boot
+image update, or the bootsect.exe workaround), the finding names them all.
 
 Exit codes follow grep, so that a scheduled job can alert: 0 nothing known found, 1 a known
 failure found, 2 a file could not be read (missing, binary, or a host could not be reached).
@@ -13,6 +23,7 @@ failure found, 2 a file could not be read (missing, binary, or a host could not 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -40,6 +51,8 @@ SHOW_CHARS = 240
 _ROLLED = re.compile(r"\.lo_$", re.IGNORECASE)
 # ConfigMgr keeps earlier task sequence logs as smsts-20131031-094927.log.
 _DATED = re.compile(r"-\d{8}-\d{6}(?=\.log$)", re.IGNORECASE)
+#: What joins a known log's name to the rest of a saved copy's name (smsts-PC042.log).
+_SEPARATORS = frozenset("-_ .(")
 
 
 @dataclass(frozen=True)
@@ -50,14 +63,22 @@ class Signature:
     symptom: Symptom
     any: tuple[re.Pattern[str], ...]
     all: tuple[re.Pattern[str], ...]
+    none: tuple[re.Pattern[str], ...] = ()
 
     @property
     def logs(self) -> frozenset[str]:
         return frozenset(name.lower() for name in self.symptom.logs)
 
     @property
-    def command(self) -> str:
-        """The command that fixes it: `invoke remediate <runbook> <fix>`, as the model says."""
+    def kb(self) -> str:
+        return self.symptom.kb or self.runbook.source.kb
+
+    @property
+    def command(self) -> str | None:
+        """The command that fixes it, `invoke remediate <runbook> <fix>`; None when no runbook
+        fixes it (the symptom gives the KB's `remedy` instead)."""
+        if self.symptom.remedy is not None:
+            return None
         return " ".join(
             p for p in ("invoke remediate", self.runbook.id, self.symptom.fix.strip()) if p
         )
@@ -79,19 +100,33 @@ class Evidence:
 
 
 @dataclass
-class Finding:
-    """A known failure found in one file."""
+class Fix:
+    """One runbook that fixes a finding, with the command that runs it."""
 
     runbook: str
     title: str
-    kb: str
     symptom: str
-    symptom_title: str
-    cause: str
-    fix: str
     command: str
+
+
+@dataclass
+class Finding:
+    """A known failure (one KB) found in one file, and every runbook that fixes it.
+
+    `fixes` is empty when no runbook fixes it; `remedy` then says what the KB prescribes.
+    """
+
+    kb: str
+    title: str
+    cause: str
+    fixes: list[Fix]
+    remedy: str | None
     evidence: list[Evidence]
     matches: int
+
+    @property
+    def runbooks(self) -> list[str]:
+        return [f.runbook for f in self.fixes]
 
 
 @dataclass
@@ -169,8 +204,9 @@ def load_signatures(catalog: Catalog) -> tuple[list[Signature], list[str]]:
                     Signature(
                         rb,
                         sym,
-                        tuple(re.compile(p, re.MULTILINE) for p in sym.any),
-                        tuple(re.compile(p, re.MULTILINE) for p in sym.all),
+                        tuple(compile_signature(p) for p in sym.any),
+                        tuple(compile_signature(p) for p in sym.all),
+                        tuple(compile_signature(p) for p in sym.none),
                     )
                 )
             except re.error as exc:
@@ -179,11 +215,97 @@ def load_signatures(catalog: Catalog) -> tuple[list[Signature], list[str]]:
     return sigs, warnings
 
 
+#: What copies of a log put in place of its characters: typographic quotes, no-break spaces.
+_AS_TYPED = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u00a0": " ",
+    }
+)
+#: Markdown backslash escapes of characters a ConfigMgr log path never has after a backslash
+#: (`\<MP>`, `\*lpv...`, `\-----`, `Code\(0x...\)`); `\_` and `\.` are left alone:
+#: `C:\_SMSTaskSequence` and `\\.\PhysicalDrive0` are real paths.
+_MD_ESCAPE = re.compile(r"\\([<>*`#|()-])")
+_BLANKS = re.compile(r"[ \t]+")
+
+
+def as_rendered(message: str) -> str:
+    """The message as the log says it, from a copy of it: what the signatures are matched on."""
+    text = html.unescape(message) if "&" in message else message
+    text = text.translate(_AS_TYPED)
+    if "\\" in text:
+        text = _MD_ESCAPE.sub(r"\1", text)
+    return _BLANKS.sub(" ", text)
+
+
+def compile_signature(pattern: str) -> re.Pattern[str]:
+    """A signature's regex with its spaces (a literal space, `\\s+`) matching any white space
+    or none: copies of a log lose the space between tokens (`failed.Code(...)`) and the line
+    break between lines. A space before a quantifier and character classes are kept."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            pair = pattern[i : i + 2]
+            if not in_class and pair == "\\s" and pattern[i + 2 : i + 3] == "+":
+                out.append("\\s*")
+                i += 3
+                continue
+            out.append(pair)
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":  # a class that starts with ']'
+                out.append("[]")
+                i += 2
+                continue
+        elif ch == " ":
+            j = i
+            while j < n and pattern[j] == " ":
+                j += 1
+            if pattern[j : j + 1] not in ("*", "+", "?", "{"):
+                out.append("\\s*")
+                i = j
+                continue
+        out.append(ch)
+        i += 1
+    return re.compile("".join(out), re.MULTILINE)
+
+
 def log_name(name: str) -> str:
     """The log's canonical base name: `smsts-20131031-094927.log` and `smsts.lo_` are smsts.log."""
     base = PureWindowsPath(name).name if "\\" in name else PurePosixPath(name).name
     base = _ROLLED.sub(".log", base)
     return _DATED.sub("", base).lower()
+
+
+def named_after(base: str, known: set[str]) -> str:
+    """The known log a saved copy is named after: `smsts-PC042.log`, `PC042_smsts.log` and
+    `smsts (2).log` are smsts.log; any other name is returned as it is."""
+    if base in known:
+        return base
+    stem = base.rpartition(".")[0] or base
+    for log in sorted(known):
+        log_stem = log.rpartition(".")[0] or log
+        if stem.startswith(log_stem) and stem[len(log_stem) : len(log_stem) + 1] in _SEPARATORS:
+            return log
+        if stem.endswith(log_stem) and stem[-len(log_stem) - 1 : -len(log_stem)] in _SEPARATORS:
+            return log
+    return base
 
 
 # -- matching --------------------------------------------------------------------------------
@@ -196,18 +318,22 @@ class _Match:
         self.sig = sig
         self.any_hit = not sig.any
         self.all_hits = [0] * len(sig.all)
+        self.none_hit = False
         self.kept: dict[int, tuple[Record, set[str]]] = {}
         self.per_pattern: dict[str, int] = {}
         self.count = 0
 
-    def feed(self, rec: Record) -> None:
+    def feed(self, rec: Record, text: str) -> None:
+        """One record; `text` is its message as matched (see `as_rendered`)."""
+        if not self.none_hit and any(pat.search(text) for pat in self.sig.none):
+            self.none_hit = True
         hit: set[str] = set()
         for pat in self.sig.any:
-            if pat.search(rec.message):
+            if pat.search(text):
                 self.any_hit = True
                 hit.add(pat.pattern)
         for i, pat in enumerate(self.sig.all):
-            if pat.search(rec.message):
+            if pat.search(text):
                 self.all_hits[i] += 1
                 hit.add(pat.pattern)
         if not hit:
@@ -224,38 +350,62 @@ class _Match:
 
     @property
     def found(self) -> bool:
-        return self.any_hit and all(self.all_hits)
+        return self.any_hit and all(self.all_hits) and not self.none_hit
 
-    def finding(self) -> Finding:
-        rb, sym = self.sig.runbook, self.sig.symptom
-        evidence = []
-        for _, (rec, pats) in sorted(self.kept.items()):
-            ts = rec.timestamp
-            evidence.append(
-                Evidence(
-                    line=rec.first_line,
-                    last_line=rec.last_line,
-                    when=rec.when,
-                    timestamp=ts.isoformat() if ts else None,
-                    component=rec.component,
-                    thread=rec.thread,
-                    type=rec.type,
-                    message=rec.message,
-                    patterns=sorted(pats),
-                )
+
+def _evidence(kept: dict[int, tuple[Record, set[str]]]) -> list[Evidence]:
+    out = []
+    for _, (rec, pats) in sorted(kept.items()):
+        ts = rec.timestamp
+        out.append(
+            Evidence(
+                line=rec.first_line,
+                last_line=rec.last_line,
+                when=rec.when,
+                timestamp=ts.isoformat() if ts else None,
+                component=rec.component,
+                thread=rec.thread,
+                type=rec.type,
+                message=rec.message,
+                patterns=sorted(pats),
             )
-        return Finding(
-            runbook=rb.id,
-            title=rb.title,
-            kb=rb.source.kb,
-            symptom=sym.id,
-            symptom_title=sym.title,
-            cause=" ".join(sym.cause.split()),
-            fix=sym.fix,
-            command=self.sig.command,
-            evidence=evidence,
-            matches=self.count,
         )
+    return out
+
+
+def _findings(found: list[_Match]) -> list[Finding]:
+    """One finding per KB, in signature order: its first symptom gives the title and cause,
+    each runbook that fixes it is named, and the evidence is the union of the matched lines."""
+    by_kb: dict[str, list[_Match]] = {}
+    for m in found:
+        by_kb.setdefault(m.sig.kb, []).append(m)
+    findings = []
+    for kb, matches in by_kb.items():
+        first = matches[0].sig.symptom
+        kept: dict[int, tuple[Record, set[str]]] = {}
+        for m in matches:
+            for line, (rec, pats) in m.kept.items():
+                kept.setdefault(line, (rec, set()))[1].update(pats)
+        fixes = []
+        for m in matches:
+            command = m.sig.command
+            if command is not None:
+                rb = m.sig.runbook
+                fixes.append(Fix(rb.id, rb.title, m.sig.symptom.id, command))
+        remedy = next((m.sig.symptom.remedy for m in matches if m.sig.symptom.remedy), None)
+        findings.append(
+            Finding(
+                kb=kb,
+                title=first.title,
+                cause=" ".join(first.cause.split()),
+                fixes=fixes,
+                remedy=" ".join(remedy.split()) if remedy else None,
+                evidence=_evidence(kept),
+                # Records matched by the signature that matched most: the same lines count once.
+                matches=max(m.count for m in matches),
+            )
+        )
+    return findings
 
 
 def diagnose_stream(
@@ -263,7 +413,7 @@ def diagnose_stream(
 ) -> FileReport:
     """Read one log from a binary stream and match the signatures that apply to its name."""
     report = FileReport(name=name, note=note)
-    base = log_name(name)
+    base = named_after(log_name(name), {log for s in signatures for log in s.logs})
     chosen = [s for s in signatures if base in s.logs]
     if not chosen:
         report.known_name = False
@@ -274,8 +424,9 @@ def diagnose_stream(
         report.format, report.encoding = reader.format, reader.encoding
         matches = [_Match(s) for s in chosen]
         for rec in reader:
+            text = as_rendered(rec.message)
             for m in matches:
-                m.feed(rec)
+                m.feed(rec, text)
     except LogFormatError as exc:
         report.error = f"{exc}"
         return report
@@ -283,7 +434,7 @@ def diagnose_stream(
         report.error = f"cannot read: {exc.strerror or exc}"
         return report
     report.lines, report.records = reader.lines, reader.records
-    report.findings = [m.finding() for m in matches if m.found]
+    report.findings = _findings([m for m in matches if m.found])
     return report
 
 
@@ -336,8 +487,12 @@ def print_report(diag: Diagnosis, out: TextIO = sys.stdout, err: TextIO = sys.st
             )
             continue
         for fi in f.findings:
-            print(f"\n  {fi.kb}  {fi.runbook}: {fi.title}", file=out)
-            print(f"  symptom: {fi.symptom} - {fi.symptom_title}", file=out)
+            print(f"\n  {fi.kb}  {fi.title}", file=out)
+            if fi.fixes:
+                named = ", ".join(f"{x.runbook} ({x.title})" for x in fi.fixes)
+                print(f"  runbook{'s' if len(fi.fixes) > 1 else ''}: {named}", file=out)
+            else:
+                print("  runbook: none fixes it", file=out)
             print(f"  matching lines ({fi.matches}):", file=out)
             for ev in fi.evidence[:SHOW_LINES]:
                 where = f"{ev.line}" if ev.line == ev.last_line else f"{ev.line}-{ev.last_line}"
@@ -353,7 +508,11 @@ def print_report(diag: Diagnosis, out: TextIO = sys.stdout, err: TextIO = sys.st
             if more > 0:
                 print(f"    ... and {more} more matching record(s)", file=out)
             print(f"  cause: {fi.cause}", file=out)
-            print(f"  fix:   {fi.command}", file=out)
+            for i, x in enumerate(fi.fixes):
+                print(f"  {'fix:' if i == 0 else 'or:':<6} {x.command}", file=out)
+            if fi.remedy:
+                label = "or:" if fi.fixes else "fix:"
+                print(f"  {label:<6} {fi.remedy} (no runbook to run)", file=out)
         print("", file=out)
     found = sum(len(f.findings) for f in diag.files)
     read = [f for f in diag.files if not f.error]
@@ -389,8 +548,6 @@ OSDLAUNCH_CANDIDATES: tuple[str, ...] = (
     r"%windir%\System32\CCM\Logs\OSDLaunch.log",
 )
 FETCH_TEMPLATE = "engine/fetch_logs.ps1.j2"
-#: Bytes fetched per log at most; a larger log comes back as its tail.
-FETCH_MAX_BYTES = 16 << 20
 #: Seconds one fetch may take over WinRM (16 MB of base64 is ~22 MB on the wire).
 FETCH_DEADLINE = 300.0
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 ConfigMgrVersion = Literal["2003", "2007", "2012r2", "cb"]
 Role = Literal["site_server", "distribution_point", "client"]
@@ -61,10 +69,19 @@ class Parameter(Strict):
 
 
 class Symptom(Strict):
-    """A log signature that identifies this failure, used by `diagnose`."""
+    """A log signature that identifies this failure, used by `diagnose`.
+
+    Most symptoms are the failure their runbook fixes. A look-alike failure that no runbook
+    fixes (same log lines plus one that tells it apart) is kept next to the signature it must
+    not be confused with: it names its own `kb` and gives the KB's fix in words (`remedy`),
+    and `diagnose` then offers no command.
+    """
 
     id: str = Field(pattern=ID_PATTERN)
     title: str
+    kb: str | None = Field(
+        None, description="The KB of this failure when it is not the runbook's own KB."
+    )
     logs: list[str] = Field(
         description="Log file names this signature is found in, e.g. smsts.log."
     )
@@ -72,8 +89,28 @@ class Symptom(Strict):
     all: list[str] = Field(
         default_factory=list, description="Regexes that must all match somewhere in the file."
     )
+    none: list[str] = Field(
+        default_factory=list,
+        description="Regexes none of which may match anywhere in the file: the lines that "
+        "tell a look-alike failure apart.",
+    )
     cause: str = Field(description="The cause, in one sentence.")
-    fix: str = Field(description="Arguments after `invoke remediate <runbook>` that fix it.")
+    fix: str = Field("", description="Arguments after `invoke remediate <runbook>` that fix it.")
+    remedy: str | None = Field(
+        None,
+        description="For a failure no runbook fixes: the KB's fix in words (then `fix` is "
+        "empty, `kb` is set, and diagnose names no command).",
+    )
+
+    @model_validator(mode="after")
+    def _fix_or_remedy(self) -> Symptom:
+        if self.remedy is None and not self.fix.strip():
+            raise ValueError("a symptom needs 'fix' (the runbook's arguments) or 'remedy'")
+        if self.remedy is not None and (self.fix.strip() or not self.kb):
+            raise ValueError(
+                "a symptom with 'remedy' (no runbook fixes it) names its 'kb' and has no 'fix'"
+            )
+        return self
 
 
 class LogWait(Strict):

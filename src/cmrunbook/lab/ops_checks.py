@@ -208,25 +208,43 @@ def _winpe_ok(image_os_version: str, wanted: str) -> bool:
     ),
 )
 def check_images(ctx: Context) -> None:
+    """The pre-check as the script computes it from what the SMS Provider holds: an image named
+    in xpBootImages that breaks the WinPE/architecture rule is refused, any other is a warning."""
     s = ctx.script
     if not s.has(
         "return ($have.Major -eq $want.Major -and $have.Minor -eq $want.Minor -and "
         "$have.Build -eq $want.Build)",
         "if ($image.Architecture -ne $targetArch)",
+        "if ($broken.Count -gt 0 -and $usedByXp)",
     ):
         raise Unrecognized("the WinPE/architecture tests are not the ones the lab simulates")
     ids = list(s.input("bootImages") or [])
     arch = str(s.input("targetArch"))
     winpe = s.input("winpeVersion")
+    xp_ids = []
+    for raw in list(s.input("xpBootImages") or []):
+        if not _PKG_ID.match(str(raw)):
+            raise PSError(f"Not a ConfigMgr package ID: {raw}")
+        xp_ids.append(str(raw).upper())
     selection = boot_image_selection(ctx, ids)
-    problems, report = [], []
+    problems, warnings, report = [], [], []
     site_code = s.input("CmrbSiteCode")
     for missing in selection["missing"]:
         problems.append(
             f"{missing}: no boot image with this PackageID on site {site_code}; check boot_images."
         )
+    selected = [i["PackageID"] for i in selection["images"]]
+    for xp in xp_ids:
+        if xp not in selected:
+            problems.append(
+                f"{xp} (xp_boot_images) is not among the boot images this run updates: no such "
+                f"boot image on site {site_code}, or left out of boot_images. The boot image of "
+                "the Windows XP task sequences must be updated; check xp_boot_images and "
+                "boot_images."
+            )
     for image in selection["images"]:
         label = f"{image['PackageID']} ({image['Name']})"
+        used_by_xp = image["PackageID"] in xp_ids
         verdict = "ok"
         if image["DPCount"] == 0:
             verdict = "not distributed"
@@ -236,32 +254,47 @@ def check_images(ctx: Context) -> None:
                     "refreshes copies already distributed; distribute it first (Distribute "
                     "Content) or leave it out of boot_images."
                 )
-        else:
+        if image["DPCount"] > 0 or used_by_xp:
+            broken = []
             if winpe not in (None, "") and not _winpe_ok(image["ImageOSVersion"], str(winpe)):
-                verdict = "refused"
-                problems.append(
-                    f"{label} is OS version {image['ImageOSVersion']}, not WinPE 3.1 ({winpe}): "
-                    "the fix needs a WinPE 3.1 boot image. Import one (boot.wim of the Windows "
-                    "AIK for Windows 7 SP1 supplement), use it in the XP task sequences, and "
-                    "leave this image out with --set boot_images=<the WinPE 3.1 images>."
-                )
+                broken.append(f"OS version {image['ImageOSVersion']}, not WinPE 3.1 ({winpe})")
             if image["Architecture"].lower() != arch.lower():
+                broken.append(f"{image['Architecture']}, not the Windows XP architecture ({arch})")
+            if broken and used_by_xp:
                 verdict = "refused"
                 problems.append(
-                    f"{label} is {image['Architecture']} but the Windows XP targets are {arch}: "
-                    "the boot image architecture must match the XP architecture. Use a "
-                    f"{arch} boot image, or set target_arch if the targets really are "
+                    f"{label}, a boot image of the Windows XP task sequences (xp_boot_images), "
+                    f"is {' and '.join(broken)}: the XP task sequences need a WinPE 3.1 boot "
+                    "image of the XP architecture. Import one (boot.wim of the Windows AIK for "
+                    "Windows 7 SP1 supplement), use it in the XP task sequences and name it in "
+                    "xp_boot_images; set target_arch if the targets really are "
                     f"{image['Architecture']}."
                 )
+            elif broken:
+                verdict = "warning"
+                warnings.append(f"{label} is {' and '.join(broken)}")
         report.append({**_public(image, "PackageID", "Name", "ImageOSVersion", "Architecture",
-                                 "DPCount", "LastRefreshTime"), "verdict": verdict})  # fmt: skip
-    ctx.result.data = {"target_arch": arch, "winpe_version": winpe, "images": report}
+                                 "DPCount", "LastRefreshTime"), "xp": used_by_xp,
+                       "verdict": verdict})  # fmt: skip
+    ctx.result.data = {"target_arch": arch, "winpe_version": winpe, "xp_boot_images": xp_ids,
+                       "images": report, "warnings": warnings}  # fmt: skip
     if problems:
         ctx.result.ok = False
         ctx.result.message = f"Boot images refused ({len(problems)}): " + " | ".join(problems)
-    else:
-        distributed = [r for r in report if r["DPCount"] > 0]
-        ctx.result.message = f"{len(distributed)} distributed boot image(s) pass the checks."
+        return
+    distributed = [r for r in report if r["DPCount"] > 0]
+    message = f"{len(distributed)} distributed boot image(s) pass the checks."
+    if warnings:
+        message += (
+            " Warning: " + "; ".join(warnings) + ". They are updated too; no Windows XP task "
+            "sequence may use them (Windows XP needs a WinPE 3.1 boot image of its architecture)."
+        )
+    if not xp_ids:
+        message += (
+            " xp_boot_images is empty: no image was checked as the Windows XP task sequences' "
+            "boot image; name them to have them checked."
+        )
+    ctx.result.message = message
 
 
 @operation(
