@@ -189,8 +189,11 @@ def client_tscore_inventory(ctx: Context) -> None:
             found.append(entry)
         try:
             scan = wmi.run_call(ctx.lab, site, s, scan_call, env)
-            if scan and scan[0].get("LastUpdateDate"):
-                data["last_software_scan"] = _dmtf_text(str(scan[0]["LastUpdateDate"]))
+            if scan:
+                # The script reads `$lastScan.<Property>`: one the class lacks fails (StrictMode).
+                wmi.check_reads(s.body, "lastScan", "SMS_G_System_LastSoftwareScan", site.version)
+                if scan[0].get("LastScanDate"):
+                    data["last_software_scan"] = _dmtf_text(str(scan[0]["LastScanDate"]))
         except PSError:
             data["last_software_scan"] = None  # the script's catch
     readable = [e for e in found if e["version"] is not None]

@@ -151,7 +151,7 @@ class SiteState:
             return [{"ResourceID": c["ResourceId"], **c["_os"]} for c in self.clients if c["_os"]]
         if cls == "SMS_G_System_LastSoftwareScan":
             return [
-                {"ResourceID": c["ResourceId"], "LastUpdateDate": c["_scan"]}
+                {"ResourceID": c["ResourceId"], "LastScanDate": c["_scan"]}
                 for c in self.clients
                 if c["_scan"]
             ]

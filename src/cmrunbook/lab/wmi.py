@@ -185,11 +185,9 @@ SURFACE: dict[str, ClassSurface] = {
         "SMS-PROVIDER.md 7.4 [practitioner; no SDK page]",
         ("ResourceID", "BuildNumber", "Caption", "CSDVersion", "Version"),
     ),
-    # 7.3 documents LastScanDate; LastUpdateDate is kept while the checks template reads it.
     "SMS_G_System_LastSoftwareScan": ClassSurface(
-        "SMS-PROVIDER.md 7.3 [cc143742] (LastUpdateDate: not documented)",
-        ("ResourceID", "LastScanDate", "LastScanOpcode", "LastCollectedFileScanDate",
-         "LastUpdateDate"),
+        "SMS-PROVIDER.md 7.3 [cc143742]",
+        ("ResourceID", "LastScanDate", "LastScanOpcode", "LastCollectedFileScanDate"),
     ),
     "SMS_Collection": ClassSurface(
         "SMS-PROVIDER.md 7.6 [cc145320; ms815946; hh442671]",
