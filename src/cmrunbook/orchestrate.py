@@ -19,7 +19,7 @@ from cmrunbook.console import TextConsole
 from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
-from cmrunbook.locks import HostLocks
+from cmrunbook.locks import HostLocks, host_lock_keys, lock_dir, run_key
 from cmrunbook.plan import Plan
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -66,9 +66,16 @@ def execute_plan(
     """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant)."""
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
+    # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
+    keys = host_lock_keys([hp.target for hp in plan.hosts], plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
-    with _locked(runs_dir / ".locks", targets, run_dir, new=resume is None):
+    # The run locks its own folder too, so a --resume of it while it works is refused.
+    with _locked(run_key(run_dir) | keys, run_dir, new=resume is None):
+        if resume:
+            # Read again under the lock: the journal read before it may miss the last events of
+            # a run that ended (or was killed) in between, and those steps must not run twice.
+            resume = ResumeState.load(run_dir)
         journal = JournalWriter(run_dir, last_seq=resume.last_seq if resume else 0)
         try:
             if resume is None:
@@ -121,9 +128,10 @@ def execute_plan(
 
 
 @contextlib.contextmanager
-def _locked(folder: Path, targets: list[str], run_dir: Path, *, new: bool) -> Iterator[None]:
-    """Hold the targets' locks; a run refused by a held lock leaves no empty run folder behind."""
-    locks = HostLocks(folder, targets, run_dir.name)
+def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]:
+    """Hold the run's locks in the jump host's lock folder; a run refused by a held lock leaves
+    no empty run folder behind."""
+    locks = HostLocks(lock_dir(), keys, run_dir.name)
     try:
         locks.__enter__()
     except LockHeld:
