@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.catalog import Catalog
-from cmrunbook.console import TextConsole
+from cmrunbook.console import TextConsole, printable
 from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
@@ -146,17 +146,14 @@ def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]
 
 
 def summary_table(outcomes: list[HostOutcome]) -> str:
+    """The summary printed and saved as summary.txt: host names and messages come from the
+    inventory and the hosts, so every cell is shown as text (`printable`)."""
     rows = [("host", "steps done", "result", "duration", "message")]
     for o in outcomes:
-        rows.append(
-            (
-                o.host,
-                str(o.steps_done),
-                o.status,
-                f"{o.duration:.1f}s",
-                o.message.splitlines()[0] if o.message else "",
-            )
-        )
+        cells = (o.host, str(o.steps_done), o.status, f"{o.duration:.1f}s")
+        # The message's first line, split after `printable`: a CR is shown, not a line end.
+        first = printable(o.message).split("\n")[0]
+        rows.append((*(printable(c, lines=False) for c in cells), first))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []
     for r in rows:
