@@ -8,7 +8,8 @@ The locks belong to the jump host, not to a runs folder: they live in one folder
 (`lock_dir`), so two runs with different `--runs`, or a `--resume` given another `--runs`, still
 meet. And they belong to the machine, not to its inventory name: a host is locked under each of
 its identities (`machine_keys`), so one machine listed under two names or letter cases is one
-lock. A run also locks its own folder, so a `--resume` of a run that is still going is refused.
+lock. A run also locks its own folder (`RUN_LOCK`), so a `--resume` of a run that is still going
+is refused.
 """
 
 from __future__ import annotations
@@ -107,11 +108,9 @@ def machine_keys(host: HostView, inv: Inventory) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def run_key(run_dir: Path) -> dict[str, str]:
-    """The identity of a run folder (the same whichever `--runs` or relative path names it),
-    with what the refusal of a `--resume` calls it."""
-    key = "run:" + os.path.normcase(str(run_dir.resolve()))
-    return {key: f"run folder {run_dir} (a run still working in it)"}
+#: The key of a run folder's own lock, held in that folder (`<run>/run.lock`): however `--runs`
+#: or `--resume` names the folder, it is the same file, and it goes when the folder is pruned.
+RUN_LOCK = "run"
 
 
 def host_lock_keys(hosts: Iterable[HostView], inv: Inventory) -> dict[str, str]:

@@ -19,7 +19,7 @@ from cmrunbook.console import TextConsole, printable
 from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
-from cmrunbook.locks import HostLocks, host_lock_keys, lock_dir, run_key
+from cmrunbook.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
 from cmrunbook.plan import Plan
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -70,8 +70,7 @@ def execute_plan(
     keys = host_lock_keys([hp.target for hp in plan.hosts], plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
-    # The run locks its own folder too, so a --resume of it while it works is refused.
-    with _locked(run_key(run_dir) | keys, run_dir, new=resume is None):
+    with _locked(keys, run_dir, new=resume is None):
         if resume:
             # Read again under the lock: the journal read before it may miss the last events of
             # a run that ended (or was killed) in between, and those steps must not run twice.
@@ -129,20 +128,23 @@ def execute_plan(
 
 @contextlib.contextmanager
 def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]:
-    """Hold the run's locks in the jump host's lock folder; a run refused by a held lock leaves
-    no empty run folder behind."""
-    locks = HostLocks(lock_dir(), keys, run_dir.name)
-    try:
-        locks.__enter__()
-    except LockHeld:
-        if new:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
-        raise
-    try:
+    """Hold the hosts' locks in the jump host's lock folder, and the run folder's own lock in
+    it (so a --resume of a run that still works is refused, whatever --runs it names). A
+    resume tries its folder first, to say that; a new run its hosts first, so that one refused
+    by a held lock leaves no run folder behind."""
+    hosts = HostLocks(lock_dir(), keys, run_dir.name)
+    folder = HostLocks(run_dir, {RUN_LOCK: f"run folder {run_dir} (a run still working in it)"},
+                       run_dir.name)  # fmt: skip
+    with contextlib.ExitStack() as held:
+        try:
+            for locks in (hosts, folder) if new else (folder, hosts):
+                held.enter_context(locks)
+        except LockHeld:
+            if new:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
         yield
-    finally:
-        locks.__exit__(None, None, None)
 
 
 def summary_table(outcomes: list[HostOutcome]) -> str:
