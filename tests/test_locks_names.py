@@ -7,6 +7,7 @@ that sanitise to one file name), each with the real CLI against the lab.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import INVOKE, ROOT, Lab, events
+from helpers_engine import run_cli
 
 from cmrunbook.filenames import safe_name
 
@@ -185,3 +187,22 @@ def test_attack_2f_windows_device_names_are_made_safe(name: str) -> None:
 def test_plain_names_stay_readable() -> None:
     assert safe_name("cm07-dp02") == "cm07-dp02"
     assert safe_name("01-m3.disable-dp-multicast") == "01-m3.disable-dp-multicast"
+
+
+def test_attack_2a_checklist_anchors_distinct(lab: Lab) -> None:
+    """The checklist links each host by an anchor made from its name: distinct, as file names."""
+    names = {"cm07-dp01": "corp/dp", "cm07-dp02": "corp dp"}
+    inventory = inventory_with(lab, lambda d: rename(d, names), "collide3.yaml")
+    for fmt, pattern in (
+        ("html", r'<section class="host" id="([^"]+)"'),
+        ("md", r'<a id="([^"]+)"></a>\n\n## '),
+    ):
+        res = run_cli(
+            "checklist", "multicast", "--method", "4", "--format", fmt, "--hosts", "corp*",
+            "--inventory", inventory,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        anchors = re.findall(pattern, res.stdout)
+        assert len(anchors) == len(set(anchors)) == 2, anchors
+        for anchor in anchors:
+            assert f"(#{anchor})" in res.stdout or f'href="#{anchor}"' in res.stdout

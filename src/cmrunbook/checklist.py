@@ -27,6 +27,7 @@ import markupsafe
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.console import printable
+from cmrunbook.filenames import safe_name
 from cmrunbook.journal_read import INTERRUPTED, Journal, StepRecord, parse_time
 from cmrunbook.plan import HostPlan, Plan, PlannedStep, render_probe, render_step
 from cmrunbook.runbook import Probe
@@ -277,7 +278,9 @@ def _waits(catalog: Catalog, ps: PlannedStep) -> list[LogWaitView]:
 
 
 def _anchor(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts)).strip("-").lower()
+    """An HTML id / Markdown anchor, distinct for distinct host names (`corp/dp`, `corp dp`),
+    as file names are."""
+    return safe_name("-".join(parts))
 
 
 def _probes_used(hp: HostPlan) -> set[str]:
