@@ -17,6 +17,7 @@ import yaml
 from cmrunbook.lab.labfile import default_lab_path
 from cmrunbook.lab.serve import RunningLab, start_lab
 from cmrunbook.lab.world import Lab as WorldLab
+from cmrunbook.locks import LOCK_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -40,6 +41,7 @@ class Lab:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CMRUNBOOK_")}
+        env[LOCK_DIR_ENV] = os.environ[LOCK_DIR_ENV]  # the test's own (own_lock_dir)
         env.update(self.running.env())
         env.update(extra)
         return env
@@ -77,6 +79,15 @@ class Lab:
     def world(self) -> WorldLab:
         """The lab's simulated state."""
         return self.running.lab
+
+
+@pytest.fixture(autouse=True)
+def own_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own lock folder: the locks are per jump host, and tests run in parallel
+    (and beside a developer's own runs) on one machine. Every CLI a test starts inherits it."""
+    folder = tmp_path / "locks"
+    monkeypatch.setenv(LOCK_DIR_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture

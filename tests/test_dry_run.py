@@ -19,6 +19,7 @@ import pytest
 from helpers_engine import EXAMPLE_INVENTORY, REPO, kb_dir, run_cli, syntax_problems
 
 from cmrunbook.catalog import Catalog
+from cmrunbook.filenames import safe_name
 from cmrunbook.inventory import load_inventory
 from cmrunbook.plan import Planner
 
@@ -508,7 +509,7 @@ def test_out_writes_one_file_per_host_and_step(scripts_run: tuple[str, Path]) ->
             for n, ps in enumerate(steps, 1)
             if ps.step.template and not ps.skip_reason  # type: ignore[attr-defined]
         ]
-        expected = {re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".ps1" for name in numbered}
+        expected = {safe_name(name) + ".ps1" for name in numbered}
         expected |= {
             f"probe-{p}.ps1"
             for p in ("multicast-images", "large-multicast-image", "pxe-boot-images")

@@ -150,15 +150,15 @@ def test_sigkill_at_any_moment_leaves_a_journal_resume_accepts(tmp_path: Path) -
 def test_a_second_run_on_the_same_host_is_refused_while_the_first_holds_its_lock(
     tmp_path: Path,
 ) -> None:
-    with HostLocks(tmp_path, ["dp1", "dp2"], "run-a"):
+    with HostLocks(tmp_path, {"dp1": "dp1", "dp2": "dp2"}, "run-a"):
         with (
             pytest.raises(LockHeld, match=r"dp2 is locked by run run-a"),
-            HostLocks(tmp_path, ["dp2"], "run-b"),
+            HostLocks(tmp_path, {"dp2": "dp2"}, "run-b"),
         ):
             pass
-        with HostLocks(tmp_path, ["dp3"], "run-c"):
+        with HostLocks(tmp_path, {"dp3": "dp3"}, "run-c"):
             pass  # another host is free
-    with HostLocks(tmp_path, ["dp2"], "run-b"):
+    with HostLocks(tmp_path, {"dp2": "dp2"}, "run-b"):
         pass  # released with the first run
 
 

@@ -133,7 +133,9 @@ def test_killed_run_resumes_after_the_last_completed_step(
 def test_a_second_run_on_a_locked_host_exits_3_and_changes_nothing(
     make_lab: Callable[..., Lab],
 ) -> None:
-    lab = make_lab(speed=SPEED)
+    # A slower lab than the resume tests': the first run (its role removal alone 4.5 s) must
+    # outlast the second CLI's start on a loaded machine.
+    lab = make_lab(speed=10.0)
     proc = lab.popen(*ARGS, time_scale=SCALE)
     try:
         deadline = time.monotonic() + 30

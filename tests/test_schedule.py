@@ -226,3 +226,65 @@ def test_cli_cron_install_failure_is_exit_2(tmp_path: Path) -> None:
     done = run_schedule(tmp_path, "multicast", "--every", "daily", "--format", "cron", "--install")
     assert done.returncode == 2
     assert "error: cannot run" in done.stderr
+
+
+# -- attack 1g / 6d: a value cannot add an entry; the crontab child gets no password -----------
+
+INJECTED = {
+    "cron": "xp-fleet001\n* * * * * touch /tmp/PWNED_cron #",
+    "systemd": "xp-fleet001\nExecStartPre=/bin/touch /tmp/PWNED_systemd",
+    "windows": "xp-fleet001\r\n</Arguments><Command>calc.exe</Command>",
+}
+
+
+@pytest.mark.parametrize("fmt", ["cron", "systemd", "windows"])
+@pytest.mark.parametrize("option", ["--hosts", "--every", "--run-as"])
+def test_attack_1g_schedule_newline_refused(tmp_path: Path, fmt: str, option: str) -> None:
+    cmd, store = fake_crontab(tmp_path)
+    before = store.read_text()
+    units = tmp_path / "units"
+    value = INJECTED[fmt] if option != "--every" else "daily@02:30\nExecStartPre=/bin/true"
+    args = {"--hosts": "xp-fleet001", "--every": "daily@02:30", "--run-as": "CORP\\svc"}
+    args[option] = value
+    done = run_cli(
+        "schedule", "client-hotfix-check", "--format", fmt, "--install", "--unit-dir", str(units),
+        *(a for kv in args.items() for a in kv),
+        root=ROOT, env={sched.CRONTAB_ENV: cmd}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"error: {option} " in done.stderr and "control character" in done.stderr
+    assert store.read_text() == before  # the crontab was not touched
+    assert not units.exists()
+
+
+def test_attack_1g_windows_task_refuses_percent(tmp_path: Path) -> None:
+    done = run_schedule(
+        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "windows",
+        "--hosts", "%COMSPEC%",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "would expand the %" in done.stderr
+
+
+def test_attack_6d_crontab_child_env(tmp_path: Path) -> None:
+    cmd, store = fake_crontab(tmp_path)
+    seen = tmp_path / "environ.txt"
+    recorder = tmp_path / "recording-crontab"
+    recorder.write_text(f'#!/bin/sh\nenv >> {seen}\nexec {cmd} "$@"\n')
+    recorder.chmod(recorder.stat().st_mode | stat.S_IXUSR)
+    env = {
+        "CMRUNBOOK_USER": "CORP\\svc-cmrb",
+        "CMRUNBOOK_PASSWORD": SECRET,  # as after `. lab-state/credentials.env`
+        "OTHER_PASSWORD": SECRET,  # a variable an inventory's password_env may name
+        sched.CRONTAB_ENV: str(recorder),
+    }
+    done = run_cli(
+        "schedule", "client-hotfix-check", "--every", "daily@02:30", "--format", "cron",
+        "--install", root=ROOT, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    recorded = seen.read_text()
+    assert "PATH=" in recorded  # the recorder ran, twice (-l and -)
+    assert SECRET not in recorded
+    assert SECRET not in store.read_text()
+    assert "cmrunbook:cmrunbook-check-client-hotfix-check" in store.read_text()

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+import markupsafe
 
 from cmrunbook.catalog import Catalog
+from cmrunbook.console import printable
+from cmrunbook.filenames import safe_name
 from cmrunbook.journal_read import INTERRUPTED, Journal, StepRecord, parse_time
 from cmrunbook.plan import HostPlan, Plan, PlannedStep, render_probe, render_step
 from cmrunbook.runbook import Probe
@@ -275,7 +278,9 @@ def _waits(catalog: Catalog, ps: PlannedStep) -> list[LogWaitView]:
 
 
 def _anchor(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts)).strip("-").lower()
+    """An HTML id / Markdown anchor, distinct for distinct host names (`corp/dp`, `corp dp`),
+    as file names are."""
+    return safe_name("-".join(parts))
 
 
 def _probes_used(hp: HostPlan) -> set[str]:
@@ -509,12 +514,18 @@ def build_checklist(
 
 # ---------------------------------------------------------------- rendering
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<|])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<|&~])")
+#: Markup only at the start of a line (a value the template places at one): quote, heading,
+#: list item.
+_MD_LINE_START = re.compile(r"^(\s*)([>#+-])")
 
 
 def md_escape(value: Any) -> str:
-    """Text for Markdown: characters GFM would read as markup are backslash-escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+    """Text for Markdown: characters GFM would read as markup are backslash-escaped, so a
+    host name such as `dp<img onerror=...>|x](javascript:...)` stays text in a table cell, a
+    heading or a line (GFM passes raw HTML through; `|` ends a cell)."""
+    text = _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+    return _MD_LINE_START.sub(r"\1\\\2", text)
 
 
 def md_code(value: Any) -> str:
@@ -544,6 +555,13 @@ STATUS_MARK = {
 }
 
 
+def _printable_value(value: Any) -> Any:
+    """A template value through `printable`; markup stays markup, other types stay as they are."""
+    if isinstance(value, markupsafe.Markup):
+        return markupsafe.Markup(printable(str(value)))
+    return printable(value) if isinstance(value, str) else value
+
+
 def environment(templates_dir: Path, fmt: str) -> jinja2.Environment:
     """The checklist/report environment: HTML autoescaped, Markdown plain with its filters."""
     env = jinja2.Environment(
@@ -554,6 +572,9 @@ def environment(templates_dir: Path, fmt: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    # Every value, whatever its format, is first made printable: the Markdown filters and
+    # HTML autoescape know nothing of control characters, which a viewer could act on.
+    env.finalize = _printable_value
     env.filters["md"] = md_escape
     env.filters["md_code"] = md_code
     env.filters["md_fence"] = md_fence

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
+from cmrunbook.console import printable
 from cmrunbook.errors import ConfigError, LockHeld, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,13 +37,13 @@ def cli_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ConfigError as exc:
             for p in exc.problems:
-                print(f"error: {p}", file=sys.stderr)
+                print(f"error: {printable(str(p))}", file=sys.stderr)
             raise Exit(code=EXIT_USAGE) from None
         except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_USAGE) from None
         except LockHeld as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_LOCKED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, TextIO
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.cmtrace import LogFormatError, LogReader, Record
+from cmrunbook.console import PrintableStream
 from cmrunbook.errors import ConfigError
 from cmrunbook.runbook import Runbook, Symptom
 from cmrunbook.sourcemap import load_yaml
@@ -461,7 +462,9 @@ def _one_line(text: str, limit: int = SHOW_CHARS) -> str:
 
 
 def print_report(diag: Diagnosis, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-    """The human-readable result: per known failure its KB, lines, cause and command."""
+    """The human-readable result: per known failure its KB, lines, cause and command. The log
+    lines are the host's: shown as text, never as terminal controls."""
+    out, err = PrintableStream(out), PrintableStream(err)
     for w in diag.warnings:
         print(f"warning: {w}", file=err)
     for f in diag.files:

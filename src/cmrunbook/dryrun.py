@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cmrunbook.catalog import Catalog
+from cmrunbook.console import PrintableStream
 from cmrunbook.errors import UsageError
 from cmrunbook.filenames import safe_name
 from cmrunbook.plan import HostPlan, Plan, PlannedStep, render_probe, render_step
@@ -95,6 +96,7 @@ def print_dry_run(
     out_dir: Path | None = None,
 ) -> int:
     """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count."""
+    out = PrintableStream(out)  # inventory names and values, shown as text
     rb = plan.runbook
     mode = (
         "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.catalog import Catalog
-from cmrunbook.console import TextConsole
+from cmrunbook.console import TextConsole, printable
 from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
-from cmrunbook.locks import HostLocks
+from cmrunbook.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
 from cmrunbook.plan import Plan
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -66,9 +66,15 @@ def execute_plan(
     """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant)."""
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
+    # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
+    keys = host_lock_keys([hp.target for hp in plan.hosts], plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
-    with _locked(runs_dir / ".locks", targets, run_dir, new=resume is None):
+    with _locked(keys, run_dir, new=resume is None):
+        if resume:
+            # Read again under the lock: the journal read before it may miss the last events of
+            # a run that ended (or was killed) in between, and those steps must not run twice.
+            resume = ResumeState.load(run_dir)
         journal = JournalWriter(run_dir, last_seq=resume.last_seq if resume else 0)
         try:
             if resume is None:
@@ -121,34 +127,35 @@ def execute_plan(
 
 
 @contextlib.contextmanager
-def _locked(folder: Path, targets: list[str], run_dir: Path, *, new: bool) -> Iterator[None]:
-    """Hold the targets' locks; a run refused by a held lock leaves no empty run folder behind."""
-    locks = HostLocks(folder, targets, run_dir.name)
-    try:
-        locks.__enter__()
-    except LockHeld:
-        if new:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
-        raise
-    try:
+def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]:
+    """Hold the hosts' locks in the jump host's lock folder, and the run folder's own lock in
+    it (so a --resume of a run that still works is refused, whatever --runs it names). A
+    resume tries its folder first, to say that; a new run its hosts first, so that one refused
+    by a held lock leaves no run folder behind."""
+    hosts = HostLocks(lock_dir(), keys, run_dir.name)
+    folder = HostLocks(run_dir, {RUN_LOCK: f"run folder {run_dir} (a run still working in it)"},
+                       run_dir.name)  # fmt: skip
+    with contextlib.ExitStack() as held:
+        try:
+            for locks in (hosts, folder) if new else (folder, hosts):
+                held.enter_context(locks)
+        except LockHeld:
+            if new:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
         yield
-    finally:
-        locks.__exit__(None, None, None)
 
 
 def summary_table(outcomes: list[HostOutcome]) -> str:
+    """The summary printed and saved as summary.txt: host names and messages come from the
+    inventory and the hosts, so every cell is shown as text (`printable`)."""
     rows = [("host", "steps done", "result", "duration", "message")]
     for o in outcomes:
-        rows.append(
-            (
-                o.host,
-                str(o.steps_done),
-                o.status,
-                f"{o.duration:.1f}s",
-                o.message.splitlines()[0] if o.message else "",
-            )
-        )
+        cells = (o.host, str(o.steps_done), o.status, f"{o.duration:.1f}s")
+        # The message's first line, split after `printable`: a CR is shown, not a line end.
+        first = printable(o.message).split("\n")[0]
+        rows.append((*(printable(c, lines=False) for c in cells), first))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []
     for r in rows:

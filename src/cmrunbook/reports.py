@@ -38,6 +38,7 @@ from typing import Any
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.checklist import environment
+from cmrunbook.console import printable
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
 from cmrunbook.plan import Plan
@@ -232,6 +233,17 @@ def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
     return root
 
 
+def _printable_xml(root: ET.Element) -> ET.Element:
+    """Every text and attribute through `printable`: XML 1.0 cannot hold most control
+    characters at all (a CI server would reject the file), and a viewer must not act on them."""
+    for el in root.iter():
+        if el.text:
+            el.text = printable(el.text)
+        for name, value in el.attrib.items():
+            el.set(name, printable(value))
+    return root
+
+
 def _outcome(
     case: ET.Element, status: str, message: str, log_lines: list[str], counts: Counter[str]
 ) -> None:
@@ -256,7 +268,8 @@ def _outcome(
 
 def cmtrace_entry(message: str, when: datetime, type_: int, thread: int, file: str) -> str:
     """One CMTrace line. The time is UTC with bias +000, the form ConfigMgr's own logs use."""
-    text = message.replace("]LOG]!>", "]LOG]!&gt;").replace("\r", " ").replace("\n", " | ")
+    text = printable(message).replace("]LOG]!>", "]LOG]!&gt;").replace("\n", " | ")
+    file = printable(file, lines=False).replace('"', "&quot;")
     t = when.astimezone(UTC) if when.tzinfo else when
     return (
         f'<![LOG[{text}]LOG]!><time="{t:%H:%M:%S}.{t.microsecond // 1000:03d}+000" '
@@ -409,7 +422,7 @@ def write_reports(
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths.append(path)
-    tree = ET.ElementTree(build_junit(report, plan))
+    tree = ET.ElementTree(_printable_xml(build_junit(report, plan)))
     ET.indent(tree)
     path = out / "junit.xml"
     tree.write(path, encoding="utf-8", xml_declaration=True)

@@ -180,6 +180,14 @@ class Job:
             raise UsageError(f"--action {action!r}: use remediate or check")
         if method and action != "remediate":
             raise UsageError("--method applies to --action remediate only")
+        _refuse_control_characters(
+            {
+                "runbook": runbook, "--every": every, "--inventory": inventory,
+                "--hosts": hosts, "--method": method, "--reports": reports,
+                "--env-file": env_file, "--run-as": run_as, "--name": name,
+                "the project folder": str(root),
+            }
+        )  # fmt: skip
         parsed = parse_every(every)
         root = root.resolve()
         argv = [str(invoke or venv_invoke()), action, runbook, "--non-interactive"]
@@ -200,6 +208,23 @@ class Job:
     def command(self) -> str:
         """The command as a person would type it (POSIX shell quoting)."""
         return " ".join(shlex.quote(a) for a in self.argv)
+
+
+#: Characters that end or bend a line in some scheduler's file: C0/C1 controls (newline, CR,
+#: ESC, NEL) and the Unicode line and paragraph separators.
+_LINE_BREAKERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _refuse_control_characters(values: dict[str, str | None]) -> None:
+    """A newline in a value would start a new crontab entry or unit directive: no quoting of any
+    of the three formats can hold one, so such a value is refused, not quoted."""
+    for option, value in values.items():
+        m = _LINE_BREAKERS.search(value or "")
+        if m:
+            raise UsageError(
+                f"{option} {value!r} has a control character ({m.group()!r}); "
+                "a schedule takes none. Nothing was written."
+            )
 
 
 def _absolute(path: str, root: Path) -> Path:
@@ -226,8 +251,10 @@ def systemd_quote(arg: str) -> str:
 def systemd_units(job: Job) -> dict[str, str]:
     """The service and timer unit texts, by file name."""
     exec_start = " ".join(systemd_quote(a) for a in job.argv)
+    what = f"{job.argv[1]} {job.runbook}".replace("%", "%%")  # `%` starts a specifier
+    every = job.every.text.replace("%", "%%")
     service = f"""[Unit]
-Description=cmrunbook: {job.argv[1]} {job.runbook} ({job.every.text})
+Description=cmrunbook: {what} ({every})
 Wants=network-online.target
 After=network-online.target
 
@@ -239,7 +266,7 @@ EnvironmentFile={systemd_quote(str(job.env_file))}
 ExecStart={exec_start}
 """
     timer = f"""[Unit]
-Description=cmrunbook: {job.argv[1]} {job.runbook} every {job.every.text}
+Description=cmrunbook: {what} every {every}
 
 [Timer]
 OnCalendar={job.every.on_calendar()}
@@ -283,11 +310,24 @@ def crontab_command() -> list[str]:
     return shlex.split(os.environ.get(CRONTAB_ENV) or "crontab")
 
 
+#: All that `crontab` needs from the environment. The shell that schedules a job has often
+#: sourced the credentials file (CMRUNBOOK_PASSWORD, or whatever variable the inventory names),
+#: and a child process must not inherit a password it has no use for.
+_CRONTAB_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+def crontab_env() -> dict[str, str]:
+    """The environment of the `crontab` child: `_CRONTAB_ENV_KEEP` only."""
+    return {k: os.environ[k] for k in _CRONTAB_ENV_KEEP if k in os.environ}
+
+
 def install_cron(job: Job) -> str:
     """Replace this job's line (by its marker) in the user's crontab, keeping every other line."""
     cmd = crontab_command()
     try:
-        current = subprocess.run([*cmd, "-l"], capture_output=True, text=True, check=False)
+        current = subprocess.run(
+            [*cmd, "-l"], capture_output=True, text=True, check=False, env=crontab_env()
+        )
     except OSError as exc:
         raise InstallError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from exc
     if current.returncode == 0:
@@ -300,7 +340,9 @@ def install_cron(job: Job) -> str:
     kept = [ln for ln in lines if not ln.rstrip().endswith(marker)]
     line = cron_line(job)
     text = "\n".join([*kept, line]) + "\n"
-    done = subprocess.run([*cmd, "-"], input=text, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [*cmd, "-"], input=text, capture_output=True, text=True, check=False, env=crontab_env()
+    )
     if done.returncode != 0:
         raise InstallError(f"{' '.join(cmd)} - failed: {done.stderr.strip()}")
     return line
@@ -386,9 +428,17 @@ def _windows_invoke(job: Job) -> str:
 
 def _windows_args(job: Job) -> str:
     """Arguments quoted as CommandLineToArgvW splits them; project paths made relative when the
-    XML is written on another system (the task runs in the project folder)."""
+    XML is written on another system (the task runs in the project folder).
+
+    Task Scheduler expands `%NAME%` in an action's arguments and has no escape for `%`, so a
+    value with one is refused rather than left to expand."""
     args = []
     for a in job.argv[1:]:
+        if "%" in a:
+            raise UsageError(
+                f"{a!r}: a Windows scheduled task would expand the % in it; "
+                "the task takes no value with %. Nothing was written."
+            )
         p = Path(a)
         if os.name != "nt" and p.is_absolute() and p.is_relative_to(job.root):
             a = str(PureWindowsPath(*p.relative_to(job.root).parts))
