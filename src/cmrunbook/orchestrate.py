@@ -87,7 +87,9 @@ def execute_plan(
                     dry_run=False,
                 )
             else:
-                journal.write("resume", argv=sys.argv[1:], user=_user())
+                journal.write(
+                    "resume", argv=sys.argv[1:], user=_user(), restore_only=options.restore_only
+                )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
             runner = Runner(catalog, plan, sessions, journal, console, options, resume)
@@ -98,15 +100,18 @@ def execute_plan(
                 outcomes, interrupted = exc.outcomes, True
             finally:
                 sessions.close()
-            # A check that could not decide (unknown) is reported, not failed.
-            code = EXIT_OK if all(o.status in ("ok", "unknown") for o in outcomes) else EXIT_FAILED
+            # A check that could not decide (unknown) is reported, not failed; a site-wide
+            # change left outstanding is a failure whatever the hosts did.
+            site_lines = runner.sites.summary({s.id: s.restored for s in plan.runbook.site_states})
+            ok = all(o.status in ("ok", "unknown") for o in outcomes)
+            code = EXIT_OK if ok and not runner.sites.unresolved() else EXIT_FAILED
             status = "ok" if code == EXIT_OK else "failed"
             if interrupted:
                 code, status = EXIT_INTERRUPTED, "interrupted"
             journal.write("run-end", status=status, exit_code=code)
         finally:
             journal.close()
-    summary = summary_table(outcomes)
+    summary = "\n".join([summary_table(outcomes), *site_lines])
     (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
     console.print("")
     console.print(summary)
@@ -115,6 +120,12 @@ def execute_plan(
     if interrupted:
         print(
             f"Interrupted. Continue with: invoke remediate {plan.runbook.id} --resume {run_dir}",
+            file=sys.stderr,
+        )
+    if runner.sites.unresolved():
+        print(
+            "Site-wide changes are still outstanding. Set them back with: "
+            f"invoke remediate {plan.runbook.id} --rollback --resume {run_dir}",
             file=sys.stderr,
         )
     return code
