@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from conftest import Lab, custom_lab_file, events
-from test_run_resume import after_step_end, kill_when
+from test_run_resume import after_step_end, after_step_start, journal_of, kill_when
 
 from cmrunbook.lab.labfile import FaultSpec
 
@@ -177,3 +178,31 @@ def test_two_dps_of_one_site_do_not_interleave_image_changes(
         }
         assert cleared == {"C0700010", "C0700011"}, (host, cleared)
     assert report(run)["site_states"][0]["restored"] == []
+
+
+def test_a_second_run_on_another_dp_of_the_site_is_refused(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(speed=SPEED)
+    before = flags(lab)
+    # The first run waits in Method 3 with the site's images cleared (the removal never ends).
+    lab.world.faults.add(
+        FaultSpec(host=DP, kind="log-hang", operation="uninstall", role="multicast")
+    )
+    proc = lab.popen(*METHOD_3, "--hosts", DP, time_scale=SCALE)
+    waiting = after_step_start("method:3/m3.wait-mcs-uninstall")
+    deadline = time.monotonic() + 60
+    while not ((path := journal_of(lab)) and path.is_file() and waiting(events(path.parent))):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run never waited"
+        time.sleep(0.02)
+    (first,) = lab.run_dirs()
+    try:
+        res = lab.cli(*METHOD_3, "--hosts", "cm07-dp01", time_scale=SCALE)
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert f"cm07-site01 is locked by run {first.name}" in res.stderr
+        assert lab.run_dirs() == [first]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    # Ctrl-C sets the images back.
+    assert proc.returncode == 130, out + err
+    assert flags(lab) == before
+    assert RESTORED in out

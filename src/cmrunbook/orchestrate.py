@@ -68,7 +68,7 @@ def execute_plan(
     confirm_destructive(plan, options, console)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
-    with _locked(runs_dir / ".locks", targets, run_dir, new=resume is None):
+    with _locked(runs_dir / ".locks", targets + _site_servers(plan), run_dir, new=resume is None):
         journal = JournalWriter(run_dir, last_seq=resume.last_seq if resume else 0)
         try:
             if resume is None:
@@ -111,7 +111,9 @@ def execute_plan(
             journal.write("run-end", status=status, exit_code=code)
         finally:
             journal.close()
-    summary = "\n".join([summary_table(outcomes), *site_lines])
+    if options.restore_only and not site_lines:
+        site_lines = ["nothing to set back: the run left no site-wide change outstanding"]
+    summary = "\n".join(([summary_table(outcomes)] if outcomes else []) + site_lines)
     (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
     console.print("")
     console.print(summary)
@@ -129,6 +131,16 @@ def execute_plan(
             file=sys.stderr,
         )
     return code
+
+
+def _site_servers(plan: Plan) -> list[str]:
+    """The site servers whose site-wide state the runbook changes and that are not targets:
+    locked too, so that two runs on DPs of one site never change the same images at once."""
+    if not plan.runbook.site_states:
+        return []
+    targets = {hp.target.name for hp in plan.hosts}
+    servers = {plan.inventory.provider_of(hp.target).name for hp in plan.hosts}
+    return sorted(servers - targets)
 
 
 @contextlib.contextmanager
