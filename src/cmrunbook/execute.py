@@ -585,6 +585,9 @@ class HostRun:
             value = self.r.sites.snapshot(
                 self.site, probe_id, digest, self.name, lambda: (host, take())
             )
+            # The site server answered for this target, whichever target asked it first: a
+            # target that fails later has "failed", not "unreachable", as when each probed.
+            self.contacted = True
         else:
             value = take()
         self.probes[probe_id] = value
