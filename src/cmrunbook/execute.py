@@ -209,7 +209,7 @@ class HostRun:
         self.finished = prior.finished if prior else None
         # Change steps whose change was set back after a stop run again before the target goes
         # on: the steps after them expect the change made.
-        self.done -= runner.sites.ledger.reopen.get(self.name, set())
+        self.done -= runner.sites.reopened(self.name)
         self.site = hp.target.site_code
         self.reboot_requested = False
         self.outcome = HostOutcome(self.name)
@@ -417,7 +417,7 @@ class HostRun:
                 SITE_RESTORED, site=self.site, state=effect.state, item=item_id, host=self.name,
                 step=step_id(ps.key, item_id), compensated=compensated,
             )  # fmt: skip
-        if not self.r.sites.ledger.held_by(self.site, self.name):
+        if not self.r.sites.holds(self.site, self.name):
             self.r.sites.close(self.site, self.name)
 
     def _site_state(self, state_id: str) -> SiteState:

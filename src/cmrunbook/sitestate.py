@@ -130,6 +130,16 @@ class SiteStates:
         with self._lock:
             return dict(self.ledger.outstanding.get((site, state), {}))
 
+    def holds(self, site: str, host: str) -> bool:
+        """Whether `host` still has changed items of `site` that are not set back."""
+        with self._lock:
+            return self.ledger.held_by(site, host)
+
+    def reopened(self, host: str) -> set[str]:
+        """The change steps of `host` to run again (their change was set back after a stop)."""
+        with self._lock:
+            return set(self.ledger.reopen.get(host, ()))
+
     def open(
         self, site: str, host: str, stop: threading.Event, waiting: Callable[[str], None]
     ) -> bool:
