@@ -206,3 +206,39 @@ def test_a_second_run_on_another_dp_of_the_site_is_refused(make_lab: Callable[..
     assert proc.returncode == 130, out + err
     assert flags(lab) == before
     assert RESTORED in out
+
+
+def test_a_toggle_cut_short_is_set_back_once_the_site_server_answers(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Method 2 clears and sets each image in one script: the site server going down during it
+    may leave the image cleared. The DP's setting back cannot reach the server either: the run
+    says which images are not set back and how, and --rollback --resume does it later."""
+    lab = make_lab(speed=SPEED)
+    before = flags(lab)
+    lab.world.faults.add(
+        FaultSpec(
+            host="cm07-site01",
+            kind="reboot-during",
+            step="method:2/m2.toggle-image-multicast",
+            down_seconds=100000,
+        )
+    )
+    method_2 = ("remediate", "multicast", "--method", "2", *RUN, "--hosts", DP)
+    res = lab.cli(*method_2, "--step-timeout", "5", time_scale=SCALE)
+    assert res.returncode == 1, res.stdout + res.stderr
+    (run,) = lab.run_dirs()
+    assert "site C07: NOT set back (image-multicast): C0700010" in res.stdout
+    assert f"invoke remediate multicast --rollback --resume {run}" in res.stderr
+    assert report(run)["site_states"][0]["outstanding"] == ["C0700010"]
+    lab.world.host("cm07-site01").up = True  # the server is back
+    again = lab.cli(*method_2, "--rollback", "--resume", str(run), time_scale=SCALE)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "site C07: multicast restored on images: C0700010" in again.stdout
+    assert flags(lab) == before
+    assert report(run)["site_states"][0] == {
+        "site": "C07",
+        "state": "image-multicast",
+        "restored": ["C0700010"],
+        "outstanding": [],
+    }

@@ -452,7 +452,7 @@ class HostRun:
         stage = Stage("set-back", "Set back site-wide changes", "set-back", [ps])
         saved = {_item_id(i): i for i in self._probe(state.items)}
         self.r.console.step(
-            self.name, f"setting back {state.title} on {', '.join(items)} (the run stopped)"
+            self.name, f"setting back {state.title} for {', '.join(items)} (the run stopped)"
         )
         for item_id in items:
             item = saved.get(item_id)
@@ -460,8 +460,11 @@ class HostRun:
                 if item is None:
                     raise StepFailed(f"{item_id} is not among the items saved before the change")
                 self._step(stage, ps, item, setting_back=True)
-            except (StepFailed, TransportError) as exc:
+            except StepFailed as exc:
                 self.r.console.step(self.name, f"could not set back {item_id}: {exc}")
+            except TransportError as exc:
+                why = self._transport_failure(exc)
+                self.r.console.step(self.name, f"could not set back {item_id}: {why}")
 
     def _perform(
         self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None
