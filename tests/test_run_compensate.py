@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Lab, custom_lab_file, events
 from test_run_resume import after_step_end, after_step_start, journal_of, kill_when
 
@@ -42,15 +43,22 @@ def report(run: Path) -> dict[str, Any]:
     return dict(json.loads((run / "report.json").read_text(encoding="utf-8")))
 
 
-def test_a_failed_install_wait_sets_every_image_back(make_lab: Callable[..., Lab]) -> None:
+@pytest.mark.parametrize(
+    ("fault", "scale", "says"),
+    [
+        ("log-failure", SCALE, "MCSSetup.log reports failure"),
+        ("log-hang", "0.001", "timed out after 2s waiting for MCSSetup.log"),
+    ],
+)
+def test_a_failed_install_wait_sets_every_image_back(
+    fault: str, scale: str, says: str, make_lab: Callable[..., Lab]
+) -> None:
     lab = make_lab(speed=SPEED)
     before = flags(lab)
-    lab.world.faults.add(
-        FaultSpec(host=DP, kind="log-failure", operation="install", role="multicast")
-    )
-    res = lab.cli(*METHOD_3, "--hosts", DP, time_scale=SCALE)
+    lab.world.faults.add(FaultSpec(host=DP, kind=fault, operation="install", role="multicast"))
+    res = lab.cli(*METHOD_3, "--hosts", DP, time_scale=scale)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "MCSSetup.log reports failure" in res.stdout
+    assert says in res.stdout
     # The site has every image's flag as before the run, and the summary says which were set back.
     assert flags(lab) == before
     assert RESTORED in res.stdout
