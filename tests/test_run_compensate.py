@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Lab, custom_lab_file, events
+from helpers_engine import EXAMPLE_INVENTORY, run_cli
 from test_run_resume import after_step_end, after_step_start, journal_of, kill_when
 
 from cmrunbook.lab.labfile import FaultSpec
@@ -250,3 +251,19 @@ def test_a_toggle_cut_short_is_set_back_once_the_site_server_answers(
         "restored": ["C0700010"],
         "outstanding": [],
     }
+
+
+def test_rollback_resume_of_a_runbook_without_site_wide_changes_is_refused(tmp_path: Path) -> None:
+    """bootsect-downgrade has its own --rollback; --rollback --resume would mean nothing there."""
+    run = tmp_path / "20261202-000000-bootsect-downgrade"
+    run.mkdir()
+    request = {"runbook": "bootsect-downgrade", "inventory": str(EXAMPLE_INVENTORY),
+               "hosts": "cm12-site01", "overrides": [], "rollback": False}  # fmt: skip
+    event = {"seq": 1, "event": "run", "runbook": "bootsect-downgrade", "request": request}
+    (run / "journal.jsonl").write_text(json.dumps(event) + "\n", encoding="utf-8")
+    res = run_cli("remediate", "bootsect-downgrade", "--rollback", "--resume", str(run))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "declares none; roll it back with: invoke remediate bootsect-downgrade --rollback" in (
+        res.stderr
+    )
+    assert (run / "journal.jsonl").read_text(encoding="utf-8").count("\n") == 1
