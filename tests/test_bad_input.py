@@ -189,6 +189,27 @@ def test_include_of_steps_that_do_not_exist(root: Root) -> None:
     )  # fmt: skip
 
 
+def test_site_state_restored_by_a_step_that_does_not_restore(root: Root) -> None:
+    """A site state whose restore step clears instead would "set back" by clearing again."""
+    n = line_of(root.runbook, "restore: m3.set-image-multicast")
+    edit_line(root.runbook, n, "m3.set-image-multicast", "m3.clear-image-multicast")
+    assert_located(
+        root.dry_run(), root.runbook, n, col(root.runbook, n, "m3.clear"),
+        "'m3.clear-image-multicast' is not a step with site_state",
+        "effect: restore",
+    )  # fmt: skip
+
+
+def test_site_state_change_on_a_step_that_does_not_loop_over_its_items(root: Root) -> None:
+    n = step_line(root, "m3.clear-image-multicast", "for_each:")
+    edit_line(root.runbook, n, "multicast-images", "pxe-boot-images")
+    m = step_line(root, "m3.clear-image-multicast", "site_state:")
+    assert_located(
+        root.dry_run(), root.runbook, m, None,
+        "loops over its items (for_each: multicast-images)",
+    )  # fmt: skip
+
+
 def test_template_that_does_not_exist(root: Root) -> None:
     n = step_line(root, "verify.multicast", "template:")
     edit_line(root.runbook, n, "verify_dp.ps1.j2", "verify_dq.ps1.j2")

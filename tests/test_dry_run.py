@@ -575,3 +575,13 @@ def test_remediate_help_explains_the_options() -> None:
     result = run_cli("remediate", "--help")
     assert result.returncode == 0, result.stderr
     assert_explains_options(result.stdout)
+
+
+def test_dry_run_marks_the_steps_that_change_site_wide_state() -> None:
+    """Method 3 steps 1-4 and 9-12 change the OS images of the whole site, not the DP."""
+    result = run_cli("remediate", "multicast", "--dry-run", "--method", "3", "--hosts", "cm07-dp02")
+    assert result.returncode == 0, result.stderr
+    marked = re.findall(
+        r"\[(Method 3, steps [\d-]+)\].*\n.*SITE-WIDE (\w+) of image-multicast", result.stdout
+    )
+    assert marked == [("Method 3, steps 1-4", "change"), ("Method 3, steps 9-12", "restore")]

@@ -153,6 +153,7 @@ class _Checker:
             yield from self._step(path, step)
         yield from self._includes()
         yield from self._arming()
+        yield from self._site_states()
 
     def _ids(self) -> Iterator[Problem]:
         seen: dict[str, tuple[str | int, ...]] = {}
@@ -258,6 +259,43 @@ class _Checker:
                         (*path, "wait", "expect"),
                         f"{log} has no expectation '{step.wait.expect}'; known: {known}",
                     )
+
+    def _site_states(self) -> Iterator[Problem]:
+        """A site state's probes are site-wide lists; its steps loop over its items there."""
+        steps = dict((step.id, (path, step)) for path, step in all_steps(self.rb))
+        for i, state in enumerate(self.rb.site_states):
+            where: tuple[str | int, ...] = ("site_states", i)
+            for key, probe_id in [("items", state.items), *(("read_by", p) for p in state.read_by)]:
+                probe = self.rb.probe(probe_id)
+                if probe is None or probe.on != "site_server":
+                    yield self.smap.problem(
+                        (*where, key), f"'{probe_id}' is not a probe on the site_server"
+                    )
+                elif key == "items" and probe.returns != "list":
+                    yield self.smap.problem((*where, key), f"probe '{probe_id}' is not a list")
+            found = steps.get(state.restore)
+            effect = found[1].site_state if found else None
+            if effect is None or effect.state != state.id or effect.effect == "change":
+                yield self.smap.problem(
+                    (*where, "restore"),
+                    f"'{state.restore}' is not a step with site_state {{state: {state.id}, "
+                    "effect: restore}",
+                )
+        for path, step in steps.values():
+            effect = step.site_state
+            if effect is None:
+                continue
+            state = self.rb.site_state(effect.state)
+            if state is None:
+                yield self.smap.problem(
+                    (*path, "site_state", "state"), f"unknown site state '{effect.state}'"
+                )
+            elif step.for_each != state.items or step.on != "site_server":
+                yield self.smap.problem(
+                    (*path, "site_state"),
+                    f"a step that changes site state '{state.id}' runs on: site_server and "
+                    f"loops over its items (for_each: {state.items})",
+                )
 
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:
         if expr is None:

@@ -27,6 +27,9 @@ def _flags(ps: PlannedStep) -> str:
         flags.append(f"REBOOT {step.reboot}")
     if step.for_each:
         flags.append(f"for each item of probe {step.for_each}")
+    if step.site_state:
+        # Site-wide: held by one target of the site at a time, set back if the run stops.
+        flags.append(f"SITE-WIDE {step.site_state.effect} of {step.site_state.state}")
     return ", ".join(flags)
 
 

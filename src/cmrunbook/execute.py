@@ -1,7 +1,9 @@
 """Running a plan for real: per target host, in parallel up to --forks, journaled step by step.
 
 A host's failure stops that host's procedure only. Probes are taken once per host and kept in the
-journal (Method 3 re-enables the images it found before disabling them, also after a resume).
+journal (Method 3 re-enables the images it found before disabling them, also after a resume);
+probes of site-wide state once per site (see sitestate.py), whose changes one target of a site
+holds at a time and which are set back when a target stops with them changed.
 Log monitors are armed before their triggering step; reboots compare boot times and wait for
 WinRM to answer again. The transport is injected (`connect`): this module never sees credentials.
 """
@@ -9,6 +11,7 @@ WinRM to answer again. The transport is injected (`connect`): this module never 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cmrunbook.catalog import Catalog
+from cmrunbook.catalog import Catalog, all_steps
 from cmrunbook.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.monitor import (
     READ_LIMIT,
@@ -37,7 +40,8 @@ from cmrunbook.plan import (
     step_context,
 )
 from cmrunbook.render import ScriptResult, parse_result
-from cmrunbook.runbook import Probe
+from cmrunbook.runbook import Probe, SiteState
+from cmrunbook.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
 from cmrunbook.transport import CommandResult, TransportError
 
 
@@ -74,6 +78,8 @@ class Options:
     step_timeout: float = 600.0
     reboot_timeout: float = 900.0
     time_scale: float = 1.0
+    #: `--rollback --resume`: only set back the site-wide changes the run left outstanding.
+    restore_only: bool = False
 
 
 @dataclass
@@ -151,7 +157,13 @@ class Runner:
     prompt_lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
+    def __post_init__(self) -> None:
+        self.sites = SiteStates(self.journal, self.resume.site_events if self.resume else ())
+
     def run(self) -> list[HostOutcome]:
+        self._set_back_outstanding()
+        if self.options.restore_only:
+            return []
         # How many targets still need each host: a host's shell closes when the last one is done
         # (a thousand clients would otherwise wait for a thousand serial closes at the end).
         self._users: dict[str, int] = {}
@@ -168,6 +180,15 @@ class Runner:
                 # current remote call (a step or a log poll) and journal where they are.
                 self.stop.set()
                 raise RunInterrupted([f.result() for f in futures]) from None
+
+    def _set_back_outstanding(self) -> None:
+        """Set back the site-wide changes the resumed run left outstanding (it was killed, or
+        its own setting back failed), before any target goes on: a run never leaves a change
+        to the next one, and each target that is resumed makes its changes again."""
+        owners = {h for items in self.sites.ledger.outstanding.values() for h in items.values()}
+        for hp in self.plan.hosts:
+            if hp.target.name in owners:
+                HostRun(self, hp).set_back()
 
     def _host(self, hp: HostPlan) -> HostOutcome:
         try:
@@ -194,6 +215,10 @@ class HostRun:
         self.probes: dict[str, Any] = dict(prior.probes) if prior else {}
         self.armed: dict[str, dict[str, Any]] = dict(prior.armed) if prior else {}
         self.finished = prior.finished if prior else None
+        # Change steps whose change was set back after a stop run again before the target goes
+        # on: the steps after them expect the change made.
+        self.done -= runner.sites.reopened(self.name)
+        self.site = hp.target.site_code
         self.reboot_requested = False
         self.outcome = HostOutcome(self.name)
         self.contacted = False
@@ -219,6 +244,8 @@ class HostRun:
         except TransportError as exc:
             self.outcome.status = "failed" if self.contacted else "unreachable"
             self.outcome.message = self._transport_failure(exc)
+        finally:
+            self.set_back()
         self.outcome.duration = time.monotonic() - start
         j.write(
             "host-end",
@@ -317,12 +344,17 @@ class HostRun:
         if self.r.stop.is_set():
             raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
 
-    def _step(self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None) -> bool:
+    def _step(
+        self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None, setting_back: bool = False
+    ) -> bool:
+        """Run one step (or one loop item of it); `setting_back` runs a restore step after a
+        stop: again, and even when the run is being stopped."""
         item_id = _item_id(item)
         sid = step_id(ps.key, item_id)
-        if sid in self.done:
+        if sid in self.done and not setting_back:
             return True
-        self._check_stop()
+        if not setting_back:
+            self._check_stop()
         if ps.skip_reason:
             self._skip(ps, item_id, ps.skip_reason)
             return True
@@ -332,6 +364,8 @@ class HostRun:
             if value != step.when_probe.equals:
                 self._skip(ps, item_id, f"probe {step.when_probe.probe} reported {value!r}")
                 return True
+        if not setting_back:
+            self._site_change(ps, item_id)
         j = self.r.journal
         j.write(
             "step-start", host=self.name, key=ps.key, item=item_id, on=ps.run_on,
@@ -354,7 +388,91 @@ class HostRun:
             self._end(ps, item_id, "failed", self._transport_failure(exc), None, [], started)
             raise
         self._end(ps, item_id, status, message, data, lines, started)
+        self._site_restored(ps, item_id, compensated=setting_back)
         return True
+
+    # -- site-wide state ----------------------------------------------------------------------
+    def _site_change(self, ps: PlannedStep, item_id: str | None) -> None:
+        """Before a step that changes site-wide state: the state saved, the site held by this
+        target (waiting for another that holds it), and the change journaled ahead."""
+        effect = ps.step.site_state
+        if effect is None or effect.effect == "restore":
+            return
+        state = self._site_state(effect.state)
+        for probe_id in (state.items, *state.read_by):
+            self._probe(probe_id)
+
+        def waiting(holder: str) -> None:
+            self.r.console.step(
+                self.name, f"waiting: {holder} holds {state.title} of site {self.site} changed"
+            )
+
+        if not self.r.sites.open(self.site, self.name, self.r.stop, waiting):
+            raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
+        self.r.sites.record(
+            SITE_CHANGED, site=self.site, state=state.id, item=item_id, host=self.name,
+            step=step_id(ps.key, item_id),
+        )  # fmt: skip
+
+    def _site_restored(self, ps: PlannedStep, item_id: str | None, *, compensated: bool) -> None:
+        """After a completed restore: the item is set back; with nothing of the site left
+        changed by this target, the next target of the site may go on."""
+        effect = ps.step.site_state
+        if effect is None or effect.effect == "change":
+            return
+        if item_id in self.r.sites.outstanding(self.site, effect.state):
+            self.r.sites.record(
+                SITE_RESTORED, site=self.site, state=effect.state, item=item_id, host=self.name,
+                step=step_id(ps.key, item_id), compensated=compensated,
+            )  # fmt: skip
+        if not self.r.sites.holds(self.site, self.name):
+            self.r.sites.close(self.site, self.name)
+
+    def _site_state(self, state_id: str) -> SiteState:
+        state = self.r.plan.runbook.site_state(state_id)
+        assert state is not None  # the catalog checks every site_state reference
+        return state
+
+    def set_back(self) -> None:
+        """Run the restore step for every item this target left changed (failure, timeout,
+        Ctrl-C, or a killed run being resumed), then let the next target of the site go on.
+        An item whose restore fails stays outstanding: the summary names it."""
+        rb = self.r.plan.runbook
+        try:
+            for state in rb.site_states:
+                mine = [
+                    item
+                    for item, host in self.r.sites.outstanding(self.site, state.id).items()
+                    if host == self.name
+                ]
+                if mine:
+                    self._compensate(state, mine)
+        finally:
+            self.r.sites.close(self.site, self.name)
+
+    def _compensate(self, state: SiteState, items: list[str]) -> None:
+        step = next(s for _, s in all_steps(self.r.plan.runbook) if s.id == state.restore)
+        provider = self.r.plan.inventory.provider_of(self.hp.target)
+        ps = PlannedStep(
+            key=f"set-back/{step.id}", step=step, citation=step.kb, run_on=provider.name,
+            note="set back after the run stopped",
+        )  # fmt: skip
+        stage = Stage("set-back", "Set back site-wide changes", "set-back", [ps])
+        saved = {_item_id(i): i for i in self._probe(state.items)}
+        self.r.console.step(
+            self.name, f"setting back {state.title} for {', '.join(items)} (the run stopped)"
+        )
+        for item_id in items:
+            item = saved.get(item_id)
+            try:
+                if item is None:
+                    raise StepFailed(f"{item_id} is not among the items saved before the change")
+                self._step(stage, ps, item, setting_back=True)
+            except StepFailed as exc:
+                self.r.console.step(self.name, f"could not set back {item_id}: {exc}")
+            except TransportError as exc:
+                why = self._transport_failure(exc)
+                self.r.console.step(self.name, f"could not set back {item_id}: {why}")
 
     def _perform(
         self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None
@@ -459,13 +577,30 @@ class HostRun:
     def _probe(self, probe_id: str) -> Any:
         if probe_id in self.probes:
             return self.probes[probe_id]
-        probe = self.r.plan.runbook.probe(probe_id)
+        rb = self.r.plan.runbook
+        probe = rb.probe(probe_id)
         assert probe is not None
         host, script = render_probe(self.r.catalog, self.r.plan, self.hp, probe)
-        result = self._script(host, f"probe-{probe.id}", script)
-        if not result.ok:
-            raise StepFailed(f"probe {probe_id} failed on {host}: {result.message}")
-        value = _probe_value(probe, result.data)
+
+        def take() -> Any:
+            result = self._script(host, f"probe-{probe.id}", script)
+            if not result.ok:
+                raise StepFailed(f"probe {probe_id} failed on {host}: {result.message}")
+            return _probe_value(probe, result.data)
+
+        if any(probe_id in (s.items, *s.read_by) for s in rb.site_states):
+            # Site-wide: once per site, before any change, shared by its targets. The script
+            # without its header (which names the target) tells whether two targets' probes
+            # would ask the same question.
+            digest = hashlib.sha256(script.split("\n", 1)[-1].encode()).hexdigest()[:16]
+            value = self.r.sites.snapshot(
+                self.site, probe_id, digest, self.name, lambda: (host, take())
+            )
+            # The site server answered for this target, whichever target asked it first: a
+            # target that fails later has "failed", not "unreachable", as when each probed.
+            self.contacted = True
+        else:
+            value = take()
         self.probes[probe_id] = value
         self.r.journal.write("probe", host=self.name, probe=probe_id, on=host, value=value)
         return value

@@ -23,6 +23,7 @@ from typing import Any
 from cmrunbook.errors import UsageError
 from cmrunbook.filenames import safe_name
 from cmrunbook.journal_read import JOURNAL_NAME, read_events
+from cmrunbook.sitestate import SITE_EVENTS
 
 #: A step that ended in one of these is not run again on resume (a failed one is).
 SETTLED_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
@@ -145,6 +146,8 @@ class ResumeState:
     run: dict[str, Any]
     hosts: dict[str, HostState]
     last_seq: int
+    #: The site-wide state events, in order (sitestate.Ledger.replay reads them).
+    site_events: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, run_dir: Path) -> ResumeState:
@@ -174,7 +177,8 @@ class ResumeState:
                 st.finished = e.get("status")
             elif kind == "host-resume":
                 st.finished = None
-        return cls(run_dir, runs[0], hosts, _last_seq(events))
+        site_events = [e for e in events if e.get("event") in SITE_EVENTS]
+        return cls(run_dir, runs[0], hosts, _last_seq(events), site_events)
 
 
 def step_id(key: str, item: Any) -> str:

@@ -18,6 +18,7 @@ from cmrunbook.catalog import Catalog
 from cmrunbook.console import TextConsole, printable
 from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
+from cmrunbook.inventory import HostView
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
 from cmrunbook.plan import Plan
@@ -67,7 +68,7 @@ def execute_plan(
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
-    keys = host_lock_keys([hp.target for hp in plan.hosts], plan.inventory)
+    keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(keys, run_dir, new=resume is None):
@@ -93,7 +94,9 @@ def execute_plan(
                     dry_run=False,
                 )
             else:
-                journal.write("resume", argv=sys.argv[1:], user=_user())
+                journal.write(
+                    "resume", argv=sys.argv[1:], user=_user(), restore_only=options.restore_only
+                )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
             runner = Runner(catalog, plan, sessions, journal, console, options, resume)
@@ -104,15 +107,20 @@ def execute_plan(
                 outcomes, interrupted = exc.outcomes, True
             finally:
                 sessions.close()
-            # A check that could not decide (unknown) is reported, not failed.
-            code = EXIT_OK if all(o.status in ("ok", "unknown") for o in outcomes) else EXIT_FAILED
+            # A check that could not decide (unknown) is reported, not failed; a site-wide
+            # change left outstanding is a failure whatever the hosts did.
+            site_lines = runner.sites.summary({s.id: s.restored for s in plan.runbook.site_states})
+            ok = all(o.status in ("ok", "unknown") for o in outcomes)
+            code = EXIT_OK if ok and not runner.sites.unresolved() else EXIT_FAILED
             status = "ok" if code == EXIT_OK else "failed"
             if interrupted:
                 code, status = EXIT_INTERRUPTED, "interrupted"
             journal.write("run-end", status=status, exit_code=code)
         finally:
             journal.close()
-    summary = summary_table(outcomes)
+    if options.restore_only and not site_lines:
+        site_lines = ["nothing to set back: the run left no site-wide change outstanding"]
+    summary = "\n".join(([summary_table(outcomes)] if outcomes else []) + site_lines)
     (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
     console.print("")
     console.print(summary)
@@ -123,7 +131,23 @@ def execute_plan(
             f"Interrupted. Continue with: invoke remediate {plan.runbook.id} --resume {run_dir}",
             file=sys.stderr,
         )
+    if runner.sites.unresolved():
+        print(
+            "Site-wide changes are still outstanding. Set them back with: "
+            f"invoke remediate {plan.runbook.id} --rollback --resume {run_dir}",
+            file=sys.stderr,
+        )
     return code
+
+
+def _site_servers(plan: Plan) -> list[HostView]:
+    """The site servers whose site-wide state the runbook changes and that are not targets:
+    locked too, so that two runs on DPs of one site never change the same images at once."""
+    if not plan.runbook.site_states:
+        return []
+    targets = {hp.target.name for hp in plan.hosts}
+    servers = {s.name: s for s in (plan.inventory.provider_of(hp.target) for hp in plan.hosts)}
+    return [servers[name] for name in sorted(servers.keys() - targets)]
 
 
 @contextlib.contextmanager

@@ -309,7 +309,13 @@ class Planner:
         rb = self.rb
         if rollback:
             if not rb.rollback:
-                raise UsageError(f"runbook {rb.id} has no rollback steps")
+                also = (
+                    f"; to set back the site-wide changes of a run that stopped: "
+                    f"invoke remediate {rb.id} --rollback --resume RUN"
+                    if rb.site_states
+                    else ""
+                )
+                raise UsageError(f"runbook {rb.id} has no rollback steps{also}")
             return [self._stage("rollback", "Rollback", "rollback", rb.rollback, target, params)]
         stages: list[Stage] = []
         if rb.prechecks:

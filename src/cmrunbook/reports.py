@@ -10,8 +10,10 @@
   null, duration, started, ended, reboots, stages, and `steps`: key, citation, title, on,
   status, started, ended, duration, message, items of loop steps, log_lines), `failures` (one
   per failed, non-compliant or interrupted step: host, key, citation, title, status, message,
-  `last_log_lines`, plus one per failed host with no failed step), and `problems` (journal
-  lines that could not be read). Times are ISO 8601 as the journal wrote them.
+  `last_log_lines`, plus one per failed host with no failed step), `site_states` (per site and
+  site-wide state the run changed: `restored`, the items set back after a stop, and
+  `outstanding`, those still changed) and `problems` (journal lines that could not be read).
+  Times are ISO 8601 as the journal wrote them.
 - `junit.xml`: one `<testsuite>` per host holding one `<testcase>` for the host itself and one
   per step (`classname` = `<runbook>.<host>`); failed and non-compliant steps are `<failure>`,
   interrupted ones `<error>`, skipped and never-reached ones `<skipped>`; log lines go to
@@ -42,6 +44,7 @@ from cmrunbook.console import printable
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
 from cmrunbook.plan import Plan
+from cmrunbook.sitestate import Ledger
 
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
@@ -171,8 +174,24 @@ def build_report(journal: Journal, plan: Plan | None = None) -> dict[str, Any]:
         },
         "hosts": hosts,
         "failures": failures,
+        "site_states": _site_states(journal),
         "problems": list(journal.problems),
     }
+
+
+def _site_states(journal: Journal) -> list[dict[str, Any]]:
+    """Per site and state: what was set back after a stop, and what is still changed."""
+    ledger = Ledger.replay(journal.events)
+    keys = sorted(set(ledger.compensated) | set(ledger.outstanding))
+    return [
+        {
+            "site": site,
+            "state": state,
+            "restored": ledger.compensated.get((site, state), []),
+            "outstanding": sorted(ledger.outstanding.get((site, state), {})),
+        }
+        for site, state in keys
+    ]
 
 
 # ---------------------------------------------------------------- junit.xml

@@ -132,6 +132,17 @@ class ProbeCondition(Strict):
     equals: Any = True
 
 
+class SiteEffect(Strict):
+    """What a step does to a site-wide state (`site_states`), for each loop item.
+
+    change: the item may be left changed from the step's start (write-ahead) until a restore;
+    restore: a completed run of the step sets the item back.
+    """
+
+    state: str = Field(description="Id of the runbook's site state this step changes.")
+    effect: Literal["change", "restore"]
+
+
 class Step(Strict):
     """One concrete action, citing the KB step it implements."""
 
@@ -158,6 +169,9 @@ class Step(Strict):
         ge=0,
         description="Seconds to keep retrying a check that fails: the site applies some changes "
         "asynchronously (a DP rewrites its multicast key a while after an image changes).",
+    )
+    site_state: SiteEffect | None = Field(
+        None, description="This step changes or restores a site-wide state (see site_states)."
     )
     note: str | None = None
 
@@ -225,6 +239,34 @@ class Probe(Strict):
     fields: list[str] = Field(default_factory=list, description="Item fields, for list probes.")
 
 
+class SiteState(Strict):
+    """State shared by every target of a site that some steps change (the site's OS images).
+
+    A run saves it once per site before the first change (the `items` probe, journaled), lets
+    one target of a site at a time hold it changed, and when a run stops with items still
+    changed (failure, timeout, Ctrl-C; after a kill, on --resume) runs the `restore` step for
+    each of them on the site server.
+    """
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str
+    items: str = Field(
+        description="Probe (on: site_server, returns: list) whose items the changing steps loop "
+        "over: taken once per site, before the first change."
+    )
+    read_by: list[str] = Field(
+        default_factory=list,
+        description="Other site-server probes that read this state: taken once per site too, "
+        "before any change, so that no target probes it while another holds it changed.",
+    )
+    restore: str = Field(
+        description="Id of the step (a restore) that sets one item back."
+    )
+    restored: str = Field(
+        description="How the summary names what was set back, e.g. 'multicast restored on images'."
+    )
+
+
 class Targets(Strict):
     """Which inventory hosts a run of this runbook works on."""
 
@@ -254,9 +296,15 @@ class Runbook(Strict):
     steps: list[Step] = Field(default_factory=list)
     verify: list[Step] = Field(default_factory=list, description="Run after each method.")
     rollback: list[Step] = Field(default_factory=list)
+    site_states: list[SiteState] = Field(
+        default_factory=list, description="Site-wide state that steps change and restore."
+    )
 
     def probe(self, probe_id: str) -> Probe | None:
         return next((p for p in self.probes if p.id == probe_id), None)
 
     def method(self, method_id: str) -> Method | None:
         return next((m for m in self.methods if m.id == method_id), None)
+
+    def site_state(self, state_id: str) -> SiteState | None:
+        return next((s for s in self.site_states if s.id == state_id), None)

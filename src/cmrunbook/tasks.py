@@ -32,7 +32,8 @@ REMEDIATE_HELP = {
     "dry_run": "Show every step and condition; touch nothing, contact no host.",
     "show_scripts": "With --dry-run: print the full PowerShell of every step.",
     "out": "With --dry-run: write one .ps1 file per host and step under this folder.",
-    "rollback": "Run the runbook's rollback steps instead of the procedure.",
+    "rollback": "Run the runbook's rollback steps instead of the procedure; with --resume RUN, "
+    "only set back the site-wide changes RUN left outstanding (multicast: the OS images' flag).",
     "yes": "Run destructive steps without asking (they are listed in the dry run).",
     "forks": "How many target hosts run at once (default 5).",
     "non_interactive": "Never prompt: manual and unconfirmed destructive steps fail clearly.",
@@ -46,7 +47,7 @@ REMEDIATE_HELP = {
 }
 
 
-def _run_options(**kw: Any) -> Any:
+def _run_options(*, restore_only: bool = False, **kw: Any) -> Any:
     from cmrunbook.execute import Options
 
     return Options(
@@ -56,6 +57,7 @@ def _run_options(**kw: Any) -> Any:
         assume_manual_done=bool(kw["assume_manual_done"]),
         step_timeout=float(kw["step_timeout"]),
         time_scale=float(kw["time_scale"]),
+        restore_only=restore_only,
     )
 
 
@@ -76,8 +78,12 @@ def run_runbook(
     keep_days: int,
     **options: Any,
 ) -> int:
-    """Plan, then dry-run or execute; shared by `remediate` and `check`. Returns the exit code."""
+    """Plan, then dry-run or execute; shared by `remediate` and `check`. Returns the exit code.
+
+    `--rollback --resume RUN` sets back only the site-wide changes RUN left outstanding (see
+    sitestate.py); the run stays resumable (a resumed target makes its changes again)."""
     state = None
+    restore_only = False
     if resume:
         from cmrunbook.journal import ResumeState
 
@@ -86,6 +92,8 @@ def run_runbook(
         runbook = request.get("runbook", runbook)
         method, inventory = request.get("method"), request.get("inventory")
         hosts, overrides = request.get("hosts"), list(request.get("overrides") or [])
+        # --rollback on a run that was a rollback itself just resumes it.
+        restore_only = rollback and not request.get("rollback")
         rollback = bool(request.get("rollback"))
     catalog, plan = build_plan(
         runbook,
@@ -95,6 +103,11 @@ def run_runbook(
         overrides=overrides,
         rollback=rollback,
     )
+    if restore_only and not plan.runbook.site_states:
+        raise UsageError(
+            f"--rollback --resume sets back site-wide changes, and runbook {plan.runbook.id} "
+            f"declares none; roll it back with: invoke remediate {plan.runbook.id} --rollback"
+        )
     if dry_run:
         from cmrunbook.dryrun import print_dry_run
 
@@ -106,7 +119,7 @@ def run_runbook(
     from cmrunbook.orchestrate import execute_plan
     from cmrunbook.project import project_root
 
-    opts = _run_options(**options)
+    opts = _run_options(restore_only=restore_only, **options)
     inv = plan.inventory
     creds = credentials_for(inv, interactive=not opts.non_interactive)
     request = {
