@@ -9,7 +9,8 @@ run_ps has three properties that do not survive contact with real runbooks:
 * it opens and deletes a shell, and a TCP connection with a fresh NTLM handshake, per call;
 * it waits for output forever (pywinrm retries WS-Man OperationTimeout faults indefinitely).
 
-So a :class:`WinRMHost` opens its shell lazily (code page 65001), keeps it for every later call,
+So a :class:`WinRMHost` opens its shell lazily (code page 65001 unless the host's OS predates
+UTF-8 shells), keeps it for every later call,
 sends a short bootstrap on the command line and the script itself as UTF-8 over stdin, and builds
 an overall deadline out of single Receive requests. Each failure becomes a
 :class:`TransportError` with a ``kind`` the engine can act on and a one-line message a person
@@ -17,7 +18,8 @@ can act on; no message ever contains a password.
 
 Underneath, the default ``auth: ntlm`` on http travels on :class:`~cmrunbook.ntlm_channel.
 NtlmChannel` (http.client and pyspnego, message encryption); Kerberos, CredSSP, Basic and https
-use pywinrm's requests-based transport.
+use pywinrm's requests-based transport. Either way a reply that should be encrypted and is not
+is refused (:func:`_refuse_plain_replies` for pywinrm's transport), never read as data.
 
 A WinRMHost is not thread-safe: the engine gives each host its own, used by one worker.
 """
@@ -47,7 +49,14 @@ from winrm.exceptions import (
 )
 
 from cmrunbook import clixml
-from cmrunbook.ntlm_channel import ConnectTimeoutError, NtlmChannel, ntlm_hashes
+from cmrunbook.ntlm_channel import (
+    MAX_REPLY,
+    ConnectTimeoutError,
+    DeadlineError,
+    NtlmChannel,
+    ReplyTooLargeError,
+    ntlm_hashes,
+)
 from cmrunbook.sealing import EncryptionError
 from cmrunbook.shell_protocol import ShellProtocol
 
@@ -65,7 +74,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal["refused", "unauthorized", "fault", "timeout", "reset", "http", "config"]
+ErrorKind = Literal[
+    "refused", "unauthorized", "fault", "timeout", "reset", "http", "config", "not-tried"
+]
 AuthMethod = Literal["ntlm", "kerberos", "credssp", "basic"]
 _AUTH_METHODS = ("ntlm", "kerberos", "credssp", "basic")
 
@@ -106,7 +117,8 @@ class Endpoint:
     """Where and how to reach one host's WinRM listener.
 
     ``auth`` is ntlm (default: message encryption on plain http), kerberos, credssp or basic.
-    Basic sends the password in clear text on http, so it is refused there unless ``insecure``.
+    Basic sends the password in clear text on http, so it is refused there unless
+    ``allow_unencrypted``.
     On https the certificate is validated unless ``cert_validation`` is off; ``ca_bundle``
     names a PEM file of trusted CAs (default: the certifi bundle).
     """
@@ -119,7 +131,7 @@ class Endpoint:
     auth: str = "ntlm"
     cert_validation: bool = True
     ca_bundle: str | None = None
-    insecure: bool = False
+    allow_unencrypted: bool = False
 
     @property
     def target(self) -> str:
@@ -164,7 +176,8 @@ class TransportError(Exception):
     * ``reset``: the connection broke during an exchange;
     * ``http``: an unexpected HTTP status or a reply that is not WS-Man;
     * ``config``: the endpoint or local setup cannot work (Basic on http, TLS trust, missing
-      Kerberos/CredSSP support).
+      Kerberos/CredSSP support);
+    * ``not-tried``: not contacted, because another host rejected the run's credentials.
     """
 
     def __init__(self, host: str, kind: ErrorKind, message: str, hint: str | None = None) -> None:
@@ -195,6 +208,7 @@ class WinRMHost:
         operation_timeout: float = 20,
         read_timeout: float = 30,
         codepage: int = 65001,
+        max_reply: int = MAX_REPLY,
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
@@ -202,6 +216,7 @@ class WinRMHost:
         self._operation_timeout = max(1, math.ceil(operation_timeout))
         self._read_timeout = math.ceil(read_timeout)
         self._codepage = codepage
+        self._max_reply = max_reply
         self._protocol: ShellProtocol | None = None
         self._shell_id: str | None = None
         self.requests = 0
@@ -360,7 +375,10 @@ class WinRMHost:
                 username=self._credentials.username,
                 secret=secret,
                 read_timeout=self._read_timeout,
+                max_reply=self._max_reply,
             )
+        else:
+            _refuse_plain_replies(protocol.transport)
         send = protocol.send_message
 
         def counted(message: str) -> bytes:
@@ -402,10 +420,12 @@ class WinRMHost:
             refuse(f"unknown auth {endpoint.auth!r}; expected one of {', '.join(_AUTH_METHODS)}")
         if endpoint.scheme not in ("http", "https"):
             refuse(f"unknown scheme {endpoint.scheme!r}; expected http or https")
-        if endpoint.auth == "basic" and endpoint.scheme == "http" and not endpoint.insecure:
+        plain = endpoint.scheme == "http" and not endpoint.allow_unencrypted
+        if endpoint.auth == "basic" and plain:
             refuse(
                 f"Basic authentication over plain http would send the password in clear text to "
-                f"{endpoint.url}; use https, ntlm or kerberos (or mark the endpoint insecure)"
+                f"{endpoint.url}; use https, ntlm or kerberos (or set the inventory's winrm "
+                f"allow_unencrypted: true)"
             )
         if endpoint.auth == "kerberos" and not winrm.transport.HAVE_KERBEROS:
             refuse("kerberos auth needs the 'kerberos' extra: pip install 'cmrunbook[kerberos]'")
@@ -433,7 +453,7 @@ class WinRMHost:
         if isinstance(exc, AuthenticationError):
             return error(
                 "unauthorized",
-                f"{url} rejected the credentials of {self._credentials.username!r} (HTTP 401)",
+                f"{url} rejected the credentials of {self._credentials.username} (HTTP 401)",
             )
         if isinstance(exc, WSManFaultError):
             code = f" {exc.wsman_fault_code}" if exc.wsman_fault_code is not None else ""
@@ -465,17 +485,49 @@ class WinRMHost:
         # The NTLM channel's own failures: http.client and the socket, unwrapped.
         if isinstance(exc, ConnectTimeoutError):
             return error("timeout", f"connecting to {url} timed out")
+        if isinstance(exc, DeadlineError):
+            return error("timeout", f"{url} was still sending its reply after {waited()}")
+        if isinstance(exc, ReplyTooLargeError):
+            return error(
+                "http",
+                f"reply from {url} over the {self._max_reply // 2**20} MB cap ({exc}); refused "
+                "unread (the inventory's winrm max_reply_mb sets the cap)",
+            )
         if isinstance(exc, TimeoutError):
             return error("timeout", f"no answer from {url} within {waited()} (read timeout)")
         if isinstance(exc, http.client.IncompleteRead):
             return error("reset", f"connection to {url} broke in the middle of a response")
         if isinstance(exc, EncryptionError):
-            return error("http", f"unexpected reply from {url} (sealed body: {exc})")
+            return error("http", f"untrusted reply from {url}: {exc}")
         if isinstance(exc, OSError | http.client.HTTPException):
             return error(*_connection_failure(exc, url))
         if isinstance(exc, AssertionError | StopIteration | KeyError | ValueError | ET.ParseError):
             return error("http", f"unexpected reply from {url} ({type(exc).__name__}: {exc})")
         return None
+
+
+def _refuse_plain_replies(transport: winrm.transport.Transport) -> None:
+    """Make pywinrm's transport refuse a plain reply once it encrypts (Kerberos, CredSSP on http).
+
+    pywinrm 0.5.0's ``Encryption.parse_encrypted_response`` returns the body as it came when the
+    Content-Type does not name its protocol, so a plain reply from anyone on the path is read
+    as the host's answer (attack 4f). Here such a reply raises EncryptionError instead.
+    """
+    read = transport._get_message_response_text
+
+    def opened(response: requests.Response) -> bytes:
+        encryption = transport.encryption
+        if encryption is not None:
+            protocol = encryption.protocol_string.decode()
+            content_type = response.headers.get("Content-Type", "")
+            if f'protocol="{protocol}"' not in content_type:
+                raise EncryptionError(
+                    f"reply not encrypted: refusing it (HTTP {response.status_code}, "
+                    f"Content-Type {content_type[:80]!r})"
+                )
+        return read(response)
+
+    transport._get_message_response_text = opened  # type: ignore[method-assign]
 
 
 def _decode(data: bytes) -> str:
