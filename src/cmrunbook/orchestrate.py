@@ -62,8 +62,12 @@ def execute_plan(
     request: dict[str, Any] | None = None,
     console: TextConsole | None = None,
     after: Callable[[Path], None] | None = None,
+    warnings: list[str] | None = None,
 ) -> int:
-    """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant)."""
+    """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant).
+
+    ``warnings`` (insecure WinRM settings) go into the journal's run or resume event, from
+    which report.json carries them."""
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
@@ -85,9 +89,10 @@ def execute_plan(
                     argv=sys.argv[1:],
                     user=_user(),
                     dry_run=False,
+                    warnings=warnings or [],
                 )
             else:
-                journal.write("resume", argv=sys.argv[1:], user=_user())
+                journal.write("resume", argv=sys.argv[1:], user=_user(), warnings=warnings or [])
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
             runner = Runner(catalog, plan, sessions, journal, console, options, resume)

@@ -45,7 +45,7 @@ from cmrunbook.plan import Plan
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
 LAST_LOG_LINES = 20
-FAILED = frozenset({"failed", "non-compliant", INTERRUPTED, "unreachable", "stopped"})
+FAILED = frozenset({"failed", "non-compliant", INTERRUPTED, "unreachable", "not-tried", "stopped"})
 RUN_ID = re.compile(r"^(\d{8}-\d{6})-")
 
 
@@ -154,6 +154,7 @@ def build_report(journal: Journal, plan: Plan | None = None) -> dict[str, Any]:
             "targets": journal.targets,
             "user": run.get("user"),
             "argv": [str(a) for a in run.get("argv") or []],
+            "warnings": [str(w) for w in run.get("warnings") or []],
             "dry_run": bool(run.get("dry_run")),
             "started": journal.started,
             "ended": journal.ended,
@@ -235,7 +236,7 @@ def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
 def _outcome(
     case: ET.Element, status: str, message: str, log_lines: list[str], counts: Counter[str]
 ) -> None:
-    if status in ("failed", "non-compliant", "unreachable", "stopped"):
+    if status in FAILED - {INTERRUPTED}:
         el = ET.SubElement(case, "failure", message=message[:500], type=status)
         el.text = "\n".join([message, *log_lines[-LAST_LOG_LINES:]])
         counts["failures"] += 1

@@ -95,6 +95,14 @@ def run_runbook(
         overrides=overrides,
         rollback=rollback,
     )
+    from cmrunbook.connect import insecure_warnings
+
+    used = {hp.target.name for hp in plan.hosts} | {
+        ps.run_on for hp in plan.hosts for ps in hp.all_steps()
+    }
+    warnings = insecure_warnings(plan.inventory, sorted(used))
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if dry_run:
         from cmrunbook.dryrun import print_dry_run
 
@@ -121,6 +129,7 @@ def run_runbook(
         connect=lambda name: open_host(inv.hosts[name], inv, creds),
         resume=state,
         request=request,
+        warnings=warnings,
         after=_reports_hook(catalog, plan, reports, keep_days),
     )
 
