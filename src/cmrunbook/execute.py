@@ -78,7 +78,13 @@ class HostOutcome:
 
 
 class Sessions:
-    """One WinRM shell per host per run; a host's shell serves one command at a time."""
+    """One WinRM shell per host per run; a host's shell serves one command at a time.
+
+    The run has one credential, and a domain locks its account after a few wrong passwords:
+    so hosts take their first call one at a time until one host has accepted the credential,
+    and once any host rejects it, hosts not yet reached are not tried with it at all (their
+    call raises a ``not-tried`` TransportError naming the host that rejected it).
+    """
 
     def __init__(self, connect: Callable[[str], Remote]) -> None:
         self._connect = connect
@@ -86,6 +92,9 @@ class Sessions:
         self._guard = threading.Lock()
         #: Hosts that have run a script in this run, whatever happened to them later.
         self.answered: set[str] = set()
+        self._first = threading.Lock()  # held by the host trying the credential first
+        self._accepted = threading.Event()
+        self._rejected_by: str | None = None
 
     def _slot(self, host: str) -> tuple[threading.Lock, list[Remote | None]]:
         with self._guard:
@@ -94,15 +103,33 @@ class Sessions:
     def run(self, host: str, script: str, deadline: float) -> CommandResult:
         lock, cell = self._slot(host)
         with lock:
-            if cell[0] is None:
-                cell[0] = self._connect(host)
-            try:
-                result = cell[0].run(script, deadline=deadline)
-            except TransportError:
-                self._drop(cell)
-                raise
-            self.answered.add(host)
-            return result
+            if host in self.answered or self._accepted.is_set():
+                return self._call(host, cell, script, deadline)
+            with self._first:
+                return self._call(host, cell, script, deadline)
+
+    def _call(
+        self, host: str, cell: list[Remote | None], script: str, deadline: float
+    ) -> CommandResult:
+        rejected_by = self._rejected_by
+        if rejected_by is not None and host not in self.answered:
+            raise TransportError(
+                host, "not-tried", f"not tried: credentials rejected by {rejected_by}"
+            )
+        if cell[0] is None:
+            cell[0] = self._connect(host)
+        try:
+            result = cell[0].run(script, deadline=deadline)
+        except TransportError as exc:
+            self._drop(cell)
+            if exc.kind == "unauthorized":
+                self._rejected_by = self._rejected_by or host
+            elif exc.kind == "fault":  # a WS-Man fault comes on an authenticated connection
+                self._accepted.set()
+            raise
+        self.answered.add(host)
+        self._accepted.set()
+        return result
 
     def reset(self, host: str) -> None:
         """Forget a host's shell (it is rebooting); the next run opens a new one."""
@@ -209,7 +236,10 @@ class HostRun:
             self.outcome.status = exc.status
             self.outcome.message = str(exc)
         except TransportError as exc:
-            self.outcome.status = "failed" if self.contacted else "unreachable"
+            if exc.kind == "not-tried":
+                self.outcome.status = "not-tried"
+            else:
+                self.outcome.status = "failed" if self.contacted else "unreachable"
             self.outcome.message = self._transport_failure(exc)
         self.outcome.duration = time.monotonic() - start
         j.write(
