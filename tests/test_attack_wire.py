@@ -324,9 +324,9 @@ def test_attack_4e_1gb_body_bounded(slow_lab: Lab, tmp_path: Path, chunked: bool
         f"max RSS of the CLI: {baseline / 1024:.0f} MB honest, {attacked / 1024:.0f} MB "
         f"with a 1 GB {framing} body (cap {cap_mb} MB)"
     )
+    assert attacked <= baseline + cap_mb * 1024 + 16 * 1024
     assert code == 1, out
     assert f"over the {cap_mb} MB cap" in out, out
-    assert attacked <= baseline + cap_mb * 1024 + 16 * 1024
 
 
 # -- 6f / 6g: insecure settings are loud; Basic over http needs allow_unencrypted --------------
