@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import winrm.protocol
 import yaml
 from conftest import INVOKE, ROOT, Lab
+
+from cmrunbook.sealing import EncryptionError
+from cmrunbook.transport import refuse_plain_replies
 
 #: A reply action: gets the client socket; True to keep relaying on this connection.
 Action = Callable[[socket.socket], bool]
@@ -417,3 +421,29 @@ def test_fidelity_f9_codepage_per_host_os(lab: Lab, tmp_path: Path) -> None:
     assert "5.0.7958.1000" in res.stdout
     assert set(server.shell_codepages("xp-fleet001")) == {850}
     assert set(server.shell_codepages("xp-fleet002")) == {437}  # Windows XP
+
+
+def test_attack_4f_pywinrm_transport_refuses_plain_reply(slow_lab: Lab) -> None:
+    """pywinrm's transport (kerberos, credssp; here its NTLM, which encrypts the same way)
+    reads a plain reply as data once it encrypts; guarded, it refuses it."""
+
+    def rule(host: str, number: int) -> Action | None:
+        return forged_receive if host == "xp-fleet001" and number == 3 else None
+
+    running = slow_lab.running
+    with Proxy(running.server.port, rule) as proxy:
+        protocol = winrm.protocol.Protocol(
+            f"http://127.0.0.1:{proxy.port}/wsman/xp-fleet001",
+            transport="ntlm",
+            username=running.username,
+            password=running.password,
+            operation_timeout_sec=5,
+            read_timeout_sec=10,
+        )
+        refuse_plain_replies(protocol.transport)
+        shell = protocol.open_shell()  # Create: sealed request 1
+        command = protocol.run_command(shell, "ipconfig")  # 2
+        assert protocol.transport.encryption is not None
+        with pytest.raises(EncryptionError, match="reply not encrypted: refusing it"):
+            protocol.get_command_output_raw(shell, command)  # 3: the forged Receive
+    assert proxy.sealed["xp-fleet001"] == 3

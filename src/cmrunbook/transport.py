@@ -19,7 +19,7 @@ can act on; no message ever contains a password.
 Underneath, the default ``auth: ntlm`` on http travels on :class:`~cmrunbook.ntlm_channel.
 NtlmChannel` (http.client and pyspnego, message encryption); Kerberos, CredSSP, Basic and https
 use pywinrm's requests-based transport. Either way a reply that should be encrypted and is not
-is refused (:func:`_refuse_plain_replies` for pywinrm's transport), never read as data.
+is refused (:func:`refuse_plain_replies` for pywinrm's transport), never read as data.
 
 A WinRMHost is not thread-safe: the engine gives each host its own, used by one worker.
 """
@@ -70,6 +70,7 @@ __all__ = [
     "ErrorKind",
     "TransportError",
     "WinRMHost",
+    "refuse_plain_replies",
 ]
 
 log = logging.getLogger(__name__)
@@ -378,7 +379,7 @@ class WinRMHost:
                 max_reply=self._max_reply,
             )
         else:
-            _refuse_plain_replies(protocol.transport)
+            refuse_plain_replies(protocol.transport)
         send = protocol.send_message
 
         def counted(message: str) -> bytes:
@@ -506,7 +507,7 @@ class WinRMHost:
         return None
 
 
-def _refuse_plain_replies(transport: winrm.transport.Transport) -> None:
+def refuse_plain_replies(transport: winrm.transport.Transport) -> None:
     """Make pywinrm's transport refuse a plain reply once it encrypts (Kerberos, CredSSP on http).
 
     pywinrm 0.5.0's ``Encryption.parse_encrypted_response`` returns the body as it came when the
