@@ -113,9 +113,12 @@ class Sessions:
     ) -> CommandResult:
         rejected_by = self._rejected_by
         if rejected_by is not None and host not in self.answered:
-            raise TransportError(
-                host, "not-tried", f"not tried: credentials rejected by {rejected_by}"
+            why = (
+                "not tried again: it rejected the credentials"
+                if rejected_by == host
+                else f"not tried: credentials rejected by {rejected_by}"
             )
+            raise TransportError(host, "not-tried", why)
         if cell[0] is None:
             cell[0] = self._connect(host)
         try:
