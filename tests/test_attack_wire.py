@@ -447,3 +447,33 @@ def test_attack_4f_pywinrm_transport_refuses_plain_reply(slow_lab: Lab) -> None:
         with pytest.raises(EncryptionError, match="reply not encrypted: refusing it"):
             protocol.get_command_output_raw(shell, command)  # 3: the forged Receive
     assert proxy.sealed["xp-fleet001"] == 3
+
+
+# -- 4g: what the peer sends reaches no terminal raw -----------------------------------------
+
+ESCAPES = (
+    b"\x1b]0;PWNED-TITLE\x07\x1b[2K\r\x1b[32mxp-fleet001 OK: all hosts compliant\x1b[0m"
+    b"\x1b[8m hidden \r\n\r\n"
+)
+
+
+def escape_reply(client: socket.socket) -> bool:
+    """Terminal escapes (title, erase line, fake green line, hidden text) for a status line."""
+    client.sendall(ESCAPES + b"\xa5" * 4096)
+    return False
+
+
+def test_attack_4g_wire_escapes_never_reach_the_console(slow_lab: Lab, tmp_path: Path) -> None:
+    def rule(host: str, number: int) -> Action | None:
+        return escape_reply if host == "xp-fleet001" and number == 4 else None
+
+    with Proxy(slow_lab.running.server.port, rule) as proxy:
+        code, out, _, _ = cli(slow_lab, inventory_via(slow_lab, proxy.port, tmp_path), *CHECK)
+    assert proxy.sealed["xp-fleet001"] >= 4
+    assert code == 1, out
+    assert "answered something that is not HTTP" in out, out
+    assert "\\x1b]0;PWNED-TITLE\\x07" in out  # shown, as text
+    run_dir = slow_lab.run_dirs()[-1]
+    written = [out] + [p.read_text("utf-8") for p in sorted(run_dir.iterdir()) if p.is_file()]
+    assert all("\x1b" not in text and "\x07" not in text for text in written)
+    assert len(out) < 8000  # not the 4 KB of garbage, nor http.client's 64 KB

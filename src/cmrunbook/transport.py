@@ -445,7 +445,7 @@ class WinRMHost:
         host, url = self.endpoint.host, self.endpoint.url
 
         def error(kind: ErrorKind, message: str, hint: str | None = None) -> TransportError:
-            return TransportError(host, kind, message, hint)
+            return TransportError(host, kind, _printable(message), hint)
 
         def waited() -> str:
             seconds = self._protocol.transport.read_timeout_sec if self._protocol else None
@@ -556,8 +556,26 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _innermost(exc: BaseException) -> str:
+    """The innermost error's text, cut short: http.client puts up to 64 KB of what the peer
+    sent (a status line that is not one) into it."""
     *_, last = _chain(exc)
-    return str(last) or type(last).__name__
+    text = str(last) or type(last).__name__
+    return text if len(text) <= _WIRE_TEXT else f"{text[:_WIRE_TEXT]}... ({len(text)} characters)"
+
+
+#: Characters of peer-supplied text (a bad status line, an error body) kept in a message.
+_WIRE_TEXT = 200
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character written as an escape (attack 4g).
+
+    Messages carry what a peer sent: raw ESC, BEL or CR bytes would set a terminal's title,
+    erase lines and draw fake ones in the operator's console and in the reports.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _BROKEN = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
@@ -575,4 +593,6 @@ def _connection_failure(exc: BaseException, url: str) -> tuple[ErrorKind, str, s
         return "reset", f"connection to {url} was reset", None
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "refused", f"cannot resolve the address in {url} ({_innermost(exc)})", None
+    if any(isinstance(e, http.client.BadStatusLine) for e in chain):
+        return "http", f"{url} answered something that is not HTTP ({_innermost(exc)})", None
     return "refused", f"cannot connect to {url} ({_innermost(exc)})", None
