@@ -103,10 +103,11 @@ class Sessions:
     def run(self, host: str, script: str, deadline: float) -> CommandResult:
         lock, cell = self._slot(host)
         with lock:
-            if host in self.answered or self._accepted.is_set():
-                return self._call(host, cell, script, deadline)
-            with self._first:
-                return self._call(host, cell, script, deadline)
+            if host not in self.answered and not self._accepted.is_set():
+                with self._first:
+                    if not self._accepted.is_set():  # else: accepted while this host waited
+                        return self._call(host, cell, script, deadline)
+            return self._call(host, cell, script, deadline)
 
     def _call(
         self, host: str, cell: list[Remote | None], script: str, deadline: float
