@@ -81,9 +81,10 @@ class Sessions:
     """One WinRM shell per host per run; a host's shell serves one command at a time.
 
     The run has one credential, and a domain locks its account after a few wrong passwords:
-    so hosts take their first call one at a time until one host has accepted the credential,
-    and once any host rejects it, hosts not yet reached are not tried with it at all (their
-    call raises a ``not-tried`` TransportError naming the host that rejected it).
+    so hosts log on one at a time until one host has accepted the credential (a Remote with
+    ``open`` logs on and opens its shell alone; any other runs its first script), and once any
+    host rejects it, hosts not yet reached are not tried with it at all (their call raises a
+    ``not-tried`` TransportError naming the host that rejected it).
     """
 
     def __init__(self, connect: Callable[[str], Remote]) -> None:
@@ -106,12 +107,19 @@ class Sessions:
             if host not in self.answered and not self._accepted.is_set():
                 with self._first:
                     if not self._accepted.is_set():  # else: accepted while this host waited
-                        return self._call(host, cell, script, deadline)
-            return self._call(host, cell, script, deadline)
+                        ran = self._call(host, cell, lambda r: _log_on(r, script, deadline))
+                        if ran is not None:
+                            return ran
+            result = self._call(host, cell, lambda remote: remote.run(script, deadline=deadline))
+            assert result is not None
+            return result
 
     def _call(
-        self, host: str, cell: list[Remote | None], script: str, deadline: float
-    ) -> CommandResult:
+        self,
+        host: str,
+        cell: list[Remote | None],
+        action: Callable[[Remote], CommandResult | None],
+    ) -> CommandResult | None:
         rejected_by = self._rejected_by
         if rejected_by is not None and host not in self.answered:
             why = (
@@ -123,7 +131,7 @@ class Sessions:
         if cell[0] is None:
             cell[0] = self._connect(host)
         try:
-            result = cell[0].run(script, deadline=deadline)
+            result = action(cell[0])
         except TransportError as exc:
             self._drop(cell)
             if exc.kind == "unauthorized":
@@ -152,6 +160,16 @@ class Sessions:
         for lock, cell in list(self._slots.values()):
             with lock:
                 self._drop(cell)
+
+
+def _log_on(remote: Remote, script: str, deadline: float) -> CommandResult | None:
+    """Log on to a host: open its shell if the Remote can do that alone (None), else run the
+    script, whose logon is the first thing it does (its result)."""
+    opener = getattr(remote, "open", None)
+    if opener is None:
+        return remote.run(script, deadline=deadline)
+    opener(deadline=deadline)
+    return None
 
 
 class Console(Protocol):

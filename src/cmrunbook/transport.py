@@ -234,25 +234,31 @@ class WinRMHost:
         """
         end = time.monotonic() + deadline
         before = self.requests
-        try:
+        with self._translated():
             stdout, stderr, exit_code = self._run(script.encode("utf-8"), end, deadline)
-        except TransportError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc)
-            if error is None:
-                raise
-            if error.kind != "fault":
-                self._discard()
-            raise error from exc
-        finally:
-            self._limit(None)
         return CommandResult(
             stdout=_decode(stdout),
             stderr=clixml.to_text(_decode(stderr)),
             exit_code=exit_code,
             requests=self.requests - before,
         )
+
+    def open(self, *, deadline: float) -> None:
+        """Log on and open the shell now, within ``deadline`` seconds: the first requests of a
+        first :meth:`run`, on their own, so that a run can try its credentials on one host
+        before it sends them to every host."""
+        end = time.monotonic() + deadline
+        try:
+            with self._translated():
+                protocol = self._require_protocol()
+                self._limit(end)
+                if self._shell_id is None:
+                    self._shell_id = protocol.open_shell(codepage=self._codepage)
+        except TransportError as error:
+            if error.kind != "fault":
+                raise
+            # A WS-Man fault (a shell quota, say) comes on an authenticated connection: the
+            # logon worked, and run() opens the shell with its own retries.
 
     def close(self) -> None:
         """Delete the shell and close the connection; a later :meth:`run` opens new ones."""
@@ -275,6 +281,24 @@ class WinRMHost:
         self.close()
 
     # -- the exchange ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Library exceptions become TransportErrors; after any but a WS-Man fault the shell
+        and connection are dropped, and the timeouts go back to their defaults."""
+        try:
+            yield
+        except TransportError:
+            raise
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
+            if error.kind != "fault":
+                self._discard()
+            raise error from exc
+        finally:
+            self._limit(None)
 
     def _run(self, payload: bytes, end: float, deadline: float) -> tuple[bytes, bytes, int]:
         for attempt in (1, 2):
