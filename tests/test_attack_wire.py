@@ -41,7 +41,7 @@ CHECK = ("check", "client-hotfix", "--hosts", "xp-fleet001", "--non-interactive"
 
 class Proxy:
     """Relays HTTP/1.1 between the CLI and the lab; ``rule(host, n)`` may replace the reply to
-    the n-th sealed request of a host. ``sealed`` counts those requests per host."""
+    the n-th sealed (or Basic) request of a host. ``sealed`` counts them per host."""
 
     def __init__(self, upstream_port: int, rule: Rule) -> None:
         self._upstream = upstream_port
@@ -101,7 +101,10 @@ class Proxy:
                     return
 
     def _action(self, head: bytes) -> Action | None:
-        if b"multipart/encrypted" not in head.lower():
+        """The rule's action for a WS-Man request: sealed, or on Basic (each carries its
+        credentials); handshake legs are relayed uncounted."""
+        lowered = head.lower()
+        if b"multipart/encrypted" not in lowered and b"authorization: basic" not in lowered:
             return None
         host = head.split(b" ")[1].decode().rsplit("/", 1)[-1].lower()
         with self._lock:
@@ -483,3 +486,31 @@ def test_attack_4g_wire_escapes_never_reach_the_console(slow_lab: Lab, tmp_path:
     written = [out] + [p.read_text("utf-8") for p in sorted(run_dir.iterdir()) if p.is_file()]
     assert all("\x1b" not in text and "\x07" not in text for text in written)
     assert len(out) < 8000  # not the 4 KB of garbage, nor http.client's 64 KB
+
+
+# -- 4d, 4e on pywinrm's transport (here: Basic on http; Kerberos, CredSSP, https alike) ----------
+
+
+def test_attack_4d_4e_bounded_on_pywinrm_transport(slow_lab: Lab, tmp_path: Path) -> None:
+    slow_lab.running.server.allow_basic = True
+    with Proxy(slow_lab.running.server.port, lambda host, n: None) as proxy:
+        inventory = inventory_via(
+            slow_lab, proxy.port, tmp_path, auth="basic", allow_unencrypted=True
+        )
+        code, out, _, baseline = cli(slow_lab, inventory, *CHECK)
+        assert code == 1 and "5.0.7958.1000" in out, out  # honest: non-compliant
+        start = proxy.sealed["xp-fleet001"]
+        huge = proxy.huge(chunked=True)
+        proxy._rule = lambda host, n: huge if host == "xp-fleet001" and n == start + 4 else None
+        code, out, _, attacked = cli(slow_lab, inventory, *CHECK)
+        print(f"Basic: max RSS {baseline / 1024:.0f} MB honest, {attacked / 1024:.0f} MB with 1 GB")
+        assert attacked <= baseline + 64 * 1024 + 16 * 1024
+        assert code == 1 and "over the 64 MB cap" in out, out
+
+        start = proxy.sealed["xp-fleet001"]
+        trickle = proxy.trickle(1.0)
+        proxy._rule = lambda host, n: trickle if host == "xp-fleet001" and n == start + 4 else None
+        code, out, elapsed, _ = cli(slow_lab, inventory, *CHECK, "--step-timeout", "4")
+        print(f"Basic: trickle ended after {elapsed:.1f} s with --step-timeout 4")
+        assert code == 1 and "still sending its reply" in out, out
+        assert elapsed < 4 + 20, out

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import requests
+import requests.adapters
+import urllib3.exceptions
 import winrm.transport
 from winrm.exceptions import (
     AuthenticationError,
@@ -70,6 +72,7 @@ __all__ = [
     "ErrorKind",
     "TransportError",
     "WinRMHost",
+    "bound_replies",
     "refuse_plain_replies",
 ]
 
@@ -404,6 +407,7 @@ class WinRMHost:
             )
         else:
             refuse_plain_replies(protocol.transport)
+            bound_replies(protocol.transport, self._max_reply)
         send = protocol.send_message
 
         def counted(message: str) -> bytes:
@@ -553,6 +557,92 @@ def refuse_plain_replies(transport: winrm.transport.Transport) -> None:
         return read(response)
 
     transport._get_message_response_text = opened  # type: ignore[method-assign]
+
+
+class _BoundedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, reading each reply body up to a cap and within one deadline.
+
+    requests reads a body whole, with its timeout applying to each read (attack 4d, 4e): here
+    the body is read piece by piece, each read given only the time left of the request's
+    timeout, and refused as soon as it passes the cap (a declared length over it: unread).
+    """
+
+    def __init__(self, max_reply: int) -> None:
+        super().__init__()
+        self.max_reply = max_reply
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+        **kwargs: object,
+    ) -> requests.Response:
+        seconds = timeout[1] if isinstance(timeout, tuple) else timeout
+        end = time.monotonic() + (seconds or 30)
+        response = super().send(request, stream=True, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+        if not stream:
+            try:
+                response._content = _read_bounded(response.raw, self.max_reply, end)
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise DeadlineError("the reply was still incomplete at the deadline") from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        return response
+
+
+def _read_bounded(raw: urllib3.response.BaseHTTPResponse, limit: int, end: float) -> bytes:
+    """The body of ``raw``; ReplyTooLargeError past ``limit``, DeadlineError at ``end``."""
+    declared = raw.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raw.close()
+        raise ReplyTooLargeError(f"the reply declares {declared} bytes")
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raw.close()
+            raise DeadlineError("the reply was still incomplete at the deadline")
+        if sock is not None:
+            sock.settimeout(remaining)
+        piece = raw.read1(64 * 1024)
+        if not piece:
+            return b"".join(pieces)
+        size += len(piece)
+        if size > limit:
+            raw.close()
+            raise ReplyTooLargeError(f"the reply went on past {limit} bytes")
+        pieces.append(piece)
+
+
+def bound_replies(transport: winrm.transport.Transport, max_reply: int) -> None:
+    """Give pywinrm's transport the NTLM channel's reply cap and deadline.
+
+    The adapter goes on the requests session pywinrm builds, before the authenticating request
+    that sets up message encryption (which is sent while the session is being built).
+    """
+    adapter = _BoundedAdapter(max_reply)
+    build, setup = transport.build_session, transport.setup_encryption
+
+    def mount(session: requests.Session) -> None:
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+
+    def set_up(session: requests.Session) -> None:
+        mount(session)
+        setup(session)
+
+    def built() -> requests.Session:
+        fresh = transport.session is None
+        session = build()
+        if fresh:
+            mount(session)
+        return session
+
+    transport.setup_encryption = set_up  # type: ignore[method-assign]
+    transport.build_session = built  # type: ignore[method-assign]
 
 
 def _decode(data: bytes) -> str:
