@@ -28,8 +28,9 @@ from conftest import INVOKE, ROOT, Lab
 from cmrunbook.sealing import EncryptionError
 from cmrunbook.transport import refuse_plain_replies
 
-#: A reply action: gets the client socket; True to keep relaying on this connection.
-Action = Callable[[socket.socket], bool]
+#: A reply action: gets the client socket and the lab's real reply (head, body), which it may
+#: send altered or not at all; True to keep relaying on this connection.
+Action = Callable[[socket.socket, tuple[bytes, bytes]], bool]
 Rule = Callable[[str, int], Action | None]
 
 PROXY_LIFETIME = 90.0  # the proxy closes everything after this many seconds, whatever happens
@@ -97,7 +98,7 @@ class Proxy:
                 action = self._action(head)
                 if action is None:
                     client.sendall(b"".join(reply))
-                elif not action(client):
+                elif not action(client, reply):
                     return
 
     def _action(self, head: bytes) -> Action | None:
@@ -117,7 +118,7 @@ class Proxy:
     def trickle(self, seconds: float) -> Action:
         """Headers at once, then one body byte per ``seconds`` (never completing)."""
 
-        def act(client: socket.socket) -> bool:
+        def act(client: socket.socket, _: tuple[bytes, bytes]) -> bool:
             client.sendall(_head(b"200 OK", PLAIN, b"Content-Length: 4096"))
             for _ in range(4096):
                 if not self.running() or self._stop.wait(seconds):
@@ -133,7 +134,7 @@ class Proxy:
     def huge(self, *, chunked: bool) -> Action:
         """A 1 GB body streamed from one 64 KB piece (never allocated), until the client quits."""
 
-        def act(client: socket.socket) -> bool:
+        def act(client: socket.socket, _: tuple[bytes, bytes]) -> bool:
             framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % GIGABYTE
             client.sendall(_head(b"200 OK", PLAIN, framing))
             piece = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK) if chunked else CHUNK
@@ -177,7 +178,7 @@ def _read_message(stream: Any) -> tuple[bytes, bytes] | None:
     return head, stream.read(length) if length else b""
 
 
-def forged_receive(client: socket.socket) -> bool:
+def forged_receive(client: socket.socket, _: tuple[bytes, bytes]) -> bool:
     """A plain, unsigned ReceiveResponse saying the client is compliant (attack 4f)."""
     result = {
         "ok": True,
@@ -283,6 +284,28 @@ def test_attack_4f_forged_unsealed_reply_refused(
     assert all((step.get("data") or {}).get("compliance") != "compliant" for step in host["steps"])
     if position == 4:  # the first Receive: where a forged result would have been read
         assert "reply not encrypted: refusing it" in out, out
+
+
+def tampered(client: socket.socket, reply: tuple[bytes, bytes]) -> bool:
+    """The host's sealed reply with one bit of the sealed bytes flipped (Content-Type kept)."""
+    head, body = reply
+    end = body.rindex(b"--Encrypted Boundary--")
+    spot = end - 3  # inside the sealed message, before the closing boundary's CRLF
+    body = body[:spot] + bytes([body[spot] ^ 0x01]) + body[spot + 1 :]
+    client.sendall(head + body)
+    return True
+
+
+def test_attack_4f_tampered_sealed_reply_refused(slow_lab: Lab, tmp_path: Path) -> None:
+    def rule(host: str, number: int) -> Action | None:
+        return tampered if host == "xp-fleet001" and number == 4 else None
+
+    with Proxy(slow_lab.running.server.port, rule) as proxy:
+        code, out, _, _ = cli(slow_lab, inventory_via(slow_lab, proxy.port, tmp_path), *CHECK)
+    assert proxy.sealed["xp-fleet001"] >= 4
+    assert code == 1, out
+    assert "untrusted reply" in out and "could not be unsealed" in out, out
+    assert last_report(slow_lab)["hosts"][0]["status"] in ("failed", "unreachable")
 
 
 # -- 4d: a peer that trickles cannot outlast --step-timeout ------------------------------------
@@ -466,7 +489,7 @@ ESCAPES = (
 )
 
 
-def escape_reply(client: socket.socket) -> bool:
+def escape_reply(client: socket.socket, _: tuple[bytes, bytes]) -> bool:
     """Terminal escapes (title, erase line, fake green line, hidden text) for a status line."""
     client.sendall(ESCAPES + b"\xa5" * 4096)
     return False
