@@ -390,18 +390,18 @@ def test_quota_fault_on_command_recreates_the_shell_once(lab: LabServer) -> None
 # -- Basic authentication --------------------------------------------------------------------
 
 
-def test_basic_over_http_is_refused_unless_insecure(basic_lab: LabServer) -> None:
+def test_basic_over_http_is_refused_unless_allowed(basic_lab: LabServer) -> None:
     with pytest.raises(TransportError) as caught:
         connect(basic_lab, "echo-basic", auth="basic")
     assert caught.value.kind == "config"
     assert "clear text" in str(caught.value)
 
 
-def test_basic_works_when_insecure_and_allowed(basic_lab: LabServer, lab: LabServer) -> None:
-    with connect(basic_lab, "echo-basic", auth="basic", insecure=True) as host:
+def test_basic_works_when_allowed_unencrypted(basic_lab: LabServer, lab: LabServer) -> None:
+    with connect(basic_lab, "echo-basic", auth="basic", allow_unencrypted=True) as host:
         assert host.run("Write-Output b", deadline=5).stdout == "Write-Output b"
     with pytest.raises(TransportError) as caught:  # the default lab does not allow Basic
-        connect(lab, "echo-basic", auth="basic", insecure=True).run("x", deadline=5)
+        connect(lab, "echo-basic", auth="basic", allow_unencrypted=True).run("x", deadline=5)
     assert caught.value.kind == "unauthorized"
 
 

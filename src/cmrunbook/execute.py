@@ -92,7 +92,14 @@ class HostOutcome:
 
 
 class Sessions:
-    """One WinRM shell per host per run; a host's shell serves one command at a time."""
+    """One WinRM shell per host per run; a host's shell serves one command at a time.
+
+    The run has one credential, and a domain locks its account after a few wrong passwords:
+    so hosts log on one at a time until one host has accepted the credential (a Remote with
+    ``open`` logs on and opens its shell alone; any other runs its first script), and once any
+    host rejects it, hosts not yet reached are not tried with it at all (their call raises a
+    ``not-tried`` TransportError naming the host that rejected it).
+    """
 
     def __init__(self, connect: Callable[[str], Remote]) -> None:
         self._connect = connect
@@ -100,6 +107,9 @@ class Sessions:
         self._guard = threading.Lock()
         #: Hosts that have run a script in this run, whatever happened to them later.
         self.answered: set[str] = set()
+        self._first = threading.Lock()  # held by the host trying the credential first
+        self._accepted = threading.Event()
+        self._rejected_by: str | None = None
 
     def _slot(self, host: str) -> tuple[threading.Lock, list[Remote | None]]:
         with self._guard:
@@ -108,15 +118,44 @@ class Sessions:
     def run(self, host: str, script: str, deadline: float) -> CommandResult:
         lock, cell = self._slot(host)
         with lock:
-            if cell[0] is None:
-                cell[0] = self._connect(host)
-            try:
-                result = cell[0].run(script, deadline=deadline)
-            except TransportError:
-                self._drop(cell)
-                raise
-            self.answered.add(host)
+            if host not in self.answered and not self._accepted.is_set():
+                with self._first:
+                    if not self._accepted.is_set():  # else: accepted while this host waited
+                        ran = self._call(host, cell, lambda r: _log_on(r, script, deadline))
+                        if ran is not None:
+                            return ran
+            result = self._call(host, cell, lambda remote: remote.run(script, deadline=deadline))
+            assert result is not None
             return result
+
+    def _call(
+        self,
+        host: str,
+        cell: list[Remote | None],
+        action: Callable[[Remote], CommandResult | None],
+    ) -> CommandResult | None:
+        rejected_by = self._rejected_by
+        if rejected_by is not None and host not in self.answered:
+            why = (
+                "not tried again: it rejected the credentials"
+                if rejected_by == host
+                else f"not tried: credentials rejected by {rejected_by}"
+            )
+            raise TransportError(host, "not-tried", why)
+        if cell[0] is None:
+            cell[0] = self._connect(host)
+        try:
+            result = action(cell[0])
+        except TransportError as exc:
+            self._drop(cell)
+            if exc.kind == "unauthorized":
+                self._rejected_by = self._rejected_by or host
+            elif exc.kind == "fault":  # a WS-Man fault comes on an authenticated connection
+                self._accepted.set()
+            raise
+        self.answered.add(host)
+        self._accepted.set()
+        return result
 
     def reset(self, host: str) -> None:
         """Forget a host's shell (it is rebooting); the next run opens a new one."""
@@ -135,6 +174,16 @@ class Sessions:
         for lock, cell in list(self._slots.values()):
             with lock:
                 self._drop(cell)
+
+
+def _log_on(remote: Remote, script: str, deadline: float) -> CommandResult | None:
+    """Log on to a host: open its shell if the Remote can do that alone (None), else run the
+    script, whose logon is the first thing it does (its result)."""
+    opener = getattr(remote, "open", None)
+    if opener is None:
+        return remote.run(script, deadline=deadline)
+    opener(deadline=deadline)
+    return None
 
 
 class Console(Protocol):
@@ -242,7 +291,10 @@ class HostRun:
             self.outcome.status = exc.status
             self.outcome.message = str(exc)
         except TransportError as exc:
-            self.outcome.status = "failed" if self.contacted else "unreachable"
+            if exc.kind == "not-tried":
+                self.outcome.status = "not-tried"
+            else:
+                self.outcome.status = "failed" if self.contacted else "unreachable"
             self.outcome.message = self._transport_failure(exc)
         finally:
             self.set_back()

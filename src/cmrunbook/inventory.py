@@ -10,7 +10,7 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.runbook import ConfigMgrVersion, Role, Strict
@@ -49,19 +49,60 @@ class WinRM(Strict):
     path: str | None = None
     cert_validation: bool | None = None
     ca_bundle: str | None = None
+    allow_unencrypted: bool | None = Field(
+        None,
+        description="Allow Basic over plain http: the password and every message travel in "
+        "clear text. Refused without it; warned about on every run.",
+    )
     insecure: bool | None = Field(
-        None, description="Allow Basic over plain HTTP (shown in output)."
+        None, description="Old name of allow_unencrypted: refused, with the new name."
     )
     operation_timeout: int | None = Field(None, ge=1)
     read_timeout: int | None = Field(None, ge=2)
+    max_reply_mb: int | None = Field(
+        None, ge=1, description="Largest reply body accepted from a host, in MB (default 64)."
+    )
+    codepage: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="WinRS shell code page. Default: 437 where the OS predates UTF-8 shells "
+        "(xp, 2003, vista, 2008 and older), else 65001.",
+    )
+
+    @field_validator("insecure")
+    @classmethod
+    def _renamed(cls, value: bool | None) -> bool | None:
+        """The old key must not silently keep or lose its meaning: say what it is called now."""
+        if value is not None:
+            raise ValueError(
+                "`insecure` is now `allow_unencrypted` (it allows Basic over plain http, "
+                "password in clear text); rename the key"
+            )
+        return value
 
 
 #: What a host's WinRM settings are when neither the host nor the inventory says. The port is
 #: not here: it follows the scheme (5985 for http, 5986 for https) unless one is given.
 WINRM_DEFAULTS = WinRM(
-    scheme="http", auth="ntlm", path="/wsman", cert_validation=True, insecure=False,
-    operation_timeout=20, read_timeout=30,
+    scheme="http", auth="ntlm", path="/wsman", cert_validation=True, allow_unencrypted=False,
+    operation_timeout=20, read_timeout=30, max_reply_mb=64,
 )  # fmt: skip
+
+#: Windows versions whose WinRS shells break with code page 65001 (UTF-8): commands return at
+#: once with no output. Sources (fidelity F9): WinRb/WinRM #232 ("broken on any windows version
+#: prior to 2008R2/win 7 ... older OS's do not know how to UTF-8"), chef/knife-windows PR #400,
+#: ansible #21915 (Server 2008 non-R2), WinRb/WinRM #173 (XP), hashicorp/packer #12605 (XP/Vista).
+OS_WITHOUT_UTF8_SHELL = {"nt4", "2000", "xp", "2003", "vista", "2008"}
+
+
+def default_codepage(os_version: str) -> int:
+    """The WinRS code page for an OS: 437 (OEM US) where 65001 is not safe, else UTF-8.
+
+    The engine's output is ASCII either way (its JSON writer escapes everything over 0x7E) and
+    the script travels as UTF-8 bytes on stdin, which the bootstrap decodes itself.
+    """
+    return 437 if os_version in OS_WITHOUT_UTF8_SHELL else 65001
 
 
 class Site(Strict):

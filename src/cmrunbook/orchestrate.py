@@ -63,8 +63,12 @@ def execute_plan(
     request: dict[str, Any] | None = None,
     console: TextConsole | None = None,
     after: Callable[[Path], None] | None = None,
+    warnings: list[str] | None = None,
 ) -> int:
-    """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant)."""
+    """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant).
+
+    ``warnings`` (insecure WinRM settings) go into the journal's run or resume event, from
+    which report.json carries them."""
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
@@ -92,10 +96,15 @@ def execute_plan(
                     argv=sys.argv[1:],
                     user=_user(),
                     dry_run=False,
+                    warnings=warnings or [],
                 )
             else:
                 journal.write(
-                    "resume", argv=sys.argv[1:], user=_user(), restore_only=options.restore_only
+                    "resume",
+                    argv=sys.argv[1:],
+                    user=_user(),
+                    restore_only=options.restore_only,
+                    warnings=warnings or [],
                 )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)

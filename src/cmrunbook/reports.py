@@ -49,7 +49,7 @@ from cmrunbook.sitestate import Ledger
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
 LAST_LOG_LINES = 20
-FAILED = frozenset({"failed", "non-compliant", INTERRUPTED, "unreachable", "stopped"})
+FAILED = frozenset({"failed", "non-compliant", INTERRUPTED, "unreachable", "not-tried", "stopped"})
 RUN_ID = re.compile(r"^(\d{8}-\d{6})-")
 
 
@@ -158,6 +158,7 @@ def build_report(journal: Journal, plan: Plan | None = None) -> dict[str, Any]:
             "targets": journal.targets,
             "user": run.get("user"),
             "argv": [str(a) for a in run.get("argv") or []],
+            "warnings": [str(w) for w in run.get("warnings") or []],
             "dry_run": bool(run.get("dry_run")),
             "started": journal.started,
             "ended": journal.ended,
@@ -266,7 +267,7 @@ def _printable_xml(root: ET.Element) -> ET.Element:
 def _outcome(
     case: ET.Element, status: str, message: str, log_lines: list[str], counts: Counter[str]
 ) -> None:
-    if status in ("failed", "non-compliant", "unreachable", "stopped"):
+    if status in FAILED - {INTERRUPTED}:
         el = ET.SubElement(case, "failure", message=message[:500], type=status)
         el.text = "\n".join([message, *log_lines[-LAST_LOG_LINES:]])
         counts["failures"] += 1

@@ -108,6 +108,14 @@ def run_runbook(
             f"--rollback --resume sets back site-wide changes, and runbook {plan.runbook.id} "
             f"declares none; roll it back with: invoke remediate {plan.runbook.id} --rollback"
         )
+    from cmrunbook.connect import insecure_warnings
+
+    used = {hp.target.name for hp in plan.hosts} | {
+        ps.run_on for hp in plan.hosts for ps in hp.all_steps()
+    }
+    warnings = insecure_warnings(plan.inventory, sorted(used))
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if dry_run:
         from cmrunbook.dryrun import print_dry_run
 
@@ -134,6 +142,7 @@ def run_runbook(
         connect=lambda name: open_host(inv.hosts[name], inv, creds),
         resume=state,
         request=request,
+        warnings=warnings,
         after=_reports_hook(catalog, plan, reports, keep_days),
     )
 

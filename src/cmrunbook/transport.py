@@ -9,7 +9,8 @@ run_ps has three properties that do not survive contact with real runbooks:
 * it opens and deletes a shell, and a TCP connection with a fresh NTLM handshake, per call;
 * it waits for output forever (pywinrm retries WS-Man OperationTimeout faults indefinitely).
 
-So a :class:`WinRMHost` opens its shell lazily (code page 65001), keeps it for every later call,
+So a :class:`WinRMHost` opens its shell lazily (code page 65001 unless the host's OS predates
+UTF-8 shells), keeps it for every later call,
 sends a short bootstrap on the command line and the script itself as UTF-8 over stdin, and builds
 an overall deadline out of single Receive requests. Each failure becomes a
 :class:`TransportError` with a ``kind`` the engine can act on and a one-line message a person
@@ -17,7 +18,8 @@ can act on; no message ever contains a password.
 
 Underneath, the default ``auth: ntlm`` on http travels on :class:`~cmrunbook.ntlm_channel.
 NtlmChannel` (http.client and pyspnego, message encryption); Kerberos, CredSSP, Basic and https
-use pywinrm's requests-based transport.
+use pywinrm's requests-based transport. Either way a reply that should be encrypted and is not
+is refused (:func:`refuse_plain_replies` for pywinrm's transport), never read as data.
 
 A WinRMHost is not thread-safe: the engine gives each host its own, used by one worker.
 """
@@ -37,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import requests
+import requests.adapters
+import urllib3.exceptions
 import winrm.transport
 from winrm.exceptions import (
     AuthenticationError,
@@ -47,7 +51,14 @@ from winrm.exceptions import (
 )
 
 from cmrunbook import clixml
-from cmrunbook.ntlm_channel import ConnectTimeoutError, NtlmChannel, ntlm_hashes
+from cmrunbook.ntlm_channel import (
+    MAX_REPLY,
+    ConnectTimeoutError,
+    DeadlineError,
+    NtlmChannel,
+    ReplyTooLargeError,
+    ntlm_hashes,
+)
 from cmrunbook.sealing import EncryptionError
 from cmrunbook.shell_protocol import ShellProtocol
 
@@ -61,11 +72,15 @@ __all__ = [
     "ErrorKind",
     "TransportError",
     "WinRMHost",
+    "bound_replies",
+    "refuse_plain_replies",
 ]
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal["refused", "unauthorized", "fault", "timeout", "reset", "http", "config"]
+ErrorKind = Literal[
+    "refused", "unauthorized", "fault", "timeout", "reset", "http", "config", "not-tried"
+]
 AuthMethod = Literal["ntlm", "kerberos", "credssp", "basic"]
 _AUTH_METHODS = ("ntlm", "kerberos", "credssp", "basic")
 
@@ -106,7 +121,8 @@ class Endpoint:
     """Where and how to reach one host's WinRM listener.
 
     ``auth`` is ntlm (default: message encryption on plain http), kerberos, credssp or basic.
-    Basic sends the password in clear text on http, so it is refused there unless ``insecure``.
+    Basic sends the password in clear text on http, so it is refused there unless
+    ``allow_unencrypted``.
     On https the certificate is validated unless ``cert_validation`` is off; ``ca_bundle``
     names a PEM file of trusted CAs (default: the certifi bundle).
     """
@@ -119,7 +135,7 @@ class Endpoint:
     auth: str = "ntlm"
     cert_validation: bool = True
     ca_bundle: str | None = None
-    insecure: bool = False
+    allow_unencrypted: bool = False
 
     @property
     def target(self) -> str:
@@ -164,7 +180,8 @@ class TransportError(Exception):
     * ``reset``: the connection broke during an exchange;
     * ``http``: an unexpected HTTP status or a reply that is not WS-Man;
     * ``config``: the endpoint or local setup cannot work (Basic on http, TLS trust, missing
-      Kerberos/CredSSP support).
+      Kerberos/CredSSP support);
+    * ``not-tried``: not contacted, because another host rejected the run's credentials.
     """
 
     def __init__(self, host: str, kind: ErrorKind, message: str, hint: str | None = None) -> None:
@@ -195,6 +212,7 @@ class WinRMHost:
         operation_timeout: float = 20,
         read_timeout: float = 30,
         codepage: int = 65001,
+        max_reply: int = MAX_REPLY,
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
@@ -202,6 +220,7 @@ class WinRMHost:
         self._operation_timeout = max(1, math.ceil(operation_timeout))
         self._read_timeout = math.ceil(read_timeout)
         self._codepage = codepage
+        self._max_reply = max_reply
         self._protocol: ShellProtocol | None = None
         self._shell_id: str | None = None
         self.requests = 0
@@ -218,25 +237,31 @@ class WinRMHost:
         """
         end = time.monotonic() + deadline
         before = self.requests
-        try:
+        with self._translated():
             stdout, stderr, exit_code = self._run(script.encode("utf-8"), end, deadline)
-        except TransportError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc)
-            if error is None:
-                raise
-            if error.kind != "fault":
-                self._discard()
-            raise error from exc
-        finally:
-            self._limit(None)
         return CommandResult(
             stdout=_decode(stdout),
             stderr=clixml.to_text(_decode(stderr)),
             exit_code=exit_code,
             requests=self.requests - before,
         )
+
+    def open(self, *, deadline: float) -> None:
+        """Log on and open the shell now, within ``deadline`` seconds: the first requests of a
+        first :meth:`run`, on their own, so that a run can try its credentials on one host
+        before it sends them to every host."""
+        end = time.monotonic() + deadline
+        try:
+            with self._translated():
+                protocol = self._require_protocol()
+                self._limit(end)
+                if self._shell_id is None:
+                    self._shell_id = protocol.open_shell(codepage=self._codepage)
+        except TransportError as error:
+            if error.kind != "fault":
+                raise
+            # A WS-Man fault (a shell quota, say) comes on an authenticated connection: the
+            # logon worked, and run() opens the shell with its own retries.
 
     def close(self) -> None:
         """Delete the shell and close the connection; a later :meth:`run` opens new ones."""
@@ -259,6 +284,24 @@ class WinRMHost:
         self.close()
 
     # -- the exchange ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Library exceptions become TransportErrors; after any but a WS-Man fault the shell
+        and connection are dropped, and the timeouts go back to their defaults."""
+        try:
+            yield
+        except TransportError:
+            raise
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
+            if error.kind != "fault":
+                self._discard()
+            raise error from exc
+        finally:
+            self._limit(None)
 
     def _run(self, payload: bytes, end: float, deadline: float) -> tuple[bytes, bytes, int]:
         for attempt in (1, 2):
@@ -360,7 +403,11 @@ class WinRMHost:
                 username=self._credentials.username,
                 secret=secret,
                 read_timeout=self._read_timeout,
+                max_reply=self._max_reply,
             )
+        else:
+            refuse_plain_replies(protocol.transport)
+            bound_replies(protocol.transport, self._max_reply)
         send = protocol.send_message
 
         def counted(message: str) -> bytes:
@@ -402,10 +449,12 @@ class WinRMHost:
             refuse(f"unknown auth {endpoint.auth!r}; expected one of {', '.join(_AUTH_METHODS)}")
         if endpoint.scheme not in ("http", "https"):
             refuse(f"unknown scheme {endpoint.scheme!r}; expected http or https")
-        if endpoint.auth == "basic" and endpoint.scheme == "http" and not endpoint.insecure:
+        plain = endpoint.scheme == "http" and not endpoint.allow_unencrypted
+        if endpoint.auth == "basic" and plain:
             refuse(
                 f"Basic authentication over plain http would send the password in clear text to "
-                f"{endpoint.url}; use https, ntlm or kerberos (or mark the endpoint insecure)"
+                f"{endpoint.url}; use https, ntlm or kerberos (or set the inventory's winrm "
+                f"allow_unencrypted: true)"
             )
         if endpoint.auth == "kerberos" and not winrm.transport.HAVE_KERBEROS:
             refuse("kerberos auth needs the 'kerberos' extra: pip install 'cmrunbook[kerberos]'")
@@ -424,7 +473,7 @@ class WinRMHost:
         host, url = self.endpoint.host, self.endpoint.url
 
         def error(kind: ErrorKind, message: str, hint: str | None = None) -> TransportError:
-            return TransportError(host, kind, message, hint)
+            return TransportError(host, kind, _printable(message), hint)
 
         def waited() -> str:
             seconds = self._protocol.transport.read_timeout_sec if self._protocol else None
@@ -433,7 +482,7 @@ class WinRMHost:
         if isinstance(exc, AuthenticationError):
             return error(
                 "unauthorized",
-                f"{url} rejected the credentials of {self._credentials.username!r} (HTTP 401)",
+                f"{url} rejected the credentials of {self._credentials.username} (HTTP 401)",
             )
         if isinstance(exc, WSManFaultError):
             code = f" {exc.wsman_fault_code}" if exc.wsman_fault_code is not None else ""
@@ -465,17 +514,135 @@ class WinRMHost:
         # The NTLM channel's own failures: http.client and the socket, unwrapped.
         if isinstance(exc, ConnectTimeoutError):
             return error("timeout", f"connecting to {url} timed out")
+        if isinstance(exc, DeadlineError):
+            return error("timeout", f"{url} was still sending its reply after {waited()}")
+        if isinstance(exc, ReplyTooLargeError):
+            return error(
+                "http",
+                f"reply from {url} over the {self._max_reply // 2**20} MB cap ({exc}); refused "
+                "unread (the inventory's winrm max_reply_mb sets the cap)",
+            )
         if isinstance(exc, TimeoutError):
             return error("timeout", f"no answer from {url} within {waited()} (read timeout)")
         if isinstance(exc, http.client.IncompleteRead):
             return error("reset", f"connection to {url} broke in the middle of a response")
         if isinstance(exc, EncryptionError):
-            return error("http", f"unexpected reply from {url} (sealed body: {exc})")
+            return error("http", f"untrusted reply from {url}: {exc}")
         if isinstance(exc, OSError | http.client.HTTPException):
             return error(*_connection_failure(exc, url))
         if isinstance(exc, AssertionError | StopIteration | KeyError | ValueError | ET.ParseError):
             return error("http", f"unexpected reply from {url} ({type(exc).__name__}: {exc})")
         return None
+
+
+def refuse_plain_replies(transport: winrm.transport.Transport) -> None:
+    """Make pywinrm's transport refuse a plain reply once it encrypts (Kerberos, CredSSP on http).
+
+    pywinrm 0.5.0's ``Encryption.parse_encrypted_response`` returns the body as it came when the
+    Content-Type does not name its protocol, so a plain reply from anyone on the path is read
+    as the host's answer (attack 4f). Here such a reply raises EncryptionError instead.
+    """
+    read = transport._get_message_response_text
+
+    def opened(response: requests.Response) -> bytes:
+        encryption = transport.encryption
+        if encryption is not None:
+            protocol = encryption.protocol_string.decode()
+            content_type = response.headers.get("Content-Type", "")
+            if f'protocol="{protocol}"' not in content_type:
+                raise EncryptionError(
+                    f"reply not encrypted: refusing it (HTTP {response.status_code}, "
+                    f"Content-Type {content_type[:80]!r})"
+                )
+        return read(response)
+
+    transport._get_message_response_text = opened  # type: ignore[method-assign]
+
+
+class _BoundedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, reading each reply body up to a cap and within one deadline.
+
+    requests reads a body whole, with its timeout applying to each read (attack 4d, 4e): here
+    the body is read piece by piece, each read given only the time left of the request's
+    timeout, and refused as soon as it passes the cap (a declared length over it: unread).
+    """
+
+    def __init__(self, max_reply: int) -> None:
+        super().__init__()
+        self.max_reply = max_reply
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+        **kwargs: object,
+    ) -> requests.Response:
+        seconds = timeout[1] if isinstance(timeout, tuple) else timeout
+        end = time.monotonic() + (seconds or 30)
+        response = super().send(request, stream=True, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+        if not stream:
+            try:
+                response._content = _read_bounded(response.raw, self.max_reply, end)
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise DeadlineError("the reply was still incomplete at the deadline") from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        return response
+
+
+def _read_bounded(raw: urllib3.response.BaseHTTPResponse, limit: int, end: float) -> bytes:
+    """The body of ``raw``; ReplyTooLargeError past ``limit``, DeadlineError at ``end``."""
+    declared = raw.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raw.close()
+        raise ReplyTooLargeError(f"the reply declares {declared} bytes")
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raw.close()
+            raise DeadlineError("the reply was still incomplete at the deadline")
+        if sock is not None:
+            sock.settimeout(remaining)
+        piece = raw.read1(64 * 1024)
+        if not piece:
+            return b"".join(pieces)
+        size += len(piece)
+        if size > limit:
+            raw.close()
+            raise ReplyTooLargeError(f"the reply went on past {limit} bytes")
+        pieces.append(piece)
+
+
+def bound_replies(transport: winrm.transport.Transport, max_reply: int) -> None:
+    """Give pywinrm's transport the NTLM channel's reply cap and deadline.
+
+    The adapter goes on the requests session pywinrm builds, before the authenticating request
+    that sets up message encryption (which is sent while the session is being built).
+    """
+    adapter = _BoundedAdapter(max_reply)
+    build, setup = transport.build_session, transport.setup_encryption
+
+    def mount(session: requests.Session) -> None:
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+
+    def set_up(session: requests.Session) -> None:
+        mount(session)
+        setup(session)
+
+    def built() -> requests.Session:
+        fresh = transport.session is None
+        session = build()
+        if fresh:
+            mount(session)
+        return session
+
+    transport.setup_encryption = set_up  # type: ignore[method-assign]
+    transport.build_session = built  # type: ignore[method-assign]
 
 
 def _decode(data: bytes) -> str:
@@ -503,8 +670,26 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _innermost(exc: BaseException) -> str:
+    """The innermost error's text, cut short: http.client puts up to 64 KB of what the peer
+    sent (a status line that is not one) into it."""
     *_, last = _chain(exc)
-    return str(last) or type(last).__name__
+    text = str(last) or type(last).__name__
+    return text if len(text) <= _WIRE_TEXT else f"{text[:_WIRE_TEXT]}... ({len(text)} characters)"
+
+
+#: Characters of peer-supplied text (a bad status line, an error body) kept in a message.
+_WIRE_TEXT = 200
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character written as an escape (attack 4g).
+
+    Messages carry what a peer sent: raw ESC, BEL or CR bytes would set a terminal's title,
+    erase lines and draw fake ones in the operator's console and in the reports.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _BROKEN = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
@@ -522,4 +707,6 @@ def _connection_failure(exc: BaseException, url: str) -> tuple[ErrorKind, str, s
         return "reset", f"connection to {url} was reset", None
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "refused", f"cannot resolve the address in {url} ({_innermost(exc)})", None
+    if any(isinstance(e, http.client.BadStatusLine) for e in chain):
+        return "http", f"{url} answered something that is not HTTP ({_innermost(exc)})", None
     return "refused", f"cannot connect to {url} ({_innermost(exc)})", None

@@ -405,12 +405,15 @@ class HostStats:
     ``connections`` counts the TCP connections that carried at least one request for the host;
     ``requests`` counts WS-Man requests by action (every action in :data:`ACTIONS` is present).
     The NTLM handshake is not a WS-Man request and is not counted there; ``http_requests``
-    counts every HTTP request, handshake legs and refused ones included.
+    counts every HTTP request, handshake legs and refused ones included; ``rejected`` counts
+    the NTLM AUTHENTICATE messages refused with a 401 (each one a failed logon for the account,
+    what a domain counts towards its lockout threshold).
     """
 
     connections: int
     requests: Mapping[str, int]
     http_requests: int
+    rejected: int = 0
 
     @property
     def total_requests(self) -> int:
@@ -426,6 +429,7 @@ class ServerStats:
         self._connections: dict[str, int] = {}
         self._requests: dict[str, dict[str, int]] = {}
         self._http: dict[str, int] = {}
+        self._rejected: dict[str, int] = {}
         self.generation = 0  # bumped by reset(), so open connections are counted again
 
     def snapshot(self) -> dict[str, HostStats]:
@@ -437,6 +441,7 @@ class ServerStats:
                     connections=self._connections.get(host, 0),
                     requests={a: self._requests.get(host, {}).get(a, 0) for a in ACTIONS},
                     http_requests=self._http.get(host, 0),
+                    rejected=self._rejected.get(host, 0),
                 )
                 for host in sorted(hosts)
             }
@@ -447,6 +452,7 @@ class ServerStats:
             self._connections.clear()
             self._requests.clear()
             self._http.clear()
+            self._rejected.clear()
             self.generation += 1
 
     def _count_connection(self, host: str) -> None:
@@ -456,6 +462,10 @@ class ServerStats:
     def _count_http(self, host: str) -> None:
         with self._lock:
             self._http[host] = self._http.get(host, 0) + 1
+
+    def _count_rejected(self, host: str) -> None:
+        with self._lock:
+            self._rejected[host] = self._rejected.get(host, 0) + 1
 
     def _count_request(self, host: str, action: str) -> None:
         with self._lock:
@@ -938,6 +948,7 @@ class _Handler(BaseHTTPRequestHandler):
             challenge = self.acceptor.step(token)
         except AuthenticationFailed:
             self.acceptor = None
+            self.lab.stats._count_rejected((self._route() or "").lower())
             self._unauthorized(close=True)
             return None
         name = "Negotiate" if scheme == "negotiate" else "NTLM"
@@ -1050,6 +1061,7 @@ class LabServer:
         self.stats = ServerStats()
         self.faults = FaultInjector()
         self._shells: dict[str, _Shell] = {}
+        self.codepages: dict[str, list[int]] = {}  # host -> code page of each shell created
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -1112,6 +1124,11 @@ class LabServer:
         self.stop()
 
     # -- for simulations and tests -----------------------------------------------------------
+
+    def shell_codepages(self, hostname: str) -> list[int]:
+        """The WINRS_CODEPAGE of every shell created on a host, in order."""
+        with self._lock:
+            return list(self.codepages.get(hostname.lower(), []))
 
     def open_shells(self, hostname: str | None = None) -> int:
         """How many shells are open (on one host, or in total)."""
@@ -1221,6 +1238,7 @@ class LabServer:
         shell = _Shell(id=str(uuid.uuid4()).upper(), host=host, codepage=codepage)
         with self._lock:
             self._shells[shell.id] = shell
+            self.codepages.setdefault(host, []).append(codepage)
         return (
             "<x:ResourceCreated><a:Address>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/"
             f"anonymous</a:Address><a:ReferenceParameters><w:ResourceURI>{_CMD_RESOURCE}"
