@@ -26,7 +26,7 @@ from cmrunbook.errors import UsageError
 from cmrunbook.inventory import HostView, Inventory, WinRM, default_codepage
 from cmrunbook.transport import Credentials, Endpoint, WinRMHost
 
-__all__ = ["credentials_for", "endpoint_for", "insecure_warnings", "open_host"]
+__all__ = ["credentials_for", "endpoint_for", "open_host"]
 
 Prompt = Callable[[str], str]
 
@@ -59,39 +59,6 @@ def _endpoint(host: HostView, w: WinRM) -> Endpoint:
         ca_bundle=w.ca_bundle,
         allow_unencrypted=bool(w.allow_unencrypted),
     )
-
-
-def insecure_warnings(inv: Inventory, names: list[str]) -> list[str]:
-    """One line per insecure setting the named hosts use, naming the hosts; [] when none.
-
-    Printed on every run and dry run and kept in the journal and report.json (attack 6f, 6g):
-    a setting that lets anyone on the path read the password or pose as the host must not
-    pass silently, however long ago someone chose it.
-    """
-    found: dict[str, list[str]] = {}
-    for name in names:
-        host = inv.hosts[name]
-        if not host.has_winrm:
-            continue
-        endpoint = _endpoint(host, host.winrm(inv))
-        if endpoint.scheme == "https" and not endpoint.cert_validation:
-            found.setdefault(
-                "cert_validation: false: the host's TLS certificate is not checked, so anyone on "
-                "the path can pose as the host and receive the login",
-                [],
-            ).append(name)
-        if endpoint.auth == "basic" and endpoint.scheme == "http":
-            found.setdefault(
-                "Basic over plain http (allow_unencrypted: true): the password and every "
-                "message travel in clear text",
-                [],
-            ).append(name)
-        elif endpoint.auth == "basic":
-            found.setdefault(
-                "auth: basic: the password itself goes to the host (base64), protected only by TLS",
-                [],
-            ).append(name)
-    return [f"insecure: {what} ({', '.join(hosts)})" for what, hosts in found.items()]
 
 
 def credentials_for(

@@ -350,3 +350,36 @@ def load_inventory(path: Path) -> Inventory:
     if problems:
         raise ConfigError(problems)
     return Inventory(inv_file, str(path), smap)
+
+
+def insecure_warnings(inv: Inventory, names: list[str]) -> list[str]:
+    """One line per insecure setting the named hosts use, naming the hosts; [] when none.
+
+    Printed on every run and dry run and kept in the journal and report.json (attack 6f, 6g):
+    a setting that lets anyone on the path read the password or pose as the host must not
+    pass silently, however long ago someone chose it.
+    """
+    found: dict[str, list[str]] = {}
+    for name in names:
+        host = inv.hosts[name]
+        if not host.has_winrm:
+            continue
+        w = host.winrm(inv)
+        if w.scheme == "https" and not w.cert_validation:
+            found.setdefault(
+                "cert_validation: false: the host's TLS certificate is not checked, so anyone on "
+                "the path can pose as the host and receive the login",
+                [],
+            ).append(name)
+        if w.auth == "basic" and w.scheme == "http":
+            found.setdefault(
+                "Basic over plain http (allow_unencrypted: true): the password and every "
+                "message travel in clear text",
+                [],
+            ).append(name)
+        elif w.auth == "basic":
+            found.setdefault(
+                "auth: basic: the password itself goes to the host (base64), protected only by TLS",
+                [],
+            ).append(name)
+    return [f"insecure: {what} ({', '.join(hosts)})" for what, hosts in found.items()]

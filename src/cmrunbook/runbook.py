@@ -259,9 +259,7 @@ class SiteState(Strict):
         description="Other site-server probes that read this state: taken once per site too, "
         "before any change, so that no target probes it while another holds it changed.",
     )
-    restore: str = Field(
-        description="Id of the step (a restore) that sets one item back."
-    )
+    restore: str = Field(description="Id of the step (a restore) that sets one item back.")
     restored: str = Field(
         description="How the summary names what was set back, e.g. 'multicast restored on images'."
     )

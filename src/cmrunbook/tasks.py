@@ -108,14 +108,15 @@ def run_runbook(
             f"--rollback --resume sets back site-wide changes, and runbook {plan.runbook.id} "
             f"declares none; roll it back with: invoke remediate {plan.runbook.id} --rollback"
         )
-    from cmrunbook.connect import insecure_warnings
+    from cmrunbook.console import printable
+    from cmrunbook.inventory import insecure_warnings
 
     used = {hp.target.name for hp in plan.hosts} | {
         ps.run_on for hp in plan.hosts for ps in hp.all_steps()
     }
     warnings = insecure_warnings(plan.inventory, sorted(used))
     for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {printable(line)}", file=sys.stderr)
     if dry_run:
         from cmrunbook.dryrun import print_dry_run
 
