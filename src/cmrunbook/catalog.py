@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 
 import jinja2
-import jinja2.meta
 import jinja2.nodes
 
 from cmrunbook.errors import ConfigError, Problem, UsageError
@@ -262,24 +261,30 @@ class _Checker:
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:
         if expr is None:
             return
+        conditions = self.catalog.renderer.conditions
         try:
-            ast = self.catalog.renderer.env.parse("{{ " + expr + " }}")
+            ast = conditions.parse(expr)
         except jinja2.TemplateSyntaxError as exc:
             yield self.smap.problem(path, f"condition is not a valid expression: {exc.message}")
             return
-        unknown = jinja2.meta.find_undeclared_variables(ast) - WHEN_NAMES
+        refused = conditions.refusals(ast)
+        if refused:
+            yield self.smap.problem(path, f"condition is refused: {'; '.join(refused)}")
+            return
+        every = [ast, *ast.find_all(jinja2.nodes.Node)]
+        unknown = {n.name for n in every if isinstance(n, jinja2.nodes.Name)} - WHEN_NAMES
         if unknown:
             yield self.smap.problem(
                 path,
                 f"condition uses unknown name(s) {sorted(unknown)}; expected {sorted(WHEN_NAMES)}",
             )
-        yield from self._param_attrs(path, ast)
+        yield from self._param_attrs(path, every)
 
     def _param_attrs(
-        self, path: tuple[str | int, ...], ast: jinja2.nodes.Node
+        self, path: tuple[str | int, ...], every: list[jinja2.nodes.Node]
     ) -> Iterator[Problem]:
-        for node in ast.find_all(jinja2.nodes.Getattr):
-            if isinstance(node.node, jinja2.nodes.Name):
+        for node in every:
+            if isinstance(node, jinja2.nodes.Getattr) and isinstance(node.node, jinja2.nodes.Name):
                 wrong = self._unknown_attr(node.node.name, node.attr)
                 if wrong:
                     yield self.smap.problem(

@@ -191,10 +191,7 @@ class Planner:
     ) -> bool:
         fn = self._compiled.get(expr)
         if fn is None:
-            # An undefined attribute must fail, not read as None: `target.pxee` would make the
-            # condition false and silently skip the step on every host.
-            fn = self.catalog.renderer.env.compile_expression(expr, undefined_to_none=False)
-            self._compiled[expr] = fn
+            fn = self._compiled[expr] = self.catalog.renderer.conditions.compile(expr)
         # The same condition recurs for one host in every stage (Method 4 includes Method 3's
         # steps; auto plans every method): evaluate it once per host pair. A target's parameters
         # are fixed within one plan() call, which starts with an empty cache.
@@ -212,7 +209,7 @@ class Planner:
                     params=params,
                 )
             )
-        except jinja2.UndefinedError as exc:
+        except jinja2.TemplateError as exc:  # an undefined name, or the sandbox refusing
             raise ConfigError(
                 [self.loaded.smap.problem((), f"condition {expr!r} on host {host.name}: {exc}")]
             ) from exc
