@@ -8,12 +8,15 @@ with a traceback, a silently changed value, or code run from a runbook.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers_engine import edit_line, line_of, make_root, run_cli
+from helpers_engine import INVOKE, REPO, edit_line, line_of, make_root, run_cli
 
 from cmrunbook.render import Conditions
 
@@ -83,3 +86,152 @@ def test_attack_1d_conditions_run_in_a_sandbox() -> None:
     assert Conditions().compile("target.pxe and params.x == 'a'")(
         target={"pxe": True}, params={"x": "a"}
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3: YAML cannot exhaust the machine
+
+#: Runs the CLI once as its only child and reports the child's wall time and peak memory (its own
+#: RUSAGE_CHILDREN sees nothing else). The child's address space is capped, so that without the
+#: limits the bomb fails with a MemoryError instead of taking the test machine's memory.
+MEASURE = """
+import json, resource, subprocess, sys, time
+def cap():
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+start = time.monotonic()
+p = subprocess.run(sys.argv[1:], capture_output=True, text=True, preexec_fn=cap, timeout=120)
+wall = time.monotonic() - start
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"code": p.returncode, "stderr": p.stderr, "stdout": p.stdout[-500:],
+                  "wall": wall, "rss_mb": rss}))
+"""
+
+
+def measured_cli(*args: str, root: Path) -> dict[str, object]:
+    """`invoke ARGS` in a fresh measuring process: exit code, output, wall seconds, peak MB."""
+    env = {**os.environ, "CMRUNBOOK_ROOT": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, INVOKE, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def alias_bomb(levels: int, indent: str = "  ") -> list[str]:
+    """The attack's billion laughs: each level ten aliases of the one before (2.6 KB at 8)."""
+    lines = [f"{indent}l0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    for i in range(1, levels):
+        lines.append(f"{indent}l{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return lines
+
+
+def as_result(m: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    """A measured run as subprocess.run would have returned it."""
+    return subprocess.CompletedProcess([], int(str(m["code"])), str(m["stdout"]), str(m["stderr"]))
+
+
+def test_attack_3_alias_bomb_refused(root: Path) -> None:
+    """An 8-level bomb in the inventory's vars (2.6 KB, 2.5 GB expanded) is refused at the alias
+    that would cross the limit, in well under a second of work and under 100 MB."""
+    inventory = root / "inventory" / "example.yaml"
+    lines = ["vars:", *alias_bomb(8)]
+    text = inventory.read_text("utf-8")
+    inventory.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
+    assert len("\n".join(lines)) < 3000
+    base = measured_cli("validate", root=make_root(root.parent / "plain"))
+    bomb = measured_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
+    print(
+        f"\nalias bomb (8 levels): exit {bomb['code']}, wall {bomb['wall']:.2f} s, "
+        f"max RSS {bomb['rss_mb']:.0f} MB; the same CLI on a plain project: wall "
+        f"{base['wall']:.2f} s, max RSS {base['rss_mb']:.0f} MB"
+    )
+    first_alias = len(text.splitlines()) + 1 + 2  # the first line that aliases an alias
+    result = as_result(bomb)
+    located = re.search(
+        rf"^error: {re.escape(str(inventory))}:(\d+):\d+: alias \*a\d would expand the file",
+        result.stderr, re.M,
+    )  # fmt: skip
+    assert result.returncode == 2 and located, (result.returncode, result.stderr)
+    assert first_alias <= int(located[1]) < first_alias + 7
+    error_lines(result)
+    # Generous bounds for a loaded machine: the refusal adds under a second to the CLI's own
+    # start, and the process stays under 100 MB (unrefused: 71 s and 2.5 GB).
+    assert float(bomb["wall"]) < float(base["wall"]) + 1.0 + 2.0 * float(base["wall"])
+    assert float(bomb["rss_mb"]) < 100
+
+
+def test_attack_3_alias_bomb_in_runbook_and_lab_file(root: Path, tmp_path: Path) -> None:
+    """The same bomb under an unknown key of a runbook (validate) and of a lab file: refused at
+    the alias, not expanded first and then reported as an unknown key."""
+    runbook = root / "runbooks" / "multicast.yaml"
+    text = runbook.read_text("utf-8")
+    runbook.write_text(text + "x-bomb:\n" + "\n".join(alias_bomb(8)) + "\n", encoding="utf-8")
+    result = run_cli("validate", root=root, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(rf"error: {re.escape(str(runbook))}:\d+:\d+: alias \*a\d", result.stderr)
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text("bomb:\n" + "\n".join(alias_bomb(8)) + "\n", encoding="utf-8")
+    result = run_cli("lab", "--lab-file", str(lab_file), "--state", str(tmp_path), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert re.search(rf"error: {re.escape(str(lab_file))}:\d+:\d+: alias \*a\d", result.stderr)
+
+
+def test_attack_3_deep_nesting_refused(root: Path) -> None:
+    """5,000 nested brackets: a located error at the level past the limit, no RecursionError."""
+    inventory = root / "inventory" / "example.yaml"
+    text = inventory.read_text("utf-8")
+    inventory.write_text(text + "vars: {deep: " + "[" * 5000 + "]" * 5000 + "}\n", "utf-8")
+    n = len(text.splitlines()) + 1
+    result = run_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
+    assert_refused_at(result, inventory, n, "nested more than 64 levels")
+
+
+def test_attack_3_file_size_limit(root: Path) -> None:
+    """A file beyond the size limit is refused unread (a sparse file: no disk is used)."""
+    inventory = root / "inventory" / "example.yaml"
+    with inventory.open("r+b") as fh:
+        fh.truncate(33 * 1024 * 1024)
+    result = run_cli("remediate", "multicast", "--dry-run", "--inventory", str(inventory))
+    assert_refused_at(result, inventory, 1, "larger than 32 MB")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("!!python/object/apply:os.system ['id > PWNED']", "!!python/object/apply:os.system"),
+        ("!!python/object/new:os.system {args: ['id > PWNED']}", "!!python/object/new:os.system"),
+        ("!!binary aGVsbG8nOyBSZW1vdmUtSXRlbQ==", "!!binary"),
+        ("!!set {a, b}", "!!set"),
+    ],
+)
+def test_attack_3_tags_refused(root: Path, value: str, expected: str) -> None:
+    """Tags on sequences and mappings, !!binary and !!set: refused at the value, not dropped or
+    turned into a Python repr in a script."""
+    inventory = root / "inventory" / "example.yaml"
+    text = inventory.read_text("utf-8")
+    inventory.write_text(text + f"vars:\n  pxe_share: {value}\n", encoding="utf-8")
+    n = len(text.splitlines()) + 2
+    result = run_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
+    assert_refused_at(result, inventory, n, f"unsupported YAML tag {expected}")
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07"])
+def test_attack_3_control_character_located(root: Path, char: str) -> None:
+    """A raw NUL or BEL is reported at its own line and column, not at 1:1."""
+    inventory = root / "inventory" / "example.yaml"
+    n = line_of(inventory, "address:")
+    column = inventory.read_text("utf-8").splitlines()[n - 1].index("address:") + 1
+    edit_line(inventory, n, "address:", f"{char}address:")
+    result = run_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
+    message = assert_refused_at(result, inventory, n, f"U+{ord(char):04X}")
+    assert f"{inventory}:{n}:{column}:" in result.stderr, message
+
+
+def test_attack_3_latin1_byte_located(root: Path) -> None:
+    inventory = root / "inventory" / "example.yaml"
+    n = line_of(inventory, "address:")
+    data = inventory.read_bytes().splitlines(keepends=True)
+    data[n - 1] = data[n - 1].replace(b"address:", b"# caf\xe9\n    address:", 1)
+    inventory.write_bytes(b"".join(data))
+    result = run_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
+    assert_refused_at(result, inventory, n, "not UTF-8", "0xe9")
