@@ -235,3 +235,106 @@ def test_attack_3_latin1_byte_located(root: Path) -> None:
     inventory.write_bytes(b"".join(data))
     result = run_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
     assert_refused_at(result, inventory, n, "not UTF-8", "0xe9")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1b: typed values stay what the user wrote
+
+#: The attack's vars for cm07-dp01 (work/yt/typed.yaml), each with what YAML made of it.
+TYPED_VARS = [
+    ("pxe_share", "yes", "YAML reads yes as a boolean (True); quote it to keep it: 'yes'"),
+    ("backup_dir", "0x10", "YAML reads 0x10 as a number (16)"),
+    ("multicast_role", "1.0e+3", "YAML reads 1.0e+3 as a number (1000.0)"),
+    ("pxe_role", "null", "is null (null); write the text in quotes, or remove it"),
+]
+TYPED_LIST = "[on, '12:30', 12:30, 0777, 2024-01-02, ~]"
+TYPED_ITEMS = [
+    (0, "YAML reads on as a boolean (True)"),
+    (2, "YAML reads 12:30 as a number (750)"),
+    (3, "YAML reads 0777 as a number (511)"),
+    (5, "is null (~)"),
+]
+
+
+def test_attack_1b_typed_values_refused(root: Path) -> None:
+    """Every retyped string var is an error at its own line with the hint to quote it; none
+    reaches a script as 'True', '16', '1000.0', '750', '511' or 'None'."""
+    inventory = root / "inventory" / "example.yaml"
+    n = line_of(inventory, "dp: {multicast: true, pxe: true}")
+    lines = inventory.read_text("utf-8").splitlines()
+    added = ["    vars:", *(f"      {k}: {v}" for k, v, _ in TYPED_VARS)]
+    added.append(f"      smswdstp_paths: {TYPED_LIST}")
+    lines[n:n] = added
+    inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli(
+        "remediate", "multicast", "--method", "4", "--dry-run", "--show-scripts",
+        "--hosts", "cm07-dp01", root=root,
+    )  # fmt: skip
+    for i, (name, _, expected) in enumerate(TYPED_VARS):
+        assert_refused_at(result, inventory, n + 2 + i, f"{name} {expected}")
+    list_line = n + 2 + len(TYPED_VARS)
+    for index, expected in TYPED_ITEMS:
+        assert_refused_at(result, inventory, list_line, f"smswdstp_paths[{index}] {expected}")
+    # The quoted '12:30' and the date (its own text) are not reported.
+    assert "smswdstp_paths[1]" not in result.stderr and "smswdstp_paths[4]" not in result.stderr
+    assert "'True'" not in result.stdout and "'None'" not in result.stdout
+
+
+def test_attack_1b_quoted_values_are_kept(root: Path) -> None:
+    """The fix the hint names works: quoted, the same values reach the scripts as written."""
+    inventory = root / "inventory" / "example.yaml"
+    n = line_of(inventory, "dp: {multicast: true, pxe: true}")
+    lines = inventory.read_text("utf-8").splitlines()
+    lines[n:n] = ["    vars:", "      pxe_share: 'yes'", "      backup_dir: '0x10'"]
+    inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli(
+        "remediate", "multicast", "--method", "4", "--dry-run", "--show-scripts",
+        "--hosts", "cm07-dp01", root=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "$share = 'yes'" in result.stdout and "'0x10'" in result.stdout
+
+
+def test_attack_1b_string_field_of_the_inventory(root: Path) -> None:
+    """A string field of the inventory itself (a host's address) gets the same hint."""
+    inventory = root / "inventory" / "example.yaml"
+    n = line_of(inventory, "address: cm07-dp01.corp.example")
+    edit_line(inventory, n, "cm07-dp01.corp.example", "0x10")
+    result = run_cli("remediate", "multicast", "--method", "4", "--dry-run", root=root)
+    assert_refused_at(result, inventory, n, "address YAML reads 0x10 as a number (16)")
+
+
+def test_attack_1b_runbook_default_typed(root: Path) -> None:
+    """A runbook's own default for a string parameter is checked the same way by validate."""
+    runbook = root / "runbooks" / "multicast.yaml"
+    n = line_of(runbook, "default: WDS", after=line_of(runbook, "parameters:"))
+    edit_line(runbook, n, "default: WDS", "default: 0777")
+    result = run_cli("validate", root=root)
+    assert result.returncode == 2
+    assert f"error: {runbook}:{n}:" in result.stderr and "0777 as a number (511)" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 1c: text that is not UTF-8
+
+
+def test_attack_1c_invalid_utf8_set(tmp_path: Path) -> None:
+    """`--set $'pxe_share=\\xff\\xfe'`: one error line, exit 2, and no 0-byte script left."""
+    out = tmp_path / "surr_out"
+    result = run_cli(
+        "remediate", "multicast", "--method", "4", "--dry-run", "--hosts", "cm07-dp01",
+        "--set", os.fsdecode(b"pxe_share=\xff\xfe"), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    message = r"error: --set pxe_share: the value is not UTF-8 text (b'\xff\xfe')"
+    assert error_lines(result) == [message]
+    assert not out.exists()
+
+
+def test_attack_1c_lone_surrogate_in_inventory(root: Path) -> None:
+    """An inventory value written as a YAML escape of a lone surrogate is refused at its line."""
+    inventory = root / "inventory" / "example.yaml"
+    n = line_of(inventory, "address: cm07-dp01.corp.example")
+    edit_line(inventory, n, "cm07-dp01.corp.example", '"cm07-dp01\\udc80x"')
+    result = run_cli("checklist", "multicast", "--method", "4", root=root)
+    assert_refused_at(result, inventory, n, "lone surrogate U+DC80")

@@ -20,9 +20,9 @@ import jinja2.nodes
 from cmrunbook.errors import ConfigError, Problem, UsageError
 from cmrunbook.logcatalog import LogCatalog, load_log_catalog
 from cmrunbook.render import CONTEXT_NAMES, Renderer
-from cmrunbook.runbook import Include, Runbook, Step, parse_range
+from cmrunbook.runbook import TEXT_TYPES, Include, Runbook, Step, parse_range
 from cmrunbook.sourcemap import SourceMap, load_yaml
-from cmrunbook.validation import parse
+from cmrunbook.validation import parse, text_problems
 
 LOG_CATALOG = "_logs.yaml"
 WHEN_NAMES = frozenset({"host", "target", "site", "params"})
@@ -185,6 +185,11 @@ class _Checker:
                 yield self.smap.problem(
                     where, f"parameter '{name}' is UNCONFIRMED: give its provenance"
                 )
+            if p.type in TEXT_TYPES and p.default is not None:
+                yield from text_problems(
+                    f"default of '{name}'", p.default, (*where, "default"), self.smap,
+                    listed=p.type == "list",
+                )  # fmt: skip
             if p.type == "choice":
                 if not p.choices:
                     yield self.smap.problem(where, f"choice parameter '{name}' needs 'choices'")

@@ -18,8 +18,9 @@ import jinja2
 from cmrunbook.catalog import Catalog, Loaded, resolve_include
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.inventory import HostView, Inventory, InventoryFile
-from cmrunbook.runbook import Parameter, Probe, Runbook, Step
+from cmrunbook.runbook import TEXT_TYPES, Parameter, Probe, Runbook, Step
 from cmrunbook.sourcemap import SourceMap
+from cmrunbook.validation import text_problems
 
 
 @dataclass(frozen=True)
@@ -129,18 +130,30 @@ def resolve_params(
     A wrongly typed inventory var is reported at its line in the inventory, wherever (top-level,
     group or host vars) the value this host sees was written.
     """
+    retyped = [
+        problem
+        for name, p in rb.parameters.items()
+        if name in host.vars and p.type in TEXT_TYPES
+        for problem in text_problems(
+            name, host.vars[name], inv.var_path(host.name, name), inv.smap,
+            listed=p.type == "list",
+        )
+    ]  # fmt: skip
+    if retyped:
+        raise ConfigError(retyped)
     params: dict[str, Any] = {}
     for name, p in rb.parameters.items():
         value = p.default
         if name in host.vars:
+            where = inv.var_path(host.name, name)
+            written = host.vars[name]
             try:
-                value = _convert(p, host.vars[name])
+                value = _convert(p, written)
             except _CONVERSION_ERRORS:
                 message = (
-                    f"{_not_a(name, p, host.vars[name])} "
+                    f"{_not_a(name, p, written)} "
                     f"(parameter of runbook {rb.id}, for host {host.name})"
                 )
-                where = inv.var_path(host.name, name)
                 raise ConfigError([inv.smap.problem(where, message)]) from None
         if name in overrides:
             value = coerce(name, p, overrides[name], "--set")
@@ -161,6 +174,13 @@ def parse_overrides(rb: Runbook, pairs: Sequence[str]) -> dict[str, str]:
                 f"--set {name}: runbook {rb.id} has no such parameter; "
                 f"known: {', '.join(sorted(rb.parameters))}"
             )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # The shell passed bytes that are not UTF-8 (Python keeps them as surrogates): they
+            # would reach the scripts and the journal as invalid text (attack 1c).
+            raw = value.encode("utf-8", "surrogateescape")
+            raise UsageError(f"--set {name}: the value is not UTF-8 text ({raw!r})") from None
         out[name] = value
     return out
 

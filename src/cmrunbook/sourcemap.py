@@ -121,8 +121,9 @@ class _Builder:
         before = self._values
         self._values += 1
         if isinstance(event, yaml.ScalarEvent):
+            self._check_text(event)
             value = self._scalar(event)
-            if event.style is None and not isinstance(value, str):
+            if not event.style and not isinstance(value, str):  # plain (libyaml: '')
                 self.smap.written[path] = event.value
         elif isinstance(event, yaml.CollectionStartEvent):
             if event.tag not in (None, "!") and event.tag not in _EXPLICIT_TAGS:
@@ -167,6 +168,16 @@ class _Builder:
         self._values += size
         return copy.deepcopy(self._anchors[event.anchor])
 
+    def _check_text(self, event: yaml.ScalarEvent) -> None:
+        """A double-quoted scalar can write a lone surrogate (`"\\udc80"`), which is no text:
+        it would make every script and journal line that carries it invalid UTF-8 (attack 1c)."""
+        if event.style == '"':
+            try:
+                event.value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = f"U+{ord(event.value[exc.start]):04X}"
+                raise self._refuse(event, f"not text: a lone surrogate {bad}") from None
+
     def _refuse(self, event: yaml.Event, message: str) -> ConfigError:
         """A limit or an unsupported construct, reported at the value, before it is built."""
         return ConfigError([self._at(event, message)])
@@ -187,6 +198,7 @@ class _Builder:
                 self._skip(next(self._events))
             else:
                 # Keys are taken verbatim: YAML 1.1 would read `on:` or `no:` as booleans.
+                self._check_text(event)
                 key = event.value
                 child = (*path, key)
                 self.smap.key_marks[child] = (
