@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import FAST, Lab, events
 from helpers_engine import INVOKE, REPO, edit_line, line_of, make_root, run_cli
 
 from cmrunbook.render import Conditions
@@ -338,3 +342,106 @@ def test_attack_1c_lone_surrogate_in_inventory(root: Path) -> None:
     edit_line(inventory, n, "cm07-dp01.corp.example", '"cm07-dp01\\udc80x"')
     result = run_cli("checklist", "multicast", "--method", "4", root=root)
     assert_refused_at(result, inventory, n, "lone surrogate U+DC80")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2c, 4i: failures of the jump host's files are one line and the right exit code
+
+LONG_HOST = "xp-" + "l" * 300
+
+
+def renamed_inventory(lab: Lab, old: str, new: str) -> Path:
+    """A copy of the lab's inventory with host `old` listed as `new` (still the lab's host)."""
+    data = yaml.safe_load(Path(lab.inventory).read_text(encoding="utf-8"))
+    data["hosts"] = {(new if k == old else k): v for k, v in data["hosts"].items()}
+    for group in data.get("groups", {}).values():
+        group["hosts"] = [new if h == old else h for h in group.get("hosts", [])]
+    path = lab.tmp / "inventory-renamed.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_attack_2c_long_host_name(lab: Lab, tmp_path: Path) -> None:
+    """The attack's 303-character host name, run (2c) and dry run to --out (2d): never a
+    traceback or an empty run folder. Where a file name made of it is too long for the file
+    system, that is one error line naming the file, exit 2; where file names are bounded, the
+    run simply works."""
+    inventory = str(renamed_inventory(lab, "xp-fleet001", LONG_HOST))
+    run = lab.cli(
+        "check", "client-hotfix", "--hosts", "xp-lll*", "--non-interactive", inventory=inventory
+    )
+    assert "Traceback" not in run.stderr, run.stderr
+    if run.returncode == 2:
+        (line,) = error_lines(run)
+        assert line.startswith("error: file name too long for the file system: ")
+        assert "the run did not start" in line
+        assert not lab.run_dirs()
+    else:
+        (run_dir,) = lab.run_dirs()
+        assert run.returncode in (0, 1) and "run-end" in (run_dir / "journal.jsonl").read_text()
+    out = tmp_path / "longout"
+    dry = run_cli(
+        "check", "client-hotfix", "--hosts", "xp-lll*", "--dry-run", "--out", str(out),
+        "--inventory", inventory,
+    )  # fmt: skip
+    assert "Traceback" not in dry.stderr, dry.stderr
+    if dry.returncode == 2:
+        (line,) = error_lines(dry)
+        assert line.startswith("error: file name too long for the file system: ")
+    else:
+        assert dry.returncode == 0 and list(out.rglob("*.ps1"))
+
+
+def test_attack_2c_path_too_long_leaves_no_run_folder(lab: Lab) -> None:
+    """The error path whatever file names look like: a --runs folder so deep that the run folder
+    can be made but not the files in it (PATH_MAX). One line, exit 2, no run folder left."""
+    # The run folder's path (runs + "/<stamp>-client-hotfix-check") stays under PATH_MAX
+    # (4096 with its NUL); the journal's (its path + "/journal.jsonl") does not.
+    runs = lab.tmp / "deep"
+    want = 4095 - 1 - len("20261202-130024-client-hotfix-check") - 5
+    while len(str(runs)) < want:
+        runs = runs / ("d" * min(200, want - len(str(runs)) - 1))
+    runs.mkdir(parents=True)
+    cmd = [INVOKE, "check", "client-hotfix", "--hosts", "xp-fleet001", "--non-interactive"]
+    cmd += ["--inventory", lab.inventory, "--runs", str(runs), "--time-scale", "0.02"]
+    result = subprocess.run(cmd, cwd=REPO, env=lab.env(), capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result)
+    assert "file name too long for the file system" in line and "did not start" in line
+    assert list(runs.iterdir()) in ([], [runs / ".locks"]), list(runs.iterdir())
+
+
+def run_with_file_size_limit(lab: Lab, limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with RLIMIT_FSIZE: a write past `limit` bytes of any file fails with EFBIG, as a
+    full disk fails it with ENOSPC (SIGXFSZ ignored, so the write returns the error instead of
+    killing the process). No root, no mount: the honest way to fill the disk in a test."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [INVOKE, *args, "--inventory", lab.inventory, "--runs", str(lab.runs), *FAST]
+    return subprocess.run(
+        cmd, cwd=REPO, env=lab.env(), capture_output=True,
+        text=True, preexec_fn=limited, timeout=240,
+    )  # fmt: skip
+
+
+def test_attack_4i_disk_full_exit_code(lab: Lab) -> None:
+    """The journal cannot grow past 24 KB in the middle of a 20-fork client check: exit 4 (not 1,
+    "non-compliant"), one error line naming the journal and how to continue, no traceback; the
+    journal stays resumable and --resume (with room again) finishes every client."""
+    check = ["check", "client-hotfix", "--non-interactive", "--forks", "20"]
+    full = run_with_file_size_limit(lab, 24 * 1024, *check)
+    assert full.returncode == 4, (full.returncode, full.stdout[-500:], full.stderr)
+    (line,) = error_lines(full)
+    (run_dir,) = lab.run_dirs()
+    journal = run_dir / "journal.jsonl"
+    assert line.startswith(f"error: cannot write {journal}: File too large")
+    assert f"--resume {run_dir}" in line
+    assert "run-end" not in journal.read_text(encoding="utf-8", errors="replace")
+    resumed = lab.cli("check", "client-hotfix", "--resume", str(run_dir), "--non-interactive")
+    assert resumed.returncode == 1, resumed.stderr  # the lab's fleet has non-compliant clients
+    names = {e["host"] for e in events(run_dir) if e.get("event") == "host-end"}
+    targets = next(e for e in events(run_dir) if e["event"] == "run")["targets"]
+    assert names == set(targets) and events(run_dir)[-1]["event"] == "run-end"

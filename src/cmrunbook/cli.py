@@ -6,6 +6,7 @@ without importing each other.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -14,11 +15,17 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
-from cmrunbook.errors import ConfigError, LockHeld, UsageError
+from cmrunbook.errors import (
+    ConfigError,
+    EnvironmentFailure,
+    LockHeld,
+    UsageError,
+    os_error_text,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
 COMMON_HELP = {
     "inventory": "Inventory YAML (default: inventory/example.yaml).",
@@ -44,6 +51,14 @@ def cli_errors(fn: F) -> F:
         except LockHeld as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise Exit(code=EXIT_LOCKED) from None
+        except EnvironmentFailure as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise Exit(code=EXIT_ENVIRONMENT) from None
+        except OSError as exc:
+            # A name too long comes from the inventory (a host name): the operator's to fix.
+            print(f"error: {os_error_text(exc)}", file=sys.stderr)
+            usage = exc.errno == errno.ENAMETOOLONG
+            raise Exit(code=EXIT_USAGE if usage else EXIT_ENVIRONMENT) from None
 
     return wrapper  # type: ignore[return-value]
 

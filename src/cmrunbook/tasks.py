@@ -2,7 +2,7 @@
 
 Each task is thin: it parses options, calls the engine, and turns engine errors into the
 documented exit codes (0 ok, 1 failed or non-compliant, 2 usage or configuration error,
-3 a host's lock is held).
+3 a host's lock is held, 4 the jump host failed the run: disk full, a file it cannot write).
 """
 
 from __future__ import annotations
