@@ -330,7 +330,7 @@ def test_attack_1c_invalid_utf8_set(tmp_path: Path) -> None:
         "--set", os.fsdecode(b"pxe_share=\xff\xfe"), "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    message = r"error: --set pxe_share: the value is not UTF-8 text (b'\xff\xfe')"
+    message = r"error: the command line argument b'pxe_share=\xff\xfe' is not UTF-8 text"
     assert error_lines(result) == [message]
     assert not out.exists()
 
@@ -445,3 +445,16 @@ def test_attack_4i_disk_full_exit_code(lab: Lab) -> None:
     names = {e["host"] for e in events(run_dir) if e.get("event") == "host-end"}
     targets = next(e for e in events(run_dir) if e["event"] == "run")["targets"]
     assert names == set(targets) and events(run_dir)[-1]["event"] == "run-end"
+
+
+def test_attack_6b_non_utf8_argument_refused_before_the_run(lab: Lab) -> None:
+    """Bytes that are not UTF-8 anywhere on a real run's command line (here an exclusion that
+    matches nothing) are refused before the run: no run folder with an empty journal, no
+    traceback from the journal or the reports."""
+    hosts = os.fsdecode(b"xp-fleet003,!\xff\xfe")
+    result = lab.cli("check", "client-hotfix", "--hosts", hosts, "--non-interactive")
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result) == [
+        r"error: the command line argument b'xp-fleet003,!\xff\xfe' is not UTF-8 text"
+    ]
+    assert not lab.run_dirs()

@@ -40,6 +40,7 @@ def cli_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_utf8(sys.argv[1:])
             return fn(*args, **kwargs)
         except ConfigError as exc:
             for p in exc.problems:
@@ -61,6 +62,18 @@ def cli_errors(fn: F) -> F:
             raise Exit(code=EXIT_USAGE if usage else EXIT_ENVIRONMENT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _check_utf8(argv: list[str]) -> None:
+    """Refuse a command line whose bytes are not UTF-8 (Python keeps them as lone surrogates):
+    in --set they reached the scripts as invalid text, and anywhere they made the journal's run
+    event and the reports fail to write, with a traceback (attack 1c, 6b)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raise UsageError(f"the command line argument {raw!r} is not UTF-8 text") from None
 
 
 def help_if_asked(value: str, task_name: str) -> None:

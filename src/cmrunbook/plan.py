@@ -174,13 +174,6 @@ def parse_overrides(rb: Runbook, pairs: Sequence[str]) -> dict[str, str]:
                 f"--set {name}: runbook {rb.id} has no such parameter; "
                 f"known: {', '.join(sorted(rb.parameters))}"
             )
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            # The shell passed bytes that are not UTF-8 (Python keeps them as surrogates): they
-            # would reach the scripts and the journal as invalid text (attack 1c).
-            raw = value.encode("utf-8", "surrogateescape")
-            raise UsageError(f"--set {name}: the value is not UTF-8 text ({raw!r})") from None
         out[name] = value
     return out
 
