@@ -282,6 +282,13 @@ def test_attack_1b_typed_values_refused(root: Path) -> None:
     # The quoted '12:30' and the date (its own text) are not reported.
     assert "smswdstp_paths[1]" not in result.stderr and "smswdstp_paths[4]" not in result.stderr
     assert "'True'" not in result.stdout and "'None'" not in result.stdout
+    # `validate` (the editor's and CI's check) reports the same lines before any plan.
+    validate = run_cli("validate", root=root)
+    assert validate.returncode == 2
+    for i, (name, _, expected) in enumerate(TYPED_VARS):
+        assert f"error: {inventory}:{n + 2 + i}:" in validate.stderr
+        assert f"{name} {expected}" in validate.stderr
+    assert f"smswdstp_paths[3] {TYPED_ITEMS[2][1]}" in validate.stderr
 
 
 def test_attack_1b_quoted_values_are_kept(root: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from cmrunbook.catalog import Catalog, Loaded, resolve_include
-from cmrunbook.errors import ConfigError, UsageError
+from cmrunbook.errors import ConfigError, Problem, UsageError
 from cmrunbook.inventory import HostView, Inventory, InventoryFile
 from cmrunbook.runbook import TEXT_TYPES, Parameter, Probe, Runbook, Step
 from cmrunbook.sourcemap import SourceMap
@@ -120,6 +120,27 @@ def coerce(name: str, p: Parameter, value: Any, origin: str) -> Any:
         return _convert(p, value)
     except _CONVERSION_ERRORS:
         raise UsageError(f"{origin}: {_not_a(name, p, value)}") from None
+
+
+def retyped_vars(inv: Inventory, runbooks: Sequence[Runbook]) -> list[Problem]:
+    """Every inventory var (top-level, group or host) that is a text parameter of one of the
+    runbooks and that YAML typed as something else: what `validate` reports before any plan."""
+    text = {
+        name: p.type == "list"
+        for rb in runbooks
+        for name, p in rb.parameters.items()
+        if p.type in TEXT_TYPES
+    }
+    layers = [(("vars",), inv.file.vars)]
+    layers += [(("groups", g, "vars"), grp.vars) for g, grp in inv.file.groups.items()]
+    layers += [(("hosts", h, "vars"), host.vars) for h, host in inv.file.hosts.items()]
+    return [
+        problem
+        for path, layer in layers
+        for name, value in layer.items()
+        if name in text
+        for problem in text_problems(name, value, (*path, name), inv.smap, listed=text[name])
+    ]
 
 
 def resolve_params(
