@@ -72,8 +72,9 @@ class JournalWriter:
         hosts starting steps at once share a few disk syncs.
         """
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
+            if self._failed is not None:  # a fresh error each time: threads raise it at once
+                failed = self._failed
+                raise OSError(failed.errno, failed.strerror, failed.filename)
             self._seq += 1
             mine = self._seq
             record = {"seq": mine, "time": now_iso(), "event": event, **fields}
