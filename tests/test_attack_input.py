@@ -418,20 +418,37 @@ def test_attack_2c_path_too_long_leaves_no_run_folder(lab: Lab) -> None:
     assert list(runs.iterdir()) in ([], [runs / ".locks"]), list(runs.iterdir())
 
 
-def run_with_file_size_limit(lab: Lab, limit: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI with RLIMIT_FSIZE: a write past `limit` bytes of any file fails with EFBIG, as a
-    full disk fails it with ENOSPC (SIGXFSZ ignored, so the write returns the error instead of
-    killing the process). No root, no mount: the honest way to fill the disk in a test."""
+def with_file_size_limit(
+    limit: int, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`invoke ARGS` with RLIMIT_FSIZE: a write past `limit` bytes of any file fails with EFBIG,
+    as a full disk fails it with ENOSPC (SIGXFSZ ignored, so the write returns the error instead
+    of killing the process). No root, no mount: the honest way to fill the disk in a test."""
 
     def limited() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    cmd = [INVOKE, *args, "--inventory", lab.inventory, "--runs", str(lab.runs), *FAST]
     return subprocess.run(
-        cmd, cwd=REPO, env=lab.env(), capture_output=True,
-        text=True, preexec_fn=limited, timeout=240,
+        [INVOKE, *args], cwd=REPO, env=env, capture_output=True, text=True,
+        preexec_fn=limited, timeout=240,
     )  # fmt: skip
+
+
+def run_with_file_size_limit(lab: Lab, limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """A run against the lab with the file size limit."""
+    more = ["--inventory", lab.inventory, "--runs", str(lab.runs), *FAST]
+    return with_file_size_limit(limit, *args, *more, env=lab.env())
+
+
+def test_attack_4i_dry_run_out_disk_full(tmp_path: Path) -> None:
+    """A dry run writing scripts to --out on a full disk: exit 4 and the file it could not
+    write, one line."""
+    out = tmp_path / "out"
+    result = with_file_size_limit(4096, "check", "client-hotfix", "--dry-run", "--out", str(out))
+    assert result.returncode == 4, result.stderr
+    (line,) = error_lines(result)
+    assert re.match(rf"error: cannot write {re.escape(str(out))}/\S+\.ps1: File too large", line)
 
 
 def test_attack_4i_disk_full_exit_code(lab: Lab) -> None:
