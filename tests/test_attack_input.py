@@ -206,6 +206,7 @@ def test_attack_3_file_size_limit(root: Path) -> None:
         ("!!python/object/new:os.system {args: ['id > PWNED']}", "!!python/object/new:os.system"),
         ("!!binary aGVsbG8nOyBSZW1vdmUtSXRlbQ==", "!!binary"),
         ("!!set {a, b}", "!!set"),
+        ("{!!python/name:os.system key: 1}", "!!python/name:os.system"),
     ],
 )
 def test_attack_3_tags_refused(root: Path, value: str, expected: str) -> None:

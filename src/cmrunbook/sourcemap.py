@@ -199,6 +199,8 @@ class _Builder:
             else:
                 # Keys are taken verbatim: YAML 1.1 would read `on:` or `no:` as booleans.
                 self._check_text(event)
+                if event.tag not in (None, "!", _STR):
+                    raise self._refuse(event, _unsupported(event.tag))
                 key = event.value
                 child = (*path, key)
                 self.smap.key_marks[child] = (
