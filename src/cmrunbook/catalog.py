@@ -15,15 +15,14 @@ from functools import cached_property
 from pathlib import Path
 
 import jinja2
-import jinja2.meta
 import jinja2.nodes
 
 from cmrunbook.errors import ConfigError, Problem, UsageError
 from cmrunbook.logcatalog import LogCatalog, load_log_catalog
 from cmrunbook.render import CONTEXT_NAMES, Renderer
-from cmrunbook.runbook import Include, Runbook, Step, parse_range
+from cmrunbook.runbook import TEXT_TYPES, Include, Runbook, Step, parse_range
 from cmrunbook.sourcemap import SourceMap, load_yaml
-from cmrunbook.validation import parse
+from cmrunbook.validation import parse, text_problems
 
 LOG_CATALOG = "_logs.yaml"
 WHEN_NAMES = frozenset({"host", "target", "site", "params"})
@@ -187,6 +186,11 @@ class _Checker:
                 yield self.smap.problem(
                     where, f"parameter '{name}' is UNCONFIRMED: give its provenance"
                 )
+            if p.type in TEXT_TYPES and p.default is not None:
+                yield from text_problems(
+                    f"default of '{name}'", p.default, (*where, "default"), self.smap,
+                    listed=p.type == "list",
+                )  # fmt: skip
             if p.type == "choice":
                 if not p.choices:
                     yield self.smap.problem(where, f"choice parameter '{name}' needs 'choices'")
@@ -300,24 +304,30 @@ class _Checker:
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:
         if expr is None:
             return
+        conditions = self.catalog.renderer.conditions
         try:
-            ast = self.catalog.renderer.env.parse("{{ " + expr + " }}")
+            ast = conditions.parse(expr)
         except jinja2.TemplateSyntaxError as exc:
             yield self.smap.problem(path, f"condition is not a valid expression: {exc.message}")
             return
-        unknown = jinja2.meta.find_undeclared_variables(ast) - WHEN_NAMES
+        refused = conditions.refusals(ast)
+        if refused:
+            yield self.smap.problem(path, f"condition is refused: {'; '.join(refused)}")
+            return
+        every = [ast, *ast.find_all(jinja2.nodes.Node)]
+        unknown = {n.name for n in every if isinstance(n, jinja2.nodes.Name)} - WHEN_NAMES
         if unknown:
             yield self.smap.problem(
                 path,
                 f"condition uses unknown name(s) {sorted(unknown)}; expected {sorted(WHEN_NAMES)}",
             )
-        yield from self._param_attrs(path, ast)
+        yield from self._param_attrs(path, every)
 
     def _param_attrs(
-        self, path: tuple[str | int, ...], ast: jinja2.nodes.Node
+        self, path: tuple[str | int, ...], every: list[jinja2.nodes.Node]
     ) -> Iterator[Problem]:
-        for node in ast.find_all(jinja2.nodes.Getattr):
-            if isinstance(node.node, jinja2.nodes.Name):
+        for node in every:
+            if isinstance(node, jinja2.nodes.Getattr) and isinstance(node.node, jinja2.nodes.Name):
                 wrong = self._unknown_attr(node.node.name, node.attr)
                 if wrong:
                     yield self.smap.problem(

@@ -6,6 +6,7 @@ without importing each other.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -15,11 +16,17 @@ from typing import Any, TypeVar
 from invoke.exceptions import Exit
 
 from cmrunbook.console import printable
-from cmrunbook.errors import ConfigError, LockHeld, UsageError
+from cmrunbook.errors import (
+    ConfigError,
+    EnvironmentFailure,
+    LockHeld,
+    UsageError,
+    os_error_text,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
 COMMON_HELP = {
     "inventory": "Inventory YAML (default: inventory/example.yaml).",
@@ -34,6 +41,7 @@ def cli_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_utf8(sys.argv[1:])
             return fn(*args, **kwargs)
         except ConfigError as exc:
             for p in exc.problems:
@@ -45,8 +53,28 @@ def cli_errors(fn: F) -> F:
         except LockHeld as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_LOCKED) from None
+        except EnvironmentFailure as exc:
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
+            raise Exit(code=EXIT_ENVIRONMENT) from None
+        except OSError as exc:
+            # A name too long comes from the inventory (a host name): the operator's to fix.
+            print(f"error: {printable(os_error_text(exc))}", file=sys.stderr)
+            usage = exc.errno == errno.ENAMETOOLONG
+            raise Exit(code=EXIT_USAGE if usage else EXIT_ENVIRONMENT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _check_utf8(argv: list[str]) -> None:
+    """Refuse a command line whose bytes are not UTF-8 (Python keeps them as lone surrogates):
+    in --set they reached the scripts as invalid text, and anywhere they made the journal's run
+    event and the reports fail to write, with a traceback (attack 1c, 6b)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raise UsageError(f"the command line argument {raw!r} is not UTF-8 text") from None
 
 
 def help_if_asked(value: str, task_name: str) -> None:

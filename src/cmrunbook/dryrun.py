@@ -11,7 +11,7 @@ from typing import TextIO
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.console import PrintableStream
-from cmrunbook.errors import UsageError
+from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.plan import HostPlan, Plan, PlannedStep, render_probe, render_step
 
@@ -194,5 +194,8 @@ def _emit(
         if not path.resolve().is_relative_to(out_dir.resolve()):
             raise UsageError(f"--out: {path} would be outside {out_dir}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(script, encoding="utf-8")
+        try:
+            path.write_text(script, encoding="utf-8")
+        except OSError as exc:  # a full disk: say which file
+            raise naming(exc, path) from exc
     return 1

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+
+#: A write that failed because the jump host has no room: a full disk, a file size limit
+#: (EFBIG), a quota. All three are the same failure to the operator.
+NO_ROOM = frozenset(
+    code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if code
+)
 
 
 @dataclass(frozen=True)
@@ -35,3 +42,29 @@ class UsageError(Exception):
 
 class LockHeld(Exception):
     """Another run holds a host's lock: exit code 3, and nothing was changed."""
+
+
+class EnvironmentFailure(Exception):
+    """The jump host failed the tool (its disk is full, a file cannot be written): exit code 4.
+
+    Not exit 1: a scheduled check must tell a crash of its own machine from a non-compliant
+    host. The message says what failed, where, and how to continue.
+    """
+
+
+def naming(exc: OSError, path: object) -> OSError:
+    """`exc` with the file it is about: a failed write() or flush() does not say which."""
+    if exc.filename:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line saying what an operating-system error was and which file it was about."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in NO_ROOM:
+        return f"cannot write{where}: {what} (the jump host has no room for it)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"file name too long for the file system:{where}"
+    return f"{what}:{where}" if where else what

@@ -12,6 +12,7 @@ and continues each host after its last completed step. No credential is ever pas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cmrunbook.errors import UsageError
+from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.journal_read import JOURNAL_NAME, read_events
 from cmrunbook.sitestate import SITE_EVENTS
@@ -56,6 +57,9 @@ class JournalWriter:
         if last_seq is None:
             last_seq = _last_seq(read_events(self.path)[0]) if self.path.is_file() else 0
         self._seq = self._synced = last_seq
+        # The first failed write (a full disk): no line is written after it, since a whole line
+        # after a torn one would make the torn one a corrupt middle line that stops --resume.
+        self._failed: OSError | None = None
         _repair_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
 
@@ -69,11 +73,18 @@ class JournalWriter:
         hosts starting steps at once share a few disk syncs.
         """
         with self._lock:
+            if self._failed is not None:  # a fresh error each time: threads raise it at once
+                failed = self._failed
+                raise OSError(failed.errno, failed.strerror, failed.filename)
             self._seq += 1
             mine = self._seq
             record = {"seq": mine, "time": now_iso(), "event": event, **fields}
-            self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-            self._fh.flush()
+            try:
+                self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+                self._fh.flush()
+            except OSError as exc:
+                self._failed = naming(exc, self.path)
+                raise self._failed from exc
         if durable:
             self._sync(mine)
 
@@ -90,14 +101,25 @@ class JournalWriter:
     def save_script(self, host: str, name: str, script: str) -> Path:
         path = self.run_dir / "scripts" / safe_name(host) / f"{safe_name(name)}.ps1"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(script, encoding="utf-8")
+        try:
+            path.write_text(script, encoding="utf-8")
+        except OSError as exc:
+            raise naming(exc, path) from exc
         return path
 
     def close(self) -> None:
-        """Sync the outcome events no write-ahead event has covered yet, and close."""
+        """Sync the outcome events no write-ahead event has covered yet, and close.
+
+        After a failed write, the rest of that line may still be buffered: closing tries to
+        write it once more (completing the line if there is room now) and ignores a failure.
+        """
         self._sync(self._seq)
         with self._lock:
-            self._fh.close()
+            if self._failed is None:
+                self._fh.close()
+                return
+            with contextlib.suppress(OSError):
+                self._fh.close()
 
 
 def _repair_tail(path: Path) -> None:

@@ -7,8 +7,10 @@ refuses before the first remote call, so a refused run changes nothing on any ho
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +18,11 @@ from typing import Any
 
 from cmrunbook.catalog import Catalog
 from cmrunbook.console import TextConsole, printable
-from cmrunbook.errors import LockHeld, UsageError
+from cmrunbook.errors import EnvironmentFailure, LockHeld, UsageError, os_error_text
 from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
 from cmrunbook.inventory import HostView
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
+from cmrunbook.journal_read import JOURNAL_NAME, read_events
 from cmrunbook.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
 from cmrunbook.plan import Plan
 
@@ -74,6 +77,55 @@ def execute_plan(
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
     keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
+    try:
+        return _execute(
+            catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect, resume=resume,
+            request=request, console=console, after=after, warnings=warnings or [],
+        )  # fmt: skip
+    except OSError as exc:
+        raise _stopped(exc, run_dir, plan.runbook.id, new=resume is None) from exc
+
+
+def _stopped(exc: OSError, run_dir: Path, runbook: str, *, new: bool) -> Exception:
+    """What a failure of the jump host's files during a run becomes (attack 2c, 4i).
+
+    A run that journaled nothing leaves no run folder (as a refused run); else the journal is
+    kept as it is, resumable: its writer stops at the first failed write, and --resume cuts a
+    torn last line. A name too long comes from the inventory (exit 2); no room, or any other
+    failure of the machine, is an environment failure (exit 4), never "non-compliant" (1).
+    """
+    if new and not _journaled(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        then = "the run did not start"
+    else:
+        then = f"the run stopped; continue with: invoke remediate {runbook} --resume {run_dir}"
+    message = f"{os_error_text(exc)}; {then}"
+    return UsageError(message) if exc.errno == errno.ENAMETOOLONG else EnvironmentFailure(message)
+
+
+def _journaled(run_dir: Path) -> bool:
+    """Whether the run folder's journal holds the run's request (what --resume needs)."""
+    try:
+        events = read_events(run_dir / JOURNAL_NAME)[0]
+    except OSError:  # no journal, or none that can be read
+        return False
+    return any(e.get("event") == "run" for e in events)
+
+
+def _execute(
+    catalog: Catalog,
+    plan: Plan,
+    options: Options,
+    *,
+    keys: dict[str, str],
+    run_dir: Path,
+    connect: Callable[[str], Remote],
+    resume: ResumeState | None,
+    request: dict[str, Any] | None,
+    console: TextConsole,
+    after: Callable[[Path], None] | None,
+    warnings: list[str],
+) -> int:
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(keys, run_dir, new=resume is None):
         if resume:
@@ -96,7 +148,7 @@ def execute_plan(
                     argv=sys.argv[1:],
                     user=_user(),
                     dry_run=False,
-                    warnings=warnings or [],
+                    warnings=warnings,
                 )
             else:
                 journal.write(
@@ -104,7 +156,7 @@ def execute_plan(
                     argv=sys.argv[1:],
                     user=_user(),
                     restore_only=options.restore_only,
-                    warnings=warnings or [],
+                    warnings=warnings,
                 )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)

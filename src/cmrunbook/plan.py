@@ -16,10 +16,11 @@ from typing import Any
 import jinja2
 
 from cmrunbook.catalog import Catalog, Loaded, resolve_include
-from cmrunbook.errors import ConfigError, UsageError
+from cmrunbook.errors import ConfigError, Problem, UsageError
 from cmrunbook.inventory import HostView, Inventory, InventoryFile
-from cmrunbook.runbook import Parameter, Probe, Runbook, Step
+from cmrunbook.runbook import TEXT_TYPES, Parameter, Probe, Runbook, Step
 from cmrunbook.sourcemap import SourceMap
+from cmrunbook.validation import text_problems
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,27 @@ def coerce(name: str, p: Parameter, value: Any, origin: str) -> Any:
         raise UsageError(f"{origin}: {_not_a(name, p, value)}") from None
 
 
+def retyped_vars(inv: Inventory, runbooks: Sequence[Runbook]) -> list[Problem]:
+    """Every inventory var (top-level, group or host) that is a text parameter of one of the
+    runbooks and that YAML typed as something else: what `validate` reports before any plan."""
+    text = {
+        name: p.type == "list"
+        for rb in runbooks
+        for name, p in rb.parameters.items()
+        if p.type in TEXT_TYPES
+    }
+    layers = [(("vars",), inv.file.vars)]
+    layers += [(("groups", g, "vars"), grp.vars) for g, grp in inv.file.groups.items()]
+    layers += [(("hosts", h, "vars"), host.vars) for h, host in inv.file.hosts.items()]
+    return [
+        problem
+        for path, layer in layers
+        for name, value in layer.items()
+        if name in text
+        for problem in text_problems(name, value, (*path, name), inv.smap, listed=text[name])
+    ]
+
+
 def resolve_params(
     rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv: Inventory
 ) -> dict[str, Any]:
@@ -129,18 +151,30 @@ def resolve_params(
     A wrongly typed inventory var is reported at its line in the inventory, wherever (top-level,
     group or host vars) the value this host sees was written.
     """
+    retyped = [
+        problem
+        for name, p in rb.parameters.items()
+        if name in host.vars and p.type in TEXT_TYPES
+        for problem in text_problems(
+            name, host.vars[name], inv.var_path(host.name, name), inv.smap,
+            listed=p.type == "list",
+        )
+    ]  # fmt: skip
+    if retyped:
+        raise ConfigError(retyped)
     params: dict[str, Any] = {}
     for name, p in rb.parameters.items():
         value = p.default
         if name in host.vars:
+            where = inv.var_path(host.name, name)
+            written = host.vars[name]
             try:
-                value = _convert(p, host.vars[name])
+                value = _convert(p, written)
             except _CONVERSION_ERRORS:
                 message = (
-                    f"{_not_a(name, p, host.vars[name])} "
+                    f"{_not_a(name, p, written)} "
                     f"(parameter of runbook {rb.id}, for host {host.name})"
                 )
-                where = inv.var_path(host.name, name)
                 raise ConfigError([inv.smap.problem(where, message)]) from None
         if name in overrides:
             value = coerce(name, p, overrides[name], "--set")
@@ -191,10 +225,7 @@ class Planner:
     ) -> bool:
         fn = self._compiled.get(expr)
         if fn is None:
-            # An undefined attribute must fail, not read as None: `target.pxee` would make the
-            # condition false and silently skip the step on every host.
-            fn = self.catalog.renderer.env.compile_expression(expr, undefined_to_none=False)
-            self._compiled[expr] = fn
+            fn = self._compiled[expr] = self.catalog.renderer.conditions.compile(expr)
         # The same condition recurs for one host in every stage (Method 4 includes Method 3's
         # steps; auto plans every method): evaluate it once per host pair. A target's parameters
         # are fixed within one plan() call, which starts with an empty cache.
@@ -212,7 +243,7 @@ class Planner:
                     params=params,
                 )
             )
-        except jinja2.UndefinedError as exc:
+        except jinja2.TemplateError as exc:  # an undefined name, or the sandbox refusing
             raise ConfigError(
                 [self.loaded.smap.problem((), f"condition {expr!r} on host {host.name}: {exc}")]
             ) from exc

@@ -17,6 +17,8 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import jinja2.nodes
+import jinja2.parser
+import jinja2.sandbox
 
 from cmrunbook import pwsh
 
@@ -51,6 +53,7 @@ class Renderer:
         self.env.filters["ps_join"] = _ps_join
         self.env.filters["comment"] = lambda v: pwsh.Raw(pwsh.comment_safe(v))
         self.env.globals["RESULT_MARKER"] = RESULT_MARKER
+        self.conditions = Conditions()
 
     def exists(self, name: str) -> bool:
         return (self.templates_dir / name).is_file()
@@ -85,6 +88,82 @@ class Renderer:
                     refs.missing.append((name, child))
                 else:
                     self._collect(child, refs, seen)
+
+
+#: What a runbook condition may be built of besides names, constants and attribute reads: a
+#: condition compares inventory and parameter values, so it needs no calls, no globals and only a
+#: few filters and tests; no multiplication either (`'x' * 10**9` is a memory bomb). Everything
+#: else is refused when the runbook is loaded.
+CONDITION_NODES = (
+    jinja2.nodes.Name, jinja2.nodes.Const, jinja2.nodes.List, jinja2.nodes.Tuple,
+    jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.Compare, jinja2.nodes.Operand,
+    jinja2.nodes.And, jinja2.nodes.Or, jinja2.nodes.Not, jinja2.nodes.Neg, jinja2.nodes.Pos,
+    jinja2.nodes.Add, jinja2.nodes.Sub, jinja2.nodes.Concat, jinja2.nodes.CondExpr,
+    jinja2.nodes.Filter, jinja2.nodes.Test,
+)  # fmt: skip
+CONDITION_FILTERS = frozenset(
+    {"length", "lower", "upper", "trim", "int", "string", "first", "last"}
+)
+CONDITION_TESTS = frozenset(
+    {"defined", "undefined", "none", "true", "false", "in", "eq", "ne", "equalto", "sameas",
+     "==", "!=", "<", "<=", ">", ">=", "lt", "le", "gt", "ge", "number", "string", "lower",
+     "upper", "sequence"}
+)  # fmt: skip
+
+
+class Conditions:
+    """Runbook `when:` expressions, a small language over the inventory and parameter values.
+
+    A runbook is data, not code: a condition that could call Python (`''.__class__.__mro__`
+    and on, attack 1d) would run it on the jump host during a dry run, in the process that holds
+    the WinRM password. So a condition is checked against a whitelist when the runbook is
+    loaded (`refusals`), and evaluated in Jinja's immutable sandbox without globals, which
+    refuses underscore attributes and mutating calls even if the check were bypassed.
+    """
+
+    def __init__(self) -> None:
+        self.env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+        self.env.globals.clear()
+
+    def parse(self, expr: str) -> jinja2.nodes.Expr:
+        """The expression's tree; raises TemplateSyntaxError, also for text after it."""
+        parser = jinja2.parser.Parser(self.env, expr, state="variable")
+        node = parser.parse_expression()
+        if not parser.stream.eos:
+            token = parser.stream.current
+            raise jinja2.TemplateSyntaxError(
+                f"unexpected {token.value!r} after the expression", token.lineno
+            )
+        return node
+
+    def refusals(self, node: jinja2.nodes.Node) -> list[str]:
+        """What in the expression is not part of the condition language, in words."""
+        out: list[str] = []
+        for child in [node, *node.find_all(jinja2.nodes.Node)]:
+            if not isinstance(child, CONDITION_NODES):
+                out.append(f"{type(child).__name__.lower()} is not allowed (no calls or blocks)")
+            elif isinstance(child, jinja2.nodes.Getattr) and child.attr.startswith("_"):
+                out.append(f"attribute '{child.attr}' is not allowed (no names starting with _)")
+            elif (
+                isinstance(child, jinja2.nodes.Getitem)
+                and isinstance(child.arg, jinja2.nodes.Const)
+                and str(child.arg.value).startswith("_")
+            ):
+                out.append(f"item '{child.arg.value}' is not allowed (no names starting with _)")
+            elif isinstance(child, jinja2.nodes.Filter) and child.name not in CONDITION_FILTERS:
+                out.append(f"filter '{child.name}' is not allowed (known: "
+                           f"{', '.join(sorted(CONDITION_FILTERS))})")  # fmt: skip
+            elif isinstance(child, jinja2.nodes.Test) and child.name not in CONDITION_TESTS:
+                out.append(f"test '{child.name}' is not allowed")
+        return list(dict.fromkeys(out))
+
+    def compile(self, expr: str) -> Any:
+        """The condition as a function of the context names, evaluated in the sandbox.
+
+        An undefined attribute must fail, not read as None: `target.pxee` would make the
+        condition false and silently skip the step on every host.
+        """
+        return self.env.compile_expression(expr, undefined_to_none=False)
 
 
 @dataclass

@@ -55,6 +55,10 @@ class Source(Strict):
     )
 
 
+#: Parameter types whose values are text (a list: of texts), which YAML must not have retyped.
+TEXT_TYPES = frozenset({"str", "choice", "list"})
+
+
 class Parameter(Strict):
     """An operator-tunable value: uncertain facts are parameters with provenance, not constants."""
 

@@ -25,6 +25,23 @@ _FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoad
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 _PARSE_ERRORS = (yaml.parser.ParserError, yaml.scanner.ScannerError, yaml.reader.ReaderError)
+#: The tags a file may write out (`!!str 0777`): the core schema's scalars. PyYAML's safe loader
+#: also knows !!binary (a bytes repr reached the scripts), !!set, !!omap and !!pairs, and kept
+#: the value of an unknown tag on a sequence or mapping as if the tag were not there.
+_EXPLICIT_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")
+)
+
+#: Limits that keep a file from exhausting the jump host (attack §3: a 2.6 KB alias bomb took 71 s
+#: and 2.5 GB; 5,000 nested brackets a RecursionError). A 10,000-host inventory is 1 MB, about
+#: 100,000 values and 4 levels deep, so each limit leaves a wide margin for real files.
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_DEPTH = 64
+#: Values an alias may copy in: anchors are for sharing a small value (`os: *w2008`), so aliases
+#: may add ten times the values written out, or 100,000, whichever is more; never more than
+#: MAX_VALUES in all.
+MAX_ALIASED = 100_000
+MAX_VALUES = 5_000_000
 
 
 @dataclass
@@ -34,6 +51,9 @@ class SourceMap:
     file: str
     marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    #: What the file wrote for each plain scalar that YAML typed as something else than a string
+    #: (`yes`, `0777`, `12:30`, `null`), so a string field can tell the user what they wrote.
+    written: dict[Path_, str] = field(default_factory=dict)
 
     def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """The 1-based line and column of the value at `path`, or of its nearest ancestor."""
@@ -71,6 +91,11 @@ class _Builder:
         # loaders have no path resolvers); an inventory repeats a few values thousands of times.
         self._tags: dict[tuple[str, Any], str] = {}
         self._scalars: dict[tuple[str, str], Any] = {}
+        # Values built so far (each alias counts as every value it copies), how many of them
+        # aliases copied, and how many values each anchor stands for.
+        self._values = 0
+        self._aliased = 0
+        self._sizes: dict[str, int] = {}
 
     def document(self) -> Any:
         """The stream's single document; a stream without one (empty, comments) is an error."""
@@ -93,28 +118,69 @@ class _Builder:
     def build(self, event: yaml.Event, path: Path_) -> Any:
         mark = event.start_mark
         self.smap.marks[path] = (mark.line + 1, mark.column + 1)
+        before = self._values
+        self._values += 1
         if isinstance(event, yaml.ScalarEvent):
+            self._check_text(event)
             value = self._scalar(event)
-        elif isinstance(event, yaml.MappingStartEvent):
-            value = self._mapping(path)
-        elif isinstance(event, yaml.SequenceStartEvent):
-            value = []
-            item = next(self._events)
-            while not isinstance(item, yaml.SequenceEndEvent):
-                value.append(self.build(item, (*path, len(value))))
+            if not event.style and not isinstance(value, str):  # plain (libyaml: '')
+                self.smap.written[path] = event.value
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if event.tag not in (None, "!") and event.tag not in _EXPLICIT_TAGS:
+                raise self._refuse(event, _unsupported(event.tag))
+            if len(path) >= MAX_DEPTH:
+                raise self._refuse(event, f"values nested more than {MAX_DEPTH} levels deep")
+            if isinstance(event, yaml.MappingStartEvent):
+                value = self._mapping(path)
+            else:
+                value = []
                 item = next(self._events)
+                while not isinstance(item, yaml.SequenceEndEvent):
+                    value.append(self.build(item, (*path, len(value))))
+                    item = next(self._events)
         elif isinstance(event, yaml.AliasEvent):
-            if event.anchor not in self._anchors:
-                raise yaml.composer.ComposerError(
-                    None, None, f"found undefined alias {event.anchor!r}", mark
-                )
-            # A copy, as composing would give: each use of an anchor is a value of its own.
-            return copy.deepcopy(self._anchors[event.anchor])
+            return self._alias(event)
         else:
             raise yaml.composer.ComposerError(None, None, f"unexpected {event}", mark)
+        if self._values > MAX_VALUES:
+            raise self._refuse(event, f"the file holds more than {MAX_VALUES:,} values")
         if event.anchor is not None:
             self._anchors[event.anchor] = value
+            self._sizes[event.anchor] = self._values - before
         return value
+
+    def _alias(self, event: yaml.AliasEvent) -> Any:
+        """A copy of the anchor's value, as composing would give (each use of an anchor is a
+        value of its own), refused before copying when aliases would copy too much."""
+        if event.anchor not in self._anchors:
+            raise yaml.composer.ComposerError(
+                None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+            )
+        size = self._sizes[event.anchor]
+        allowed = max(MAX_ALIASED, 10 * (self._values - self._aliased))
+        if self._aliased + size > allowed or self._values + size > MAX_VALUES:
+            raise self._refuse(
+                event,
+                f"alias *{event.anchor} would expand the file beyond {allowed:,} copied values "
+                "(aliases of aliases multiply: a few KB can stand for gigabytes)",
+            )
+        self._aliased += size
+        self._values += size
+        return copy.deepcopy(self._anchors[event.anchor])
+
+    def _check_text(self, event: yaml.ScalarEvent) -> None:
+        """A double-quoted scalar can write a lone surrogate (`"\\udc80"`), which is no text:
+        it would make every script and journal line that carries it invalid UTF-8 (attack 1c)."""
+        if event.style == '"':
+            try:
+                event.value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = f"U+{ord(event.value[exc.start]):04X}"
+                raise self._refuse(event, f"not text: a lone surrogate {bad}") from None
+
+    def _refuse(self, event: yaml.Event, message: str) -> ConfigError:
+        """A limit or an unsupported construct, reported at the value, before it is built."""
+        return ConfigError([self._at(event, message)])
 
     def _mapping(self, path: Path_) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -132,6 +198,9 @@ class _Builder:
                 self._skip(next(self._events))
             else:
                 # Keys are taken verbatim: YAML 1.1 would read `on:` or `no:` as booleans.
+                self._check_text(event)
+                if event.tag not in (None, "!", _STR):
+                    raise self._refuse(event, _unsupported(event.tag))
                 key = event.value
                 child = (*path, key)
                 self.smap.key_marks[child] = (
@@ -154,6 +223,8 @@ class _Builder:
 
     def _tag(self, event: yaml.ScalarEvent) -> str:
         if event.tag not in (None, "!"):
+            if event.tag not in _EXPLICIT_TAGS and event.tag != _MERGE:
+                raise self._refuse(event, _unsupported(event.tag))
             return str(event.tag)
         key = (event.value, event.implicit)
         tag = self._tags.get(key)
@@ -196,17 +267,46 @@ def _read(text: str, name: str) -> tuple[Any, _Builder]:
     return read(yaml.SafeLoader)
 
 
+def _unsupported(tag: str) -> str:
+    short = tag.replace("tag:yaml.org,2002:", "!!")
+    return f"unsupported YAML tag {short}; write the value as plain text (quoted if need be)"
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character `index` of `text`."""
+    return text.count("\n", 0, index) + 1, index - text.rfind("\n", 0, index)
+
+
+def _text(path: Path, name: str) -> str:
+    """The file as text: at most MAX_FILE_BYTES (read so, since the path may be /dev/zero or a
+    pipe), UTF-8, with an undecodable byte located at its line."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(name, 1, 1, f"cannot read file: {exc.strerror}")]) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        limit = MAX_FILE_BYTES // (1024 * 1024)
+        raise ConfigError([Problem(name, 1, 1, f"file is larger than {limit} MB; not read")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8", "replace")
+        line, col = _position(before, len(before))
+        problem = f"file is not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        raise ConfigError([Problem(name, line, col, problem)]) from exc
+
+
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     """Safely load one YAML document, returning its data and where every value came from."""
     name = display or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(name, 1, 1, f"cannot read file: {exc.strerror}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(name, 1, 1, "file is not UTF-8 text")]) from exc
+    text = _text(path, name)
     try:
         data, builder = _read(text, name)
+    except yaml.reader.ReaderError as exc:
+        line, col = _position(text, exc.position)
+        what = f"not valid YAML: control character U+{exc.character:04X}"
+        raise ConfigError([Problem(name, line, col, what)]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

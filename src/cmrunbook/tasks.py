@@ -2,7 +2,7 @@
 
 Each task is thin: it parses options, calls the engine, and turns engine errors into the
 documented exit codes (0 ok, 1 failed or non-compliant, 2 usage or configuration error,
-3 a host's lock is held).
+3 a host's lock is held, 4 the jump host failed the run: disk full, a file it cannot write).
 """
 
 from __future__ import annotations
@@ -247,6 +247,7 @@ def validate(c: Any, inventory: str | None = None) -> None:
     """Check every runbook, the log catalog and the inventories; list all errors, exit 2 if any."""
     from cmrunbook.catalog import Catalog
     from cmrunbook.inventory import load_inventory
+    from cmrunbook.plan import retyped_vars
     from cmrunbook.project import project_root
     from cmrunbook.schema import stale_schemas
 
@@ -256,9 +257,11 @@ def validate(c: Any, inventory: str | None = None) -> None:
     inventories = [Path(inventory)] if inventory else sorted((root / "inventory").glob("*.yaml"))
     for path in inventories:
         try:
-            load_inventory(path)
+            inv = load_inventory(path)
         except ConfigError as exc:
             problems.extend(exc.problems)
+        else:
+            problems.extend(retyped_vars(inv, [lr.runbook for lr in loaded]))
     for name in stale_schemas(root / "schema"):
         print(f"error: schema/{name} is stale: run `invoke schema`", file=sys.stderr)
         problems.append(None)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import types
 from collections.abc import Mapping, Sequence
@@ -92,6 +93,51 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     )
 
 
+def _kind(value: Any) -> str:
+    """What YAML made of a plain scalar, in words."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, datetime.date):
+        return "a date"
+    return f"a {type(value).__name__}"
+
+
+def quote_hint(value: Any, path: Sequence[str | int], smap: SourceMap) -> str:
+    """Why a string field did not get the text the file has at `path`, and how to write it."""
+    written = smap.written.get(tuple(path))
+    if value is None:
+        shown = f" ({written})" if written else ""
+        return f"is null{shown}; write the text in quotes, or remove it to use the default"
+    if written is None:
+        return f"is {_kind(value)} ({value!r}), not text; write it in quotes"
+    return f"YAML reads {written} as {_kind(value)} ({value!r}); quote it to keep it: '{written}'"
+
+
+def text_problems(
+    what: str, value: Any, path: Sequence[str | int], smap: SourceMap, *, listed: bool
+) -> list[Problem]:
+    """Problems of a value that must be text (`listed`: a text or a list of texts) but that
+    YAML's implicit typing read as something else: `yes`, `0x10`, `12:30`, `0777` or `null`
+    would otherwise become 'True', '16', '750', '511' or 'None' without a word (attack 1b).
+
+    A number written as it reads back (`3`, `1.5`) or a date (`2024-01-02`) is its own text, so
+    it is kept; anything else is refused at its line with the hint to quote it.
+    """
+    items = list(enumerate(value)) if listed and isinstance(value, list) else [(None, value)]
+    out: list[Problem] = []
+    for index, item in items:
+        where = (*path, index) if index is not None else tuple(path)
+        if isinstance(item, str):
+            continue
+        if item is not None and smap.written.get(where) == str(item):
+            continue
+        label = what if index is None else f"{what}[{index}]"
+        out.append(smap.problem(where, f"{label} {quote_hint(item, where, smap)}"))
+    return out
+
+
 def problems_from(exc: ValidationError, model: type[BaseModel], smap: SourceMap) -> list[Problem]:
     """One problem per distinct location, worded as what was expected there."""
     seen: set[tuple[int, int, str]] = set()
@@ -111,6 +157,9 @@ def problems_from(exc: ValidationError, model: type[BaseModel], smap: SourceMap)
             problem = smap.problem(loc, msg, key=True)
         elif kind == "missing":
             problem = smap.problem(loc[:-1], f"missing required key '{loc[-1]}'")
+        elif kind == "string_type" and not isinstance(err["input"], dict | list):
+            where = ".".join(str(p) for p in loc)
+            problem = smap.problem(loc, f"{where} {quote_hint(err['input'], loc, smap)}")
         else:
             where = ".".join(str(p) for p in loc) or "document"
             problem = smap.problem(loc, f"{where}: {err['msg']}")
