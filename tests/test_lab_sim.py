@@ -278,6 +278,10 @@ def test_method_1_does_not_fix_mcs_key_but_method_3_does() -> None:
     assert "multicast removal overtaken by re-add" in lab.dps["cm07-dp02"].history
     p3 = Player(lab, clock, "3", "cm07-dp02")
     p3.stage("method:3")
+    # The DP writes its new key at once; the MP signs it later (delays.mcs_signing).
+    assert p3.verify()["data"]["verdict"] == "not-settled", lab.dps["cm07-dp02"].history
+    assert not lab.hosts["cm07-dp02"].registry.get(MCS_KEY, "SignedSerializedMCSKey")
+    p3.settle(lab.spec.delays.mcs_signing)
     assert p3.verify()["ok"], lab.dps["cm07-dp02"].history
     assert lab.hosts["cm07-dp02"].registry.get(MCS_KEY, "SignedSerializedMCSKey")
 
@@ -296,6 +300,8 @@ def test_method_2_fixes_image_flags_and_wrong_bit_does_not() -> None:
     p = Player(lab, clock, "2", "cm07-dp02")
     p.stage("method:2")
     p.settle()
+    assert p.verify()["data"]["verdict"] == "not-settled"  # written, not signed yet
+    p.settle(lab.spec.delays.mcs_signing)
     assert p.verify()["ok"]
 
 

@@ -49,6 +49,28 @@ class StepFailed(Exception):
 INTERRUPTED_MESSAGE = "interrupted (Ctrl-C); --resume continues from here"
 
 
+class VerifyInconclusive(StepFailed):
+    """A verification that can neither pass nor say "still broken": no escalation on it.
+
+    `verdict` is the verification script's: "unknown" (cannot tell, e.g. no multicast key in
+    any registry view) or "not-settled" (the change is still being applied, e.g. the key is
+    written but not signed yet). Only positive evidence of failure may send a host into the next
+    method's destructive steps (fidelity F3, F4).
+    """
+
+    def __init__(self, verdict: str, message: str) -> None:
+        super().__init__(message, "stopped")
+        self.verdict = verdict
+
+
+#: What the operator can do when a verification was inconclusive, by verdict.
+INCONCLUSIVE_ADVICE = {
+    "unknown": "check the DP by hand (the verify step's click path), then --resume",
+    "not-settled": 'give the site more time (the article: "wait awhile"; a DP whose key stays '
+    "unsigned for several hours may need a restart), then --resume",
+}
+
+
 class RunInterrupted(Exception):
     """Ctrl-C during a run: every host stopped at its next step or poll; their outcomes."""
 
@@ -236,7 +258,17 @@ class HostRun:
                     return
                 if stage.kind == "verify" and previous == "failed" and escalate:
                     continue
-            passed = self._stage(stage)
+            try:
+                passed = self._stage(stage)
+            except VerifyInconclusive as exc:
+                self.r.journal.write(
+                    "stage-end", host=self.name, stage=stage.name, status=exc.verdict
+                )
+                raise StepFailed(
+                    f"{stage.title}: {exc}; stopped without escalating: "
+                    + INCONCLUSIVE_ADVICE.get(exc.verdict, "--resume when it is known"),
+                    "stopped",
+                ) from None
             if stage.kind != "verify":
                 continue
             self.r.journal.write(
@@ -361,15 +393,7 @@ class HostRun:
         script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
         assert script is not None
         name = f"{ps.key}{'#' + _item_id(item) if item else ''}"
-        result = self._script(ps.run_on, name, script)
-        # Settle only after this run changed something; the first "still broken?" check is final.
-        settle = 0 if stage.name == "verify:0" else ps.step.settle
-        settle_until = time.monotonic() + settle * self.r.options.time_scale
-        while not result.ok and time.monotonic() < settle_until:
-            wait = max(0.05, min(30.0, settle / 10) * self.r.options.time_scale)
-            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
-            time.sleep(wait)
-            result = self._script(ps.run_on, name, script)
+        result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
         if result.reboot_required:
             self.reboot_requested = True
         data = result.data
@@ -380,9 +404,30 @@ class HostRun:
         if not result.ok:
             if compliance == "non-compliant":
                 raise StepFailed(result.message or "non-compliant", "non-compliant")
+            verdict = data.get("verdict") if isinstance(data, dict) else None
+            if stage.kind == "verify" and verdict in ("unknown", "not-settled"):
+                raise VerifyInconclusive(str(verdict), result.message)
             raise StepFailed(result.message or "the script reported failure")
         status = "changed" if result.changed else "ok"
         return status, result.message, data, []
+
+    def _settle(
+        self, ps: PlannedStep, name: str, script: str, result: ScriptResult
+    ) -> ScriptResult:
+        """Run the check again until it passes or its settle time (plan) is over.
+
+        The site applies some changes asynchronously, for up to hours (the MP signing a DP's
+        multicast key); Ctrl-C still ends the wait at once.
+        """
+        scale = self.r.options.time_scale
+        until = time.monotonic() + ps.settle * scale
+        poll = max(0.05, min(300.0, ps.settle / 10) * scale)
+        while not result.ok and time.monotonic() < until:
+            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
+            self.r.stop.wait(min(poll, max(0.0, until - time.monotonic())))
+            self._check_stop()
+            result = self._script(ps.run_on, name, script)
+        return result
 
     def _end(
         self, ps: PlannedStep, item_id: str | None, status: str, message: str, data: Any,
@@ -393,7 +438,7 @@ class HostRun:
             "step-end", host=self.name, key=ps.key, item=item_id, status=status, message=message,
             data=data, duration=round(duration, 3), log_lines=lines,
         )  # fmt: skip
-        if status not in ("failed", "interrupted"):
+        if status not in ("failed", "interrupted", "stopped"):
             self.done.add(step_id(ps.key, item_id))
             self.outcome.steps_done += 1
         self.r.console.step(

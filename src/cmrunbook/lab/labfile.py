@@ -46,6 +46,12 @@ class Delays(Strict):
     distmgr: float = Field(20, ge=0, description="RefreshPkgSource() -> distmgr.log STATMSG 2311.")
     distmgr_done: float = Field(10, ge=0, description="STATMSG 2311 -> STATMSG 2301.")
     restart_down: float = Field(60, ge=0, description="How long a restarting host does not answer.")
+    mcs_signing: float = Field(
+        600,
+        ge=0,
+        description="A DP's new SerializedMCSKey -> the MP's SignedSerializedMCSKey: 'a couple "
+        "of minutes or a couple of hours' (retro64.ca).",
+    )
     shutdown_grace: float | None = Field(
         None, ge=0, description="Restart command -> host down; default: the script's /t value."
     )
@@ -131,6 +137,12 @@ class DPSpec(Strict):
     wds_uninstall_reboot: bool = Field(True, description="WDS removal asks for a restart.")
     wds_install_reboot: bool = False
     pxe_install_reboot: bool = Field(False, description="pxe.msi returns 3010 on install.")
+    mcs_key: str | None = Field(
+        None,
+        description="Registry key holding the multicast key; default: "
+        "SOFTWARE\\Microsoft\\SMS\\MCS in the view the site's ConfigMgr writes "
+        "(Wow6432Node for 2007 on x64).",
+    )
 
 
 class ClientSpec(Strict):

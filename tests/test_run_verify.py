@@ -1,0 +1,132 @@
+"""Multicast verification and escalation for real: the CLI against the lab.
+
+`--method auto` escalates only when verification positively says "still broken" (WDS missing or
+stopped, or SerializedMCSKey empty after the settle time); "cannot tell" (no multicast key in any
+registry view) and "not settled" (the key written but not signed yet) stop the host with what was
+seen. A method with destructive steps is entered only with consent. A restart "if prompted"
+follows the change's own request, not whatever else is pending on the machine.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import Lab, custom_lab_file, events
+from test_run_multicast import RUN, SCALE, SPEED, multicast, stage_trail, step_ends
+
+WOW_MCS = r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\SMS\MCS"
+NATIVE_MCS = r"HKLM:\SOFTWARE\Microsoft\SMS\MCS"
+#: The lab runs fast enough that a 2 h signing takes 3.6 s; the engine's 4 h settle is 72 s.
+FAST_LAB = 2000.0
+
+
+def lab_with(make_lab: Any, tmp_path: Path, change: Any, speed: float = SPEED) -> Lab:
+    return make_lab(custom_lab_file(tmp_path, change), speed=speed)
+
+
+def host_end(evs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e for e in evs if e["event"] == "host-end")
+
+
+def test_x64_2007_dp_with_its_keys_under_wow6432node_verifies_healthy(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["hosts"]["cm07-dp01"]["dp"]["multicast_fault"] = "none"
+
+    lab = lab_with(make_lab, tmp_path, change)
+    reg = lab.world.host("cm07-dp01").registry
+    # 32-bit ConfigMgr 2007 on x64 Windows: the key is in the 32-bit view only.
+    assert reg.get(WOW_MCS, "SignedSerializedMCSKey") and not reg.key_exists(NATIVE_MCS)
+    res = multicast(lab, "auto", "cm07-dp01")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "multicast already works; nothing to do" in res.stdout
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert stage_trail(evs) == ["verify:0 passed"]
+    (verify,) = [e for e in evs if e["event"] == "step-end" and e["key"].startswith("verify:0")]
+    assert verify["data"]["verdict"] == "healthy" and WOW_MCS in verify["message"]
+    assert not any(k.startswith("method:") for k in step_ends(evs))
+
+
+def test_a_dp_with_no_multicast_key_stops_cannot_tell_and_never_escalates(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    """WDS without its Transport Server is positive evidence (Method 1 reinstalls it); then the
+    key is nowhere the runbook looks (the 2012 R2 "HKLM\\Software\\SMS\\MCS" of a blog post)."""
+
+    def change(data: dict[str, Any]) -> None:
+        dp = data["hosts"]["cm07-dp02"]["dp"]
+        dp.update(multicast_fault="none", wds=["WDS", "WDS-Deployment"])
+        dp["mcs_key"] = r"HKLM:\SOFTWARE\SMS\MCS"
+
+    lab = lab_with(make_lab, tmp_path, change)
+    # A missing key is looked for again for the whole settle time (it may yet be written).
+    res = multicast(lab, "auto", "cm07-dp02", "--set", "verify_settle=600")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "cannot tell: no multicast key in" in res.stdout
+    assert "stopped without escalating" in res.stdout
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert stage_trail(evs) == ["verify:0 failed", "method:1", "verify:1 unknown"]
+    end = host_end(evs)
+    assert end["status"] == "stopped" and "Verify after Method 1: cannot tell" in end["message"]
+    assert not any(k.startswith(("method:2", "method:3", "method:4")) for k in step_ends(evs))
+    # The lab saw no Method 3/4 either: the multicast role was never uninstalled.
+    assert not any("multicast uninstall" in h for h in lab.world.dps["cm07-dp02"].history)
+    assert lab.world.host("cm07-dp02").services["WDSServer"] == "Running"
+
+
+def signing_lab(make_lab: Any, tmp_path: Path, signing: float) -> Lab:
+    """cm07-dp02 broken by its image flags (Method 1 mends it at once); the MP signs the new key
+    `signing` seconds (speed 1) after the DP writes it. Its WDS removal needs no restart: at
+    this speed a restart would take the host down before its answer to the restart command."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["hosts"]["cm07-dp02"]["dp"].update(
+            multicast_fault="image-flags", wds_uninstall_reboot=False
+        )
+        data["delays"].update(image_flags=0, mcs_signing=signing)
+
+    return lab_with(make_lab, tmp_path, change, speed=FAST_LAB)
+
+
+def test_slow_signing_is_waited_for_and_does_not_escalate(make_lab: Any, tmp_path: Path) -> None:
+    lab = signing_lab(make_lab, tmp_path, signing=7200)  # 2 h
+    res = multicast(lab, "auto", "cm07-dp02")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verified after Method 1" in res.stdout
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert stage_trail(evs) == ["verify:0 failed", "method:1", "verify:1 passed"]
+    assert "multicast key signed by the MP" in lab.world.dps["cm07-dp02"].history
+    assert lab.world.multicast_healthy("cm07-dp02")
+
+
+def test_unsigned_at_the_deadline_stops_not_settled_and_resume_continues(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    lab = signing_lab(make_lab, tmp_path, signing=20000)  # 5.5 h: longer than the settle
+    res = multicast(lab, "auto", "cm07-dp02", "--set", "verify_settle=600")
+    assert res.returncode == 1, res.stdout + res.stderr
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert stage_trail(evs) == ["verify:0 failed", "method:1", "verify:1 not-settled"]
+    end = host_end(evs)
+    assert end["status"] == "stopped"
+    assert "SignedSerializedMCSKey is still empty" in end["message"]
+    assert not any(k.startswith("method:2") for k in step_ends(evs))
+
+    deadline = time.monotonic() + 60
+    while not lab.world.multicast_healthy("cm07-dp02") and time.monotonic() < deadline:
+        time.sleep(0.2)  # the MP signs it in the lab's own time
+        lab.world.tick()
+    assert lab.world.multicast_healthy("cm07-dp02")
+    again = lab.cli("remediate", "multicast", "--resume", str(run), *RUN, time_scale=SCALE)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "verified after Method 1" in again.stdout
+    resumed = events(run)[len(evs) :]
+    assert stage_trail(resumed) == ["verify:1 passed"]
+    assert not any(k.startswith("method:") for k in step_ends(resumed))
