@@ -40,7 +40,11 @@ def test_x64_2007_dp_with_its_keys_under_wow6432node_verifies_healthy(
     reg = lab.world.host("cm07-dp01").registry
     # 32-bit ConfigMgr 2007 on x64 Windows: the key is in the 32-bit view only.
     assert reg.get(WOW_MCS, "SignedSerializedMCSKey") and not reg.key_exists(NATIVE_MCS)
-    res = multicast(lab, "auto", "cm07-dp01")
+    # auto without --yes: a healthy DP needs no consent, so --non-interactive does not refuse.
+    res = lab.cli(
+        "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp01",
+        "--non-interactive", "--assume-manual-done", time_scale=SCALE,
+    )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
     assert "multicast already works; nothing to do" in res.stdout
     (run,) = lab.run_dirs()
@@ -130,3 +134,33 @@ def test_unsigned_at_the_deadline_stops_not_settled_and_resume_continues(
     resumed = events(run)[len(evs) :]
     assert stage_trail(resumed) == ["verify:1 passed"]
     assert not any(k.startswith("method:") for k in step_ends(resumed))
+
+
+def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_steps(
+    lab: Lab,
+) -> None:
+    site = lab.world.sites["C07"]
+    flags = {k: i["PkgFlags"] for k, i in site.images.items()}
+    features = set(lab.world.host("cm07-dp02").features)
+    res = lab.cli(
+        "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp02",
+        "--non-interactive", "--assume-manual-done", time_scale=SCALE,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout
+    assert "Method 1 has destructive steps and --non-interactive cannot ask" in out
+    assert "[Method 1, step 2] Disable and re-enable Multicast on the multicast" in out
+    assert "[Method 1, step 3] Reinstall WDS (remove the WDS role services)" in out
+    assert "Method 3" not in out.split("cannot ask", 1)[1].split("Nothing of", 1)[0]
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert stage_trail(evs) == ["verify:0 failed"]
+    (consent,) = [e for e in evs if e["event"] == "consent"]
+    assert consent["stage"] == "method:1" and consent["answer"] == "cannot ask"
+    assert len(consent["steps"]) == 2
+    assert host_end(evs)["status"] == "stopped"
+    assert not any(e["event"] == "step-start" and "method:" in e["key"] for e in evs)
+    # Nothing of Method 1 happened on the site or the DP.
+    assert {k: i["PkgFlags"] for k, i in site.images.items()} == flags
+    assert lab.world.host("cm07-dp02").features == features
+    assert lab.world.dps["cm07-dp02"].history == []

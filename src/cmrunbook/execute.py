@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -69,6 +69,15 @@ INCONCLUSIVE_ADVICE = {
     "not-settled": 'give the site more time (the article: "wait awhile"; a DP whose key stays '
     "unsigned for several hours may need a restart), then --resume",
 }
+
+
+def destructive_listing(host: str, steps: Iterable[PlannedStep]) -> list[str]:
+    """How a confirmation names each destructive step that will run: host, citation, title."""
+    return [
+        f"{host}: [{ps.citation}] {ps.step.title} (on {ps.run_on})"
+        for ps in steps
+        if ps.step.destructive and not ps.skip_reason
+    ]
 
 
 class RunInterrupted(Exception):
@@ -258,6 +267,8 @@ class HostRun:
                     return
                 if stage.kind == "verify" and previous == "failed" and escalate:
                     continue
+            if stage.kind == "method" and escalate:
+                self._consent(stage)
             try:
                 passed = self._stage(stage)
             except VerifyInconclusive as exc:
@@ -301,6 +312,45 @@ class HostRun:
             self.outcome.message = self.outcome.message or message
         if self.outcome.status == "ok" and not self.outcome.message:
             self.outcome.message = "all steps done"
+
+    def _consent(self, stage: Stage) -> None:
+        """Before --method auto enters a method with destructive steps still to run, ask.
+
+        A fixed --method asks once, for all of them, before the run starts
+        (`orchestrate.confirm_destructive`); auto cannot know upfront which methods a host will
+        need, so it asks as each is entered, listing that method's steps. --yes answers for the
+        operator; --non-interactive without --yes stops the host there, with the list.
+        """
+        pending = [
+            ps
+            for ps in stage.steps
+            if not any(d == ps.key or d.startswith(ps.key + "#") for d in self.done)
+        ]
+        listing = destructive_listing(self.name, pending)
+        if not listing:
+            return
+        j = self.r.journal
+        if self.r.options.yes:
+            j.write("consent", host=self.name, stage=stage.name, steps=listing, answer="--yes")
+            return
+        shown = "\n  ".join(listing)
+        if self.r.options.non_interactive:
+            j.write("consent", host=self.name, stage=stage.name, steps=listing, answer="cannot ask")
+            raise StepFailed(
+                f"{stage.title} has destructive steps and --non-interactive cannot ask:\n  "
+                f"{shown}\nNothing of {stage.title} was run. Review them with --dry-run, then "
+                f"continue with --resume {j.run_dir} --yes.",
+                "stopped",
+            )
+        with self.r.prompt_lock:
+            ok = self.r.console.confirm(
+                f"[{self.name}] {stage.title} removes or uninstalls something:\n  {shown}\n"
+                "Run them?"
+            )
+        answer = "confirmed" if ok else "declined"
+        j.write("consent", host=self.name, stage=stage.name, steps=listing, answer=answer)
+        if not ok:
+            raise StepFailed(f"{stage.title} not confirmed; nothing of it was run", "stopped")
 
     def _next_hint(self, stage: Stage) -> str:
         ids = [m.id for m in self.r.plan.runbook.methods]
