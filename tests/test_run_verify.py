@@ -16,6 +16,9 @@ from typing import Any
 from conftest import Lab, custom_lab_file, events
 from test_run_multicast import RUN, SCALE, SPEED, multicast, stage_trail, step_ends
 
+from cmrunbook.journal import JournalWriter, ResumeState
+from cmrunbook.lab.hosts import SESSION_MANAGER_KEY
+
 WOW_MCS = r"HKLM:\SOFTWARE\Wow6432Node\Microsoft\SMS\MCS"
 NATIVE_MCS = r"HKLM:\SOFTWARE\Microsoft\SMS\MCS"
 #: The lab runs fast enough that a 2 h signing takes 3.6 s; the engine's 4 h settle is 72 s.
@@ -136,6 +139,34 @@ def test_unsigned_at_the_deadline_stops_not_settled_and_resume_continues(
     assert not any(k.startswith("method:") for k in step_ends(resumed))
 
 
+def test_a_pending_file_rename_does_not_restart_the_dp_when_wds_removal_did_not_ask(
+    make_lab: Any, tmp_path: Path
+) -> None:
+    def change(data: dict[str, Any]) -> None:
+        host = data["hosts"]["cm07-dp02"]
+        host["dp"].update(multicast_fault="image-flags", wds_uninstall_reboot=False)
+        host["registry"] = {
+            SESSION_MANAGER_KEY: {
+                "PendingFileRenameOperations": [r"\??\C:\Windows\Temp\old.tmp", ""]
+            }
+        }
+        data["delays"]["image_flags"] = 0
+
+    lab = lab_with(make_lab, tmp_path, change)
+    dp = lab.world.host("cm07-dp02")
+    boot = dp.boot_time
+    res = multicast(lab, "1", "cm07-dp02")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verified after Method 1" in res.stdout
+    assert dp.boot_time == boot
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    assert not [e for e in evs if e["event"] == "reboot"]
+    (restart,) = [e for e in evs if e["event"] == "step-end" and "m1.restart-after-wds" in e["key"]]
+    assert restart["status"] == "skipped"
+    assert "did not ask for a restart" in restart["message"]
+
+
 def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_steps(
     lab: Lab,
 ) -> None:
@@ -164,3 +195,19 @@ def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_step
     assert {k: i["PkgFlags"] for k, i in site.images.items()} == flags
     assert lab.world.host("cm07-dp02").features == features
     assert lab.world.dps["cm07-dp02"].history == []
+
+
+def test_a_restart_asked_for_before_a_resume_is_still_owed_after_it(tmp_path: Path) -> None:
+    """The request lives in the journal: a run killed between the WDS removal and its restart
+    restarts when resumed; a restart done settles it."""
+    j = JournalWriter(tmp_path)
+    j.write("run", runbook="multicast", request={})
+    j.write("restart-asked", host="dp", reason="method:4/m4.uninstall-wds asked for a restart")
+    j.close()
+    assert ResumeState.load(tmp_path).hosts["dp"].restart_asked == [
+        "method:4/m4.uninstall-wds asked for a restart"
+    ]
+    j = JournalWriter(tmp_path)
+    j.write("reboot", host="dp", on="dp", before="a", after="b", reasons=[])
+    j.close()
+    assert ResumeState.load(tmp_path).hosts["dp"].restart_asked == []

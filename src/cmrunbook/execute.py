@@ -217,7 +217,9 @@ class HostRun:
         self.probes: dict[str, Any] = dict(prior.probes) if prior else {}
         self.armed: dict[str, dict[str, Any]] = dict(prior.armed) if prior else {}
         self.finished = prior.finished if prior else None
-        self.reboot_requested = False
+        # Why the change asked for a restart (RestartNeeded / 3010, a setup log's prompt) since
+        # the last one; journaled, so a resumed run restarts for a request made before it.
+        self.restart_asked: list[str] = list(prior.restart_asked) if prior else []
         self.outcome = HostOutcome(self.name)
         self.contacted = False
         # What the check steps said (data.compliance); "unknown" wins over "compliant".
@@ -445,7 +447,7 @@ class HostRun:
         name = f"{ps.key}{'#' + _item_id(item) if item else ''}"
         result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
         if result.reboot_required:
-            self.reboot_requested = True
+            self._restart_asked(f"{ps.key} asked for a restart")
         data = result.data
         compliance = data.get("compliance") if isinstance(data, dict) else None
         decided = self.compliance is not None and self.compliance[0] == "unknown"
@@ -478,6 +480,10 @@ class HostRun:
             self._check_stop()
             result = self._script(ps.run_on, name, script)
         return result
+
+    def _restart_asked(self, why: str) -> None:
+        self.restart_asked.append(why)
+        self.r.journal.write("restart-asked", host=self.name, reason=why)
 
     def _end(
         self, ps: PlannedStep, item_id: str | None, status: str, message: str, data: Any,
@@ -637,7 +643,7 @@ class HostRun:
 
         outcome = wait_for_logs(watches, read, timeout=timeout, poll=poll, progress=progress)
         if outcome.reboot_requested:
-            self.reboot_requested = True
+            self._restart_asked(f"{ps.key}: the log asked for a restart")
         if outcome.status != "ok":
             # A resumed wait goes on after the lines already judged, not back to the failure line.
             for w in watches:
@@ -657,20 +663,17 @@ class HostRun:
     # -- reboots ------------------------------------------------------------------------------
     def _reboot(self, ps: PlannedStep) -> tuple[str, str, Any, list[str]]:
         host = ps.run_on
-        reasons: list[str] = []
-        if ps.step.reboot == "if_pending":
-            pending = self._engine(host, "reboot_pending.ps1.j2", "reboot-pending")
-            data = pending.data or {}
-            reasons = list(data.get("reasons") or [])
-            if self.reboot_requested:
-                reasons.append("a previous step asked for a restart")
-            if not reasons:
-                return "skipped", "no restart pending", None, []
+        # "If you are prompted, restart the server" (001, Method 4 steps 6 and 10): only the
+        # change's own request counts, not a restart another change left pending on the machine
+        # (PendingFileRenameOperations and the like; fidelity F13).
+        reasons = list(self.restart_asked)
+        if ps.step.reboot == "if_pending" and not reasons:
+            return "skipped", "the change before it did not ask for a restart", None, []
         before = self._engine(host, "boot_time.ps1.j2", "boot-time").data
         self._engine(host, "restart.ps1.j2", "restart", reason=f"cmrunbook: {ps.citation}")
         self.r.sessions.reset(host)
         after = self._await_boot(host, before)
-        self.reboot_requested = False
+        self.restart_asked = []
         self.r.journal.write(
             "reboot", host=self.name, on=host, before=before, after=after, reasons=reasons
         )
