@@ -9,12 +9,15 @@ follows the change's own request, not whatever else is pending on the machine.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from conftest import Lab, custom_lab_file, events
+from helpers_engine import run_cli
 from test_run_multicast import RUN, SCALE, SPEED, multicast, stage_trail, step_ends
+from test_run_resume import after_step_start, kill_when
 
 from cmrunbook.journal import JournalWriter, ResumeState
 from cmrunbook.lab.hosts import SESSION_MANAGER_KEY
@@ -31,6 +34,26 @@ def lab_with(make_lab: Any, tmp_path: Path, change: Any, speed: float = SPEED) -
 
 def host_end(evs: list[dict[str, Any]]) -> dict[str, Any]:
     return next(e for e in evs if e["event"] == "host-end")
+
+
+def test_the_dry_run_and_the_checklist_show_the_settle_and_where_it_is_set() -> None:
+    words = "for up to 4 h 00 min (parameter verify_settle=14400s)"
+    dry = run_cli("remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp02", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    # Verified after each of the four methods; the first check (verify:0) is final at once.
+    assert dry.stdout.count(words) == 4
+    unconfirmed = next(x for x in dry.stdout.splitlines() if "UNCONFIRMED parameters" in x)
+    assert "verify_settle=14400" in unconfirmed
+    shorter = run_cli(
+        "remediate", "multicast", "--method", "1", "--hosts", "cm07-dp02", "--dry-run",
+        "--set", "verify_settle=1800",
+    )  # fmt: skip
+    assert "for up to 30 min 0 s (parameter verify_settle=1800s)" in shorter.stdout
+    md = run_cli(
+        "checklist", "multicast", "--method", "3", "--hosts", "cm07-dp02", "--format", "md"
+    )
+    assert md.returncode == 0, md.stderr
+    assert r"for up to 4 h 00 min (parameter verify\_settle=14400s)" in md.stdout
 
 
 def test_x64_2007_dp_with_its_keys_under_wow6432node_verifies_healthy(
@@ -137,6 +160,26 @@ def test_unsigned_at_the_deadline_stops_not_settled_and_resume_continues(
     resumed = events(run)[len(evs) :]
     assert stage_trail(resumed) == ["verify:1 passed"]
     assert not any(k.startswith("method:") for k in step_ends(resumed))
+
+
+def test_ctrl_c_ends_a_settle_at_once(make_lab: Any, tmp_path: Path) -> None:
+    """In real time (--time-scale 1) the settle re-checks every 5 minutes for 4 hours; Ctrl-C
+    ends it without waiting for the next check."""
+    lab = signing_lab(make_lab, tmp_path, signing=1_000_000)
+    proc = lab.popen("remediate", "multicast", "--method", "1", "--hosts", "cm07-dp02", *RUN,
+                     time_scale="1")  # fmt: skip
+    try:
+        _, err = kill_when(lab, proc, after_step_start("verify:1/verify.multicast"), signal.SIGINT)
+    finally:
+        if proc.poll() is None:  # it did not stop within kill_when's minute: do not leave it
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    (verify,) = [e for e in evs if e["event"] == "step-end" and e["key"].startswith("verify:1")]
+    assert verify["status"] == "interrupted"
+    assert evs[-1]["event"] == "run-end" and evs[-1]["status"] == "interrupted"
 
 
 def test_a_pending_file_rename_does_not_restart_the_dp_when_wds_removal_did_not_ask(
