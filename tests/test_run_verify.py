@@ -254,3 +254,18 @@ def test_a_restart_asked_for_before_a_resume_is_still_owed_after_it(tmp_path: Pa
     j.write("reboot", host="dp", on="dp", before="a", after="b", reasons=[])
     j.close()
     assert ResumeState.load(tmp_path).hosts["dp"].restart_asked == []
+
+
+def test_method_4_restarts_for_the_wds_removal_and_for_the_pxe_setup_log(make_lab: Any) -> None:
+    """cm07-dp01: its WDS removal returns RestartNeeded, and pxe.msi's setup log asks for a
+    restart (3010): each if_pending restart follows the request of the step just before it."""
+    lab = make_lab(speed=SPEED)
+    res = multicast(lab, "4", "cm07-dp01")
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    reasons = [e["reasons"] for e in evs if e["event"] == "reboot"]
+    assert reasons == [
+        ["method:4/m4.uninstall-wds asked for a restart"],
+        ["method:4/m4.wait-pxe-install: the log asked for a restart"],
+    ]
