@@ -211,14 +211,16 @@ def test_a_pending_file_rename_does_not_restart_the_dp_when_wds_removal_did_not_
 
 
 def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_steps(
-    lab: Lab,
+    make_lab: Any,
 ) -> None:
+    lab = make_lab(speed=SPEED)  # the key Method 3 writes is signed 3 s later
     site = lab.world.sites["C07"]
     flags = {k: i["PkgFlags"] for k, i in site.images.items()}
     features = set(lab.world.host("cm07-dp02").features)
     res = lab.cli(
         "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp02",
-        "--non-interactive", "--assume-manual-done", time_scale=SCALE,
+        "--non-interactive", "--assume-manual-done", "--set", "verify_settle=1800",
+        time_scale=SCALE,
     )  # fmt: skip
     assert res.returncode == 1, res.stdout + res.stderr
     out = res.stdout
@@ -238,6 +240,14 @@ def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_step
     assert {k: i["PkgFlags"] for k, i in site.images.items()} == flags
     assert lab.world.host("cm07-dp02").features == features
     assert lab.world.dps["cm07-dp02"].history == []
+
+    # With --yes the resumed run enters Method 1 (and later Method 3) and mends the DP.
+    again = lab.cli("remediate", "multicast", "--resume", str(run), *RUN, time_scale=SCALE)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "verified after Method 3" in again.stdout
+    resumed = events(run)[len(evs) :]
+    answers = [(e["stage"], e["answer"]) for e in resumed if e["event"] == "consent"]
+    assert answers == [("method:1", "--yes"), ("method:3", "--yes")]
 
 
 def test_a_restart_asked_for_before_a_resume_is_still_owed_after_it(tmp_path: Path) -> None:
