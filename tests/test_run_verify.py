@@ -279,3 +279,19 @@ def test_method_4_restarts_for_the_wds_removal_and_for_the_pxe_setup_log(make_la
         ["method:4/m4.uninstall-wds asked for a restart"],
         ["method:4/m4.wait-pxe-install: the log asked for a restart"],
     ]
+
+
+def test_auto_asks_before_method_1_and_a_no_leaves_it_undone(lab: Lab) -> None:
+    res = lab.cli(
+        "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp02",
+        "--assume-manual-done", stdin="n\n", time_scale=SCALE,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    question = res.stdout.split("Method 1 removes or uninstalls something:", 1)[1]
+    assert "Reinstall WDS (remove the WDS role services)" in question.split("Run them?")[0]
+    (run,) = lab.run_dirs()
+    evs = events(run)
+    (consent,) = [e for e in evs if e["event"] == "consent"]
+    assert consent["answer"] == "declined"
+    assert host_end(evs)["message"] == "Method 1 not confirmed; nothing of it was run"
+    assert not any(e["event"] == "step-start" and "method:" in e["key"] for e in evs)
