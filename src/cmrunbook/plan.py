@@ -392,8 +392,8 @@ class Planner:
                 )
             # The first "is it still broken?" check is final; settling waits only for a change
             # this run made.
-            settle = 0 if stage == "verify:0" else settle_seconds(step, params)
-            notes = [note or step.note, settle_words(step, settle) if settle else None]
+            settle = 0 if stage == "verify:0" else _settle_seconds(step, params)
+            notes = [note or step.note, _settle_words(step, settle) if settle else None]
             out.append(
                 PlannedStep(
                     key=f"{stage}/{step.id}",
@@ -410,12 +410,12 @@ class Planner:
         return out
 
 
-def settle_seconds(step: Step, params: dict[str, Any]) -> int:
+def _settle_seconds(step: Step, params: dict[str, Any]) -> int:
     """A step's settle time in seconds: its own number, or the value of the parameter it names."""
     return int(params[step.settle]) if isinstance(step.settle, str) else step.settle
 
 
-def settle_words(step: Step, seconds: int) -> str:
+def _settle_words(step: Step, seconds: int) -> str:
     """How long a check keeps being repeated before it is judged, and where that figure is set."""
     hours, rest = divmod(seconds, 3600)
     length = f"{hours} h {rest // 60:02d} min" if hours else f"{seconds // 60} min {seconds % 60} s"
