@@ -136,7 +136,7 @@ class RunbookBackend:
 
     ``delays`` maps a regular expression over ``<runbook> <key>`` to seconds the script "runs"
     on the host; ``handlers`` maps a key prefix to a function returning the script's data (the
-    default ones cover probes, log arming and reading, reboot checks). Requests and connections
+    default ones cover probes, log arming and reading, boot times). Requests and connections
     are counted by the lab server itself (``server.stats``).
     """
 
@@ -155,7 +155,6 @@ class RunbookBackend:
             "probe/": self._probe,
             "engine/log-arm": self._log_arm,
             "engine/log-read": self._log_read,
-            "engine/reboot-pending": lambda rb, key, s: {"reasons": []},
             "engine/boot-time": self._boot_time,
             **(handlers or {}),
         }

@@ -272,8 +272,8 @@ def test_set_string_parameter_is_one_literal(payload: str) -> None:
         EXAMPLE_INVENTORY,
         EXAMPLE_INVENTORY,
         [value],
-        overrides=[f"pxe_share={value}", f"backup_dir={value}", f"mcs_key={value}"],
-        benign_overrides=[f"pxe_share={BENIGN}", f"backup_dir={BENIGN}", f"mcs_key={BENIGN}"],
+        overrides=[f"pxe_share={value}", f"backup_dir={value}"],
+        benign_overrides=[f"pxe_share={BENIGN}", f"backup_dir={BENIGN}"],
     )
     assert landed >= 6
 
@@ -290,8 +290,16 @@ def test_set_list_parameter_items_are_literals(payload: str) -> None:
         EXAMPLE_INVENTORY,
         EXAMPLE_INVENTORY,
         [value, second],
-        overrides=[f"wds_features={value},{second}", f"wds_role={second}"],
-        benign_overrides=[f"wds_features={BENIGN},{BENIGN}", f"wds_role={BENIGN}"],
+        overrides=[
+            f"wds_features={value},{second}",
+            f"wds_role={second}",
+            f"mcs_keys={value},{second}",
+        ],
+        benign_overrides=[
+            f"wds_features={BENIGN},{BENIGN}",
+            f"wds_role={BENIGN}",
+            f"mcs_keys={BENIGN},{BENIGN}",
+        ],
     )
     assert landed >= 4
 

@@ -223,6 +223,18 @@ class _Checker:
             if not sym.any and not sym.all:
                 yield self.smap.problem(("symptoms", i), "a symptom needs 'any' or 'all' patterns")
 
+    def _settle(self, path: tuple[str | int, ...], settle: int | str) -> Iterator[Problem]:
+        """A settle time is seconds (not negative) or the name of an int parameter."""
+        if isinstance(settle, int):
+            if settle < 0:
+                yield self.smap.problem((*path, "settle"), "settle must be 0 or more seconds")
+            return
+        param = self.rb.parameters.get(settle)
+        if param is None or param.type != "int":
+            yield self.smap.problem(
+                (*path, "settle"), f"settle '{settle}' is not seconds nor an int parameter"
+            )
+
     def _step(self, path: tuple[str | int, ...], step: Step) -> Iterator[Problem]:
         need = {
             "script": "template",
@@ -248,6 +260,7 @@ class _Checker:
                 (*path, "when_probe", "probe"), f"unknown probe '{step.when_probe.probe}'"
             )
         yield from self._expr((*path, "when"), step.when)
+        yield from self._settle(path, step.settle)
         if step.template:
             yield from self._template(path, step.template, set(step.vars), item_fields)
         if step.wait:

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,6 +59,37 @@ class StepFailed(Exception):
 
 
 INTERRUPTED_MESSAGE = "interrupted (Ctrl-C); --resume continues from here"
+
+
+class VerifyInconclusive(StepFailed):
+    """A verification that can neither pass nor say "still broken": no escalation on it.
+
+    `verdict` is the verification script's: "unknown" (cannot tell, e.g. no multicast key in
+    any registry view) or "not-settled" (the change is still being applied, e.g. the key is
+    written but not signed yet). Only positive evidence of failure may send a host into the next
+    method's destructive steps (fidelity F3, F4).
+    """
+
+    def __init__(self, verdict: str, message: str) -> None:
+        super().__init__(message, "stopped")
+        self.verdict = verdict
+
+
+#: What the operator can do when a verification was inconclusive, by verdict.
+INCONCLUSIVE_ADVICE = {
+    "unknown": "check the DP by hand (the verify step's click path), then --resume",
+    "not-settled": 'give the site more time (the article: "wait awhile"; a DP whose key stays '
+    "unsigned for several hours may need a restart), then --resume",
+}
+
+
+def destructive_listing(host: str, steps: Iterable[PlannedStep]) -> list[str]:
+    """How a confirmation names each destructive step that will run: host, citation, title."""
+    return [
+        f"{host}: [{ps.citation}] {ps.step.title} (on {ps.run_on})"
+        for ps in steps
+        if ps.step.destructive and not ps.skip_reason
+    ]
 
 
 class RunInterrupted(Exception):
@@ -268,7 +299,9 @@ class HostRun:
         # on: the steps after them expect the change made.
         self.done -= runner.sites.reopened(self.name)
         self.site = hp.target.site_code
-        self.reboot_requested = False
+        # Why the change asked for a restart (RestartNeeded / 3010, a setup log's prompt) since
+        # the last one; journaled, so a resumed run restarts for a request made before it.
+        self.restart_asked: list[str] = list(prior.restart_asked) if prior else []
         self.outcome = HostOutcome(self.name)
         self.contacted = False
         # What the check steps said (data.compliance); "unknown" wins over "compliant".
@@ -323,7 +356,19 @@ class HostRun:
                     return
                 if stage.kind == "verify" and previous == "failed" and escalate:
                     continue
-            passed = self._stage(stage)
+            if stage.kind == "method" and escalate:
+                self._consent(stage)
+            try:
+                passed = self._stage(stage)
+            except VerifyInconclusive as exc:
+                self.r.journal.write(
+                    "stage-end", host=self.name, stage=stage.name, status=exc.verdict
+                )
+                raise StepFailed(
+                    f"{stage.title}: {exc}; stopped without escalating: "
+                    + INCONCLUSIVE_ADVICE.get(exc.verdict, "--resume when it is known"),
+                    "stopped",
+                ) from None
             if stage.kind != "verify":
                 continue
             self.r.journal.write(
@@ -356,6 +401,45 @@ class HostRun:
             self.outcome.message = self.outcome.message or message
         if self.outcome.status == "ok" and not self.outcome.message:
             self.outcome.message = "all steps done"
+
+    def _consent(self, stage: Stage) -> None:
+        """Before --method auto enters a method with destructive steps still to run, ask.
+
+        A fixed --method asks once, for all of them, before the run starts
+        (`orchestrate.confirm_destructive`); auto cannot know upfront which methods a host will
+        need, so it asks as each is entered, listing that method's steps. --yes answers for the
+        operator; --non-interactive without --yes stops the host there, with the list.
+        """
+        pending = [
+            ps
+            for ps in stage.steps
+            if not any(d == ps.key or d.startswith(ps.key + "#") for d in self.done)
+        ]
+        listing = destructive_listing(self.name, pending)
+        if not listing:
+            return
+        j = self.r.journal
+        if self.r.options.yes:
+            j.write("consent", host=self.name, stage=stage.name, steps=listing, answer="--yes")
+            return
+        shown = "\n  ".join(listing)
+        if self.r.options.non_interactive:
+            j.write("consent", host=self.name, stage=stage.name, steps=listing, answer="cannot ask")
+            raise StepFailed(
+                f"{stage.title} has destructive steps and --non-interactive cannot ask:\n  "
+                f"{shown}\nNothing of {stage.title} was run. Review them with --dry-run, then "
+                f"continue with --resume {j.run_dir} --yes.",
+                "stopped",
+            )
+        with self.r.prompt_lock:
+            ok = self.r.console.confirm(
+                f"[{self.name}] {stage.title} removes or uninstalls something:\n  {shown}\n"
+                "Run them?"
+            )
+        answer = "confirmed" if ok else "declined"
+        j.write("consent", host=self.name, stage=stage.name, steps=listing, answer=answer)
+        if not ok:
+            raise StepFailed(f"{stage.title} not confirmed; nothing of it was run", "stopped")
 
     def _next_hint(self, stage: Stage) -> str:
         ids = [m.id for m in self.r.plan.runbook.methods]
@@ -539,17 +623,9 @@ class HostRun:
         script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
         assert script is not None
         name = f"{ps.key}{'#' + _item_id(item) if item else ''}"
-        result = self._script(ps.run_on, name, script)
-        # Settle only after this run changed something; the first "still broken?" check is final.
-        settle = 0 if stage.name == "verify:0" else ps.step.settle
-        settle_until = time.monotonic() + settle * self.r.options.time_scale
-        while not result.ok and time.monotonic() < settle_until:
-            wait = max(0.05, min(30.0, settle / 10) * self.r.options.time_scale)
-            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
-            time.sleep(wait)
-            result = self._script(ps.run_on, name, script)
+        result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
         if result.reboot_required:
-            self.reboot_requested = True
+            self._restart_asked(f"{ps.key} asked for a restart")
         data = result.data
         compliance = data.get("compliance") if isinstance(data, dict) else None
         decided = self.compliance is not None and self.compliance[0] == "unknown"
@@ -558,9 +634,34 @@ class HostRun:
         if not result.ok:
             if compliance == "non-compliant":
                 raise StepFailed(result.message or "non-compliant", "non-compliant")
+            verdict = data.get("verdict") if isinstance(data, dict) else None
+            if stage.kind == "verify" and verdict in ("unknown", "not-settled"):
+                raise VerifyInconclusive(str(verdict), result.message)
             raise StepFailed(result.message or "the script reported failure")
         status = "changed" if result.changed else "ok"
         return status, result.message, data, []
+
+    def _settle(
+        self, ps: PlannedStep, name: str, script: str, result: ScriptResult
+    ) -> ScriptResult:
+        """Run the check again until it passes or its settle time (plan) is over.
+
+        The site applies some changes asynchronously, for up to hours (the MP signing a DP's
+        multicast key); Ctrl-C still ends the wait at once.
+        """
+        scale = self.r.options.time_scale
+        until = time.monotonic() + ps.settle * scale
+        poll = max(0.05, min(300.0, ps.settle / 10) * scale)
+        while not result.ok and time.monotonic() < until:
+            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
+            self.r.stop.wait(min(poll, max(0.0, until - time.monotonic())))
+            self._check_stop()
+            result = self._script(ps.run_on, name, script)
+        return result
+
+    def _restart_asked(self, why: str) -> None:
+        self.restart_asked.append(why)
+        self.r.journal.write("restart-asked", host=self.name, reason=why)
 
     def _end(
         self, ps: PlannedStep, item_id: str | None, status: str, message: str, data: Any,
@@ -571,7 +672,7 @@ class HostRun:
             "step-end", host=self.name, key=ps.key, item=item_id, status=status, message=message,
             data=data, duration=round(duration, 3), log_lines=lines,
         )  # fmt: skip
-        if status not in ("failed", "interrupted"):
+        if status not in ("failed", "interrupted", "stopped"):
             self.done.add(step_id(ps.key, item_id))
             self.outcome.steps_done += 1
         self.r.console.step(
@@ -745,7 +846,7 @@ class HostRun:
             watches, read, timeout=timeout, poll=poll, confirm=confirm, progress=progress
         )
         if outcome.reboot_requested:
-            self.reboot_requested = True
+            self._restart_asked(f"{ps.key}: the log asked for a restart")
         if outcome.status != "ok":
             # A resumed wait goes on after the lines already judged, not back to the failure line.
             for w in watches:
@@ -783,20 +884,17 @@ class HostRun:
     # -- reboots ------------------------------------------------------------------------------
     def _reboot(self, ps: PlannedStep) -> tuple[str, str, Any, list[str]]:
         host = ps.run_on
-        reasons: list[str] = []
-        if ps.step.reboot == "if_pending":
-            pending = self._engine(host, "reboot_pending.ps1.j2", "reboot-pending")
-            data = pending.data or {}
-            reasons = list(data.get("reasons") or [])
-            if self.reboot_requested:
-                reasons.append("a previous step asked for a restart")
-            if not reasons:
-                return "skipped", "no restart pending", None, []
+        # "If you are prompted, restart the server" (001, Method 4 steps 6 and 10): only the
+        # change's own request counts, not a restart another change left pending on the machine
+        # (PendingFileRenameOperations and the like; fidelity F13).
+        reasons = list(self.restart_asked)
+        if ps.step.reboot == "if_pending" and not reasons:
+            return "skipped", "the change before it did not ask for a restart", None, []
         before = self._engine(host, "boot_time.ps1.j2", "boot-time").data
         self._engine(host, "restart.ps1.j2", "restart", reason=f"cmrunbook: {ps.citation}")
         self.r.sessions.reset(host)
         after = self._await_boot(host, before)
-        self.reboot_requested = False
+        self.restart_asked = []
         self.r.journal.write(
             "reboot", host=self.name, on=host, before=before, after=after, reasons=reasons
         )

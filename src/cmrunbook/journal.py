@@ -158,6 +158,7 @@ class HostState:
     probes: dict[str, Any] = field(default_factory=dict)
     armed: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: str | None = None
+    restart_asked: list[str] = field(default_factory=list)  # since the last restart
 
 
 @dataclass
@@ -195,6 +196,10 @@ class ResumeState:
                 st.probes[e["probe"]] = e.get("value")
             elif kind == "log-armed":
                 st.armed[e["key"]] = e.get("logs", {})
+            elif kind == "restart-asked":
+                st.restart_asked.append(str(e.get("reason")))
+            elif kind == "reboot":
+                st.restart_asked = []
             elif kind == "host-end":
                 st.finished = e.get("status")
             elif kind == "host-resume":

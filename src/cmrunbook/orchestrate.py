@@ -19,7 +19,15 @@ from typing import Any
 from cmrunbook.catalog import Catalog
 from cmrunbook.console import TextConsole, printable
 from cmrunbook.errors import EnvironmentFailure, LockHeld, UsageError, os_error_text
-from cmrunbook.execute import HostOutcome, Options, Remote, RunInterrupted, Runner, Sessions
+from cmrunbook.execute import (
+    HostOutcome,
+    Options,
+    Remote,
+    RunInterrupted,
+    Runner,
+    Sessions,
+    destructive_listing,
+)
 from cmrunbook.inventory import HostView
 from cmrunbook.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.journal_read import JOURNAL_NAME, read_events
@@ -31,11 +39,17 @@ EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
 def destructive_steps(plan: Plan) -> list[str]:
+    """The destructive steps to confirm before the run starts.
+
+    An escalating (auto) plan enters a method only when verification says the failure is still
+    there, so its methods' steps are confirmed as each is entered (`HostRun._consent`), not here.
+    """
     return [
-        f"{hp.target.name}: [{ps.citation}] {ps.step.title} (on {ps.run_on})"
+        line
         for hp in plan.hosts
-        for ps in hp.all_steps()
-        if ps.step.destructive and not ps.skip_reason
+        for stage in hp.stages
+        if not (plan.escalates and stage.kind == "method")
+        for line in destructive_listing(hp.target.name, stage.steps)
     ]
 
 

@@ -35,6 +35,7 @@ class PlannedStep:
     run_time_condition: str | None = None
     arms: tuple[str, ...] = ()
     note: str | None = None
+    settle: int = 0
 
 
 @dataclass
@@ -422,7 +423,14 @@ class Planner:
                     f"(runs if it reports {step.when_probe.equals!r})"
                 )
             elif step.reboot == "if_pending":
-                decided = "decided at run time: restarts only if a restart is pending"
+                decided = (
+                    "decided at run time: restarts only if the change before it asked for a "
+                    "restart (its RestartNeeded / exit code 3010, or its setup log)"
+                )
+            # The first "is it still broken?" check is final; settling waits only for a change
+            # this run made.
+            settle = 0 if stage == "verify:0" else _settle_seconds(step, params)
+            notes = [note or step.note, _settle_words(step, settle) if settle else None]
             out.append(
                 PlannedStep(
                     key=f"{stage}/{step.id}",
@@ -432,10 +440,24 @@ class Planner:
                     skip_reason=skip,
                     run_time_condition=decided,
                     arms=tuple(arms.get(step.id, ())),
-                    note=note or step.note,
+                    note="; ".join(n for n in notes if n) or None,
+                    settle=settle,
                 )
             )
         return out
+
+
+def _settle_seconds(step: Step, params: dict[str, Any]) -> int:
+    """A step's settle time in seconds: its own number, or the value of the parameter it names."""
+    return int(params[step.settle]) if isinstance(step.settle, str) else step.settle
+
+
+def _settle_words(step: Step, seconds: int) -> str:
+    """How long a check keeps being repeated before it is judged, and where that figure is set."""
+    hours, rest = divmod(seconds, 3600)
+    length = f"{hours} h {rest // 60:02d} min" if hours else f"{seconds // 60} min {seconds % 60} s"
+    where = f" (parameter {step.settle}={seconds}s)" if isinstance(step.settle, str) else ""
+    return f"checks again until it passes, for up to {length}{where}, then judges what it sees"
 
 
 def _site(host: HostView) -> dict[str, Any]:

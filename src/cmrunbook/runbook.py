@@ -168,11 +168,11 @@ class Step(Strict):
     destructive: bool = False
     wait: LogWait | None = None
     reboot: Literal["if_pending", "always"] | None = None
-    settle: int = Field(
+    settle: int | str = Field(
         0,
-        ge=0,
-        description="Seconds to keep retrying a check that fails: the site applies some changes "
-        "asynchronously (a DP rewrites its multicast key a while after an image changes).",
+        description="Seconds to keep retrying a check that has not passed, or the name of an int "
+        "parameter holding them: the site applies some changes asynchronously (a DP rewrites its "
+        "multicast key a while after an image changes, and the MP signs it later still).",
     )
     site_state: SiteEffect | None = Field(
         None, description="This step changes or restores a site-wide state (see site_states)."

@@ -197,6 +197,8 @@ WU_REBOOT_KEY = (
     r"HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired"
 )
 SESSION_MANAGER_KEY = r"HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager"
+SMS_KEY = r"HKLM:\SOFTWARE\Microsoft\SMS"
+WOW64_SOFTWARE = r"HKLM:\SOFTWARE\Wow6432Node"
 
 
 #: %windir% by Windows version: upper case on the releases whose setup wrote it so.
@@ -206,8 +208,17 @@ WINDIR = {"nt4": r"C:\WINNT", "2000": r"C:\WINNT", "xp": r"C:\WINDOWS", "2003": 
 class SimHost:
     """One Windows machine of the lab."""
 
-    def __init__(self, name: str, spec: HostSpec, install_dir: str, boot_time: datetime) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: HostSpec,
+        install_dir: str,
+        boot_time: datetime,
+        configmgr_32bit: bool = False,
+    ) -> None:
         self.name = name
+        #: A 32-bit ConfigMgr (2007) on this x64 host: its SMS keys are in the 32-bit view.
+        self.sms_wow64 = configmgr_32bit and spec.os.arch == "x64"
         self.spec = spec
         self.address = spec.address or name
         self.site_code = spec.site
@@ -257,6 +268,17 @@ class SimHost:
             return lowered.get(m[1].lower(), m[0])
 
         return re.sub(r"%([^%]+)%", one, text)
+
+    def sms_key(self, key: str) -> str:
+        """Where ConfigMgr's own code writes `key` (under HKLM\\SOFTWARE\\Microsoft\\SMS).
+
+        ConfigMgr 2007 is 32-bit: on x64 WOW64 redirects its HKLM\\SOFTWARE writes to
+        Wow6432Node, and the 64-bit view does not have them (SMS-PROVIDER.md 10.1: KB896459;
+        "all of ConfigMgr 2007 itself is a 32-bit application"). 2012 and later are 64-bit.
+        """
+        if self.sms_wow64 and key.lower().startswith(SMS_KEY.lower()):
+            return WOW64_SOFTWARE + key[len(r"HKLM:\SOFTWARE") :]
+        return key
 
     def log_path(self, log_name: str) -> str:
         return self.log_dir.rstrip("\\") + "\\" + log_name

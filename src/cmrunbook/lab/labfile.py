@@ -46,6 +46,12 @@ class Delays(Strict):
     distmgr: float = Field(20, ge=0, description="RefreshPkgSource() -> distmgr.log STATMSG 2311.")
     distmgr_done: float = Field(10, ge=0, description="STATMSG 2311 -> STATMSG 2301.")
     restart_down: float = Field(60, ge=0, description="How long a restarting host does not answer.")
+    mcs_signing: float = Field(
+        600,
+        ge=0,
+        description="A DP's new SerializedMCSKey -> the MP's SignedSerializedMCSKey: 'a couple "
+        "of minutes or a couple of hours' (retro64.ca).",
+    )
     shutdown_grace: float | None = Field(
         None, ge=0, description="Restart command -> host down; default: the script's /t value."
     )
@@ -137,6 +143,12 @@ class DPSpec(Strict):
         None,
         description="The server name its site registered it by (NAL paths, site control file); "
         "default: the NetBIOS name (first label of the address) on 2007, the address later.",
+    )
+    mcs_key: str | None = Field(
+        None,
+        description="Registry key holding the multicast key; default: "
+        "SOFTWARE\\Microsoft\\SMS\\MCS in the view the site's ConfigMgr writes "
+        "(Wow6432Node for 2007 on x64).",
     )
 
 

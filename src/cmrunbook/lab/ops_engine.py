@@ -1,10 +1,9 @@
-"""The engine's own scripts (templates/engine/): log monitors, boot time, pending restart,
-restart, and the log fetch of `diagnose --host`."""
+"""The engine's own scripts (templates/engine/): log monitors, boot time, restart, and the log
+fetch of `diagnose --host`."""
 
 from __future__ import annotations
 
 import base64
-import re
 
 from cmrunbook.lab import psfiles as pf
 from cmrunbook.lab.logs import lo_name
@@ -106,24 +105,6 @@ def log_read(ctx: Context) -> None:
 )
 def boot_time(ctx: Context) -> None:
     ctx.result.data = ctx.host.wmi_boot_time()
-
-
-_PENDING_TEST = re.compile(
-    r"if \(Test-Path -LiteralPath '(?P<key>[^']+)'\) \{\s*\$reasons \+= '(?P<why>[^']+)'"
-)
-
-
-@operation(
-    "engine/reboot_pending", lambda s: s.has("$reasons = @()", "$CmrbResult.data = @{ pending =")
-)
-def reboot_pending(ctx: Context) -> None:
-    s, reg = ctx.script, ctx.host.registry
-    reasons = [m["why"] for m in _PENDING_TEST.finditer(s.body) if reg.key_exists(m["key"])]
-    if s.has("PendingFileRenameOperations"):
-        key = re.search(r"Get-ItemProperty -Path '([^']+Session Manager)'", s.body)
-        if key and reg.get(key.group(1), "PendingFileRenameOperations") is not None:
-            reasons.append("PendingFileRenameOperations")
-    ctx.result.data = {"pending": bool(reasons), "reasons": reasons}
 
 
 @operation("engine/restart", lambda s: s.any("& shutdown.exe", "Restart-Computer"))

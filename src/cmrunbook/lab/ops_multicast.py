@@ -722,33 +722,59 @@ def _feature_cmdlets(ctx: Context, action: str) -> None:
 
 @operation(
     "multicast/verify_dp",
-    lambda s: s.has("Get-Service -Name", "$key = Get-ItemProperty -Path $keyPath"),
+    lambda s: s.has("Get-Service -Name", "foreach ($path in $keyPaths)"),
 )
 def verify_dp(ctx: Context) -> None:
+    """WDSServer's state, and the multicast key's values in each registry view the script reads.
+
+    The lab answers for the keys the script names ($keyPaths): a script that reads only the
+    64-bit view of an x64 ConfigMgr 2007 DP finds no key there, as on a real one.
+    """
     s, host = ctx.script, ctx.host
-    key = str(s.input("keyPath"))
+    paths = [str(p) for p in s.input("keyPaths")]
     service = s.find(r"Get-Service -Name '(?P<name>[^']+)'")
     names_m = s.find(r"foreach \(\$name in (?P<list>@\([^)]*\))\)")
-    if service is None or names_m is None:
-        raise Unrecognized("verify without a service name or value names")
+    if service is None or names_m is None or not s.has("$found = $view"):
+        raise Unrecognized("verify without a service name, value names or the first key found")
     try:
-        names = parse_literal(names_m["list"])
-    except NotALiteral as exc:
-        raise Unrecognized(str(exc)) from exc
-    problems: list[str] = []
+        serialized, signed = parse_literal(names_m["list"])
+    except (NotALiteral, ValueError) as exc:
+        raise Unrecognized(f"verify value names: {exc}") from exc
+    broken: list[str] = []
     status = host.services.get(service["name"])
     if status is None:
-        problems.append(f"the {service['name']} service is not installed")
+        broken.append(f"the {service['name']} service is not installed")
     elif status != "Running":
-        problems.append(f"the {service['name']} service is {status}")
-    for name in names:
-        value = host.registry.get(key, name) if host.registry.key_exists(key) else None
-        if value is None or len(str(value)) == 0:
-            problems.append(f"{name} is empty")
-    ctx.result.data = {"problems": problems}
-    if problems:
-        ctx.result.ok = False
-        ctx.result.message = "multicast is still broken: " + "; ".join(problems)
+        broken.append(f"the {service['name']} service is {status}")
+    views: list[dict[str, Any]] = []
+    for path in paths:
+        view: dict[str, Any] = {"path": path, "exists": host.registry.key_exists(path)}
+        if view["exists"]:
+            for name in (serialized, signed):
+                view[name] = len(str(host.registry.get(path, name) or ""))
+        views.append(view)
+    found = next((v for v in views if v["exists"]), None)
+    if found is not None and found[serialized] == 0:
+        broken.append(f"{serialized} is empty in {found['path']}")
+    r = ctx.result
+    if broken:
+        verdict, r.message = "broken", "multicast is still broken: " + "; ".join(broken)
+    elif found is None:
+        verdict = "unknown"
+        r.message = "cannot tell: no multicast key in " + " nor ".join(paths)
+    elif found[signed] == 0:
+        verdict = "not-settled"
+        r.message = (
+            f"not settled: {serialized} is written but {signed} is still empty in "
+            f"{found['path']} (the MP has not signed it yet)"
+        )
+    else:
+        verdict = "healthy"
+        r.message = (
+            "multicast works: WDSServer is running; the multicast key is signed in " + found["path"]
+        )
+    r.ok = verdict == "healthy"
+    r.data = {"verdict": verdict, "problems": broken, "views": views}
 
 
 def _clixml(record: dict[str, Any]) -> str:

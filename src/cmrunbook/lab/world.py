@@ -93,7 +93,9 @@ class Lab:
         specs.update(_generated_clients(spec))
         for name, hs in specs.items():
             site = spec.sites[hs.site]
-            self.hosts[name] = SimHost(name, hs, site.install_dir, boot)
+            self.hosts[name] = SimHost(
+                name, hs, site.install_dir, boot, configmgr_32bit=site.version == "2007"
+            )
         self.sites = {
             code: SiteState(
                 code,
@@ -210,7 +212,7 @@ class Lab:
                 )
                 site.pxe_shares.add(host.name)
             self._seed_role_logs(host)
-            self._refresh_dp(host)
+            self._refresh_dp(host, at_start=True)
         for path, log in spec.log_files.items():
             self._seed_log(host, path, log)
         if spec.client is not None or "client" in host.roles:
@@ -294,8 +296,17 @@ class Lab:
 
     # -- DP health ---------------------------------------------------------------------------
 
-    def _refresh_dp(self, host: SimHost) -> None:
-        """Derive the WDSServer service and the MCS key from features, roles and the fault."""
+    def mcs_key(self, host: SimHost) -> str:
+        """Where this DP keeps its multicast key (the lab file may move it out of reach)."""
+        spec = host.spec.dp
+        return spec.mcs_key if spec and spec.mcs_key else host.sms_key(MCS_KEY)
+
+    def _refresh_dp(self, host: SimHost, *, at_start: bool = False) -> None:
+        """Derive the WDSServer service and the MCS key from features, roles and the fault.
+
+        A key written anew (the role installed, a fault cleared) is signed by the MP only
+        `delays.mcs_signing` later: "a couple of minutes or a couple of hours" (retro64.ca).
+        """
         dp = self.dps[host.name]
         if "WDS" in host.features or host.features & {"WDS-Deployment", "WDS-Transport"}:
             healthy = (
@@ -306,26 +317,51 @@ class Lab:
             host.services["WDSServer"] = "Running" if healthy else "Stopped"
         else:
             host.services.pop("WDSServer", None)
-        before = (dict(host.registry.values(MCS_KEY) or {}), host.services.get("WDSServer"))
-        mc = dp.roles["multicast"]
-        if mc.installed:
-            good = dp.fault not in ("mcs-key", "image-flags")
-            value = "LAB-MCS-" + host.name.upper() if good else ""
-            host.registry.set(MCS_KEY, "SerializedMCSKey", value)
-            host.registry.set(MCS_KEY, "SignedSerializedMCSKey", value and value + "-SIGNED")
-        else:
-            host.registry.delete_key(MCS_KEY)
-        after = (dict(host.registry.values(MCS_KEY) or {}), host.services.get("WDSServer"))
-        if before != after:
+        mc, key = dp.roles["multicast"], self.mcs_key(host)
+        before = (dict(host.registry.values(key) or {}), host.services.get("WDSServer"))
+        if not mc.installed or dp.fault in ("mcs-key", "image-flags"):
+            self.schedule.cancel(f"mcs-sign:{host.name}")  # nothing (valid) left to sign
+        if not mc.installed:
+            host.registry.delete_key(key)
+        elif dp.fault in ("mcs-key", "image-flags"):
+            host.registry.set(key, "SerializedMCSKey", "")
+            host.registry.set(key, "SignedSerializedMCSKey", "")
+        elif not host.registry.get(key, "SerializedMCSKey"):
+            value = "LAB-MCS-" + host.name.upper()
+            host.registry.set(key, "SerializedMCSKey", value)
+            # A DP that works when the lab starts was signed long ago; a new key waits for the MP.
+            host.registry.set(key, "SignedSerializedMCSKey", value + "-SIGNED" if at_start else "")
+            if not at_start:
+                dp.history.append("multicast key written; waiting for the MP to sign it")
+                self.schedule.at(
+                    self.clock.now() + self.delay(self.spec.delays.mcs_signing),
+                    lambda _t: self._sign_mcs_key(host),
+                    f"mcs-sign:{host.name}",
+                )
+        after = (dict(host.registry.values(key) or {}), host.services.get("WDSServer"))
+        if before != after and not at_start:
             self.record_change(
-                host.name, "multicast state (registry, service)", key=MCS_KEY,
+                host.name, "multicast state (registry, service)", key=key,
                 values=after[0], wds_server=after[1],
             )  # fmt: skip
 
+    def _sign_mcs_key(self, host: SimHost) -> None:
+        """The MP signs the DP's current multicast key, if it has one."""
+        key = self.mcs_key(host)
+        value = host.registry.get(key, "SerializedMCSKey")
+        if value and not host.registry.get(key, "SignedSerializedMCSKey"):
+            host.registry.set(key, "SignedSerializedMCSKey", value + "-SIGNED")
+            self.dps[host.name].history.append("multicast key signed by the MP")
+            self.record_change(host.name, "multicast key signed by the MP", key=key)
+
     def multicast_healthy(self, name: str) -> bool:
+        """WDSServer runs and the multicast key is written and signed (what multicast needs)."""
         host = self.hosts[name]
-        key_ok = bool(host.registry.get(MCS_KEY, "SerializedMCSKey"))
-        return host.services.get("WDSServer") == "Running" and key_ok
+        key = self.mcs_key(host)
+        signed = bool(host.registry.get(key, "SerializedMCSKey")) and bool(
+            host.registry.get(key, "SignedSerializedMCSKey")
+        )
+        return host.services.get("WDSServer") == "Running" and signed
 
     # -- causality: site control file -> roles on DPs ---------------------------------------
 
