@@ -254,7 +254,7 @@ def test_a_restart_in_the_middle_of_method_4_fails_clearly_and_resumes(make_lab:
     assert "method:4/m4.install-wds" in step_ends(resumed, status="changed")
 
 
-def test_method_3_on_cm07_dp02_never_touches_bak_cm07_dp02(lab: Lab) -> None:
+def test_attack_1e_method_3_on_cm07_dp02_never_touches_bak_cm07_dp02(lab: Lab) -> None:
     """Attack 1e, end to end: the neighbour whose name contains cm07-dp02 is left alone; the
     lab's changes.jsonl names only cm07-dp02 for the role, which comes back with its settings."""
     world = lab.world

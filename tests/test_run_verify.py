@@ -214,7 +214,7 @@ def test_a_pending_file_rename_does_not_restart_the_dp_when_wds_removal_did_not_
 def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_steps(
     make_lab: Any,
 ) -> None:
-    lab = make_lab(speed=SPEED)  # the key Method 3 writes is signed 3 s later
+    lab = make_lab(speed=SPEED)  # the key Method 3 writes is signed delays.mcs_signing later
     site = lab.world.sites["C07"]
     flags = {k: i["PkgFlags"] for k, i in site.images.items()}
     features = set(lab.world.host("cm07-dp02").features)

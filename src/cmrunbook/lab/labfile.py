@@ -47,7 +47,7 @@ class Delays(Strict):
     distmgr_done: float = Field(10, ge=0, description="STATMSG 2311 -> STATMSG 2301.")
     restart_down: float = Field(60, ge=0, description="How long a restarting host does not answer.")
     mcs_signing: float = Field(
-        600,
+        120,
         ge=0,
         description="A DP's new SerializedMCSKey -> the MP's SignedSerializedMCSKey: 'a couple "
         "of minutes or a couple of hours' (retro64.ca).",
