@@ -156,10 +156,12 @@ class RunbookBackend:
             "engine/log-arm": self._log_arm,
             "engine/log-read": self._log_read,
             "engine/boot-time": self._boot_time,
+            "engine/dist-status": self._dist_status,
             **(handlers or {}),
         }
         self._lock = threading.Lock()
         self._boots = 0
+        self._versions = 0
         self.backend = FunctionBackend(self._command)
 
     def _command(self, command: str, arguments: list[str], io: Any) -> int:
@@ -178,6 +180,13 @@ class RunbookBackend:
         with self._lock:
             self._boots += 1
             return f"20240101{self._boots:06d}.000000+000"
+
+    def _dist_status(self, runbook: str, key: str, script: str) -> Any:
+        """One DP holding the package at a newer version on every call: the wait's baseline
+        (taken when it is armed) is always behind the next poll's row."""
+        with self._lock:
+            self._versions += 1
+            return [{"dp": "\\\\BENCH-DP\\", "state": 0, "version": self._versions}]
 
     def _probe(self, runbook: str, key: str, script: str) -> Any:
         probe = self.catalog.load(runbook).runbook.probe(key.removeprefix("probe/"))
@@ -242,7 +251,8 @@ def inventory_yaml(
 ) -> str:
     """An inventory in the project's format: each site has a site server, DPs (alternately with
     multicast, PXE, both, neither) and XP clients, some without WinRM. With ``lab_routing`` every
-    WinRM host is reached at 127.0.0.1 on ``port`` under ``/wsman/<name>``. Sites cycle through
+    WinRM host (named ``<name>.bench.example``) is reached at 127.0.0.1 on ``port`` under
+    ``/wsman/<name>``. Sites cycle through
     ``versions`` (2007 sites are SP2, so that every runbook of the catalog has targets)."""
     lines = [
         "credentials: {source: env}",
@@ -257,7 +267,11 @@ def inventory_yaml(
     def host(name: str, site: str, roles: str, os_: str, extra: str = "", winrm: bool = True):
         route = ""
         if winrm and lab_routing:
-            route = f"\n    address: 127.0.0.1\n    winrm: {{path: /wsman/{name}}}"
+            # Each host its own name (the machine a lock is taken on); WinRM goes to the lab.
+            route = (
+                f"\n    address: {name}.bench.example"
+                f"\n    winrm: {{address: 127.0.0.1, path: /wsman/{name}}}"
+            )
         elif not winrm:
             route = "\n    winrm: false"
         hosts.append(
