@@ -374,6 +374,10 @@ def test_attack_6f_cert_validation_off_is_loud(lab: Lab, tmp_path: Path) -> None
     assert "warning: insecure: cert_validation: false" in out, out
     warnings = last_report(lab)["run"]["warnings"]
     assert any("cert_validation: false" in w and "xp-fleet001" in w for w in warnings)
+    # diagnose --host logs on to the host too: it says so as well.
+    fetch = lab.cli("diagnose", "all", "--host", "xp-fleet001", "--inventory", inventory)
+    assert "warning: insecure: cert_validation: false" in fetch.stderr, fetch.stderr
+    assert "(xp-fleet001)" in fetch.stderr.split("\n")[0], fetch.stderr
 
 
 def test_attack_6g_basic_over_http_refused(lab: Lab, tmp_path: Path) -> None:

@@ -164,7 +164,8 @@ def _from_hosts(
     reached becomes an unreadable entry (exit 2), and the other hosts still run."""
     from cmrunbook import diagnose as dx
     from cmrunbook.connect import credentials_for, open_host
-    from cmrunbook.inventory import load_inventory
+    from cmrunbook.console import printable
+    from cmrunbook.inventory import insecure_warnings, load_inventory
     from cmrunbook.project import inventory_path
     from cmrunbook.render import parse_result
     from cmrunbook.transport import TransportError
@@ -174,6 +175,9 @@ def _from_hosts(
     no_winrm = [h.name for h in hosts if not h.has_winrm]
     if no_winrm and len(no_winrm) == len(hosts):
         raise UsageError(f"no WinRM on {', '.join(no_winrm)} (winrm: false in {inv.path})")
+    # A fetch logs on to the hosts as a run does: the same insecure settings are said first.
+    for line in insecure_warnings(inv, [h.name for h in hosts if h.has_winrm]):
+        print(f"warning: {printable(line)}", file=sys.stderr)
     creds = credentials_for(inv, interactive=interactive)
     candidates = [
         p for p in (*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES) if dx.log_name(p) in wanted
