@@ -370,34 +370,25 @@ def renamed_inventory(lab: Lab, old: str, new: str) -> Path:
 
 
 def test_attack_2c_long_host_name(lab: Lab, tmp_path: Path) -> None:
-    """The attack's 303-character host name, run (2c) and dry run to --out (2d): never a
-    traceback or an empty run folder. Where a file name made of it is too long for the file
-    system, that is one error line naming the file, exit 2; where file names are bounded, the
-    run simply works."""
+    """The attack's 303-character host name, run (2c) and dry run to --out (2d): file names made
+    of host names are bounded (filenames.safe_name), so both simply work: no traceback, no
+    empty run folder. (A path too long for the file system is
+    test_attack_2c_path_too_long_leaves_no_run_folder.)"""
     inventory = str(renamed_inventory(lab, "xp-fleet001", LONG_HOST))
     run = lab.cli(
         "check", "client-hotfix", "--hosts", "xp-lll*", "--non-interactive", inventory=inventory
     )
     assert "Traceback" not in run.stderr, run.stderr
-    if run.returncode == 2:
-        (line,) = error_lines(run)
-        assert line.startswith("error: file name too long for the file system: ")
-        assert "the run did not start" in line
-        assert not lab.run_dirs()
-    else:
-        (run_dir,) = lab.run_dirs()
-        assert run.returncode in (0, 1) and "run-end" in (run_dir / "journal.jsonl").read_text()
+    (run_dir,) = lab.run_dirs()
+    assert run.returncode == 1, run.stdout + run.stderr  # xp-fleet001 is non-compliant
+    assert "run-end" in (run_dir / "journal.jsonl").read_text(encoding="utf-8")
     out = tmp_path / "longout"
     dry = run_cli(
         "check", "client-hotfix", "--hosts", "xp-lll*", "--dry-run", "--out", str(out),
         "--inventory", inventory,
     )  # fmt: skip
     assert "Traceback" not in dry.stderr, dry.stderr
-    if dry.returncode == 2:
-        (line,) = error_lines(dry)
-        assert line.startswith("error: file name too long for the file system: ")
-    else:
-        assert dry.returncode == 0 and list(out.rglob("*.ps1"))
+    assert dry.returncode == 0 and list(out.rglob("*.ps1")), dry.stderr
 
 
 def test_attack_2c_path_too_long_leaves_no_run_folder(lab: Lab) -> None:

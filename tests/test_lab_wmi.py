@@ -106,14 +106,15 @@ def test_scf_delete_without_the_session_handle_never_reaches_the_site() -> None:
 def test_method_3_on_cm07_dp02_leaves_its_neighbour_alone() -> None:
     """Attack 1e / fidelity F5: bak-cm07-dp02 is untouched; cm07-dp02's role comes back whole."""
     lab, clock = make_lab()
-    before = _roles(lab)
+    # Snapshots, not the role objects: a role changed in place must not compare with itself.
+    before = {server: role.record() for server, role in _roles(lab).items()}
     p = Player(lab, clock, "3", "cm07-dp02")
     p.stage("method:3")
     p.settle()
-    after = _roles(lab)
+    after = {server: role.record() for server, role in _roles(lab).items()}
     assert after["bak-cm07-dp02"] == before["bak-cm07-dp02"]
-    assert after["cm07-dp02"].Props == before["cm07-dp02"].Props
-    assert after["cm07-dp02"].NALPath == before["cm07-dp02"].NALPath
+    assert after["cm07-dp02"]["Props"] == before["cm07-dp02"]["Props"]
+    assert after["cm07-dp02"]["NALPath"] == before["cm07-dp02"]["NALPath"]
     assert not [c for c in lab.changes if c["host"] == "bak-cm07-dp02"]
     hosts = {c["host"] for c in lab.changes if c["what"].startswith("site control file")}
     assert hosts == {"cm07-dp02"}
