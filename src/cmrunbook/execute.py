@@ -241,7 +241,13 @@ class Runner:
         self.sites = SiteStates(self.journal, self.resume.site_events if self.resume else ())
 
     def run(self) -> list[HostOutcome]:
-        self._set_back_outstanding()
+        try:
+            self._set_back_outstanding()
+        except KeyboardInterrupt:
+            # Ctrl-C while setting back what a killed run left: journaled as any interruption
+            # (run-end, summary, the --rollback --resume hint), not a bare traceback.
+            self.stop.set()
+            raise RunInterrupted([]) from None
         if self.options.restore_only:
             return []
         # How many targets still need each host: a host's shell closes when the last one is done
@@ -410,11 +416,9 @@ class HostRun:
         need, so it asks as each is entered, listing that method's steps. --yes answers for the
         operator; --non-interactive without --yes stops the host there, with the list.
         """
-        pending = [
-            ps
-            for ps in stage.steps
-            if not any(d == ps.key or d.startswith(ps.key + "#") for d in self.done)
-        ]
+        # A loop step is done item by item (`key#item`), never as a whole: it stays listed until
+        # the method ends, so a resumed run asks again rather than running its other items.
+        pending = [ps for ps in stage.steps if ps.key not in self.done]
         listing = destructive_listing(self.name, pending)
         if not listing:
             return
