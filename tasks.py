@@ -1,5 +1,5 @@
 """invoke entry point: the task collection lives in the cmrunbook package."""
 
-from cmrunbook.tasks import ns
+from cmrunbook.cli.tasks import ns
 
 __all__ = ["ns"]

@@ -45,7 +45,7 @@ SUCCESS_LINES: dict[str, list[str]] = {
 BENCH_ITEM = {"PackageID": "BENCH001"}
 
 
-# -- PowerShell literals (the grammar cmrunbook.pwsh.literal writes, nothing more) ----------
+# -- PowerShell literals (the grammar cmrunbook.render.pwsh.literal writes, nothing more) ----------
 
 
 class _Literal:
@@ -147,7 +147,7 @@ class RunbookBackend:
         delays: dict[str, float] | None = None,
         handlers: dict[str, Handler] | None = None,
     ) -> None:
-        from cmrunbook.lab.wsman import FunctionBackend
+        from cmrunbook_lab.wsman import FunctionBackend
 
         self.catalog = catalog
         self.delays = [(re.compile(p), s) for p, s in (delays or {}).items()]
@@ -222,7 +222,7 @@ class RunbookBackend:
 
 def check_log_lines(catalog: Any) -> None:
     """Fail unless every awaited (log, expectation) finds a success line in SUCCESS_LINES."""
-    from cmrunbook.monitor import compile_expectation
+    from cmrunbook.run.monitor import compile_expectation
 
     for name, log in catalog.logs.logs.items():
         for expect, exp in log.expect.items():
@@ -330,8 +330,8 @@ class QuietConsole:
 
 def lab_connect(inventory: Any, **timeouts: float) -> Callable[[str], Any]:
     """The engine's ``connect``: a WinRMHost per host name, at the address the inventory gives."""
-    from cmrunbook.connect import endpoint_for
-    from cmrunbook.transport import Credentials, WinRMHost
+    from cmrunbook.remote.winrm.host import Credentials, WinRMHost
+    from cmrunbook.run.connect import endpoint_for
 
     credentials = Credentials(USER, PASSWORD)
 
@@ -351,7 +351,7 @@ RUN_PS_HOST = "runps"
 def lab_server(backend: Any) -> Iterator[Any]:
     """A LabServer on 127.0.0.1 serving ``backend`` for every host name; plain ``/wsman`` (all
     that pywinrm's ``Session`` can address) is an echo host named RUN_PS_HOST."""
-    from cmrunbook.lab.wsman import EchoBackend, LabServer
+    from cmrunbook_lab.wsman import EchoBackend, LabServer
 
     echo = EchoBackend()
 

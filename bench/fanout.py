@@ -1,6 +1,6 @@
 """Fan-out: client-hotfix-check over 1,000 lab clients whose check takes 1 s, with --forks 100.
 
-The engine (cmrunbook.orchestrate.execute_plan, WinRMHost over NTLM with encryption) runs in this
+The engine (`run.orchestrate.execute_plan`, WinRMHost over NTLM with encryption) runs in this
 process; the lab server, which plays all 1,000 clients (routed by URL path /wsman/<name>), runs in
 a child process, as remote hosts would: its NTLM and encryption work is the hosts' CPU, not the
 engine's. The hosts' backend sleeps 1 s in the TSCore.dll check and answers with a result
@@ -43,7 +43,7 @@ CLIENTS_PER_SITE = 100
 
 def serve(port_queue: Any, stop: Any, stats_queue: Any, seconds: float) -> None:
     """The lab in a child process: serve until told to stop, then hand back its counters."""
-    from cmrunbook.catalog import Catalog
+    from cmrunbook.load.catalog import Catalog
 
     backend = RunbookBackend(Catalog(ROOT), delays={CHECK_STEP: seconds})
     with lab_server(backend.backend) as server:
@@ -86,11 +86,11 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="lab in this process too")
     args = parser.parse_args()
 
-    from cmrunbook.catalog import Catalog
-    from cmrunbook.execute import Options
-    from cmrunbook.inventory import load_inventory
-    from cmrunbook.orchestrate import execute_plan
-    from cmrunbook.plan import Planner
+    from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.plan.planner import Planner
+    from cmrunbook.run.execute import Options
+    from cmrunbook.run.orchestrate import execute_plan
 
     print(f"hosts: {HOSTS}")
     waiting = time_wait_sockets()

@@ -1,7 +1,7 @@
 """Bytes a log monitor reads on the host per poll, while it waits on a 100 MB log.
 
 A real 100 MB CMTrace log is written in a temporary folder; a writer thread appends lines to it
-while cmrunbook.monitor.wait_for_logs waits for a success line. Every poll renders the engine's
+while cmrunbook.run.monitor.wait_for_logs waits for a success line. Every poll renders the engine's
 templates/engine/log_read.ps1.j2 and runs it over WinRM (WinRMHost, NTLM) against a lab host on
 127.0.0.1; the host's backend does what the script says with the inputs the script really carries
 ($watches: path and offset; $maxBytes) on the real file, and counts the bytes it read.
@@ -34,10 +34,10 @@ from benchlab import (
     script_input,
 )
 
-from cmrunbook.catalog import Catalog
-from cmrunbook.monitor import READ_LIMIT, Watch, compile_expectation, wait_for_logs
-from cmrunbook.render import parse_result
-from cmrunbook.transport import Credentials, Endpoint, WinRMHost
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.remote.winrm.host import Credentials, Endpoint, WinRMHost
+from cmrunbook.render.templates import parse_result
+from cmrunbook.run.monitor import READ_LIMIT, Watch, compile_expectation, wait_for_logs
 
 LOG_SIZE = 100 * 1024 * 1024
 SLACK = 4096

@@ -35,11 +35,11 @@ DPS_PER_SITE = 8
 def dry_run_all(inventory_path: Path) -> tuple[int, int, int, list[str], float]:
     """(dry runs, planned target hosts, characters printed, runbooks that did not load, CPU
     seconds of the inventory load)."""
-    from cmrunbook.catalog import Catalog
-    from cmrunbook.dryrun import print_dry_run
+    from cmrunbook.docs.dryrun import print_dry_run
     from cmrunbook.errors import ConfigError, UsageError
-    from cmrunbook.inventory import load_inventory
-    from cmrunbook.plan import Planner
+    from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.plan.planner import Planner
 
     catalog = Catalog(ROOT)
     cpu0 = time.process_time()
@@ -86,7 +86,7 @@ def main() -> None:
         hosts = sites * (1 + DPS_PER_SITE + clients)
         size = inventory_path.stat().st_size
         # Imports are start-up cost (bench/startup.py), not planning: done before measuring.
-        importlib.import_module("cmrunbook.dryrun")  # and with it plan, catalog, inventory
+        importlib.import_module("cmrunbook.docs.dryrun")  # and with it plan, catalog, inventory
 
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         profiler = cProfile.Profile() if args.profile else None

@@ -1,6 +1,6 @@
 """WS-Management requests per remote step, and TCP connections per host per run, at the lab.
 
-Runs the real engine (cmrunbook.orchestrate.execute_plan) for every runbook of the catalog and
+Runs the real engine (cmrunbook.run.orchestrate.execute_plan) for every runbook of the catalog and
 every method, against lab hosts on 127.0.0.1 whose backend answers each script with a valid
 result. Around each remote script the lab's own counters (server.stats) are read for that host,
 so every figure is what the server saw, not what the client believes it sent.
@@ -35,11 +35,11 @@ from benchlab import (
     lab_server,
 )
 
-from cmrunbook.catalog import Catalog
-from cmrunbook.execute import Options
-from cmrunbook.inventory import load_inventory
-from cmrunbook.orchestrate import execute_plan
-from cmrunbook.plan import Planner
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.inventory import load_inventory
+from cmrunbook.plan.planner import Planner
+from cmrunbook.run.execute import Options
+from cmrunbook.run.orchestrate import execute_plan
 
 TARGET_PER_STEP = 3
 RUN_PS_CALLS = 3
@@ -126,7 +126,7 @@ def main() -> None:
     backend = RunbookBackend(catalog)
     worst_step, worst_conn, failures = 0, 0, 0
     print(f"hosts: {HOSTS}")
-    print("engine: cmrunbook.orchestrate.execute_plan, transport WinRMHost, NTLM + encryption")
+    print("engine: cmrunbook.run.orchestrate.execute_plan, transport WinRMHost, NTLM + encryption")
     with tempfile.TemporaryDirectory() as tmp, lab_server(backend.backend) as server:
         inventory_path = Path(tmp) / "inventory.yaml"
         inventory_path.write_text(

@@ -14,12 +14,23 @@ from typing import Any
 import pytest
 import yaml
 
-from cmrunbook.lab.labfile import default_lab_path
-from cmrunbook.lab.serve import RunningLab, start_lab
-from cmrunbook.lab.world import Lab as WorldLab
-from cmrunbook.locks import LOCK_DIR_ENV
+from cmrunbook.run.locks import LOCK_DIR_ENV
+from cmrunbook_lab.labfile import default_lab_path
+from cmrunbook_lab.serve import RunningLab, start_lab
+from cmrunbook_lab.world import Lab as WorldLab
 
 ROOT = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "lab", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (its folder), so `pytest -m unit` runs the fast ones."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 FAST = ["--time-scale", "0.02"]  # engine waits: a 1800 s log timeout becomes 36 s, polls 0.2 s
 

@@ -25,8 +25,8 @@ import tree_sitter_pwsh
 import yaml
 from tree_sitter import Language, Node, Parser, Tree
 
-from cmrunbook.catalog import Catalog
-from cmrunbook.plan import Plan, render_probe, render_step
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.plan.planner import Plan, render_probe, render_step
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_INVENTORY = REPO / "inventory" / "example.yaml"
@@ -105,7 +105,7 @@ def run_program(
     """
     from invoke import Program
 
-    from cmrunbook.tasks import ns
+    from cmrunbook.cli.tasks import ns
 
     out, err = io.StringIO(), io.StringIO()
     saved = os.environ.get("CMRUNBOOK_ROOT")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cmrunbook.lab.clock import ManualClock
-from cmrunbook.lab.labfile import LabFile, load_lab_file
-from cmrunbook.lab.world import Lab
-from cmrunbook.render import parse_result
-from cmrunbook.transport import BOOTSTRAP_ARGUMENTS, POWERSHELL
+from cmrunbook.remote.winrm.host import BOOTSTRAP_ARGUMENTS, POWERSHELL
+from cmrunbook.render.templates import parse_result
+from cmrunbook_lab.clock import ManualClock
+from cmrunbook_lab.labfile import LabFile, load_lab_file
+from cmrunbook_lab.world import Lab
 
 
 def sim_lab(edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[Lab, ManualClock]:

@@ -1,0 +1,289 @@
+"""The operator tasks around the runbooks: `invoke diagnose` and `invoke schedule`.
+
+Thin, like every task: options in, engine calls, documented exit codes out. `diagnose` exits
+like grep (0 nothing known found, 1 a known failure found, 2 a file or host could not be read),
+so that a scheduled job can alert on it.
+
+invoke gives a task exactly one value per positional argument, and a positional argument is
+always required: more files go after ``--`` (``invoke diagnose smsts.log -- OSDLaunch.log``),
+or as a folder or a quoted glob; with ``--host`` the positional names the logs to fetch
+(``invoke diagnose all --host cm07-dp01``).
+"""
+
+from __future__ import annotations
+
+import glob
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from cmrunbook.cli.common import COMMON_HELP, EXIT_USAGE, cli_errors
+from cmrunbook.errors import UsageError
+
+_LOG_SUFFIXES = (".log", ".lo_")
+
+DIAGNOSE_HELP = {
+    "file": "A log file (smsts.log, OSDLaunch.log, ...), a folder of logs, or a quoted glob; "
+    "more files after --: `invoke diagnose a.log -- b.log c.log`. With --host: which logs "
+    "to fetch (smsts.log, OSDLaunch.log or all).",
+    "host": "Fetch the logs from these inventory hosts over WinRM (names, globs, roles, "
+    "group:NAME, as --hosts elsewhere): `invoke diagnose all --host NAME`.",
+    "inventory": COMMON_HELP["inventory"],
+    "json": "Print a machine-readable result (JSON) instead of text.",
+    "non_interactive": "Never prompt for a password (for scheduled runs).",
+    "max_mb": "With --host: fetch at most this many MB per log (the end of a larger one; "
+    "default 4, which keeps the fetch within WinRM 2.0's 150 MB per-shell memory quota).",
+}
+
+#: MB fetched per log by default. The fetch holds each log as bytes, as base64 (4/3 as many
+#: UTF-16 characters) and as the JSON result line built from it: about 10 times the log's size
+#: in the remote shell. WinRM 2.0 hosts (XP, Server 2008 with WMF 2.0) limit a shell to
+#: MaxMemoryPerShellMB, 150 by default (Group Policy "Specify maximum amount of memory in MB
+#: per Shell": "If you disable or do not configure this policy setting, the value 150 is used
+#: by default"; 1024 only from Server 2016): 16 MB would need ~160 MB, 4 MB ~40 MB, leaving
+#: room for a second log (smsts.log and OSDLaunch.log) in the same shell.
+FETCH_MAX_MB = 4
+
+
+def expand_files(given: list[str]) -> list[str]:
+    """Files as given; a folder means its *.log and *.lo_ files; a glob is expanded here."""
+    out: list[str] = []
+    for item in given:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in _LOG_SUFFIXES
+            )
+            if not found:
+                raise UsageError(f"folder {item} has no *.log or *.lo_ file")
+            out.extend(found)
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            matched = sorted(glob.glob(item))
+            if not matched:
+                raise UsageError(f"no file matches {item}")
+            out.extend(matched)
+        else:
+            out.append(item)
+    return out
+
+
+@task(positional=["file"], help=DIAGNOSE_HELP)
+@cli_errors
+def diagnose(
+    c: Any,
+    file: str,
+    host: str | None = None,
+    inventory: str | None = None,
+    json: bool = False,
+    non_interactive: bool = False,
+    max_mb: int = FETCH_MAX_MB,
+) -> None:
+    """Which known failure is in these logs: KB, matching lines, cause, and the fixing command."""
+    from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.project import project_root
+    from cmrunbook.logs import diagnose as dx
+
+    remainder = getattr(c, "remainder", "") or ""
+    given = [file, *(shlex.split(remainder, posix=True) if remainder else [])]
+    wanted: list[str] = []
+    if host:
+        # With --host the positional names the logs to fetch, not local files.
+        wanted, given = _wanted_logs(given), []
+    catalog = Catalog(_root(project_root))
+    signatures, warnings = dx.load_signatures(catalog)
+    if not signatures:
+        raise UsageError(f"no runbook in {catalog.runbooks_dir} has symptoms to match")
+    result = dx.Diagnosis(warnings=warnings)
+    for path in expand_files(given):
+        result.files.append(dx.diagnose_file(Path(path), signatures))
+    if host:
+        result.files.extend(
+            _from_hosts(
+                catalog,
+                signatures,
+                host,
+                inventory,
+                wanted,
+                interactive=not non_interactive,
+                max_bytes=max(1, max_mb) << 20,
+            )
+        )
+    if json:
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        dx.print_json(result)
+    else:
+        dx.print_report(result)
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+def _wanted_logs(names: list[str]) -> list[str]:
+    """`all`, `smsts.log`, `OSDLaunch.log` (any case): the logs `--host` fetches."""
+    known = {"smsts.log", "osdlaunch.log"}
+    out: set[str] = set()
+    for n in names:
+        low = n.lower()
+        if low in ("all", "*"):
+            out |= known
+        elif low in known:
+            out.add(low)
+        else:
+            raise UsageError(
+                f"with --host, name the logs to fetch: smsts.log, OSDLaunch.log or all (got {n!r})"
+            )
+    return sorted(out)
+
+
+def _root(project_root: Any) -> Path:
+    """The project folder; when run from elsewhere, the one this package was installed from."""
+    try:
+        return Path(project_root())
+    except UsageError:
+        here = Path(__file__).resolve().parents[2]
+        if (here / "runbooks").is_dir():
+            return here
+        raise
+
+
+def _from_hosts(
+    catalog: Any,
+    signatures: list[Any],
+    patterns: str,
+    inventory: str | None,
+    wanted: list[str],
+    *,
+    interactive: bool,
+    max_bytes: int,
+) -> list[Any]:
+    """Fetch and diagnose the standard logs of each selected host; a host that cannot be
+    reached becomes an unreadable entry (exit 2), and the other hosts still run."""
+    from cmrunbook.load.inventory import insecure_warnings, load_inventory
+    from cmrunbook.load.project import inventory_path
+    from cmrunbook.logs import diagnose as dx
+    from cmrunbook.remote.winrm.host import TransportError
+    from cmrunbook.render.templates import parse_result
+    from cmrunbook.run.connect import credentials_for, open_host
+    from cmrunbook.run.console import printable
+
+    inv = load_inventory(inventory_path(catalog.root, inventory))
+    hosts = inv.select(patterns)
+    no_winrm = [h.name for h in hosts if not h.has_winrm]
+    if no_winrm and len(no_winrm) == len(hosts):
+        raise UsageError(f"no WinRM on {', '.join(no_winrm)} (winrm: false in {inv.path})")
+    # A fetch logs on to the hosts as a run does: the same insecure settings are said first.
+    for line in insecure_warnings(inv, [h.name for h in hosts if h.has_winrm]):
+        print(f"warning: {printable(line)}", file=sys.stderr)
+    creds = credentials_for(inv, interactive=interactive)
+    candidates = [
+        p for p in (*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES) if dx.log_name(p) in wanted
+    ]
+    reports: list[Any] = []
+    for h in hosts:
+        if not h.has_winrm:
+            reports.append(dx.FileReport(name=h.name, error="no WinRM (winrm: false); skipped"))
+            continue
+        script = dx.fetch_script(catalog.renderer, h.name, candidates, max_bytes)
+        try:
+            with open_host(h, inv, creds) as remote:
+                out = remote.run(script, deadline=dx.FETCH_DEADLINE)
+        except TransportError as exc:
+            reports.append(dx.FileReport(name=h.name, error=f"cannot fetch logs: {exc}"))
+            continue
+        result = parse_result(out.stdout)
+        if result is None or not result.ok:
+            why = result.message if result else (out.stderr.strip() or f"exit code {out.exit_code}")
+            reports.append(dx.FileReport(name=h.name, error=f"the fetch script failed: {why}"))
+            continue
+        try:
+            logs = dx.decode_fetch(h.name, result.data, max_bytes)
+        except ValueError as exc:
+            reports.append(dx.FileReport(name=h.name, error=str(exc)))
+            continue
+        if not logs:
+            reports.append(
+                dx.FileReport(
+                    name=h.name,
+                    format="-",
+                    encoding="-",
+                    note="no smsts.log or OSDLaunch.log at the standard locations: "
+                    + "; ".join(candidates),
+                )
+            )
+            continue
+        reports.extend(dx.diagnose_fetched(log, signatures) for log in logs)
+    return reports
+
+
+SCHEDULE_HELP = {
+    "runbook": "Runbook id to run on schedule.",
+    "every": "15m, 30m, 1h, 6h, hourly, daily, daily@02:30, weekly, weekly@sun 03:00.",
+    "format": "systemd (default on Linux), cron, or windows (Task Scheduler XML).",
+    "install": "Write the unit files (systemd), add the crontab line (cron), or write the XML.",
+    "unit_dir": "systemd: where the units go (default ~/.config/systemd/user); windows: the "
+    "folder for the XML.",
+    "action": "remediate or check: the task the job runs (default: check for a -check or "
+    "-precheck runbook, else remediate).",
+    "inventory": COMMON_HELP["inventory"],
+    "hosts": COMMON_HELP["hosts"],
+    "method": "Method to run (remediate only), e.g. auto.",
+    "reports": "Folder for the run reports (default: reports/ in the project).",
+    "env_file": "File holding CMRUNBOOK_USER/CMRUNBOOK_PASSWORD for the job (never printed).",
+    "run_as": "windows: the service account the task runs as (its keyring holds the password).",
+    "name": "Name of the job (default: cmrunbook-<action>-<runbook>).",
+}
+
+
+@task(positional=["runbook"], help=SCHEDULE_HELP)
+@cli_errors
+def schedule(
+    c: Any,
+    runbook: str,
+    every: str | None = None,
+    format: str | None = None,
+    install: bool = False,
+    unit_dir: str | None = None,
+    action: str | None = None,
+    inventory: str | None = None,
+    hosts: str | None = None,
+    method: str | None = None,
+    reports: str | None = None,
+    env_file: str | None = None,
+    run_as: str | None = None,
+    name: str | None = None,
+) -> None:
+    """Run a runbook on a schedule from the jump host: systemd timer, cron line, or Windows task."""
+    from cmrunbook.cli import scheduling as sched
+    from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.project import project_root
+
+    if not every:
+        raise UsageError("--every is required, e.g. --every 15m, --every daily@02:30")
+    root = _root(project_root)
+    Catalog(root).load(runbook)  # an unknown or broken runbook fails now, not at 02:30
+    if action is None:
+        # A read-only check is scheduled as `invoke check`, as a person would run it.
+        action = "check" if runbook.endswith(("-check", "-precheck")) else "remediate"
+    job = sched.Job.build(
+        root=root,
+        runbook=runbook,
+        every=every,
+        action=action,
+        inventory=inventory,
+        hosts=hosts,
+        method=method,
+        reports=reports,
+        env_file=env_file,
+        run_as=run_as,
+        name=name,
+    )
+    fmt = format or sched.default_format()
+    try:
+        sched.emit(job, fmt, install=install, unit_dir=unit_dir, out=sys.stdout)
+    except sched.InstallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise Exit(code=EXIT_USAGE) from None

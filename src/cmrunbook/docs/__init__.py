@@ -1,0 +1,1 @@
+"""Documents for people that touch no host: the dry run and the printable checklist."""

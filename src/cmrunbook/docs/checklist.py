@@ -1,0 +1,591 @@
+"""The printable checklist: a plan as numbered steps a person follows, signs and files.
+
+A change board approves, and an operator follows, the same steps the engine would run: so the
+checklist is built from the `Plan` (conditions the inventory decides are already resolved) and
+shows, per host, each step's KB citation, console click-path, the log line to wait for, the
+expected result, a checkbox and fields for time and initials. The PowerShell the engine would send
+goes into an appendix, rendered by the same code as a run (`plan.render_step`/`render_probe`).
+
+Given a run's journal, the same document is filled in with what happened (status, time,
+message, log lines read): the audit record of that run.
+
+Rendering uses its own Jinja2 environment over `templates/checklist/`: HTML with autoescape on,
+Markdown with its own escaping filters. The project's PowerShell environment quotes every value
+as a PowerShell literal, which would be wrong here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import markupsafe
+
+from cmrunbook.filenames import safe_name
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.runbook import Probe
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
+from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, parse_time
+from cmrunbook.run.console import printable
+
+Format = Literal["html", "md"]
+Paper = Literal["a4", "letter"]
+FORMATS: tuple[str, ...] = ("html", "md")
+PAPERS: dict[str, str] = {"a4": "A4", "letter": "letter"}
+
+
+# ---------------------------------------------------------------- view model
+
+
+@dataclass
+class LogWaitView:
+    """One log a step waits on, with its patterns made readable for a person at CMTrace."""
+
+    log: str
+    expect: str
+    success: list[tuple[str, str]]
+    failure: list[tuple[str, str]]
+    timeout: int
+    poll: int
+    unconfirmed: bool
+
+
+@dataclass
+class ItemView:
+    item: str | None
+    status: str
+    time: str
+    message: str
+    log_lines: list[str]
+
+
+@dataclass
+class ActualView:
+    """What the journal says happened to a step (the checklist filled in from a run)."""
+
+    status: str
+    started: str
+    ended: str
+    duration: str
+    on: str
+    message: str
+    log_lines: list[str]
+    items: list[ItemView]
+    done: bool
+
+
+@dataclass
+class StepView:
+    number: int
+    key: str
+    citation: str
+    title: str
+    kind: str
+    run_on: str
+    click_path: str | None
+    expect: str | None
+    destructive: bool
+    manual: bool
+    reboot: str | None
+    loops_over: str | None
+    not_applicable: str | None
+    only_if: str | None
+    condition: str | None
+    arms: list[str]
+    note: str | None
+    waits: list[LogWaitView]
+    script_anchor: str | None
+    actual: ActualView | None = None
+
+
+@dataclass
+class SectionView:
+    name: str
+    title: str
+    kind: str
+    steps: list[StepView]
+    intro: str | None = None
+    outcome: str | None = None
+    stage_result: str | None = None
+
+
+@dataclass
+class ScriptView:
+    anchor: str
+    label: str
+    on: str
+    script: str
+
+
+@dataclass
+class ParamView:
+    name: str
+    value: str
+    provenance: str
+
+
+@dataclass
+class HostView:
+    name: str
+    anchor: str
+    facts: str
+    unconfirmed: list[ParamView]
+    probes: list[tuple[str, str, str, str]]
+    sections: list[SectionView]
+    scripts: list[ScriptView]
+    result: dict[str, str] | None = None
+    extra_steps: list[StepView] = field(default_factory=list)
+
+
+@dataclass
+class Checklist:
+    """Everything the templates show; plain values only, so both formats say the same."""
+
+    runbook_id: str
+    title: str
+    summary: str
+    document: str
+    kb: str
+    source_title: str
+    section: str | None
+    applies_to: str
+    mode: str
+    escalates: bool
+    guidance: list[str]
+    inventory: str
+    hosts: list[HostView]
+    skipped_hosts: list[tuple[str, str]]
+    generated: str
+    paper: str
+    run: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- readable patterns
+
+_LOOKAHEAD_NUM = re.compile(r"\(\?!([^)]*)\)\\d\+")
+
+
+def readable_pattern(rx: str) -> str:
+    r"""A log regex as the text a person looks for.
+
+    `mcs\.msi exited with return code: (?!0\b)\d+` becomes
+    `mcs.msi exited with return code: <a number other than 0>`.
+
+    Only the constructs the log catalog uses are translated; the raw regex is shown beside it.
+    """
+    text = re.sub(r"^\(\?[aiLmsux]+\)", "", rx)
+    text = text.replace("\\b", "").replace(":?", ":").replace("\\s*", "")
+
+    def other_than(m: re.Match[str]) -> str:
+        alts = [a.replace("\\.", "").replace("\\b", "").strip() for a in m.group(1).split("|")]
+        return f"<a number other than {', '.join(a for a in alts if a)}>"
+
+    text = _LOOKAHEAD_NUM.sub(other_than, text)
+    text = text.replace("\\d+", "<number>").replace(".*", " … ").replace(".+", " … ")
+    text = re.sub(r"\(([^()?]+)\)", lambda m: m.group(1).replace("|", "/"), text)
+    text = re.sub(r"\\(.)", r"\1", text)
+    text = text.strip("^$")
+    return re.sub(r" {2,}", " ", text).strip()
+
+
+# ---------------------------------------------------------------- building
+
+
+def _fmt_time(value: str | None) -> str:
+    t = parse_time(value)
+    if t is None:
+        return ""
+    return t.strftime("%Y-%m-%d %H:%M:%S") + (
+        " UTC" if t.utcoffset() is not None and not t.utcoffset() else ""
+    )
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _actual(rec: StepRecord) -> ActualView:
+    return ActualView(
+        status=rec.status,
+        started=_fmt_time(rec.started),
+        ended=_fmt_time(rec.ended),
+        duration=_fmt_duration(rec.duration),
+        on=rec.on or "",
+        message=rec.message,
+        log_lines=rec.log_lines,
+        items=[
+            ItemView(r.item, r.status, _fmt_time(r.time), r.message, r.log_lines)
+            for r in rec.results
+            if r.item is not None
+        ],
+        done=rec.done,
+    )
+
+
+def _only_if(plan: Plan, ps: PlannedStep) -> str | None:
+    """A run-time condition in words: which probe decides it, or a pending restart."""
+    step = ps.step
+    if step.when_probe:
+        probe = plan.runbook.probe(step.when_probe.probe)
+        question = probe.title if probe else step.when_probe.probe
+        answer = step.when_probe.equals
+        if isinstance(answer, bool):
+            return f'"{question}" answers {"yes" if answer else "no"} (checked at run time)'
+        return f'"{question}" reports {answer!r} (checked at run time)'
+    if step.reboot == "if_pending":
+        return "a restart is pending (you were prompted to restart)"
+    return ps.run_time_condition
+
+
+def _not_applicable(ps: PlannedStep, host: str) -> str | None:
+    if not ps.skip_reason:
+        return None
+    return f"condition '{ps.step.when}' is false for {host} in the inventory"
+
+
+def _waits(catalog: Catalog, ps: PlannedStep) -> list[LogWaitView]:
+    w = ps.step.wait
+    if w is None:
+        return []
+    out = []
+    for log in w.logs:
+        exp = catalog.logs.expectation(log, w.expect)
+        out.append(
+            LogWaitView(
+                log=log,
+                expect=w.expect,
+                success=[(readable_pattern(p.re), p.re) for p in exp.success],
+                failure=[(readable_pattern(p.re), p.re) for p in exp.failure],
+                timeout=w.timeout,
+                poll=w.poll,
+                unconfirmed=exp.confidence == "UNCONFIRMED",
+            )
+        )
+    return out
+
+
+def _anchor(*parts: str) -> str:
+    """An HTML id / Markdown anchor, distinct for distinct host names (`corp/dp`, `corp dp`),
+    as file names are."""
+    return safe_name("-".join(parts))
+
+
+def _probes_used(hp: HostPlan) -> set[str]:
+    steps = hp.all_steps()
+    return {s.step.for_each for s in steps if s.step.for_each} | {
+        s.step.when_probe.probe for s in steps if s.step.when_probe
+    }
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
+def _stage_texts(plan: Plan, stages: list[Any], index: int) -> tuple[str | None, str | None]:
+    """The intro and outcome lines an escalating (`auto`) checklist puts around a stage."""
+    stage = stages[index]
+    if not plan.escalates or stage.kind != "verify":
+        return None, None
+    later = [s for s in stages[index + 1 :] if s.kind == "method"]
+    nxt = f"go on with {later[0].title}" if later else "no method is left: escalate the change"
+    if stage.name == "verify:0":
+        return (
+            "Check first whether the failure is still there.",
+            f"If verification passes, stop here: nothing needs fixing. Otherwise {nxt}.",
+        )
+    return None, f"If verification passes, stop here. Otherwise {nxt}."
+
+
+def _host(
+    catalog: Catalog,
+    plan: Plan,
+    hp: HostPlan,
+    journal: Journal | None,
+    rollback: HostPlan | None,
+) -> HostView:
+    rb = plan.runbook
+    t = hp.target
+    name = t.name
+    flags = [f for f, on in (("multicast", t.multicast), ("PXE service point", t.pxe)) if on]
+    flag_text = f" ({', '.join(flags)})" if flags else ""
+    facts = (
+        f"{', '.join(t.roles)}{flag_text}; site {t.site_code}, "
+        f"ConfigMgr {t.site.version} {t.site.release}; Windows {t.os.version} {t.os.arch}"
+    )
+    unconfirmed = [
+        ParamView(k, _value(hp.params.get(k)), p.provenance or "")
+        for k, p in rb.parameters.items()
+        if p.confidence == "UNCONFIRMED"
+    ]
+    used = _probes_used(hp) | (_probes_used(rollback) if rollback else set())
+    probes: list[tuple[str, str, str, str]] = []
+    scripts: list[ScriptView] = []
+    for probe in rb.probes:
+        if probe.id in used:
+            runner, script = render_probe(catalog, plan, hp, probe)
+            anchor = _anchor(name, "probe", probe.id)
+            probes.append((probe.id, probe.title, runner, anchor))
+            scripts.append(
+                ScriptView(anchor, f"Probe {probe.id}: {probe.title} (read-only)", runner, script)
+            )
+    rec = journal.host(name) if journal else None
+    seen_keys: set[str] = set()
+    n = 0
+
+    def steps_of(stage_steps: list[PlannedStep], host_plan: HostPlan) -> list[StepView]:
+        nonlocal n
+        out = []
+        for ps in stage_steps:
+            n += 1
+            anchor = None
+            if not ps.skip_reason and ps.step.template:
+                script = render_step(catalog, plan, host_plan, ps)
+                if script is not None:
+                    anchor = _anchor(name, "step", str(n))
+                    label = f"Step {n}: {ps.step.title} [{ps.citation}]"
+                    if ps.step.for_each:
+                        label += " (shown with placeholders for each item)"
+                    scripts.append(ScriptView(anchor, label, ps.run_on, script))
+            probe: Probe | None = rb.probe(ps.step.for_each) if ps.step.for_each else None
+            view = StepView(
+                number=n,
+                key=ps.key,
+                citation=ps.citation,
+                title=ps.step.title,
+                kind=ps.step.kind,
+                run_on=ps.run_on,
+                click_path=ps.step.click_path,
+                expect=ps.step.expect,
+                destructive=ps.step.destructive,
+                manual=ps.step.kind == "manual",
+                reboot=ps.step.reboot,
+                loops_over=(probe.title if probe else ps.step.for_each),
+                not_applicable=_not_applicable(ps, name),
+                only_if=_only_if(plan, ps),
+                condition=(
+                    f"'{ps.step.when}' is true for {name} in the inventory"
+                    if ps.step.when and not ps.skip_reason
+                    else None
+                ),
+                arms=list(ps.arms),
+                note=ps.note,
+                waits=_waits(catalog, ps),
+                script_anchor=anchor,
+            )
+            if rec is not None:
+                seen_keys.add(ps.key)
+                done = rec.step(ps.key)
+                if done is not None:
+                    view.actual = _actual(done)
+            out.append(view)
+        return out
+
+    sections: list[SectionView] = []
+    for i, stage in enumerate(hp.stages):
+        intro, outcome = _stage_texts(plan, hp.stages, i)
+        section = SectionView(
+            stage.name, stage.title, stage.kind, steps_of(stage.steps, hp), intro, outcome
+        )
+        if rec is not None:
+            ended = next((s for s in reversed(rec.stages) if s.get("stage") == stage.name), None)
+            section.stage_result = str(ended.get("status")) if ended else None
+        sections.append(section)
+    if rollback is not None:
+        for stage in rollback.stages:
+            sections.append(
+                SectionView(
+                    "rollback",
+                    "Rollback (only when the change must be undone)",
+                    "rollback",
+                    steps_of(stage.steps, rollback),
+                    intro="Follow these steps only to undo the procedure above, "
+                    f"e.g. `invoke remediate {rb.id} --rollback`.",
+                )
+            )
+    result = None
+    extra: list[StepView] = []
+    if rec is not None:
+        result = {
+            "status": rec.status,
+            "message": rec.message,
+            "steps_done": str(rec.steps_done),
+            "duration": _fmt_duration(rec.duration),
+            "started": _fmt_time(rec.first_time),
+            "ended": _fmt_time(rec.end.get("time") if rec.end else rec.last_time),
+            "reboots": "; ".join(
+                f"on {r.get('on') or name}: boot {r.get('before')} -> {r.get('after')}"
+                for r in rec.reboots
+            ),
+        }
+        for s in rec.steps:
+            if s.key not in seen_keys:
+                n += 1
+                extra.append(
+                    StepView(
+                        n, s.key, s.citation or "", s.title or s.key, "", s.on or "", None, None,
+                        False, False, None, None, None, None, None, [], None, [], None, _actual(s),
+                    )
+                )  # fmt: skip
+    return HostView(
+        name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra
+    )
+
+
+def build_checklist(
+    catalog: Catalog,
+    plan: Plan,
+    *,
+    journal: Journal | None = None,
+    rollback_plan: Plan | None = None,
+    paper: str = "a4",
+) -> Checklist:
+    """The checklist of a plan; with `journal`, filled in from that run.
+
+    `rollback_plan` (the same runbook planned with `rollback=True`) adds a rollback section per
+    host; pass it only when the runbook has rollback steps and the plan is the procedure itself.
+    """
+    rb = plan.runbook
+    if plan.rollback:
+        mode = "rollback"
+    elif plan.method == "auto":
+        mode = "method auto (verify, then Methods " + " -> ".join(m.id for m in rb.methods) + ")"
+    elif plan.method:
+        mode = f"method {plan.method}"
+    else:
+        mode = "procedure"
+    rollbacks = {hp.target.name: hp for hp in rollback_plan.hosts} if rollback_plan else {}
+    hosts = []
+    for hp in plan.hosts:
+        if journal is not None:
+            recorded = (journal.run.get("params") or {}).get(hp.target.name)
+            if isinstance(recorded, dict):
+                hp = HostPlan(hp.target, {**hp.params, **recorded}, hp.stages)
+        hosts.append(_host(catalog, plan, hp, journal, rollbacks.get(hp.target.name)))
+    run = None
+    if journal is not None:
+        run = {
+            "id": journal.run_id,
+            "status": journal.status,
+            "exit_code": "" if journal.exit_code is None else str(journal.exit_code),
+            "user": str(journal.run.get("user") or ""),
+            "argv": " ".join(str(a) for a in journal.run.get("argv") or []),
+            "started": _fmt_time(journal.started),
+            "ended": _fmt_time(journal.ended),
+            "duration": _fmt_duration(journal.duration),
+            "dry_run": bool(journal.run.get("dry_run")),
+            "complete": journal.complete,
+        }
+    return Checklist(
+        runbook_id=rb.id,
+        title=rb.title,
+        summary=rb.summary,
+        document=rb.source.document,
+        kb=rb.source.kb,
+        source_title=rb.source.title,
+        section=rb.source.section,
+        applies_to=", ".join(rb.applies_to),
+        mode=mode,
+        escalates=plan.escalates,
+        guidance=list(rb.guidance),
+        inventory=plan.inventory.path,
+        hosts=hosts,
+        skipped_hosts=list(plan.skipped_hosts) if plan.selected else [],
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        paper=PAPERS.get(paper, "A4"),
+        run=run,
+        problems=list(journal.problems) if journal else [],
+    )
+
+
+# ---------------------------------------------------------------- rendering
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<|&~])")
+#: Markup only at the start of a line (a value the template places at one): quote, heading,
+#: list item.
+_MD_LINE_START = re.compile(r"^(\s*)([>#+-])")
+
+
+def md_escape(value: Any) -> str:
+    """Text for Markdown: characters GFM would read as markup are backslash-escaped, so a
+    host name such as `dp<img onerror=...>|x](javascript:...)` stays text in a table cell, a
+    heading or a line (GFM passes raw HTML through; `|` ends a cell)."""
+    text = _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+    return _MD_LINE_START.sub(r"\1\\\2", text)
+
+
+def md_code(value: Any) -> str:
+    """An inline code span, safe in a GFM table cell."""
+    text = str(value).replace("\n", " ").replace("|", "\\|")
+    ticks = max((len(m) for m in re.findall(r"`+", text)), default=0) + 1
+    fence = "`" * ticks
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_fence(value: str, lang: str = "") -> str:
+    """A fenced code block whose fence no line of `value` can close."""
+    ticks = max([3, *(len(m) + 1 for m in re.findall(r"^`{3,}", value, flags=re.M))])
+    fence = "`" * ticks
+    return f"{fence}{lang}\n{value.rstrip()}\n{fence}"
+
+
+STATUS_MARK = {
+    "ok": "✔",
+    "changed": "✔",
+    "manual-confirmed": "✔",
+    "skipped": "–",
+    "failed": "✘",
+    "non-compliant": "✘",
+    INTERRUPTED: "…",
+}
+
+
+def _printable_value(value: Any) -> Any:
+    """A template value through `printable`; markup stays markup, other types stay as they are."""
+    if isinstance(value, markupsafe.Markup):
+        return markupsafe.Markup(printable(str(value)))
+    return printable(value) if isinstance(value, str) else value
+
+
+def environment(templates_dir: Path, fmt: str) -> jinja2.Environment:
+    """The checklist/report environment: HTML autoescaped, Markdown plain with its filters."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=fmt == "html",
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    # Every value, whatever its format, is first made printable: the Markdown filters and
+    # HTML autoescape know nothing of control characters, which a viewer could act on.
+    env.finalize = _printable_value
+    env.filters["md"] = md_escape
+    env.filters["md_code"] = md_code
+    env.filters["md_fence"] = md_fence
+    env.globals["STATUS_MARK"] = STATUS_MARK
+    return env
+
+
+def render_checklist(checklist: Checklist, fmt: str, templates_root: Path) -> str:
+    """The checklist as one HTML page (self-contained) or one Markdown document."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: expected one of {FORMATS}")
+    env = environment(templates_root / "checklist", fmt)
+    name = "checklist.html.j2" if fmt == "html" else "checklist.md.j2"
+    return env.get_template(name).render(c=checklist)

@@ -1,0 +1,201 @@
+"""The dry run: every step of the plan, per host, as text; optionally every script. Touches nothing.
+
+It only renders: no transport is imported or constructed here, so a dry run cannot open a
+connection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from cmrunbook.errors import UsageError, naming
+from cmrunbook.filenames import safe_name
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
+from cmrunbook.run.console import PrintableStream
+
+
+def _flags(ps: PlannedStep) -> str:
+    step = ps.step
+    flags = []
+    if step.destructive:
+        flags.append("DESTRUCTIVE")
+    if step.kind == "manual":
+        flags.append("MANUAL")
+    if step.kind == "reboot":
+        flags.append(f"REBOOT {step.reboot}")
+    if step.for_each:
+        flags.append(f"for each item of probe {step.for_each}")
+    if step.site_state:
+        # Site-wide: held by one target of the site at a time, set back if the run stops.
+        flags.append(f"SITE-WIDE {step.site_state.effect} of {step.site_state.state}")
+    return ", ".join(flags)
+
+
+def describe_step(n: int, ps: PlannedStep, catalog: Catalog) -> list[str]:
+    """The lines that present one step: where it would run, or why it is skipped, and its waits."""
+    step = ps.step
+    flags = _flags(ps)
+    lines = [f"{n:>3}. [{ps.citation}] {step.title}"]
+    if ps.skip_reason:
+        # One line: a skipped step does not run anywhere, so no "runs on" line claims it does;
+        # the host and flags are kept to show what is being left out.
+        what = f"{step.kind} on {ps.run_on}" + (f", {flags}" if flags else "")
+        lines.append(f"       {ps.skip_reason} ({what})")
+    else:
+        lines.append(
+            f"       would run on {ps.run_on} ({step.kind})" + (f"  {flags}" if flags else "")
+        )
+        if step.when:
+            lines.append(f"       condition: {step.when} (true in the inventory)")
+    if ps.run_time_condition:
+        lines.append(f"       {ps.run_time_condition}")
+    for armed in ps.arms:
+        lines.append(f"       arms log monitor of {armed} before this step (records the log size)")
+    if step.wait:
+        w = step.wait
+        lines.append(
+            f"       waits for {' and '.join(w.logs)}: '{w.expect}' "
+            f"(timeout {w.timeout}s, poll {w.poll}s)"
+        )
+        for log in w.logs:
+            exp = catalog.logs.expectation(log, w.expect)
+            lines.append(f"         {log} success: {' | '.join(p.re for p in exp.success)}")
+            if exp.failure:
+                lines.append(f"         {log} failure: {' | '.join(p.re for p in exp.failure)}")
+            if not exp.required:
+                lines.append(f"         ({log} not required: its failure still ends the wait)")
+            if exp.confirm:
+                lines.append(f"         (then also waits for the {exp.confirm})")
+            if exp.confidence == "UNCONFIRMED":
+                lines.append(f"         ({log} patterns are UNCONFIRMED: runbooks/_logs.yaml)")
+    if ps.note:
+        lines.append(f"       note: {ps.note}")
+    return lines
+
+
+def _host_header(plan: Plan, hp: HostPlan) -> str:
+    t = hp.target
+    roles = ",".join(t.roles)
+    extra = []
+    if t.multicast:
+        extra.append("multicast")
+    if t.pxe:
+        extra.append("PXE service point")
+    flags = f" [{', '.join(extra)}]" if extra else ""
+    return (
+        f"== {t.name} ({roles}{flags}; site {t.site_code}, ConfigMgr {t.site.version} "
+        f"{t.site.release}; Windows {t.os.version} {t.os.arch}) =="
+    )
+
+
+def print_dry_run(
+    plan: Plan,
+    catalog: Catalog,
+    out: TextIO,
+    *,
+    show_scripts: bool = False,
+    out_dir: Path | None = None,
+) -> int:
+    """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count."""
+    out = PrintableStream(out)  # inventory names and values, shown as text
+    rb = plan.runbook
+    mode = (
+        "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")
+    )
+    print(
+        f"DRY RUN: {rb.id} ({mode}); nothing will be changed and no host will be contacted.",
+        file=out,
+    )
+    print(f"{rb.title}", file=out)
+    print(f"Source: {rb.source.kb}, {rb.source.title} [{rb.source.document}]", file=out)
+    print(f"Inventory: {plan.inventory.path}", file=out)
+    for g in rb.guidance:
+        print(f"  * {g}", file=out)
+    if plan.escalates:
+        print(
+            "  * auto: verification runs first and after each method; the first that passes ends "
+            "the host's run, a failure goes on to the next method.",
+            file=out,
+        )
+    if plan.selected:
+        for name, reason in plan.skipped_hosts:
+            print(f"  - {name}: not a target ({reason})", file=out)
+    elif plan.skipped_hosts:
+        print(
+            f"  {len(plan.skipped_hosts)} other inventory host(s) are not targets "
+            "(name them with --hosts to see why).",
+            file=out,
+        )
+    rendered = 0
+    for hp in plan.hosts:
+        print("", file=out)
+        print(_host_header(plan, hp), file=out)
+        uncertain = [
+            f"{k}={hp.params[k]!r}"
+            for k, p in rb.parameters.items()
+            if p.confidence == "UNCONFIRMED"
+        ]
+        if uncertain:
+            print(
+                "  UNCONFIRMED parameters (override with --set or inventory vars): "
+                + ", ".join(uncertain),
+                file=out,
+            )
+        n = 0
+        probes_used = {s.step.for_each for s in hp.all_steps()} | {
+            s.step.when_probe.probe for s in hp.all_steps() if s.step.when_probe
+        }
+        for probe in rb.probes:
+            if probe.id in probes_used:
+                runner = (
+                    plan.inventory.provider_of(hp.target).name
+                    if probe.on == "site_server"
+                    else hp.target.name
+                )
+                print(
+                    f"  probe {probe.id}: {probe.title} "
+                    f"(read-only, on {runner}, returns {probe.returns})",
+                    file=out,
+                )
+                if show_scripts or out_dir:
+                    _, script = render_probe(catalog, plan, hp, probe)
+                    rendered += _emit(out, out_dir, hp, f"probe-{probe.id}", script, show_scripts)
+        for stage in hp.stages:
+            print(f"  -- {stage.title} --", file=out)
+            for ps in stage.steps:
+                n += 1
+                for line in describe_step(n, ps, catalog):
+                    print(line, file=out)
+                wanted = (show_scripts or out_dir) and not ps.skip_reason
+                script = render_step(catalog, plan, hp, ps) if wanted else None
+                if script is not None:
+                    rendered += _emit(out, out_dir, hp, f"{n:02d}-{ps.key}", script, show_scripts)
+    if rb.rollback and not plan.rollback:
+        print("", file=out)
+        print(f"Rollback: {len(rb.rollback)} step(s), run with --rollback.", file=out)
+    if out_dir:
+        print(f"\nWrote {rendered} script(s) under {out_dir}", file=out)
+    return rendered
+
+
+def _emit(
+    out: TextIO, out_dir: Path | None, hp: HostPlan, name: str, script: str, show: bool
+) -> int:
+    if show:
+        print("       ---- PowerShell ----", file=out)
+        for line in script.splitlines():
+            print(f"       | {line}", file=out)
+    if out_dir:
+        path = out_dir / safe_name(hp.target.name) / f"{safe_name(name)}.ps1"
+        # The names are sanitised, so this holds; checked anyway, since a script written outside
+        # the folder the operator gave could overwrite anything the account can write.
+        if not path.resolve().is_relative_to(out_dir.resolve()):
+            raise UsageError(f"--out: {path} would be outside {out_dir}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.write_text(script, encoding="utf-8")
+        except OSError as exc:  # a full disk: say which file
+            raise naming(exc, path) from exc
+    return 1

@@ -1,0 +1,1 @@
+"""Reading ConfigMgr logs in any shape, and diagnosing known failures in them."""

@@ -1,0 +1,553 @@
+"""Planning: the ordered, concrete steps for each target host, before anything runs.
+
+Resolves the method (or the `auto` escalation 1 -> 2 -> 3 -> 4 with a verification after each),
+includes by KB step range, `when` conditions the inventory decides, and which host each step runs
+on. What only the live system can decide (probe conditions, loops over discovered items, reboots
+"if prompted") stays in the plan as a marked decision for run time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from cmrunbook.errors import ConfigError, Problem, UsageError
+from cmrunbook.load.catalog import Catalog, Loaded, resolve_include
+from cmrunbook.load.inventory import HostView, Inventory, InventoryFile
+from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Probe, Runbook, Step
+from cmrunbook.load.sourcemap import SourceMap
+from cmrunbook.load.validation import text_problems
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step placed in one host's plan: where it runs, why, and what decides it."""
+
+    key: str
+    step: Step
+    citation: str
+    run_on: str
+    skip_reason: str | None = None
+    run_time_condition: str | None = None
+    arms: tuple[str, ...] = ()
+    note: str | None = None
+    settle: int = 0
+
+
+@dataclass
+class Stage:
+    """A block of steps: the pre-checks, one method, a verification, or the rollback."""
+
+    name: str
+    title: str
+    kind: str
+    steps: list[PlannedStep]
+    method: str | None = None
+
+
+@dataclass
+class HostPlan:
+    target: HostView
+    params: dict[str, Any]
+    stages: list[Stage]
+
+    def all_steps(self) -> list[PlannedStep]:
+        return [s for st in self.stages for s in st.steps]
+
+
+@dataclass
+class Plan:
+    loaded: Loaded
+    inventory: Inventory
+    method: str | None
+    rollback: bool
+    hosts: list[HostPlan]
+    skipped_hosts: list[tuple[str, str]] = field(default_factory=list)
+    selected: bool = False
+
+    @property
+    def runbook(self) -> Runbook:
+        return self.loaded.runbook
+
+    @property
+    def escalates(self) -> bool:
+        return self.method == "auto"
+
+
+#: What a conversion of a wrong value raises: int('big') a ValueError, int(float('inf')) an
+#: OverflowError, int([1]) a TypeError (YAML gives any of these types).
+_CONVERSION_ERRORS = (ValueError, TypeError, OverflowError)
+
+
+def _convert(p: Parameter, value: Any) -> Any:
+    """`value` in the parameter's type; raises one of _CONVERSION_ERRORS when it is not one."""
+    if p.type == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)  # int() would quietly drop the fraction
+        return int(value)
+    if p.type == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(value)
+    if p.type == "list":
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return [v.strip() for v in str(value).split(",") if v.strip()]
+    if p.type == "choice":
+        allowed = [str(c) for c in p.choices or []]
+        if str(value) not in allowed:
+            raise ValueError(value)
+        return str(value)
+    return str(value)
+
+
+def _not_a(name: str, p: Parameter, value: Any) -> str:
+    expected = f"one of {p.choices}" if p.type == "choice" else f"a {p.type}"
+    return f"{name}={value!r} is not {expected}"
+
+
+def coerce(name: str, p: Parameter, value: Any, origin: str) -> Any:
+    """A parameter value from the command line or inventory, in the parameter's own type."""
+    try:
+        return _convert(p, value)
+    except _CONVERSION_ERRORS:
+        raise UsageError(f"{origin}: {_not_a(name, p, value)}") from None
+
+
+def retyped_vars(inv: Inventory, runbooks: Sequence[Runbook]) -> list[Problem]:
+    """Every inventory var (top-level, group or host) that is a text parameter of one of the
+    runbooks and that YAML typed as something else: what `validate` reports before any plan."""
+    text = {
+        name: p.type == "list"
+        for rb in runbooks
+        for name, p in rb.parameters.items()
+        if p.type in TEXT_TYPES
+    }
+    layers = [(("vars",), inv.file.vars)]
+    layers += [(("groups", g, "vars"), grp.vars) for g, grp in inv.file.groups.items()]
+    layers += [(("hosts", h, "vars"), host.vars) for h, host in inv.file.hosts.items()]
+    return [
+        problem
+        for path, layer in layers
+        for name, value in layer.items()
+        if name in text
+        for problem in text_problems(name, value, (*path, name), inv.smap, listed=text[name])
+    ]
+
+
+def resolve_params(
+    rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv: Inventory
+) -> dict[str, Any]:
+    """Runbook defaults, then inventory vars (global, group, host), then the command line.
+
+    A wrongly typed inventory var is reported at its line in the inventory, wherever (top-level,
+    group or host vars) the value this host sees was written.
+    """
+    retyped = [
+        problem
+        for name, p in rb.parameters.items()
+        if name in host.vars and p.type in TEXT_TYPES
+        for problem in text_problems(
+            name, host.vars[name], inv.var_path(host.name, name), inv.smap,
+            listed=p.type == "list",
+        )
+    ]  # fmt: skip
+    if retyped:
+        raise ConfigError(retyped)
+    params: dict[str, Any] = {}
+    for name, p in rb.parameters.items():
+        value = p.default
+        if name in host.vars:
+            where = inv.var_path(host.name, name)
+            written = host.vars[name]
+            try:
+                value = _convert(p, written)
+            except _CONVERSION_ERRORS:
+                message = (
+                    f"{_not_a(name, p, written)} "
+                    f"(parameter of runbook {rb.id}, for host {host.name})"
+                )
+                raise ConfigError([inv.smap.problem(where, message)]) from None
+        if name in overrides:
+            value = coerce(name, p, overrides[name], "--set")
+        params[name] = value if value is None else coerce(name, p, value, f"runbook {rb.id}")
+    return params
+
+
+def parse_overrides(rb: Runbook, pairs: Sequence[str]) -> dict[str, str]:
+    """`--set name=value` pairs, each naming a parameter of the runbook."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--set expects name=value, got {pair!r}")
+        if name not in rb.parameters:
+            raise UsageError(
+                f"--set {name}: runbook {rb.id} has no such parameter; "
+                f"known: {', '.join(sorted(rb.parameters))}"
+            )
+        out[name] = value
+    return out
+
+
+class Planner:
+    """Builds plans; holds the compiled `when` expressions of one runbook."""
+
+    def __init__(self, catalog: Catalog, loaded: Loaded, inventory: Inventory) -> None:
+        self.catalog = catalog
+        self.loaded = loaded
+        self.rb = loaded.runbook
+        self.inv = inventory
+        self._compiled: dict[str, Any] = {}
+        self._decided: dict[tuple[str, str, str], bool] = {}
+        # Conditions only read these, so each host's are built once per plan, not per condition
+        # (a 10,000-host plan evaluates tens of thousands of conditions).
+        self._contexts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def _context(self, host: HostView) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(host.as_context(), _site(host)), built once per host."""
+        ctx = self._contexts.get(host.name)
+        if ctx is None:
+            ctx = self._contexts[host.name] = (host.as_context(), _site(host))
+        return ctx
+
+    def condition(
+        self, expr: str, host: HostView, target: HostView, params: dict[str, Any]
+    ) -> bool:
+        fn = self._compiled.get(expr)
+        if fn is None:
+            fn = self._compiled[expr] = self.catalog.renderer.conditions.compile(expr)
+        # The same condition recurs for one host in every stage (Method 4 includes Method 3's
+        # steps; auto plans every method): evaluate it once per host pair. A target's parameters
+        # are fixed within one plan() call, which starts with an empty cache.
+        key = (expr, host.name, target.name)
+        cached = self._decided.get(key)
+        if cached is not None:
+            return cached
+        host_ctx, site = self._context(host)
+        try:
+            decided = bool(
+                fn(
+                    host=host_ctx,
+                    target=self._context(target)[0],
+                    site=site,
+                    params=params,
+                )
+            )
+        except jinja2.TemplateError as exc:  # an undefined name, or the sandbox refusing
+            raise ConfigError(
+                [self.loaded.smap.problem((), f"condition {expr!r} on host {host.name}: {exc}")]
+            ) from exc
+        self._decided[key] = decided
+        return decided
+
+    def plan(
+        self,
+        *,
+        method: str | None,
+        hosts: str | None = None,
+        overrides: Sequence[str] = (),
+        rollback: bool = False,
+    ) -> Plan:
+        """The plan for the selected hosts that are targets of the runbook.
+
+        The method is the resolved `method` parameter: `--method` (this argument), else
+        `--set method=`, else an inventory var, else the runbook's default. It must come out
+        the same for every target host, since a run follows one method (or auto) throughout.
+        """
+        self._decided.clear()
+        rb = self.rb
+        cli = parse_overrides(rb, overrides)
+        method = method or None
+        if rb.methods:
+            if method is not None:
+                if method != "auto" and rb.method(method) is None:
+                    known = ", ".join([m.id for m in rb.methods] + ["auto"])
+                    raise UsageError(f"--method {method}: runbook {rb.id} has methods {known}")
+                if "method" in cli and cli["method"].strip() != method:
+                    raise UsageError(
+                        f"--method {method} and --set method={cli['method']} disagree; give one"
+                    )
+                cli["method"] = method
+        elif method is not None:
+            raise UsageError(f"runbook {rb.id} has no methods; drop --method")
+        plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
+        targets: list[tuple[HostView, dict[str, Any]]] = []
+        for host in self.inv.select(hosts):
+            if rb.targets.role not in host.roles:
+                # Checked before the parameters: a host of another role is never a target, so
+                # its vars are not this runbook's business.
+                plan.skipped_hosts.append((host.name, f"not a {rb.targets.role}"))
+                continue
+            params = resolve_params(rb, host, cli, self.inv)
+            reason = self._not_target(host, params)
+            if reason:
+                plan.skipped_hosts.append((host.name, reason))
+                continue
+            targets.append((host, params))
+        if not targets:
+            why = "; ".join(f"{n}: {r}" for n, r in plan.skipped_hosts) or "no hosts"
+            raise UsageError(f"runbook {rb.id} has no target among the selected hosts ({why})")
+        plan.method = self._one_method(targets) if rb.methods else None
+        for host, params in targets:
+            stages = self._stages(host, params, plan.method, rollback)
+            plan.hosts.append(HostPlan(host, params, stages))
+        return plan
+
+    def _one_method(self, targets: list[tuple[HostView, dict[str, Any]]]) -> str:
+        """The method every target resolved to (None as a parameter value means auto)."""
+        by_method: dict[str, list[str]] = {}
+        for host, params in targets:
+            by_method.setdefault(str(params.get("method") or "auto"), []).append(host.name)
+        if len(by_method) > 1:
+            each = "; ".join(
+                f"{m}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                for m, names in sorted(by_method.items())
+            )
+            raise UsageError(
+                f"the target hosts resolve to different methods ({each}); "
+                "give --method, or select hosts that share one with --hosts"
+            )
+        return next(iter(by_method))
+
+    def _not_target(self, host: HostView, params: dict[str, Any]) -> str | None:
+        """Why a host of the runbook's role is not a target, or None.
+
+        `targets.when` sees the host's resolved parameters, so `--set` or inventory vars can
+        widen or narrow the targets (e.g. `target.os in params.client_os`).
+        """
+        t = self.rb.targets
+        if t.when and not self.condition(t.when, host, host, params):
+            return f"targets condition '{t.when}' is false"
+        if host.site.version not in self.rb.applies_to:
+            versions = ", ".join(self.rb.applies_to)
+            site = f"site {host.site_code} is {host.site.version}"
+            return f"runbook applies to ConfigMgr {versions}; {site}"
+        return None
+
+    def _stages(
+        self, target: HostView, params: dict[str, Any], method: str | None, rollback: bool
+    ) -> list[Stage]:
+        rb = self.rb
+        if rollback:
+            if not rb.rollback:
+                also = (
+                    f"; to set back the site-wide changes of a run that stopped: "
+                    f"invoke remediate {rb.id} --rollback --resume RUN"
+                    if rb.site_states
+                    else ""
+                )
+                raise UsageError(f"runbook {rb.id} has no rollback steps{also}")
+            return [self._stage("rollback", "Rollback", "rollback", rb.rollback, target, params)]
+        stages: list[Stage] = []
+        if rb.prechecks:
+            stages.append(
+                self._stage("precheck", "Pre-checks", "precheck", rb.prechecks, target, params)
+            )
+        if not rb.methods:
+            stages.append(self._stage("steps", "Procedure", "steps", rb.steps, target, params))
+            return stages
+        chosen = [m for m in rb.methods if method in ("auto", m.id)]
+        if method == "auto" and rb.verify:
+            stages.append(
+                self._stage("verify:0", "Is it still broken?", "verify", rb.verify, target, params)
+            )
+        for m in chosen:
+            steps: list[tuple[Step, str, str | None]] = []
+            for item in m.steps:
+                if isinstance(item, Step):
+                    steps.append((item, item.kb, None))
+                    continue
+                inc = item.include
+                for s in resolve_include(rb, item):
+                    steps.append((s, f"{inc.kb} (= {s.kb})", inc.erratum))
+            stage = Stage(f"method:{m.id}", m.title, "method", [], method=m.id)
+            stage.steps = self._place(stage.name, steps, target, params)
+            stages.append(stage)
+            if rb.verify:
+                stages.append(
+                    self._stage(
+                        f"verify:{m.id}",
+                        f"Verify after {m.title}",
+                        "verify",
+                        rb.verify,
+                        target,
+                        params,
+                    )
+                )
+        return stages
+
+    def _stage(
+        self,
+        name: str,
+        title: str,
+        kind: str,
+        steps: list[Step],
+        target: HostView,
+        params: dict[str, Any],
+    ) -> Stage:
+        placed = self._place(name, [(s, s.kb, None) for s in steps], target, params)
+        return Stage(name, title, kind, placed)
+
+    def _place(
+        self,
+        stage: str,
+        steps: list[tuple[Step, str, str | None]],
+        target: HostView,
+        params: dict[str, Any],
+    ) -> list[PlannedStep]:
+        arms: dict[str, list[str]] = {}
+        for step, _, _ in steps:
+            if step.wait:
+                arms.setdefault(step.wait.armed_before, []).append(f"{stage}/{step.id}")
+        out: list[PlannedStep] = []
+        for step, citation, note in steps:
+            runner = self.inv.provider_of(target) if step.on == "site_server" else target
+            skip = None
+            if step.when and not self.condition(step.when, runner, target, params):
+                skip = f"skipped: '{step.when}' is false for {target.name} in the inventory"
+            decided = None
+            if step.when_probe:
+                decided = (
+                    f"decided at run time by probe '{step.when_probe.probe}' "
+                    f"(runs if it reports {step.when_probe.equals!r})"
+                )
+            elif step.reboot == "if_pending":
+                decided = (
+                    "decided at run time: restarts only if the change before it asked for a "
+                    "restart (its RestartNeeded / exit code 3010, or its setup log)"
+                )
+            # The first "is it still broken?" check is final; settling waits only for a change
+            # this run made.
+            settle = 0 if stage == "verify:0" else _settle_seconds(step, params)
+            notes = [note or step.note, _settle_words(step, settle) if settle else None]
+            out.append(
+                PlannedStep(
+                    key=f"{stage}/{step.id}",
+                    step=step,
+                    citation=citation,
+                    run_on=runner.name,
+                    skip_reason=skip,
+                    run_time_condition=decided,
+                    arms=tuple(arms.get(step.id, ())),
+                    note="; ".join(n for n in notes if n) or None,
+                    settle=settle,
+                )
+            )
+        return out
+
+
+def _settle_seconds(step: Step, params: dict[str, Any]) -> int:
+    """A step's settle time in seconds: its own number, or the value of the parameter it names."""
+    return int(params[step.settle]) if isinstance(step.settle, str) else step.settle
+
+
+def _settle_words(step: Step, seconds: int) -> str:
+    """How long a check keeps being repeated before it is judged, and where that figure is set."""
+    hours, rest = divmod(seconds, 3600)
+    length = f"{hours} h {rest // 60:02d} min" if hours else f"{seconds // 60} min {seconds % 60} s"
+    where = f" (parameter {step.settle}={seconds}s)" if isinstance(step.settle, str) else ""
+    return f"checks again until it passes, for up to {length}{where}, then judges what it sees"
+
+
+def _site(host: HostView) -> dict[str, Any]:
+    """What conditions and templates see as `site`: the target's site."""
+    return {
+        "code": host.site_code,
+        "version": host.site.version,
+        "release": host.site.release,
+        "provider": host.site.provider,
+        "install_dir": host.site.install_dir,
+    }
+
+
+@functools.cache
+def context_attrs() -> dict[str, frozenset[str]]:
+    """The attributes a condition or template may read of `host`, `target` and `site`.
+
+    Taken from the code that builds those contexts (`HostView.as_context`, `_site`) applied to a
+    minimal example host, so the load-time check of runbooks can never disagree with what a run
+    really provides. The keys do not depend on the host's values.
+    """
+    example = InventoryFile.model_validate(
+        {
+            "sites": {"X": {"version": "cb", "provider": "h"}},
+            "hosts": {"h": {"site": "X", "roles": ["site_server"], "os": {"version": "2019"}}},
+        }
+    )
+    host = Inventory(example, "<example>", SourceMap("<example>")).hosts["h"]
+    keys = frozenset(host.as_context())
+    return {"host": keys, "target": keys, "site": frozenset(_site(host))}
+
+
+def step_context(
+    plan: Plan, hp: HostPlan, ps: PlannedStep, item: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a step's template sees."""
+    runner = plan.inventory.hosts[ps.run_on]
+    ctx: dict[str, Any] = {
+        "host": runner.as_context(),
+        "target": hp.target.as_context(),
+        "site": _site(hp.target),
+        "params": hp.params,
+        "step": {"id": ps.step.id, "key": ps.key, "kb": ps.citation, "title": ps.step.title},
+        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
+        **ps.step.vars,
+    }
+    if item is not None:
+        ctx["item"] = dict(item)
+    return ctx
+
+
+def script_header(plan: Plan, key: str, citation: str, target: str, on: str) -> str:
+    """The first line of every script: what it is, for whom, where (also read by the lab)."""
+    return f"cmrunbook {plan.runbook.id} | {key} | {citation} | target {target} | on {on}"
+
+
+def placeholder_item(probe: Probe) -> dict[str, str]:
+    """Stand-in values for a loop item in a dry run: shown, never executed."""
+    return {f: f"<{f} of each item found by probe {probe.id}>" for f in probe.fields}
+
+
+def render_step(
+    catalog: Catalog,
+    plan: Plan,
+    hp: HostPlan,
+    ps: PlannedStep,
+    item: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The full script for a script step (None for manual, wait and reboot steps)."""
+    if ps.step.template is None:
+        return None
+    if ps.step.for_each and item is None:
+        probe = plan.runbook.probe(ps.step.for_each)
+        assert probe is not None
+        item = placeholder_item(probe)
+    header = script_header(plan, ps.key, ps.citation, hp.target.name, ps.run_on)
+    return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
+
+
+def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
+    """(host it runs on, script) for a probe."""
+    runner = plan.inventory.provider_of(hp.target) if probe.on == "site_server" else hp.target
+    ctx: dict[str, Any] = {
+        "host": runner.as_context(),
+        "target": hp.target.as_context(),
+        "site": _site(hp.target),
+        "params": hp.params,
+        "step": {"id": probe.id, "key": f"probe/{probe.id}", "kb": "probe", "title": probe.title},
+        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
+        **probe.vars,
+    }
+    header = script_header(plan, f"probe/{probe.id}", "read-only", hp.target.name, runner.name)
+    return runner.name, catalog.renderer.script(probe.template, ctx, header)

@@ -1,0 +1,213 @@
+"""The run journal: append-only JSON lines, each flushed as it is written, so a kill loses nothing.
+
+A `step-start` is also fsynced before its step runs (write-ahead): that puts it, and every event
+before it, on disk before the host is touched, so even a power cut on the jump host leaves a
+journal in which every step that may have changed a host is recorded as started. Outcome events
+are not waited on: a step whose `step-end` a power cut took is shown as interrupted and re-run.
+
+A run folder is `runs/<YYYYmmdd-HHMMSS>-<runbook>/` holding `journal.jsonl`, the scripts as sent
+(`scripts/<host>/...ps1`) and the reports. `--resume` reads the journal back (see `ResumeState`)
+and continues each host after its last completed step. No credential is ever passed in here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cmrunbook.errors import UsageError, naming
+from cmrunbook.filenames import safe_name
+from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
+from cmrunbook.run.sitestate import SITE_EVENTS
+
+#: A step that ended in one of these is not run again on resume (a failed one is).
+SETTLED_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_run_dir(runs: Path, runbook: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = runs / f"{stamp}-{runbook}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = runs / f"{stamp}-{runbook}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+class JournalWriter:
+    """Appends events; each is one line, written whole and flushed before returning."""
+
+    def __init__(self, run_dir: Path, *, last_seq: int | None = None) -> None:
+        """Open (or continue) the journal; `last_seq` is the resumed journal's, if it is known."""
+        self.run_dir = run_dir
+        self.path = run_dir / JOURNAL_NAME
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        if last_seq is None:
+            last_seq = _last_seq(read_events(self.path)[0]) if self.path.is_file() else 0
+        self._seq = self._synced = last_seq
+        # The first failed write (a full disk): no line is written after it, since a whole line
+        # after a torn one would make the torn one a corrupt middle line that stops --resume.
+        self._failed: OSError | None = None
+        _repair_tail(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
+
+    def write(self, event: str, *, durable: bool = False, **fields: Any) -> None:
+        """Append one event; with `durable`, return only once it (and all before it) is on disk.
+
+        The line is written and flushed under the lock (a kill loses at most the line being
+        written). Only write-ahead events wait for an fsync: with a hundred forks, every event
+        waiting for one made the workers queue on the sync lock, and a host spent more time in
+        the journal than on the wire. The fsync covers every line flushed before it started, so
+        hosts starting steps at once share a few disk syncs.
+        """
+        with self._lock:
+            if self._failed is not None:  # a fresh error each time: threads raise it at once
+                failed = self._failed
+                raise OSError(failed.errno, failed.strerror, failed.filename)
+            self._seq += 1
+            mine = self._seq
+            record = {"seq": mine, "time": now_iso(), "event": event, **fields}
+            try:
+                self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+                self._fh.flush()
+            except OSError as exc:
+                self._failed = naming(exc, self.path)
+                raise self._failed from exc
+        if durable:
+            self._sync(mine)
+
+    def _sync(self, mine: int) -> None:
+        """Return once line `mine` is on disk, syncing unless another thread's sync covered it."""
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            with self._lock:
+                covered = self._seq
+            os.fsync(self._fh.fileno())
+            self._synced = covered
+
+    def save_script(self, host: str, name: str, script: str) -> Path:
+        path = self.run_dir / "scripts" / safe_name(host) / f"{safe_name(name)}.ps1"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.write_text(script, encoding="utf-8")
+        except OSError as exc:
+            raise naming(exc, path) from exc
+        return path
+
+    def close(self) -> None:
+        """Sync the outcome events no write-ahead event has covered yet, and close.
+
+        After a failed write, the rest of that line may still be buffered: closing tries to
+        write it once more (completing the line if there is room now) and ignores a failure.
+        """
+        self._sync(self._seq)
+        with self._lock:
+            if self._failed is None:
+                self._fh.close()
+                return
+            with contextlib.suppress(OSError):
+                self._fh.close()
+
+
+def _repair_tail(path: Path) -> None:
+    """A kill mid-write leaves a last line without its newline: keep it if it is a whole event,
+    else cut it off, so that appended events never follow half a line."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        if fh.seek(0, os.SEEK_END) == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":  # the usual case: no need to read the journal again
+            return
+    data = path.read_bytes()
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:
+        with open(path, "r+b") as fh:
+            fh.truncate(start)
+        return
+    with open(path, "ab") as fh:
+        fh.write(b"\n")
+
+
+def _last_seq(events: list[dict[str, Any]]) -> int:
+    return max((int(e.get("seq", 0)) for e in events), default=0)
+
+
+@dataclass
+class HostState:
+    """What a previous run of one host got done."""
+
+    done: set[str] = field(default_factory=set)
+    stages: dict[str, str] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)
+    armed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: str | None = None
+    restart_asked: list[str] = field(default_factory=list)  # since the last restart
+
+
+@dataclass
+class ResumeState:
+    """The previous run's request and per-host progress, rebuilt from its journal."""
+
+    run_dir: Path
+    run: dict[str, Any]
+    hosts: dict[str, HostState]
+    last_seq: int
+    #: The site-wide state events, in order (sitestate.Ledger.replay reads them).
+    site_events: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ResumeState:
+        """Read the journal once; a line that cannot be read (but a cut last one) is an error,
+        since a lost step-end would run that step again."""
+        path = run_dir / JOURNAL_NAME
+        events = read_events(path, strict=True)[0] if path.is_file() else []
+        runs = [e for e in events if e.get("event") == "run"]
+        if not runs:
+            raise UsageError(f"{run_dir} has no journal with a run event to resume")
+        hosts: dict[str, HostState] = {}
+        for e in events:
+            host = e.get("host")
+            if host is None:
+                continue
+            st = hosts.setdefault(host, HostState())
+            kind = e.get("event")
+            if kind == "step-end" and e.get("status") in SETTLED_STATUSES:
+                st.done.add(step_id(e["key"], e.get("item")))
+            elif kind == "stage-end":
+                st.stages[e["stage"]] = e["status"]
+            elif kind == "probe":
+                st.probes[e["probe"]] = e.get("value")
+            elif kind == "log-armed":
+                st.armed[e["key"]] = e.get("logs", {})
+            elif kind == "restart-asked":
+                st.restart_asked.append(str(e.get("reason")))
+            elif kind == "reboot":
+                st.restart_asked = []
+            elif kind == "host-end":
+                st.finished = e.get("status")
+            elif kind == "host-resume":
+                st.finished = None
+        site_events = [e for e in events if e.get("event") in SITE_EVENTS]
+        return cls(run_dir, runs[0], hosts, _last_seq(events), site_events)
+
+
+def step_id(key: str, item: Any) -> str:
+    """A step's identity in the journal: its plan key, and the loop item when it loops."""
+    return key if item is None else f"{key}#{item}"

@@ -1,0 +1,511 @@
+"""Run reports: what a finished (or killed) run did, for people, CI dashboards and CMTrace.
+
+`write_reports(run_dir, catalog, plan)` reads `run_dir/journal.jsonl` and writes beside it:
+
+- `report.json`: the machine-readable summary, validated by `schema/report.schema.json`
+  (`schema_version` 1). Top level: `run` (id, runbook, kb, method, inventory, targets, user,
+  argv, dry_run, started, ended, duration in seconds, status `ok|failed|interrupted`, exit_code
+  or null when the journal has no run-end, complete), `summary` (host count, hosts per status,
+  steps done, steps failed), `hosts` (per host: status, message, steps_done, steps_planned or
+  null, duration, started, ended, reboots, stages, and `steps`: key, citation, title, on,
+  status, started, ended, duration, message, items of loop steps, log_lines), `failures` (one
+  per failed, non-compliant or interrupted step: host, key, citation, title, status, message,
+  `last_log_lines`, plus one per failed host with no failed step), `site_states` (per site and
+  site-wide state the run changed: `restored`, the items set back after a stop, and
+  `outstanding`, those still changed) and `problems` (journal lines that could not be read).
+  Times are ISO 8601 as the journal wrote them.
+- `junit.xml`: one `<testsuite>` per host holding one `<testcase>` for the host itself and one
+  per step (`classname` = `<runbook>.<host>`); failed and non-compliant steps are `<failure>`,
+  interrupted ones `<error>`, skipped and never-reached ones `<skipped>`; log lines go to
+  `<system-out>`. The common Jenkins/GitLab/Azure DevOps JUnit shape.
+- `report.html`: one self-contained page: summary table, per-host timeline, failures with the
+  last log lines read.
+- `cmrunbook.log`: one CMTrace entry per journal event (type 3 for failures, 2 for warnings),
+  one thread number per host, `file` = host, so CMTrace or OneTrace filters and highlights it.
+
+`copy_reports` copies them to a reports folder (`--reports DIR`, one sub-folder per run) and
+`prune_reports` applies retention there for scheduled runs. Nothing here contacts a host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cmrunbook.docs.checklist import environment
+from cmrunbook.errors import ConfigError, UsageError
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.plan.planner import Plan
+from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
+from cmrunbook.run.console import printable
+from cmrunbook.run.sitestate import Ledger
+
+SCHEMA_VERSION = 1
+REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
+LAST_LOG_LINES = 20
+FAILED = frozenset({"failed", "non-compliant", INTERRUPTED, "unreachable", "not-tried", "stopped"})
+RUN_ID = re.compile(r"^(\d{8}-\d{6})-")
+
+
+# ---------------------------------------------------------------- report.json
+
+
+def _step_json(s: StepRecord) -> dict[str, Any]:
+    return {
+        "key": s.key,
+        "citation": s.citation,
+        "title": s.title,
+        "on": s.on,
+        "status": s.status,
+        "started": s.started,
+        "ended": s.ended,
+        "duration": s.duration,
+        "message": s.message,
+        "items": [
+            {
+                "item": r.item,
+                "status": r.status,
+                "message": r.message,
+                "duration": r.duration,
+                "time": r.time,
+            }
+            for r in s.results
+            if r.item is not None
+        ],
+        "log_lines": s.log_lines,
+    }
+
+
+def _planned_keys(plan: Plan | None) -> dict[str, list[tuple[str, str, str]]]:
+    """Per host, (key, citation, title) of every step the plan has, in order."""
+    if plan is None:
+        return {}
+    return {
+        hp.target.name: [
+            (ps.key, ps.citation, ps.step.title) for ps in hp.all_steps() if not ps.skip_reason
+        ]
+        for hp in plan.hosts
+    }
+
+
+def build_report(journal: Journal, plan: Plan | None = None) -> dict[str, Any]:
+    """The report.json document of a journal (see the module docstring for its shape)."""
+    planned = _planned_keys(plan)
+    hosts: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    for name in journal.targets:
+        rec = journal.host(name)
+        steps = [_step_json(s) for s in rec.steps]
+        keys = planned.get(name)
+        hosts.append(
+            {
+                "name": name,
+                "status": rec.status,
+                "message": rec.message,
+                "steps_done": rec.steps_done,
+                "steps_planned": len(keys) if keys is not None else None,
+                "duration": rec.duration,
+                "started": rec.first_time,
+                "ended": rec.end.get("time") if rec.end else rec.last_time,
+                "reboots": [
+                    {k: r.get(k) for k in ("time", "on", "before", "after")} for r in rec.reboots
+                ],
+                "stages": [{k: s.get(k) for k in ("time", "stage", "status")} for s in rec.stages],
+                "steps": steps,
+            }
+        )
+        failed_steps = [s for s in rec.steps if s.status in FAILED]
+        for s in failed_steps:
+            failures.append(
+                {
+                    "host": name,
+                    "key": s.key,
+                    "citation": s.citation,
+                    "title": s.title,
+                    "status": s.status,
+                    "message": s.message,
+                    "last_log_lines": s.log_lines[-LAST_LOG_LINES:],
+                }
+            )
+        if rec.status in FAILED and not failed_steps:
+            failures.append(
+                {
+                    "host": name,
+                    "key": None,
+                    "citation": None,
+                    "title": None,
+                    "status": rec.status,
+                    "message": rec.message,
+                    "last_log_lines": [],
+                }
+            )
+    per_status = Counter(h["status"] for h in hosts)
+    run = journal.run
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "id": journal.run_id,
+            "runbook": journal.runbook,
+            "kb": run.get("kb"),
+            "method": journal.method,
+            "inventory": run.get("inventory"),
+            "targets": journal.targets,
+            "user": run.get("user"),
+            "argv": [str(a) for a in run.get("argv") or []],
+            "warnings": [str(w) for w in run.get("warnings") or []],
+            "dry_run": bool(run.get("dry_run")),
+            "started": journal.started,
+            "ended": journal.ended,
+            "duration": journal.duration,
+            "status": journal.status,
+            "exit_code": journal.exit_code,
+            "complete": journal.complete,
+        },
+        "summary": {
+            "hosts": len(hosts),
+            "by_status": dict(sorted(per_status.items())),
+            "steps_done": sum(h["steps_done"] for h in hosts),
+            "steps_failed": sum(1 for f in failures if f["key"] is not None),
+        },
+        "hosts": hosts,
+        "failures": failures,
+        "site_states": _site_states(journal),
+        "problems": list(journal.problems),
+    }
+
+
+def _site_states(journal: Journal) -> list[dict[str, Any]]:
+    """Per site and state: what was set back after a stop, and what is still changed."""
+    ledger = Ledger.replay(journal.events)
+    keys = sorted(set(ledger.compensated) | set(ledger.outstanding))
+    return [
+        {
+            "site": site,
+            "state": state,
+            "restored": ledger.compensated.get((site, state), []),
+            "outstanding": sorted(ledger.outstanding.get((site, state), {})),
+        }
+        for site, state in keys
+    ]
+
+
+# ---------------------------------------------------------------- junit.xml
+
+
+def _secs(value: float | None) -> str:
+    return f"{value or 0.0:.3f}"
+
+
+def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
+    """JUnit XML: a suite per host, a case for the host and one per step (planned or run)."""
+    run = report["run"]
+    runbook = run["runbook"] or "run"
+    planned = _planned_keys(plan)
+    root = ET.Element("testsuites", name=f"cmrunbook {runbook} {run['id']}")
+    totals = Counter[str]()
+    for host in report["hosts"]:
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=f"{runbook}.{host['name']}",
+            hostname=host["name"],
+            timestamp=(host["started"] or run["started"] or "")[:19],
+            time=_secs(host["duration"]),
+        )
+        classname = f"{runbook}.{host['name']}"
+        counts = Counter[str]()
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            name=f"host {host['name']}",
+            classname=classname,
+            time=_secs(host["duration"]),
+        )
+        _outcome(case, host["status"], host["message"], [], counts)
+        seen = set()
+        for n, step in enumerate(host["steps"], 1):
+            seen.add(step["key"])
+            label = f"{n:02d} {step['key']}: {step['title'] or ''}".rstrip(": ")
+            case = ET.SubElement(
+                suite, "testcase", name=label, classname=classname, time=_secs(step["duration"])
+            )
+            _outcome(case, step["status"], step["message"], step["log_lines"], counts)
+        for key, citation, title in planned.get(host["name"], []):
+            if key not in seen:
+                case = ET.SubElement(
+                    suite, "testcase", name=f"-- {key}: {title}", classname=classname, time="0.000"
+                )
+                ET.SubElement(case, "skipped", message=f"not reached ({citation})")
+                counts["skipped"] += 1
+        counts["tests"] = len(suite.findall("testcase"))
+        for k in ("tests", "failures", "errors", "skipped"):
+            suite.set(k, str(counts[k]))
+            totals[k] += counts[k]
+    for k in ("tests", "failures", "errors", "skipped"):
+        root.set(k, str(totals[k]))
+    root.set("time", _secs(run["duration"]))
+    return root
+
+
+def _printable_xml(root: ET.Element) -> ET.Element:
+    """Every text and attribute through `printable`: XML 1.0 cannot hold most control
+    characters at all (a CI server would reject the file), and a viewer must not act on them."""
+    for el in root.iter():
+        if el.text:
+            el.text = printable(el.text)
+        for name, value in el.attrib.items():
+            el.set(name, printable(value))
+    return root
+
+
+def _outcome(
+    case: ET.Element, status: str, message: str, log_lines: list[str], counts: Counter[str]
+) -> None:
+    if status in FAILED - {INTERRUPTED}:
+        el = ET.SubElement(case, "failure", message=message[:500], type=status)
+        el.text = "\n".join([message, *log_lines[-LAST_LOG_LINES:]])
+        counts["failures"] += 1
+    elif status == INTERRUPTED:
+        el = ET.SubElement(case, "error", message=message[:500], type=status)
+        el.text = "\n".join([message, *log_lines[-LAST_LOG_LINES:]])
+        counts["errors"] += 1
+    elif status == "skipped":
+        ET.SubElement(case, "skipped", message=message[:500])
+        counts["skipped"] += 1
+    if log_lines or status not in ("skipped",):
+        out = ET.SubElement(case, "system-out")
+        out.text = "\n".join([f"status: {status}", message, *log_lines])
+
+
+# ---------------------------------------------------------------- cmtrace
+
+
+def cmtrace_entry(message: str, when: datetime, type_: int, thread: int, file: str) -> str:
+    """One CMTrace line. The time is UTC with bias +000, the form ConfigMgr's own logs use."""
+    text = printable(message).replace("]LOG]!>", "]LOG]!&gt;").replace("\n", " | ")
+    file = printable(file, lines=False).replace('"', "&quot;")
+    t = when.astimezone(UTC) if when.tzinfo else when
+    return (
+        f'<![LOG[{text}]LOG]!><time="{t:%H:%M:%S}.{t.microsecond // 1000:03d}+000" '
+        f'date="{t:%m-%d-%Y}" component="cmrunbook" context="" type="{type_}" '
+        f'thread="{thread}" file="{file}">'
+    )
+
+
+def _event_text(e: dict[str, Any]) -> tuple[str, int]:
+    kind = e.get("event")
+    host = e.get("host", "")
+    if kind == "run":
+        return (
+            f"Run of {e.get('runbook')} ({e.get('kb')}), method {e.get('method')}, on "
+            f"{', '.join(e.get('targets') or [])} by {e.get('user')}"
+            f"{' (dry run)' if e.get('dry_run') else ''}: "
+            f"{' '.join(map(str, e.get('argv') or []))}",
+            1,
+        )
+    if kind == "probe":
+        return f"{host}: probe {e.get('probe')} on {e.get('on')} = {json.dumps(e.get('value'))}", 1
+    if kind == "step-start":
+        item = f" [{e['item']}]" if e.get("item") else ""
+        return (
+            f"{host}: start {e.get('key')}{item} ({e.get('citation')}) on {e.get('on')}: "
+            f"{e.get('title')}",
+            1,
+        )
+    if kind == "step-end":
+        status = str(e.get("status"))
+        item = f" [{e['item']}]" if e.get("item") else ""
+        lines = e.get("log_lines") or []
+        tail = f" | log: {' | '.join(map(str, lines[-5:]))}" if lines and status in FAILED else ""
+        type_ = 3 if status in ("failed", INTERRUPTED) else 2 if status == "non-compliant" else 1
+        return (
+            f"{host}: {status} {e.get('key')}{item} ({e.get('duration')} s): "
+            f"{e.get('message')}{tail}",
+            type_,
+        )
+    if kind == "reboot":
+        return f"{host}: restarted {e.get('on')} (boot {e.get('before')} -> {e.get('after')})", 2
+    if kind == "stage-end":
+        status = str(e.get("status"))
+        return f"{host}: stage {e.get('stage')} {status}", 3 if status == "failed" else 1
+    if kind == "host-end":
+        status = str(e.get("status"))
+        type_ = 3 if status in FAILED else 1
+        return (
+            f"{host}: host {status} after {e.get('steps_done')} step(s), {e.get('duration')} s: "
+            f"{e.get('message')}",
+            type_,
+        )
+    if kind == "run-end":
+        status = str(e.get("status"))
+        return (
+            f"Run {status}, exit code {e.get('exit_code')}, {e.get('duration')} s",
+            3 if status != "ok" else 1,
+        )
+    return f"{host + ': ' if host else ''}{kind}: {json.dumps(e)}", 1
+
+
+def build_cmtrace(journal: Journal) -> str:
+    """The journal as CMTrace lines, CRLF-separated as Windows tools expect."""
+    threads: dict[str, int] = {}
+    for name in journal.targets:
+        threads.setdefault(name, len(threads) + 2)
+    lines = []
+    last = datetime.now(UTC)
+    for e in journal.events:
+        when = parse_time(e.get("time")) or last
+        last = when
+        host = str(e.get("host") or "")
+        thread = threads.setdefault(host, len(threads) + 2) if host else 1
+        text, type_ = _event_text(e)
+        lines.append(cmtrace_entry(text, when, type_, thread, host or "cmrunbook"))
+    for p in journal.problems:
+        lines.append(cmtrace_entry(f"journal: {p}", last, 2, 1, "cmrunbook"))
+    if not journal.complete:
+        for name in journal.targets:
+            rec = journal.host(name)
+            if rec.end is None:
+                lines.append(cmtrace_entry(f"{name}: {rec.message}", last, 3, threads[name], name))
+        lines.append(
+            cmtrace_entry(
+                "The journal ends before the run did: the run was stopped", last, 3, 1, "cmrunbook"
+            )
+        )
+    return "\r\n".join(lines) + "\r\n"
+
+
+# ---------------------------------------------------------------- report.html
+
+
+def _hhmmss(value: str | None) -> str:
+    t = parse_time(value)
+    return t.strftime("%H:%M:%S") if t else ""
+
+
+def render_html(report: dict[str, Any], templates_root: Path) -> str:
+    env = environment(templates_root / "report", "html")
+    env.filters["hhmmss"] = _hhmmss
+    env.filters["dur"] = lambda s: "" if s is None else f"{s:.1f} s"
+    return env.get_template("report.html.j2").render(
+        r=report, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def plan_from_journal(
+    catalog: Catalog, journal: Journal, inventory: str | None = None
+) -> Plan | None:
+    """The run's plan again (for steps it never reached), or None when it cannot be rebuilt."""
+    from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.plan.planner import Planner
+
+    if not journal.runbook:
+        return None
+    inv_name = inventory or journal.run.get("inventory")
+    candidates = [Path(str(inv_name)), catalog.root / str(inv_name)] if inv_name else []
+    inv_path = next((p for p in candidates if p.is_file()), None)
+    if inv_path is None:
+        return None
+    try:
+        loaded = catalog.load(journal.runbook)
+        inv = load_inventory(inv_path)
+        names = [t for t in journal.targets if t in inv.hosts]
+        if not names:
+            return None
+        return Planner(catalog, loaded, inv).plan(method=journal.method, hosts=",".join(names))
+    except (UsageError, ConfigError):
+        return None
+
+
+def write_reports(
+    run_dir: Path, catalog: Catalog, plan: Plan | None = None, *, inventory: str | None = None
+) -> list[Path]:
+    """Read `run_dir/journal.jsonl`; write report.json, junit.xml, report.html, cmrunbook.log.
+
+    Without `plan`, the run's plan is rebuilt from the journal when the runbook and inventory
+    are still there, so steps never reached show up; otherwise only the journal's steps do.
+    """
+    journal = load_journal(run_dir)
+    if plan is None:
+        plan = plan_from_journal(catalog, journal, inventory)
+    report = build_report(journal, plan)
+    out = journal.run_dir
+    paths = []
+    path = out / "report.json"
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths.append(path)
+    tree = ET.ElementTree(_printable_xml(build_junit(report, plan)))
+    ET.indent(tree)
+    path = out / "junit.xml"
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+    paths.append(path)
+    path = out / "report.html"
+    path.write_text(render_html(report, catalog.root / "templates"), encoding="utf-8")
+    paths.append(path)
+    path = out / "cmrunbook.log"
+    path.write_bytes(b"\xef\xbb\xbf" + build_cmtrace(journal).encode("utf-8"))
+    paths.append(path)
+    return paths
+
+
+def copy_reports(run_dir: Path, reports_dir: Path, files: list[Path] | None = None) -> Path:
+    """Copy a run's reports and journal to `reports_dir/<run id>/`; returns that folder."""
+    target = reports_dir / run_dir.resolve().name
+    target.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in files] if files else list(REPORT_FILES)
+    for name in [*names, "journal.jsonl"]:
+        src = run_dir / name
+        if src.is_file():
+            shutil.copy2(src, target / name)
+    return target
+
+
+def _run_time(folder: Path) -> datetime:
+    m = RUN_ID.match(folder.name)
+    if m:
+        try:
+            return datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(folder.stat().st_mtime, UTC)
+
+
+def prune_reports(
+    reports_dir: Path,
+    keep_days: int | None = None,
+    keep_runs: int | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[Path]:
+    """Delete report folders older than `keep_days` or beyond the newest `keep_runs`.
+
+    Only sub-folders that hold a report.json are considered, so a mistyped DIR never loses
+    anything else. Returns the folders removed, oldest first.
+    """
+    if (keep_days is not None and keep_days < 0) or (keep_runs is not None and keep_runs < 0):
+        raise UsageError("--keep-days and --keep-runs must not be negative")
+    if not reports_dir.is_dir():
+        return []
+    runs = sorted(
+        (p for p in reports_dir.iterdir() if p.is_dir() and (p / "report.json").is_file()),
+        key=lambda p: (_run_time(p), p.name),
+        reverse=True,
+    )
+    now = now or datetime.now(UTC)
+    doomed: list[Path] = []
+    for i, folder in enumerate(runs):
+        too_many = keep_runs is not None and i >= keep_runs
+        too_old = keep_days is not None and now - _run_time(folder) > timedelta(days=keep_days)
+        if too_many or too_old:
+            doomed.append(folder)
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return list(reversed(doomed))

@@ -1,0 +1,1 @@
+"""Reaching a Windows host: the transport-neutral interface, and its WinRM implementation."""

@@ -1,0 +1,1 @@
+"""WinRM over HTTP: WS-Man shell messages, NTLM sealing, CLIXML; pywinrm for other auth."""

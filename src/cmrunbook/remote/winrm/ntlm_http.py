@@ -1,0 +1,327 @@
+"""WS-Man over plain HTTP with NTLM and message encryption, on one keep-alive connection.
+
+This is the default way to a Windows host (``auth: ntlm`` on http) and the one every host of a
+fan-out takes, so it is written on http.client and pyspnego directly rather than through
+pywinrm's requests-based transport. Through requests, each message passed request preparation,
+cookie handling, proxy lookups in the environment and the auth handler's response hooks: in a
+profiled 1,000-host fan-out that stack, not the exchange, was most of the engine's CPU per host.
+The other auth methods and https keep pywinrm's transport.
+
+The channel is a drop-in ``transport`` for pywinrm's :class:`~winrm.protocol.Protocol`: it has
+``send_message``, ``close_session`` and ``read_timeout_sec``, and it reports an HTTP error as
+:class:`~winrm.exceptions.WinRMTransportError` with the opened body, from which the Protocol
+reads WS-Man faults. Connection failures reach the caller as the socket or http.client
+exception, which :mod:`cmrunbook.remote.winrm.host` names.
+
+Two things differ from pywinrm, on purpose:
+
+* the NEGOTIATE token goes with the first request (RFC 4559 allows it; curl does the same),
+  which saves the anonymous round trip that only fetches the offer of ``Negotiate``;
+* NTLM keys belong to a TCP connection, so a connection the host closed (after a reply that said
+  so, or while idle) is replaced and authenticated again *before* the next message is sealed.
+
+And three things pywinrm does not do, because the peer may be hostile (attack 4d, 4e, 4f):
+
+* a reply that is not sealed, or whose signature does not verify, is refused: NTLM never
+  authenticates the server, only the keys derived from the password do, so a plain reply is
+  exactly what someone on the path who lacks the password would send;
+* ``read_timeout_sec`` bounds a whole :meth:`NtlmChannel.send_message`, handshake included, not
+  each read: a peer that trickles one byte every few seconds is cut off at the deadline;
+* a reply body is read up to a cap (``max_reply``; far less during the handshake, before the
+  host has proven anything), so no peer can make the engine hold more than that in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.client
+import socket
+import time
+
+import spnego
+import spnego.exceptions
+from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1  # the functions NTLM itself uses
+from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
+
+from cmrunbook.remote.winrm import sealing
+
+__all__ = [
+    "HANDSHAKE_REPLY_LIMIT",
+    "MAX_REPLY",
+    "ConnectTimeoutError",
+    "DeadlineError",
+    "NtlmChannel",
+    "ReplyTooLargeError",
+    "ntlm_hashes",
+]
+
+_USER_AGENT = "cmrunbook"
+_PLAIN = "application/soap+xml;charset=UTF-8"
+_CHUNK = 64 * 1024
+
+#: Default cap on one reply body. A Receive carries at most one MaxEnvelopeSize (150 KB on WMF
+#: 2.0, 500 KB from WMF 3.0 on) of output, so 64 MB is far beyond any honest reply.
+MAX_REPLY = 64 * 1024 * 1024
+#: Cap on a reply before authentication is complete: a handshake leg's answer has an empty body.
+HANDSHAKE_REPLY_LIMIT = 64 * 1024
+
+
+class ConnectTimeoutError(TimeoutError):
+    """The TCP connection was not accepted within the timeout (as opposed to a slow answer)."""
+
+
+class DeadlineError(TimeoutError):
+    """A request and its reply, handshake included, took longer than the read timeout allows
+    (the peer kept the connection busy, e.g. sending a byte every few seconds)."""
+
+
+class ReplyTooLargeError(Exception):
+    """A reply body over the cap: refused before it is held in memory."""
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every receive fits into one overall deadline, not a per-read timeout.
+
+    http.client reads the status line, headers and body through ``recv_into``; each call gets
+    only the time left, so a trickle that keeps every single read short still ends on time.
+    """
+
+    deadline: float | None = None
+    received = 0  # bytes of the current reply so far: a peer that sent some was trickling
+
+    def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        if self.deadline is None:
+            return super().recv_into(buffer, nbytes, flags)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineError("the reply was still incomplete at the deadline")
+        self.settimeout(remaining)
+        try:
+            count = super().recv_into(buffer, nbytes, flags)
+        except TimeoutError as exc:
+            if self.received:
+                raise DeadlineError("the reply was still incomplete at the deadline") from exc
+            raise
+        self.received += count
+        return count
+
+
+class NtlmChannel:
+    """Sealed WS-Man messages to one host, over one NTLM-authenticated HTTP connection.
+
+    Not thread-safe: one host, one worker. ``read_timeout_sec`` may be changed between messages
+    (the caller fits it into a script's deadline); it bounds each whole :meth:`send_message`:
+    connect, handshake, request and reply.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int,
+        path: str,
+        username: str,
+        secret: str,
+        read_timeout: int,
+        max_reply: int = MAX_REPLY,
+    ) -> None:
+        self._address = address
+        self._port = port
+        self._path = path
+        self._username = username
+        self._secret = secret  # the password or its LM:NT hash pair; never logged
+        self.read_timeout_sec = read_timeout
+        self.max_reply = max_reply
+        self._connection: http.client.HTTPConnection | None = None
+        self._context: spnego.ContextProxy | None = None
+        self._deadline = 0.0
+
+    def send_message(self, message: str | bytes) -> bytes:
+        """Send one SOAP message sealed and return the reply opened; a fault raises.
+
+        A 200 or 500 reply (data or WS-Man fault) must be sealed with this connection's keys:
+        anything else raises :class:`~cmrunbook.remote.winrm.sealing.EncryptionError`, never data.
+        """
+        data = message.encode("utf-8") if isinstance(message, str) else message
+        self._deadline = time.monotonic() + self.read_timeout_sec
+        connection, context = self._authenticated()
+        response, reply = self._post(
+            connection, sealing.seal(context, data), sealing.ENCRYPTED_CONTENT_TYPE
+        )
+        content_type = response.getheader("Content-Type", "")
+        if sealing.is_sealed(content_type):
+            reply = sealing.unseal(context, reply, content_type)
+        elif response.status in (200, 500):
+            self.close_session()  # the RC4 streams no longer match what the host would expect
+            raise sealing.EncryptionError(
+                f"reply not encrypted: refusing it (HTTP {response.status}, "
+                f"Content-Type {content_type[:80]!r})"
+            )
+        if response.status == 200:
+            return reply
+        if response.status == 401:  # the connection lost its authentication
+            self.close_session()
+        raise _refusal(response.status, reply)
+
+    def close_session(self) -> None:
+        """Close the connection; the next message authenticates a new one."""
+        connection, self._connection, self._context = self._connection, None, None
+        if connection is not None:
+            connection.close()
+
+    # -- connection and handshake ------------------------------------------------------------
+
+    def _authenticated(self) -> tuple[http.client.HTTPConnection, spnego.ContextProxy]:
+        """The open, authenticated connection and its context, made anew if the host closed it."""
+        connection, context = self._connection, self._context
+        if connection is None or context is None or _closed(connection):
+            self.close_session()
+            connection, context = self._handshake()
+            self._connection, self._context = connection, context
+        return connection, context
+
+    def _handshake(self) -> tuple[http.client.HTTPConnection, spnego.ContextProxy]:
+        """Connect and run NTLM's NEGOTIATE / CHALLENGE / AUTHENTICATE on empty POSTs."""
+        timeout = max(0.001, self._deadline - time.monotonic())
+        connection = http.client.HTTPConnection(self._address, self._port, timeout=timeout)
+        try:
+            connection.connect()
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(f"connecting took over {self.read_timeout_sec} s") from exc
+        plain = connection.sock
+        connection.sock = _DeadlineSocket(
+            plain.family, plain.type, plain.proto, fileno=plain.detach()
+        )
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            context = spnego.client(self._username, self._secret, protocol="ntlm")
+            response, reply = self._leg(connection, context.step())
+            challenge = _offered_token(response)
+            if response.status == 401 and challenge is None:
+                offers = response.getheader("WWW-Authenticate", "none")
+                raise WinRMError(
+                    f"the host answered NTLM's NEGOTIATE without a challenge (it offers: "
+                    f"{offers}); NTLM may be disabled there: try auth: kerberos"
+                )
+            if response.status == 401:
+                try:
+                    token = context.step(challenge)
+                except spnego.exceptions.SpnegoError as exc:
+                    raise WinRMError(f"the host's NTLM challenge is not usable: {exc}") from exc
+                response, reply = self._leg(connection, token)
+            if response.status == 200 and context.complete:
+                return connection, context
+        except BaseException:
+            connection.close()
+            raise
+        connection.close()
+        raise _refusal(response.status, reply)
+
+    def _leg(
+        self, connection: http.client.HTTPConnection, token: bytes | None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One handshake request: an empty POST that carries the client's NTLM token."""
+        auth = f"Negotiate {base64.b64encode(token or b'').decode('ascii')}"
+        return self._post(connection, b"", _PLAIN, auth=auth, limit=HANDSHAKE_REPLY_LIMIT)
+
+    def _post(
+        self,
+        connection: http.client.HTTPConnection,
+        body: bytes,
+        content_type: str,
+        *,
+        auth: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """POST ``body`` before the deadline; the response and its body, read up to the cap."""
+        sock = connection.sock
+        assert isinstance(sock, _DeadlineSocket)
+        sock.deadline, sock.received = self._deadline, 0
+        sock.settimeout(max(0.001, self._deadline - time.monotonic()))  # bounds the send too
+        headers = {"Content-Type": content_type, "User-Agent": _USER_AGENT}
+        if auth is not None:
+            headers["Authorization"] = auth
+        connection.request("POST", self._path, body, headers)
+        response = connection.getresponse()
+        try:
+            return response, _read_capped(response, self.max_reply if limit is None else limit)
+        except ReplyTooLargeError:
+            self.close_session()
+            connection.close()
+            raise
+
+
+@functools.lru_cache(maxsize=4)
+def ntlm_hashes(password: str) -> str:
+    """The password as the ``LM:NT`` hash pair pyspnego accepts in its place.
+
+    NTLM derives both one-way hashes from the password for every new authentication, and the
+    LM one is DES in pure Python: about a tenth of the client's CPU per host in a 1,000-host
+    fan-out, for a value that is the same for every host. The pair is as secret as the
+    password: the engine never logs it nor writes it anywhere.
+    """
+    return f"{lmowfv1(password).hex()}:{ntowfv1(password).hex()}"
+
+
+def _read_capped(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """The body, or ReplyTooLargeError as soon as it is known to exceed ``limit`` bytes.
+
+    A declared length over the cap is refused before reading; a chunked or unbounded body is
+    read piece by piece, so at most ``limit`` plus one piece is ever held.
+    """
+    if response.length is not None:
+        if response.length > limit:
+            raise ReplyTooLargeError(f"the reply declares {response.length} bytes")
+        return response.read()
+    pieces = bytearray()
+    while piece := response.read(_CHUNK):
+        pieces += piece
+        if len(pieces) > limit:
+            raise ReplyTooLargeError(f"the reply went on past {limit} bytes")
+    return bytes(pieces)
+
+
+def _refusal(status: int, reply: bytes) -> Exception:
+    """What pywinrm raises for a non-200 answer: 401 is the credentials, else the status and
+    body (a WS-Man fault's XML, which the Protocol turns into a WSManFaultError)."""
+    if status == 401:
+        return InvalidCredentialsError("the specified credentials were rejected by the server")
+    return WinRMTransportError("http", status, reply.decode("utf-8", "replace"))
+
+
+def _offered_token(response: http.client.HTTPResponse) -> bytes | None:
+    """The token in ``WWW-Authenticate: Negotiate <base64>``; None for a bare offer.
+
+    Several offers arrive joined by commas, which base64 never contains."""
+    for offer in response.getheader("WWW-Authenticate", "").split(","):
+        scheme, _, value = offer.strip().partition(" ")
+        if scheme.lower() in ("negotiate", "ntlm") and value.strip():
+            try:
+                return base64.b64decode(value.strip(), validate=True)
+            except ValueError:
+                return None
+    return None
+
+
+def _closed(connection: http.client.HTTPConnection) -> bool:
+    """True if the host closed the connection, or it holds bytes nobody asked for.
+
+    http.client drops its socket after a reply that said ``Connection: close``; an idle
+    keep-alive socket that reads as ready has been closed (or broken) by the host. A peek that
+    would block is the healthy case. This works the same on Windows jump hosts (no poll()).
+    """
+    sock = connection.sock
+    if sock is None:
+        return True
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)  # b"": closed; data: out of turn
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)

@@ -1,0 +1,207 @@
+"""Rendering steps to PowerShell with Jinja2.
+
+Every `{{ value }}` passes through `pwsh.literal` (Jinja's `finalize` hook), so a template cannot
+forget to quote; `{{ value | raw }}` is the visible exception. Undefined names fail
+(StrictUndefined).
+Every script is the same prelude, the step's body, and one machine-readable result line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import jinja2.parser
+import jinja2.sandbox
+
+from cmrunbook.render import pwsh
+
+RESULT_MARKER = "CMRB-RESULT "
+CONTEXT_NAMES = frozenset({"host", "target", "site", "params", "item", "step", "runbook"})
+
+
+def _raw(value: Any) -> pwsh.Raw:
+    return pwsh.Raw(value)
+
+
+def _ps_join(values: Iterable[Any], sep: str = ", ") -> pwsh.Raw:
+    """Several literals joined, for argument lists."""
+    return pwsh.Raw(sep.join(pwsh.literal(v) for v in values))
+
+
+class Renderer:
+    """One Jinja2 environment over templates/, shared by every render of a run."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir)),
+            undefined=jinja2.StrictUndefined,
+            finalize=pwsh.literal,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.env.filters["raw"] = _raw
+        self.env.filters["ps_join"] = _ps_join
+        self.env.filters["comment"] = lambda v: pwsh.Raw(pwsh.comment_safe(v))
+        self.env.globals["RESULT_MARKER"] = RESULT_MARKER
+        self.conditions = Conditions()
+
+    def exists(self, name: str) -> bool:
+        return (self.templates_dir / name).is_file()
+
+    def script(self, template: str, context: dict[str, Any], header: str) -> str:
+        """A complete script: prelude, body, result line."""
+        body = self.env.get_template(template).render(context)
+        return self.env.get_template("_script.ps1.j2").render(
+            header=pwsh.comment_safe(header), body=pwsh.Raw(body)
+        )
+
+    def references(self, template: str) -> TemplateRefs:
+        """Every context name and attribute a template (and what it includes) reads."""
+        refs = TemplateRefs()
+        self._collect(template, refs, set())
+        return refs
+
+    def _collect(self, name: str, refs: TemplateRefs, seen: set[str]) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+        ast = self.env.parse(source)
+        for var in jinja2.meta.find_undeclared_variables(ast):
+            refs.names.setdefault(var, name)
+        for node in ast.find_all(jinja2.nodes.Getattr):
+            if isinstance(node.node, jinja2.nodes.Name):
+                refs.attrs.setdefault((node.node.name, node.attr), (name, node.lineno))
+        for child in jinja2.meta.find_referenced_templates(ast):
+            if child is not None:
+                if not self.exists(child):
+                    refs.missing.append((name, child))
+                else:
+                    self._collect(child, refs, seen)
+
+
+#: What a runbook condition may be built of besides names, constants and attribute reads: a
+#: condition compares inventory and parameter values, so it needs no calls, no globals and only a
+#: few filters and tests; no multiplication either (`'x' * 10**9` is a memory bomb). Everything
+#: else is refused when the runbook is loaded.
+CONDITION_NODES = (
+    jinja2.nodes.Name, jinja2.nodes.Const, jinja2.nodes.List, jinja2.nodes.Tuple,
+    jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.Compare, jinja2.nodes.Operand,
+    jinja2.nodes.And, jinja2.nodes.Or, jinja2.nodes.Not, jinja2.nodes.Neg, jinja2.nodes.Pos,
+    jinja2.nodes.Add, jinja2.nodes.Sub, jinja2.nodes.Concat, jinja2.nodes.CondExpr,
+    jinja2.nodes.Filter, jinja2.nodes.Test,
+)  # fmt: skip
+CONDITION_FILTERS = frozenset(
+    {"length", "lower", "upper", "trim", "int", "string", "first", "last"}
+)
+CONDITION_TESTS = frozenset(
+    {"defined", "undefined", "none", "true", "false", "in", "eq", "ne", "equalto", "sameas",
+     "==", "!=", "<", "<=", ">", ">=", "lt", "le", "gt", "ge", "number", "string", "lower",
+     "upper", "sequence"}
+)  # fmt: skip
+
+
+class Conditions:
+    """Runbook `when:` expressions, a small language over the inventory and parameter values.
+
+    A runbook is data, not code: a condition that could call Python (`''.__class__.__mro__`
+    and on, attack 1d) would run it on the jump host during a dry run, in the process that holds
+    the WinRM password. So a condition is checked against a whitelist when the runbook is
+    loaded (`refusals`), and evaluated in Jinja's immutable sandbox without globals, which
+    refuses underscore attributes and mutating calls even if the check were bypassed.
+    """
+
+    def __init__(self) -> None:
+        self.env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+        self.env.globals.clear()
+
+    def parse(self, expr: str) -> jinja2.nodes.Expr:
+        """The expression's tree; raises TemplateSyntaxError, also for text after it."""
+        parser = jinja2.parser.Parser(self.env, expr, state="variable")
+        node = parser.parse_expression()
+        if not parser.stream.eos:
+            token = parser.stream.current
+            raise jinja2.TemplateSyntaxError(
+                f"unexpected {token.value!r} after the expression", token.lineno
+            )
+        return node
+
+    def refusals(self, node: jinja2.nodes.Node) -> list[str]:
+        """What in the expression is not part of the condition language, in words."""
+        out: list[str] = []
+        for child in [node, *node.find_all(jinja2.nodes.Node)]:
+            if not isinstance(child, CONDITION_NODES):
+                out.append(f"{type(child).__name__.lower()} is not allowed (no calls or blocks)")
+            elif isinstance(child, jinja2.nodes.Getattr) and child.attr.startswith("_"):
+                out.append(f"attribute '{child.attr}' is not allowed (no names starting with _)")
+            elif (
+                isinstance(child, jinja2.nodes.Getitem)
+                and isinstance(child.arg, jinja2.nodes.Const)
+                and str(child.arg.value).startswith("_")
+            ):
+                out.append(f"item '{child.arg.value}' is not allowed (no names starting with _)")
+            elif isinstance(child, jinja2.nodes.Filter) and child.name not in CONDITION_FILTERS:
+                out.append(f"filter '{child.name}' is not allowed (known: "
+                           f"{', '.join(sorted(CONDITION_FILTERS))})")  # fmt: skip
+            elif isinstance(child, jinja2.nodes.Test) and child.name not in CONDITION_TESTS:
+                out.append(f"test '{child.name}' is not allowed")
+        return list(dict.fromkeys(out))
+
+    def compile(self, expr: str) -> Any:
+        """The condition as a function of the context names, evaluated in the sandbox.
+
+        An undefined attribute must fail, not read as None: `target.pxee` would make the
+        condition false and silently skip the step on every host.
+        """
+        return self.env.compile_expression(expr, undefined_to_none=False)
+
+
+@dataclass
+class TemplateRefs:
+    names: dict[str, str]
+    attrs: dict[tuple[str, str], tuple[str, int]]
+    missing: list[tuple[str, str]]
+
+    def __init__(self) -> None:
+        self.names = {}
+        self.attrs = {}
+        self.missing = []
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """What a script reported on its last line."""
+
+    ok: bool
+    changed: bool
+    reboot_required: bool
+    message: str
+    data: Any
+
+
+def parse_result(stdout: str) -> ScriptResult | None:
+    """The script's result line, or None when the script died before reaching it."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            try:
+                raw = json.loads(line[len(RESULT_MARKER) :])
+            except json.JSONDecodeError:
+                return None
+            return ScriptResult(
+                ok=bool(raw.get("ok")),
+                changed=bool(raw.get("changed")),
+                reboot_required=bool(raw.get("reboot_required")),
+                message=str(raw.get("message") or ""),
+                data=raw.get("data"),
+            )
+    return None

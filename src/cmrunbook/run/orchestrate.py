@@ -1,0 +1,269 @@
+"""A real run from start to end: run folder, locks, confirmations, execution, summary, exit code.
+
+Everything that can refuse (destructive steps without --yes, a lock held, bad credentials source)
+refuses before the first remote call, so a refused run changes nothing on any host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import getpass
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cmrunbook.errors import EnvironmentFailure, LockHeld, UsageError, os_error_text
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.inventory import HostView
+from cmrunbook.plan.planner import Plan
+from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
+from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
+from cmrunbook.run.console import TextConsole, printable
+from cmrunbook.run.execute import (
+    HostOutcome,
+    Options,
+    Remote,
+    RunInterrupted,
+    Runner,
+    Sessions,
+    destructive_listing,
+)
+from cmrunbook.run.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
+
+EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
+
+
+def destructive_steps(plan: Plan) -> list[str]:
+    """The destructive steps to confirm before the run starts.
+
+    An escalating (auto) plan enters a method only when verification says the failure is still
+    there, so its methods' steps are confirmed as each is entered (`HostRun._consent`), not here.
+    """
+    return [
+        line
+        for hp in plan.hosts
+        for stage in hp.stages
+        if not (plan.escalates and stage.kind == "method")
+        for line in destructive_listing(hp.target.name, stage.steps)
+    ]
+
+
+def confirm_destructive(plan: Plan, options: Options, console: TextConsole) -> None:
+    """Refuse, or ask once listing every destructive step, before anything runs."""
+    steps = destructive_steps(plan)
+    if not steps or options.yes:
+        return
+    listing = "\n  ".join(steps)
+    if options.non_interactive:
+        raise UsageError(
+            f"this run has destructive steps and --non-interactive cannot ask:\n  {listing}\n"
+            "Review them with --dry-run, then rerun with --yes. Nothing was changed."
+        )
+    console.print(f"These steps remove or uninstall something:\n  {listing}")
+    if not console.confirm("Run them?"):
+        raise UsageError("not confirmed; nothing was changed")
+
+
+def execute_plan(
+    catalog: Catalog,
+    plan: Plan,
+    options: Options,
+    *,
+    runs_dir: Path,
+    connect: Callable[[str], Remote],
+    resume: ResumeState | None = None,
+    request: dict[str, Any] | None = None,
+    console: TextConsole | None = None,
+    after: Callable[[Path], None] | None = None,
+    warnings: list[str] | None = None,
+) -> int:
+    """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant).
+
+    ``warnings`` (insecure WinRM settings) go into the journal's run or resume event, from
+    which report.json carries them."""
+    console = console or TextConsole()
+    confirm_destructive(plan, options, console)
+    # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
+    keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
+    run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
+    try:
+        return _execute(
+            catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect, resume=resume,
+            request=request, console=console, after=after, warnings=warnings or [],
+        )  # fmt: skip
+    except OSError as exc:
+        raise _stopped(exc, run_dir, plan.runbook.id, new=resume is None) from exc
+
+
+def _stopped(exc: OSError, run_dir: Path, runbook: str, *, new: bool) -> Exception:
+    """What a failure of the jump host's files during a run becomes (attack 2c, 4i).
+
+    A run that journaled nothing leaves no run folder (as a refused run); else the journal is
+    kept as it is, resumable: its writer stops at the first failed write, and --resume cuts a
+    torn last line. A name too long comes from the inventory (exit 2); no room, or any other
+    failure of the machine, is an environment failure (exit 4), never "non-compliant" (1).
+    """
+    if new and not _journaled(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        then = "the run did not start"
+    else:
+        then = f"the run stopped; continue with: invoke remediate {runbook} --resume {run_dir}"
+    message = f"{os_error_text(exc)}; {then}"
+    return UsageError(message) if exc.errno == errno.ENAMETOOLONG else EnvironmentFailure(message)
+
+
+def _journaled(run_dir: Path) -> bool:
+    """Whether the run folder's journal holds the run's request (what --resume needs)."""
+    try:
+        events = read_events(run_dir / JOURNAL_NAME)[0]
+    except OSError:  # no journal, or none that can be read
+        return False
+    return any(e.get("event") == "run" for e in events)
+
+
+def _execute(
+    catalog: Catalog,
+    plan: Plan,
+    options: Options,
+    *,
+    keys: dict[str, str],
+    run_dir: Path,
+    connect: Callable[[str], Remote],
+    resume: ResumeState | None,
+    request: dict[str, Any] | None,
+    console: TextConsole,
+    after: Callable[[Path], None] | None,
+    warnings: list[str],
+) -> int:
+    targets = [hp.target.name for hp in plan.hosts]
+    with _locked(keys, run_dir, new=resume is None):
+        if resume:
+            # Read again under the lock: the journal read before it may miss the last events of
+            # a run that ended (or was killed) in between, and those steps must not run twice.
+            resume = ResumeState.load(run_dir)
+        journal = JournalWriter(run_dir, last_seq=resume.last_seq if resume else 0)
+        try:
+            if resume is None:
+                journal.write(
+                    "run",
+                    runbook=plan.runbook.id,
+                    kb=plan.runbook.source.kb,
+                    method=plan.method,
+                    rollback=plan.rollback,
+                    inventory=plan.inventory.path,
+                    targets=targets,
+                    params={hp.target.name: hp.params for hp in plan.hosts},
+                    request=request or {},
+                    argv=sys.argv[1:],
+                    user=_user(),
+                    dry_run=False,
+                    warnings=warnings,
+                )
+            else:
+                journal.write(
+                    "resume",
+                    argv=sys.argv[1:],
+                    user=_user(),
+                    restore_only=options.restore_only,
+                    warnings=warnings,
+                )
+            console.print(f"Run folder: {run_dir}")
+            sessions = Sessions(connect)
+            runner = Runner(catalog, plan, sessions, journal, console, options, resume)
+            interrupted = False
+            try:
+                outcomes = runner.run()
+            except RunInterrupted as exc:
+                outcomes, interrupted = exc.outcomes, True
+            finally:
+                sessions.close()
+            # A check that could not decide (unknown) is reported, not failed; a site-wide
+            # change left outstanding is a failure whatever the hosts did.
+            site_lines = runner.sites.summary({s.id: s.restored for s in plan.runbook.site_states})
+            ok = all(o.status in ("ok", "unknown") for o in outcomes)
+            code = EXIT_OK if ok and not runner.sites.unresolved() else EXIT_FAILED
+            status = "ok" if code == EXIT_OK else "failed"
+            if interrupted:
+                code, status = EXIT_INTERRUPTED, "interrupted"
+            journal.write("run-end", status=status, exit_code=code)
+        finally:
+            journal.close()
+    if options.restore_only and not site_lines:
+        site_lines = ["nothing to set back: the run left no site-wide change outstanding"]
+    summary = "\n".join(([summary_table(outcomes)] if outcomes else []) + site_lines)
+    (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    console.print("")
+    console.print(summary)
+    if after:
+        after(run_dir)
+    if interrupted:
+        print(
+            f"Interrupted. Continue with: invoke remediate {plan.runbook.id} --resume {run_dir}",
+            file=sys.stderr,
+        )
+    if runner.sites.unresolved():
+        print(
+            "Site-wide changes are still outstanding. Set them back with: "
+            f"invoke remediate {plan.runbook.id} --rollback --resume {run_dir}",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _site_servers(plan: Plan) -> list[HostView]:
+    """The site servers whose site-wide state the runbook changes and that are not targets:
+    locked too, so that two runs on DPs of one site never change the same images at once."""
+    if not plan.runbook.site_states:
+        return []
+    targets = {hp.target.name for hp in plan.hosts}
+    servers = {s.name: s for s in (plan.inventory.provider_of(hp.target) for hp in plan.hosts)}
+    return [servers[name] for name in sorted(servers.keys() - targets)]
+
+
+@contextlib.contextmanager
+def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]:
+    """Hold the hosts' locks in the jump host's lock folder, and the run folder's own lock in
+    it (so a --resume of a run that still works is refused, whatever --runs it names). A
+    resume tries its folder first, to say that; a new run its hosts first, so that one refused
+    by a held lock leaves no run folder behind."""
+    hosts = HostLocks(lock_dir(), keys, run_dir.name)
+    folder = HostLocks(run_dir, {RUN_LOCK: f"run folder {run_dir} (a run still working in it)"},
+                       run_dir.name)  # fmt: skip
+    with contextlib.ExitStack() as held:
+        try:
+            for locks in (hosts, folder) if new else (folder, hosts):
+                held.enter_context(locks)
+        except LockHeld:
+            if new:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
+        yield
+
+
+def summary_table(outcomes: list[HostOutcome]) -> str:
+    """The summary printed and saved as summary.txt: host names and messages come from the
+    inventory and the hosts, so every cell is shown as text (`printable`)."""
+    rows = [("host", "steps done", "result", "duration", "message")]
+    for o in outcomes:
+        cells = (o.host, str(o.steps_done), o.status, f"{o.duration:.1f}s")
+        # The message's first line, split after `printable`: a CR is shown, not a line end.
+        first = printable(o.message).split("\n")[0]
+        rows.append((*(printable(c, lines=False) for c in cells), first))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    return "\n".join(lines)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")

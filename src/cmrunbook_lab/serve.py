@@ -1,0 +1,75 @@
+"""A running lab: the simulated hosts of a lab file behind one WS-Management server on 127.0.0.1.
+
+Used by `invoke lab` (for a person to try every runbook for real) and by the end-to-end tests.
+The lab's password is made up at each start and handed over through the environment (an env
+file readable only by its owner), never written into the inventory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cmrunbook.load.inventory import Inventory
+from cmrunbook_lab.inventory_out import write_inventory
+from cmrunbook_lab.world import Lab
+from cmrunbook_lab.wsman import LabServer
+
+LAB_USER = "LAB\\cmrunbook"
+
+
+@dataclass
+class RunningLab:
+    lab: Lab
+    server: LabServer
+    inventory_path: Path
+    inventory: Inventory
+    username: str
+    password: str = field(repr=False)
+
+    def env(self) -> dict[str, str]:
+        """The environment a cmrunbook run against this lab needs (the inventory names it)."""
+        return {"CMRUNBOOK_USER": self.username, "CMRUNBOOK_PASSWORD": self.password}
+
+    def write_env_file(self, path: Path) -> Path:
+        """`source`-able credentials, readable by the owner only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for key, value in self.env().items():
+                fh.write(f"export {key}='{value}'\n")
+        return path
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_lab(
+    inventory_path: Path,
+    *,
+    lab_file: Path | None = None,
+    port: int = 0,
+    speed: float | None = None,
+    password: str | None = None,
+) -> RunningLab:
+    """Load the lab file (default: the packaged one), serve it, and write its inventory."""
+    lab = Lab.load(lab_file)
+    if speed:
+        lab.speed = speed
+    # What the lab changes is appended next to its inventory: <state>/changes.jsonl.
+    inventory_path.parent.mkdir(parents=True, exist_ok=True)
+    lab.changes_path = inventory_path.parent / "changes.jsonl"
+    password = password or secrets.token_urlsafe(18)
+    server = LabServer(lab.backend, users={LAB_USER: password}, port=port)
+    lab.on_host_down.append(server.drop_shells)
+    server.start()
+    try:
+        inventory = write_inventory(
+            lab, inventory_path, lambda name: (server.port, f"/wsman/{name}")
+        )
+    except BaseException:
+        server.stop()
+        raise
+    return RunningLab(lab, server, inventory_path, inventory, LAB_USER, password)

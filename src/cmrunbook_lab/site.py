@@ -1,0 +1,258 @@
+"""A site's SMS Provider data: images, distribution point records, the site control file, clients.
+
+Only what the runbooks' WMI queries read and write is kept, in the shapes of the real classes
+(SMS_ImagePackage, SMS_BootImagePackage, SMS_DistributionPoint, SMS_SCI_SysResUse,
+SMS_SystemResourceList, SMS_R_System), so a query can be answered field by field.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cmrunbook_lab.labfile import SiteSpec
+
+if TYPE_CHECKING:
+    from cmrunbook_lab.world import Lab
+
+MULTICAST_ROLE = "SMS Multicast Service Point"
+PXE_ROLE = "SMS PXE Service Point"
+DP_ROLE = "SMS Distribution Point"
+PXE_SHARE = "SMSPXEIMAGES$"
+
+
+def nal_path(server: str, site: str, share: str = "") -> str:
+    """A ConfigMgr NAL path: the display form, the network type, the site, the UNC path."""
+    unc = f"\\\\{server}\\" + (f"{share}\\" if share else "")
+    return f'["Display={unc}"]MSWNET:["SMS_SITE={site}"]{unc}'
+
+
+def nal_server(nal: str) -> str:
+    """The server a NAL path names (`...MSWNET:["SMS_SITE=C07"]\\\\SERVER\\...` -> SERVER)."""
+    import re
+
+    m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\([^\\]+)', nal)
+    return m.group(1) if m else ""
+
+
+def nal_share(nal: str) -> str:
+    """The share a NAL path names after its server ('' for the server itself)."""
+    import re
+
+    m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\[^\\]+\\([^\\]*)', nal)
+    return m.group(1) if m else ""
+
+
+def wql_like(value: str, pattern: str) -> bool:
+    """WQL LIKE, case-insensitive: % any run, _ one character."""
+    import re
+
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+
+
+@dataclass
+class SiteRole:
+    """An SMS_SCI_SysResUse instance of the site control file."""
+
+    RoleName: str
+    NALPath: str
+    NetworkOSPath: str
+    SiteCode: str
+    NALType: str = "Windows NT Server"
+    ItemName: str = ""
+    ItemType: str = "System Resource Usage"
+    FileType: int = 2
+    Props: list[dict[str, Any]] = field(default_factory=list)
+    PropLists: list[dict[str, Any]] = field(default_factory=list)
+
+    def key(self) -> tuple[str, str]:
+        return (self.RoleName.lower(), self.NALPath.lower())
+
+    def server(self) -> str:
+        """The server its NAL path names."""
+        return nal_server(self.NALPath)
+
+    def record(self) -> dict[str, Any]:
+        return copy.deepcopy(self.__dict__)
+
+
+@dataclass
+class ScfSession:
+    """An open site control file session: a private copy until CommitSCF."""
+
+    handle: str = ""
+    roles: list[SiteRole] = field(default_factory=list)
+
+
+class SiteState:
+    """One site as its SMS Provider answers."""
+
+    def __init__(self, code: str, spec: SiteSpec, dp_hosts: dict[str, str]) -> None:
+        """`dp_hosts` maps each DP host name of the site to the server name ConfigMgr uses."""
+        self.code = code
+        self.spec = spec
+        self.version = spec.version
+        self.server = spec.server
+        self.install_dir = spec.install_dir
+        self.images: dict[str, dict[str, Any]] = {
+            i.package_id.upper(): {
+                "PackageID": i.package_id.upper(), "Name": i.name, "PkgFlags": i.pkg_flags,
+                "PackageSize": i.size_kb, "PackageType": 257,
+                # Lazy (SMS-PROVIDER.md 8): null in a query, read by Get(); lost by a Put() of
+                # an object that was not re-read.
+                "ImageProperty": f'<WIM><IMAGE INDEX="1"><NAME>{i.name}</NAME></IMAGE></WIM>',
+                "RefreshSchedule": ["lab-schedule-token"],
+            }
+            for i in spec.os_images
+        }  # fmt: skip
+        self.boot_images: dict[str, dict[str, Any]] = {
+            b.package_id.upper(): {
+                "PackageID": b.package_id.upper(), "Name": b.name,
+                "ImageOSVersion": b.image_os_version, "Architecture": b.architecture,
+                "SourceVersion": 1, "Files": dict(b.files), "LastRefreshTime": "",
+            }
+            for b in spec.boot_images
+        }  # fmt: skip
+        # SMS_PackageStatusDistPointsSummarizer.State per (PackageID, ServerNALPath lower case):
+        # 0 installed (the default), 1 install pending, 3 install failed.
+        self.dp_state: dict[tuple[str, str], int] = {}
+        # SourceVersion on each DP (PackageID, NAL lower): set when an update reaches it; until
+        # then 1, the version every package has at lab start.
+        self.dp_version: dict[tuple[str, str], int] = {}
+        self.dp_servers = dict(dp_hosts)
+        self.dp_records: list[dict[str, Any]] = []
+        for b in spec.boot_images:
+            for host in b.dps:
+                self.add_dp_record(b.package_id.upper(), nal_path(dp_hosts[host], code))
+            for host in b.pxe_dps:
+                self.add_dp_record(b.package_id.upper(), nal_path(dp_hosts[host], code, PXE_SHARE))
+        self.scf: list[SiteRole] = []
+        self.pxe_shares: set[str] = set()  # DP hosts whose SMSPXEIMAGES$ DP exists
+        self.clients: list[dict[str, Any]] = []
+        self.refreshes: list[str] = []
+        self.collections = {
+            cid.upper(): {"CollectionID": cid.upper(), "Name": c.name, "members": list(c.members)}
+            for cid, c in spec.collections.items()
+        }
+
+    # -- WMI classes of the SMS Provider ---------------------------------------------------
+
+    def wmi_instances(self, cls: str, lab: Lab) -> list[dict[str, Any]]:
+        """Instances of one class (see `cmrunbook_lab.wmi.SURFACE`), as fresh dicts."""
+        public = ("ResourceId", "Name", "NetbiosName", "ClientVersion",
+                  "OperatingSystemNameandVersion", "Client", "Active", "Obsolete")  # fmt: skip
+        if cls == "SMS_R_System":
+            return [{k: c[k] for k in public} for c in self.clients]
+        if cls == "SMS_G_System_SoftwareFile":
+            return [{"ResourceID": c["ResourceId"], **f} for c in self.clients for f in c["_files"]]
+        if cls == "SMS_G_System_OPERATING_SYSTEM":
+            return [{"ResourceID": c["ResourceId"], **c["_os"]} for c in self.clients if c["_os"]]
+        if cls == "SMS_G_System_LastSoftwareScan":
+            return [
+                {"ResourceID": c["ResourceId"], "LastScanDate": c["_scan"]}
+                for c in self.clients
+                if c["_scan"]
+            ]
+        if cls == "SMS_Collection":
+            return [
+                {"CollectionID": cid, "Name": c["Name"], "MemberCount": len(c["members"])}
+                for cid, c in self.collections.items()
+            ]
+        if cls == "SMS_FullCollectionMembership":
+            by_host = {c["_host"].lower(): c for c in self.clients}
+            return [
+                {"CollectionID": cid, "ResourceID": by_host[m.lower()]["ResourceId"],
+                 "Name": by_host[m.lower()]["Name"]}
+                for cid, c in self.collections.items()
+                for m in c["members"]
+                if m.lower() in by_host
+            ]  # fmt: skip
+        if cls == "SMS_BootImagePackage":
+            out = []
+            for b in self.boot_images.values():
+                row = {k: v for k, v in b.items() if k != "Files"}
+                if self.version == "2007":
+                    row.pop("ImageOSVersion")  # the 2007 class has no such property
+                out.append(row)
+            return out
+        if cls == "SMS_DistributionPoint":
+            return [dict(r) for r in self.dp_records]
+        if cls == "SMS_PackageStatusDistPointsSummarizer":
+            return [
+                {"PackageID": r["PackageID"], "ServerNALPath": r["ServerNALPath"],
+                 "SiteCode": self.code,
+                 "State": self.dp_state.get((r["PackageID"], r["ServerNALPath"].lower()), 0),
+                 "SourceVersion": self.dp_version.get(
+                     (r["PackageID"], r["ServerNALPath"].lower()), 1),
+                 "SummaryDate": ""}
+                for r in self.dp_records
+            ]  # fmt: skip
+        if cls == "SMS_ImagePackage":
+            return [dict(i) for i in self.images.values()]
+        if cls == "SMS_PackageStatusRootSummarizer":
+            return [
+                {"PackageID": i["PackageID"], "Name": i["Name"], "SourceSize": i["PackageSize"],
+                 "SourceCompressedSize": i["PackageSize"], "SourceVersion": 1, "Targeted": 1,
+                 "Installed": 1, "Retrying": 0, "Failed": 0}
+                for i in self.images.values()
+            ]  # fmt: skip
+        if cls == "SMS_SystemResourceList":
+            return self.system_resources()
+        return []
+
+    # -- distribution point records --------------------------------------------------------
+
+    def add_dp_record(self, package_id: str, server_nal_path: str) -> None:
+        self.dp_records.append(
+            {"PackageID": package_id, "ServerNALPath": server_nal_path, "SiteCode": self.code,
+             "SiteName": self.code, "Status": 0}
+        )  # fmt: skip
+
+    def system_resources(self) -> list[dict[str, Any]]:
+        """SMS_SystemResourceList: each DP, and the SMSPXEIMAGES$ DP of each PXE service point."""
+        out = [
+            {"RoleName": DP_ROLE, "NALPath": nal_path(server, self.code), "SiteCode": self.code,
+             "ServerName": server, "ResourceType": "Windows NT Server"}
+            for server in self.dp_servers.values()
+        ]  # fmt: skip
+        out += [
+            {"RoleName": DP_ROLE, "NALPath": nal_path(self.dp_servers[h], self.code, PXE_SHARE),
+             "SiteCode": self.code, "ServerName": self.dp_servers[h],
+             "ResourceType": "Windows NT Server"}
+            for h in sorted(self.pxe_shares)
+        ]  # fmt: skip
+        return out
+
+    # -- site control file -----------------------------------------------------------------
+
+    def role_record(
+        self, role_name: str, host: str, props: list[dict[str, Any]] | None = None,
+        prop_lists: list[dict[str, Any]] | None = None,
+    ) -> SiteRole:  # fmt: skip
+        server = self.dp_servers[host]
+        nal = nal_path(server, self.code)
+        return SiteRole(
+            RoleName=role_name, NALPath=nal, NetworkOSPath=f"\\\\{server}", SiteCode=self.code,
+            ItemName=f"{nal},{role_name}", Props=copy.deepcopy(props or []),
+            PropLists=copy.deepcopy(prop_lists or []),
+        )  # fmt: skip
+
+    def open_session(self, handle: str) -> ScfSession:
+        """GetSessionHandle: a private copy of the site control file as it is now."""
+        session = ScfSession(handle)
+        self.refresh(session)
+        return session
+
+    def refresh(self, session: ScfSession) -> None:
+        session.roles = [SiteRole(**r.record()) for r in self.scf]
+
+    def commit(self, session: ScfSession) -> tuple[list[SiteRole], list[SiteRole]]:
+        """Make the session's copy the site control file; returns (removed, added) roles."""
+        before = {r.key(): r for r in self.scf}
+        after = {r.key(): r for r in session.roles}
+        removed = [r for k, r in before.items() if k not in after]
+        added = [r for k, r in after.items() if k not in before]
+        self.scf = [SiteRole(**r.record()) for r in session.roles]
+        return removed, added

@@ -1,0 +1,186 @@
+"""Run reports from hand-written journals: complete, killed mid-step, hosts interleaved."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+from invoke.context import Context
+
+from cmrunbook.cli.documents import report as report_task
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.record.journal_read import INTERRUPTED, JournalError, load_journal
+from cmrunbook.record.reports import REPORT_FILES, copy_reports, prune_reports, write_reports
+
+ROOT = Path(__file__).resolve().parents[2]
+JOURNALS = Path(__file__).resolve().parents[1] / "data" / "journals"
+COMPLETE = "20261121-061000-multicast"
+KILLED = "20261121-071500-multicast-killed"
+SCHEMA = json.loads((ROOT / "schema" / "report.schema.json").read_text("utf-8"))
+CMTRACE = re.compile(
+    r'^<!\[LOG\[(?P<msg>.*)\]LOG\]!><time="(?P<time>\d\d:\d\d:\d\d\.\d{3}[+-]\d{3})" '
+    r'date="(?P<date>\d\d-\d\d-\d{4})" component="(?P<component>[^"]*)" context="[^"]*" '
+    r'type="(?P<type>[123])" thread="(?P<thread>\d+)" file="(?P<file>[^"]*)">$'
+)
+
+
+@pytest.fixture(autouse=True)
+def _root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMRUNBOOK_ROOT", str(ROOT))
+    monkeypatch.chdir(ROOT)
+
+
+def _run(tmp_path: Path, name: str) -> Path:
+    dest = tmp_path / "runs" / name
+    shutil.copytree(JOURNALS / name, dest)
+    return dest
+
+
+def test_journal_interleaved_hosts_are_kept_apart() -> None:
+    j = load_journal(JOURNALS / COMPLETE)
+    assert j.complete and j.status == "failed" and j.exit_code == 1 and not j.problems
+    assert j.targets == ["cm07-dp01", "cm07-dp02"]
+    dp01, dp02 = j.host("cm07-dp01"), j.host("cm07-dp02")
+    assert dp01.status == "ok" and [s.status for s in dp01.steps].count("failed") == 0
+    assert len(dp01.steps) == 9
+    assert dp02.status == "failed"
+    failed = dp02.failures()
+    assert [s.key for s in failed] == ["method:3/m3.wait-mcs-install"]
+    assert any("return code: 1603" in line for line in failed[0].log_lines)
+    loop = dp01.step("method:3/m3.clear-image-multicast")
+    assert loop is not None and [r.item for r in loop.results] == ["CCR00012", "CCR00019"]
+    assert loop.status == "changed" and loop.duration == pytest.approx(4.8)
+
+
+def test_journal_killed_mid_step_still_loads() -> None:
+    j = load_journal(JOURNALS / KILLED)
+    assert not j.complete and j.status == INTERRUPTED and j.exit_code is None
+    assert any("last line" in p for p in j.problems)
+    dp02 = j.host("cm07-dp02")
+    assert dp02.status == INTERRUPTED and dp02.steps[-1].status == INTERRUPTED
+    assert "disable-dp-multicast" in dp02.message
+
+
+def test_journal_without_trailing_newline_and_missing(tmp_path: Path) -> None:
+    text = (JOURNALS / COMPLETE / "journal.jsonl").read_text("utf-8").rstrip("\n")
+    (tmp_path / "journal.jsonl").write_text(text, encoding="utf-8")
+    j = load_journal(tmp_path)
+    assert j.complete and not j.problems
+    with pytest.raises(JournalError):
+        load_journal(tmp_path / "nowhere")
+    (tmp_path / "journal.jsonl").write_text('{"seq":1,"ev', encoding="utf-8")
+    with pytest.raises(JournalError):
+        load_journal(tmp_path)
+
+
+@pytest.mark.parametrize("name", [COMPLETE, KILLED])
+def test_reports_written_and_valid(tmp_path: Path, name: str) -> None:
+    run = _run(tmp_path, name)
+    paths = write_reports(run, Catalog(ROOT), None)
+    assert sorted(p.name for p in paths) == sorted(REPORT_FILES)
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    jsonschema.validate(report, SCHEMA)
+    assert [h["name"] for h in report["hosts"]] == ["cm07-dp01", "cm07-dp02"]
+
+    suites = ET.parse(run / "junit.xml").getroot()
+    assert suites.tag == "testsuites"
+    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites.findall("testsuite"):
+        cases = suite.findall("testcase")
+        counted = {
+            "tests": len(cases),
+            "failures": sum(1 for c in cases if c.find("failure") is not None),
+            "errors": sum(1 for c in cases if c.find("error") is not None),
+            "skipped": sum(1 for c in cases if c.find("skipped") is not None),
+        }
+        for k, v in counted.items():
+            assert int(suite.get(k, "-1")) == v, (suite.get("name"), k)
+            total[k] += v
+        host = suite.get("hostname")
+        assert {c.get("classname") for c in cases} == {f"multicast.{host}"}
+        assert cases[0].get("name") == f"host {host}"
+        assert all(float(c.get("time", "x")) >= 0 for c in cases)
+    for k, v in total.items():
+        assert int(suites.get(k, "-1")) == v
+
+    raw = (run / "cmrunbook.log").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    lines = raw[3:].decode("utf-8").split("\r\n")
+    assert lines[-1] == ""
+    entries = [CMTRACE.match(line) for line in lines[:-1]]
+    assert all(entries), [ln for ln, m in zip(lines, entries, strict=False) if not m][:1]
+    events = len(load_journal(run).events)
+    assert len(entries) >= events
+    assert {m["component"] for m in entries if m} == {"cmrunbook"}
+    assert any(m and m["type"] == "3" for m in entries)
+
+    page = (run / "report.html").read_text("utf-8")
+    assert re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I) is None
+    assert "<script" not in page.lower()
+
+
+def test_complete_report_figures(tmp_path: Path) -> None:
+    run = _run(tmp_path, COMPLETE)
+    write_reports(run, Catalog(ROOT), None)
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    assert report["run"]["exit_code"] == 1 and report["run"]["status"] == "failed"
+    assert report["summary"]["by_status"] == {"failed": 1, "ok": 1}
+    (fail,) = report["failures"]
+    assert fail["host"] == "cm07-dp02" and fail["citation"] == "Method 3, step 8"
+    assert "mcs.msi exited with return code: 1603" in "\n".join(fail["last_log_lines"])
+    dp02 = report["hosts"][1]
+    assert dp02["steps_planned"] == 9 and dp02["steps_done"] == 6
+    suites = ET.parse(run / "junit.xml").getroot()
+    dp02_suite = next(s for s in suites if s.get("hostname") == "cm07-dp02")
+    assert dp02_suite.get("failures") == "2"  # the host and its failed log wait
+    assert dp02_suite.get("skipped") == "2"  # steps 9-12 and the verification, never reached
+    log = (run / "cmrunbook.log").read_text("utf-8-sig")
+    assert 'type="3" thread="3" file="cm07-dp02"' in log
+    page = (run / "report.html").read_text("utf-8")
+    assert "cm07-dp01" in page and "return code: 1603" in page and "Last log lines read" in page
+
+
+def test_killed_report(tmp_path: Path) -> None:
+    run = _run(tmp_path, KILLED)
+    write_reports(run, Catalog(ROOT), None)
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    assert report["run"]["exit_code"] is None and report["run"]["complete"] is False
+    assert report["summary"]["by_status"] == {INTERRUPTED: 2}
+    assert report["problems"]
+    suites = ET.parse(run / "junit.xml").getroot()
+    assert int(suites.get("errors", "0")) >= 3  # two hosts and dp02's open step
+
+
+def test_copy_and_prune(tmp_path: Path) -> None:
+    run = _run(tmp_path, COMPLETE)
+    files = write_reports(run, Catalog(ROOT), None)
+    dest = tmp_path / "reports"
+    target = copy_reports(run, dest, files)
+    assert sorted(p.name for p in target.iterdir()) == sorted([*REPORT_FILES, "journal.jsonl"])
+    for stamp in ("20261101-010000", "20261110-010000", "20261120-010000"):
+        (dest / f"{stamp}-multicast").mkdir()
+        (dest / f"{stamp}-multicast" / "report.json").write_text("{}", encoding="utf-8")
+    (dest / "not-a-run").mkdir()
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    gone = prune_reports(dest, keep_days=14, now=now)
+    assert [p.name for p in gone] == ["20261101-010000-multicast"]
+    gone = prune_reports(dest, keep_runs=2, now=now)
+    assert [p.name for p in gone] == ["20261110-010000-multicast"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "20261120-010000-multicast",
+        COMPLETE,
+        "not-a-run",
+    ]
+
+
+def test_report_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _run(tmp_path, COMPLETE)
+    report_task(Context(), str(run), reports=str(tmp_path / "share"), keep_runs=5)
+    out = capsys.readouterr().out
+    assert "wrote" in out and (tmp_path / "share" / COMPLETE / "junit.xml").is_file()
