@@ -22,7 +22,7 @@ from cmrunbook.errors import (
     UsageError,
     os_error_text,
 )
-from cmrunbook.run.console import printable
+from cmrunbook.text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -168,7 +168,7 @@ def _from_hosts(
     from cmrunbook.remote.winrm.host import TransportError
     from cmrunbook.render.templates import parse_result
     from cmrunbook.run.connect import credentials_for, open_host
-    from cmrunbook.run.console import printable
+    from cmrunbook.text import printable
 
     inv = load_inventory(inventory_path(catalog.root, inventory))
     hosts = inv.select(patterns)

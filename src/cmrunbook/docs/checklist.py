@@ -30,7 +30,7 @@ from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.runbook import Probe
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
 from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, parse_time
-from cmrunbook.run.console import printable
+from cmrunbook.text import printable
 
 Format = Literal["html", "md"]
 Paper = Literal["a4", "letter"]

@@ -13,7 +13,7 @@ from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
-from cmrunbook.run.console import PrintableStream
+from cmrunbook.text import PrintableStream
 
 
 def _flags(ps: PlannedStep) -> str:

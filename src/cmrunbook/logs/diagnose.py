@@ -38,7 +38,7 @@ from cmrunbook.load.runbook import Runbook, Symptom
 from cmrunbook.load.sourcemap import load_yaml
 from cmrunbook.load.validation import parse
 from cmrunbook.logs.cmtrace import LogFormatError, LogReader, Record
-from cmrunbook.run.console import PrintableStream
+from cmrunbook.text import PrintableStream
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_UNREADABLE = 0, 1, 2
 

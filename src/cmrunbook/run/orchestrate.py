@@ -22,7 +22,7 @@ from cmrunbook.load.inventory import HostView
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
-from cmrunbook.run.console import TextConsole, printable
+from cmrunbook.run.console import TextConsole
 from cmrunbook.run.execute import (
     HostOutcome,
     Options,
@@ -33,6 +33,7 @@ from cmrunbook.run.execute import (
     destructive_listing,
 )
 from cmrunbook.run.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
+from cmrunbook.text import printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
