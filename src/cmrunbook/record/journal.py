@@ -24,7 +24,7 @@ from typing import Any
 from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
-from cmrunbook.run.sitestate import SITE_EVENTS
+from cmrunbook.record.sitestate import SITE_EVENTS
 
 #: A step that ended in one of these is not run again on resume (a failed one is).
 SETTLED_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})

@@ -43,7 +43,7 @@ from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
-from cmrunbook.run.sitestate import Ledger
+from cmrunbook.record.sitestate import Ledger
 from cmrunbook.text import printable
 
 SCHEMA_VERSION = 1

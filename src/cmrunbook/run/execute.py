@@ -32,6 +32,7 @@ from cmrunbook.plan.planner import (
     step_context,
 )
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
+from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
 from cmrunbook.render.templates import ScriptResult, parse_result
 from cmrunbook.run.monitor import (
@@ -42,7 +43,6 @@ from cmrunbook.run.monitor import (
     make_watch,
     wait_for_logs,
 )
-from cmrunbook.run.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
 
 
 class Remote(Protocol):
