@@ -38,11 +38,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cmrunbook.docs.checklist import environment
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
+from cmrunbook.record.markup import environment
 from cmrunbook.record.sitestate import Ledger
 from cmrunbook.text import printable
 
