@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cmrunbook.render.result import RESULT_MARKER
+
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "labadmin", "B3nch-pa55!"
-RESULT_MARKER = "CMRB-RESULT "
 
 # One success line per log and outcome, written as CMTrace records. Checked against the log
 # catalog at start-up (check_log_lines), so a changed catalog pattern fails loudly, not silently.

@@ -36,7 +36,7 @@ from benchlab import (
 
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.remote.winrm.host import Credentials, Endpoint, WinRMHost
-from cmrunbook.render.templates import parse_result
+from cmrunbook.render.result import parse_result
 from cmrunbook.run.monitor import READ_LIMIT, Watch, compile_expectation, wait_for_logs
 
 LOG_SIZE = 100 * 1024 * 1024

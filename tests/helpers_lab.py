@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cmrunbook.remote.winrm.host import BOOTSTRAP_ARGUMENTS, POWERSHELL
-from cmrunbook.render.templates import parse_result
+from cmrunbook.render.result import parse_result
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.labfile import LabFile, load_lab_file
 from cmrunbook_lab.world import Lab

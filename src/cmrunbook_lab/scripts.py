@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cmrunbook.render.result import RESULT_MARKER
 from cmrunbook_lab.pslit import input_assignments
 
 if TYPE_CHECKING:
     from cmrunbook_lab.hosts import SimHost
     from cmrunbook_lab.world import Lab
 
-RESULT_MARKER = "CMRB-RESULT "
 _HEADER = re.compile(r"^#\s*cmrunbook\s+(?P<rest>.*)$")
 _WS = re.compile(r"\s+")
 

@@ -406,7 +406,7 @@ def test_cli_missing_file_is_exit_2(tmp_path: Path) -> None:
 def test_cli_host_fetches_the_logs_over_winrm(tmp_path: Path) -> None:
     import base64
 
-    from cmrunbook.render.templates import RESULT_MARKER
+    from cmrunbook.render.result import RESULT_MARKER
     from cmrunbook_lab.wsman import CommandIO, FunctionBackend, LabServer
 
     smsts = r"C:\_SMSTaskSequence\Logs\Smstslog\smsts.log"

@@ -3,12 +3,12 @@
 Every `{{ value }}` passes through `pwsh.literal` (Jinja's `finalize` hook), so a template cannot
 forget to quote; `{{ value | raw }}` is the visible exception. Undefined names fail
 (StrictUndefined).
-Every script is the same prelude, the step's body, and one machine-readable result line.
+Every script is the same prelude, the step's body, and one machine-readable result line
+(`render.result`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,8 @@ import jinja2.parser
 import jinja2.sandbox
 
 from cmrunbook.render import pwsh
+from cmrunbook.render.result import RESULT_MARKER
 
-RESULT_MARKER = "CMRB-RESULT "
 CONTEXT_NAMES = frozenset({"host", "target", "site", "params", "item", "step", "runbook"})
 
 
@@ -176,32 +176,3 @@ class TemplateRefs:
         self.names = {}
         self.attrs = {}
         self.missing = []
-
-
-@dataclass(frozen=True)
-class ScriptResult:
-    """What a script reported on its last line."""
-
-    ok: bool
-    changed: bool
-    reboot_required: bool
-    message: str
-    data: Any
-
-
-def parse_result(stdout: str) -> ScriptResult | None:
-    """The script's result line, or None when the script died before reaching it."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            try:
-                raw = json.loads(line[len(RESULT_MARKER) :])
-            except json.JSONDecodeError:
-                return None
-            return ScriptResult(
-                ok=bool(raw.get("ok")),
-                changed=bool(raw.get("changed")),
-                reboot_required=bool(raw.get("reboot_required")),
-                message=str(raw.get("message") or ""),
-                data=raw.get("data"),
-            )
-    return None

@@ -34,7 +34,7 @@ from cmrunbook.plan.planner import (
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
-from cmrunbook.render.templates import ScriptResult, parse_result
+from cmrunbook.render.result import ScriptResult, parse_result
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,
