@@ -26,7 +26,8 @@ import yaml
 from tree_sitter import Language, Node, Parser, Tree
 
 from cmrunbook.load.catalog import Catalog
-from cmrunbook.plan.planner import Plan, render_probe, render_step
+from cmrunbook.plan.planner import Plan
+from cmrunbook.render.steps import render_probe, render_step
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_INVENTORY = REPO / "inventory" / "example.yaml"

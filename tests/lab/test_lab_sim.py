@@ -18,8 +18,9 @@ from helpers_lab import run, sim_lab
 
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import load_inventory
-from cmrunbook.plan.planner import Planner, render_probe, render_step
+from cmrunbook.plan.planner import Planner
 from cmrunbook.remote.winrm.host import BOOTSTRAP_ARGUMENTS, POWERSHELL
+from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import MCS_KEY, Lab
 

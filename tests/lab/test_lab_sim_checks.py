@@ -18,7 +18,8 @@ from helpers_lab import run, sim_lab
 
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import Inventory, load_inventory
-from cmrunbook.plan.planner import Plan, Planner, render_probe, render_step
+from cmrunbook.plan.planner import Plan, Planner
+from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import Lab
 

@@ -12,7 +12,8 @@ from helpers_lab import run, sim_lab
 from test_lab_sim import CATALOG, REPO, Player, make_lab
 
 from cmrunbook.load.inventory import load_inventory
-from cmrunbook.plan.planner import Planner, render_step
+from cmrunbook.plan.planner import Planner
+from cmrunbook.render.steps import render_step
 from cmrunbook_lab import wmi
 from cmrunbook_lab.scripts import PSError
 from cmrunbook_lab.site import MULTICAST_ROLE

@@ -21,8 +21,8 @@ from invoke.exceptions import Exit
 from cmrunbook.cli.common import build_plan
 from cmrunbook.cli.documents import checklist as checklist_task
 from cmrunbook.docs.checklist import build_checklist, readable_pattern, render_checklist
-from cmrunbook.plan.planner import render_probe, render_step
 from cmrunbook.record.journal_read import load_journal
+from cmrunbook.render.steps import render_probe, render_step
 
 ROOT = Path(__file__).resolve().parents[2]
 JOURNALS = Path(__file__).resolve().parents[1] / "data" / "journals"

@@ -36,8 +36,9 @@ from helpers_engine import (
 from cmrunbook.docs.dryrun import print_dry_run
 from cmrunbook.load.catalog import Catalog, Loaded
 from cmrunbook.load.inventory import load_inventory
-from cmrunbook.plan.planner import Planner, render_step
+from cmrunbook.plan.planner import Planner
 from cmrunbook.render import pwsh
+from cmrunbook.render.steps import render_step
 
 CATALOG = Catalog(REPO)
 MARK = "ZQX"  # every test value starts with it, so each place it lands can be found
@@ -524,6 +525,6 @@ def _verify_context() -> dict[str, Any]:
     plan = Planner(CATALOG, loaded, inv).plan(method="1", hosts="cm07-dp01")
     hp = plan.hosts[0]
     ps = next(s for s in hp.all_steps() if s.step.template == "multicast/verify_dp.ps1.j2")
-    from cmrunbook.plan.planner import step_context
+    from cmrunbook.render.steps import step_context
 
     return step_context(plan, hp, ps)

@@ -4,7 +4,7 @@ A change board approves, and an operator follows, the same steps the engine woul
 checklist is built from the `Plan` (conditions the inventory decides are already resolved) and
 shows, per host, each step's KB citation, console click-path, the log line to wait for, the
 expected result, a checkbox and fields for time and initials. The PowerShell the engine would send
-goes into an appendix, rendered by the same code as a run (`plan.render_step`/`render_probe`).
+goes into an appendix, rendered by the same code as a run (`render.steps`).
 
 Given a run's journal, the same document is filled in with what happened (status, time,
 message, log lines read): the audit record of that run.
@@ -24,9 +24,10 @@ from typing import Any, Literal
 from cmrunbook.filenames import safe_name
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.runbook import Probe
-from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
 from cmrunbook.record.markup import environment
+from cmrunbook.render.steps import render_probe, render_step
 
 Format = Literal["html", "md"]
 Paper = Literal["a4", "letter"]

@@ -12,7 +12,8 @@ from typing import TextIO
 from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.load.catalog import Catalog
-from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
+from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook.text import PrintableStream
 
 

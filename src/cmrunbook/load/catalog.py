@@ -18,6 +18,7 @@ import jinja2
 import jinja2.nodes
 
 from cmrunbook.errors import ConfigError, Problem, UsageError
+from cmrunbook.load.context import context_attrs
 from cmrunbook.load.logcatalog import LogCatalog, load_log_catalog
 from cmrunbook.load.runbook import TEXT_TYPES, Include, Runbook, Step, parse_range
 from cmrunbook.load.sourcemap import SourceMap, load_yaml
@@ -353,9 +354,6 @@ class _Checker:
         Only the context objects a run builds are checked (params, host, target, site); other
         names (item, step vars, template locals) are left to their own checks.
         """
-        # plan imports this module, so its context keys are imported when first needed.
-        from cmrunbook.plan.planner import context_attrs
-
         if obj == "params":
             if attr in self.rb.parameters:
                 return None

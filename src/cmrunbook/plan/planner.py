@@ -8,7 +8,6 @@ on. What only the live system can decide (probe conditions, loops over discovere
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +16,9 @@ import jinja2
 
 from cmrunbook.errors import ConfigError, Problem, UsageError
 from cmrunbook.load.catalog import Catalog, Loaded, resolve_include
-from cmrunbook.load.inventory import HostView, Inventory, InventoryFile
-from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Probe, Runbook, Step
-from cmrunbook.load.sourcemap import SourceMap
+from cmrunbook.load.context import site_context
+from cmrunbook.load.inventory import HostView, Inventory
+from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Runbook, Step
 from cmrunbook.load.validation import text_problems
 
 
@@ -215,10 +214,10 @@ class Planner:
         self._contexts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def _context(self, host: HostView) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(host.as_context(), _site(host)), built once per host."""
+        """(host.as_context(), site_context(host)), built once per host."""
         ctx = self._contexts.get(host.name)
         if ctx is None:
-            ctx = self._contexts[host.name] = (host.as_context(), _site(host))
+            ctx = self._contexts[host.name] = (host.as_context(), site_context(host))
         return ctx
 
     def condition(
@@ -458,96 +457,3 @@ def _settle_words(step: Step, seconds: int) -> str:
     length = f"{hours} h {rest // 60:02d} min" if hours else f"{seconds // 60} min {seconds % 60} s"
     where = f" (parameter {step.settle}={seconds}s)" if isinstance(step.settle, str) else ""
     return f"checks again until it passes, for up to {length}{where}, then judges what it sees"
-
-
-def _site(host: HostView) -> dict[str, Any]:
-    """What conditions and templates see as `site`: the target's site."""
-    return {
-        "code": host.site_code,
-        "version": host.site.version,
-        "release": host.site.release,
-        "provider": host.site.provider,
-        "install_dir": host.site.install_dir,
-    }
-
-
-@functools.cache
-def context_attrs() -> dict[str, frozenset[str]]:
-    """The attributes a condition or template may read of `host`, `target` and `site`.
-
-    Taken from the code that builds those contexts (`HostView.as_context`, `_site`) applied to a
-    minimal example host, so the load-time check of runbooks can never disagree with what a run
-    really provides. The keys do not depend on the host's values.
-    """
-    example = InventoryFile.model_validate(
-        {
-            "sites": {"X": {"version": "cb", "provider": "h"}},
-            "hosts": {"h": {"site": "X", "roles": ["site_server"], "os": {"version": "2019"}}},
-        }
-    )
-    host = Inventory(example, "<example>", SourceMap("<example>")).hosts["h"]
-    keys = frozenset(host.as_context())
-    return {"host": keys, "target": keys, "site": frozenset(_site(host))}
-
-
-def step_context(
-    plan: Plan, hp: HostPlan, ps: PlannedStep, item: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """What a step's template sees."""
-    runner = plan.inventory.hosts[ps.run_on]
-    ctx: dict[str, Any] = {
-        "host": runner.as_context(),
-        "target": hp.target.as_context(),
-        "site": _site(hp.target),
-        "params": hp.params,
-        "step": {"id": ps.step.id, "key": ps.key, "kb": ps.citation, "title": ps.step.title},
-        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
-        **ps.step.vars,
-    }
-    if item is not None:
-        ctx["item"] = dict(item)
-    return ctx
-
-
-def script_header(plan: Plan, key: str, citation: str, target: str, on: str) -> str:
-    """The first line of every script: what it is, for whom, where (also read by the lab)."""
-    return f"cmrunbook {plan.runbook.id} | {key} | {citation} | target {target} | on {on}"
-
-
-def placeholder_item(probe: Probe) -> dict[str, str]:
-    """Stand-in values for a loop item in a dry run: shown, never executed."""
-    return {f: f"<{f} of each item found by probe {probe.id}>" for f in probe.fields}
-
-
-def render_step(
-    catalog: Catalog,
-    plan: Plan,
-    hp: HostPlan,
-    ps: PlannedStep,
-    item: Mapping[str, Any] | None = None,
-) -> str | None:
-    """The full script for a script step (None for manual, wait and reboot steps)."""
-    if ps.step.template is None:
-        return None
-    if ps.step.for_each and item is None:
-        probe = plan.runbook.probe(ps.step.for_each)
-        assert probe is not None
-        item = placeholder_item(probe)
-    header = script_header(plan, ps.key, ps.citation, hp.target.name, ps.run_on)
-    return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
-
-
-def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
-    """(host it runs on, script) for a probe."""
-    runner = plan.inventory.provider_of(hp.target) if probe.on == "site_server" else hp.target
-    ctx: dict[str, Any] = {
-        "host": runner.as_context(),
-        "target": hp.target.as_context(),
-        "site": _site(hp.target),
-        "params": hp.params,
-        "step": {"id": probe.id, "key": f"probe/{probe.id}", "kb": "probe", "title": probe.title},
-        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
-        **probe.vars,
-    }
-    header = script_header(plan, f"probe/{probe.id}", "read-only", hp.target.name, runner.name)
-    return runner.name, catalog.renderer.script(probe.template, ctx, header)

@@ -21,20 +21,12 @@ from typing import Any, Protocol
 
 from cmrunbook.load.catalog import Catalog, all_steps
 from cmrunbook.load.runbook import Probe, SiteState
-from cmrunbook.plan.planner import (
-    HostPlan,
-    Plan,
-    PlannedStep,
-    Stage,
-    render_probe,
-    render_step,
-    script_header,
-    step_context,
-)
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
 from cmrunbook.render.result import ScriptResult, parse_result
+from cmrunbook.render.steps import render_probe, render_step, script_header, step_context
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,

@@ -1,0 +1,78 @@
+"""Scripts for a plan's steps and probes: the template, the context it sees, the header line.
+
+Every script the tool sends for a runbook is made here, for a run, a dry run, a checklist's
+appendix and the tests alike, so that what a person reviews is what the engine sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.context import site_context
+from cmrunbook.load.runbook import Probe
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
+
+
+def step_context(
+    plan: Plan, hp: HostPlan, ps: PlannedStep, item: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a step's template sees."""
+    runner = plan.inventory.hosts[ps.run_on]
+    ctx: dict[str, Any] = {
+        "host": runner.as_context(),
+        "target": hp.target.as_context(),
+        "site": site_context(hp.target),
+        "params": hp.params,
+        "step": {"id": ps.step.id, "key": ps.key, "kb": ps.citation, "title": ps.step.title},
+        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
+        **ps.step.vars,
+    }
+    if item is not None:
+        ctx["item"] = dict(item)
+    return ctx
+
+
+def script_header(plan: Plan, key: str, citation: str, target: str, on: str) -> str:
+    """The first line of every script: what it is, for whom, where (also read by the lab)."""
+    return f"cmrunbook {plan.runbook.id} | {key} | {citation} | target {target} | on {on}"
+
+
+def placeholder_item(probe: Probe) -> dict[str, str]:
+    """Stand-in values for a loop item in a dry run: shown, never executed."""
+    return {f: f"<{f} of each item found by probe {probe.id}>" for f in probe.fields}
+
+
+def render_step(
+    catalog: Catalog,
+    plan: Plan,
+    hp: HostPlan,
+    ps: PlannedStep,
+    item: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The full script for a script step (None for manual, wait and reboot steps)."""
+    if ps.step.template is None:
+        return None
+    if ps.step.for_each and item is None:
+        probe = plan.runbook.probe(ps.step.for_each)
+        assert probe is not None
+        item = placeholder_item(probe)
+    header = script_header(plan, ps.key, ps.citation, hp.target.name, ps.run_on)
+    return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
+
+
+def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
+    """(host it runs on, script) for a probe."""
+    runner = plan.inventory.provider_of(hp.target) if probe.on == "site_server" else hp.target
+    ctx: dict[str, Any] = {
+        "host": runner.as_context(),
+        "target": hp.target.as_context(),
+        "site": site_context(hp.target),
+        "params": hp.params,
+        "step": {"id": probe.id, "key": f"probe/{probe.id}", "kb": "probe", "title": probe.title},
+        "runbook": {"id": plan.runbook.id, "kb": plan.runbook.source.kb},
+        **probe.vars,
+    }
+    header = script_header(plan, f"probe/{probe.id}", "read-only", hp.target.name, runner.name)
+    return runner.name, catalog.renderer.script(probe.template, ctx, header)
