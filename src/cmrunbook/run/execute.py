@@ -25,8 +25,9 @@ from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
+from cmrunbook.render.engine import EngineScript, EngineScripts
 from cmrunbook.render.result import ScriptResult, parse_result
-from cmrunbook.render.steps import render_probe, render_step, script_header, step_context
+from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,
@@ -287,6 +288,7 @@ class HostRun:
         self.r = runner
         self.hp = hp
         self.name = hp.target.name
+        self.engine = EngineScripts(runner.catalog, runner.plan, hp)
         prior = runner.resume.hosts.get(self.name) if runner.resume else None
         self.done: set[str] = set(prior.done) if prior else set()
         self.stages_done: dict[str, str] = dict(prior.stages) if prior else {}
@@ -713,15 +715,8 @@ class HostRun:
             raise StepFailed(f"{host}: the script ended without a result: {tail}")
         return parsed
 
-    def _engine(self, host: str, template: str, name: str, **values: Any) -> ScriptResult:
-        ctx = {
-            "host": self.r.plan.inventory.hosts[host].as_context(),
-            "target": self.hp.target.as_context(),
-            **values,
-        }
-        header = script_header(self.r.plan, f"engine/{name}", "read-only", self.name, host)
-        script = self.r.catalog.renderer.script(f"engine/{template}", ctx, header)
-        return self._script(host, f"engine-{name}", script)
+    def _engine(self, host: str, made: EngineScript) -> ScriptResult:
+        return self._script(host, f"engine-{made.name}", made.text)
 
     def _probe(self, probe_id: str) -> Any:
         if probe_id in self.probes:
@@ -784,9 +779,7 @@ class HostRun:
         if aid in self.armed:
             return
         dirs = self.hp.target.vars.get("log_dirs") or self.r.catalog.logs.dirs
-        result = self._engine(
-            wait_ps.run_on, "log_arm.ps1.j2", "log-arm", logs=w.logs, dirs=list(dirs)
-        )
+        result = self._engine(wait_ps.run_on, self.engine.log_arm(wait_ps.run_on, w.logs, dirs))
         if not result.ok:
             raise StepFailed(f"cannot arm the log monitor on {wait_ps.run_on}: {result.message}")
         for log in w.logs:
@@ -826,9 +819,7 @@ class HostRun:
 
         def read(request: dict[str, dict[str, Any]]) -> dict[str, Any]:
             self._check_stop()
-            res = self._engine(
-                ps.run_on, "log_read.ps1.j2", "log-read", watches=request, max_bytes=READ_LIMIT
-            )
+            res = self._engine(ps.run_on, self.engine.log_read(ps.run_on, request, READ_LIMIT))
             if not res.ok:
                 raise StepFailed(f"cannot read {', '.join(request)} on {ps.run_on}: {res.message}")
             return res.data or {}
@@ -862,10 +853,7 @@ class HostRun:
     def _dist_status(self, ps: PlannedStep, item: dict[str, Any] | None) -> list[Any]:
         """The package's distribution status rows (dp, state, version) on the SMS Provider."""
         package_id = str((item or {}).get("PackageID", ""))
-        site = step_context(self.r.plan, self.hp, ps, item)["site"]
-        res = self._engine(
-            ps.run_on, "dist_status.ps1.j2", "dist-status", site=site, package_id=package_id
-        )
+        res = self._engine(ps.run_on, self.engine.dist_status(ps.run_on, package_id))
         if not res.ok:
             raise StepFailed(f"cannot read the distribution status of {package_id}: {res.message}")
         return list(res.data or [])
@@ -886,8 +874,8 @@ class HostRun:
         reasons = list(self.restart_asked)
         if ps.step.reboot == "if_pending" and not reasons:
             return "skipped", "the change before it did not ask for a restart", None, []
-        before = self._engine(host, "boot_time.ps1.j2", "boot-time").data
-        self._engine(host, "restart.ps1.j2", "restart", reason=f"cmrunbook: {ps.citation}")
+        before = self._engine(host, self.engine.boot_time(host)).data
+        self._engine(host, self.engine.restart(host, reason=f"cmrunbook: {ps.citation}"))
         self.r.sessions.reset(host)
         after = self._await_boot(host, before)
         self.restart_asked = []
@@ -909,7 +897,7 @@ class HostRun:
         while time.monotonic() < deadline:
             self._check_stop()
             try:
-                now = self._engine(host, "boot_time.ps1.j2", "boot-time").data
+                now = self._engine(host, self.engine.boot_time(host)).data
                 if now != before:
                     return now
                 last_error = "still the old boot time (not restarted yet)"
