@@ -19,6 +19,7 @@ from helpers_lab import run, sim_lab
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import Inventory, load_inventory
 from cmrunbook.plan.planner import Plan, Planner
+from cmrunbook.render.fetch import fetch_script
 from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import Lab
@@ -466,7 +467,7 @@ def test_nt4_precheck_wrong_property_or_class_fails(lab: Lab, inv: Inventory) ->
 def test_fetch_logs_returns_the_failed_smsts_log(lab: Lab) -> None:
     from cmrunbook.logs import diagnose as dx
 
-    script = dx.fetch_script(
+    script = fetch_script(
         CATALOG.renderer, "xp-wks002", [*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES], 1 << 20
     )
     result, _, code = run(lab, "xp-wks002", script)
@@ -479,7 +480,7 @@ def test_fetch_logs_returns_the_failed_smsts_log(lab: Lab) -> None:
     report = dx.diagnose_fetched(logs[0], dx.load_signatures(CATALOG)[0])
     assert any("xp-bootsect-0x800700c1" in str(f) for f in report.findings), report
     # tail only, on an even offset
-    tail = dx.fetch_script(CATALOG.renderer, "x", [r"%windir%\CCM\Logs\smsts.log"], 1001)
+    tail = fetch_script(CATALOG.renderer, "x", [r"%windir%\CCM\Logs\smsts.log"], 1001)
     result, _, _ = run(lab, "xp-wks002", tail)
     assert result is not None
     assert len(base64.b64decode(result["data"][r"C:\WINDOWS\CCM\Logs\smsts.log"])) == 1000

@@ -21,6 +21,7 @@ from test_cmtrace import cmtrace_line, sms2007_line
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.logs import diagnose as dx
 from cmrunbook.logs.cmtrace import open_log
+from cmrunbook.render.fetch import fetch_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -463,7 +464,7 @@ def test_cli_host_without_credentials_is_exit_2(tmp_path: Path) -> None:
 def test_fetch_script_is_valid_powershell() -> None:
     tree_sitter = pytest.importorskip("tree_sitter")
     pwsh = pytest.importorskip("tree_sitter_pwsh")
-    script = dx.fetch_script(
+    script = fetch_script(
         Catalog(ROOT).renderer, "h", [*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES], 1 << 24
     )
     tree = tree_sitter.Parser(tree_sitter.Language(pwsh.language())).parse(script.encode())

@@ -166,6 +166,7 @@ def _from_hosts(
     from cmrunbook.load.project import inventory_path
     from cmrunbook.logs import diagnose as dx
     from cmrunbook.remote.winrm.host import TransportError
+    from cmrunbook.render.fetch import fetch_script
     from cmrunbook.render.result import parse_result
     from cmrunbook.run.connect import credentials_for, open_host
     from cmrunbook.text import printable
@@ -187,7 +188,7 @@ def _from_hosts(
         if not h.has_winrm:
             reports.append(dx.FileReport(name=h.name, error="no WinRM (winrm: false); skipped"))
             continue
-        script = dx.fetch_script(catalog.renderer, h.name, candidates, max_bytes)
+        script = fetch_script(catalog.renderer, h.name, candidates, max_bytes)
         try:
             with open_host(h, inv, creds) as remote:
                 out = remote.run(script, deadline=dx.FETCH_DEADLINE)

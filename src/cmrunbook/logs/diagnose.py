@@ -27,7 +27,6 @@ import html
 import json
 import re
 import sys
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, TextIO
@@ -550,7 +549,6 @@ OSDLAUNCH_CANDIDATES: tuple[str, ...] = (
     r"C:\StageNT\SMSOSD\OSDLogs\OSDLaunch.log",
     r"%windir%\System32\CCM\Logs\OSDLaunch.log",
 )
-FETCH_TEMPLATE = "engine/fetch_logs.ps1.j2"
 #: Seconds one fetch may take over WinRM (16 MB of base64 is ~22 MB on the wire).
 FETCH_DEADLINE = 300.0
 
@@ -567,17 +565,6 @@ class FetchedLog:
     @property
     def name(self) -> str:
         return f"{self.host}:{self.path}"
-
-
-def fetch_script(renderer: Any, host: str, paths: Iterable[str], max_bytes: int) -> str:
-    """The PowerShell that reads the candidate logs on a host (rendered like every step)."""
-    return str(
-        renderer.script(
-            FETCH_TEMPLATE,
-            {"paths": list(paths), "max_bytes": int(max_bytes)},
-            header=f"cmrunbook diagnose: fetch logs from {host}",
-        )
-    )
 
 
 def decode_fetch(host: str, result_data: Any, max_bytes: int) -> list[FetchedLog]:
