@@ -60,9 +60,9 @@ __all__ = [
     "FunctionBackend",
     "FunctionCommand",
     "HostBackend",
-    "HostStats",
     "LabServer",
     "ServerStats",
+    "WireStats",
     "command_line",
     "encoded_command",
     "split_command_line",
@@ -399,8 +399,8 @@ class _FinishedCommand:
 
 
 @dataclass(frozen=True)
-class HostStats:
-    """Counters for one host since the last reset.
+class WireStats:
+    """What went over the wire for one host since the last reset (the lab server's counters).
 
     ``connections`` counts the TCP connections that carried at least one request for the host;
     ``requests`` counts WS-Man requests by action (every action in :data:`ACTIONS` is present).
@@ -432,12 +432,12 @@ class ServerStats:
         self._rejected: dict[str, int] = {}
         self.generation = 0  # bumped by reset(), so open connections are counted again
 
-    def snapshot(self) -> dict[str, HostStats]:
+    def snapshot(self) -> dict[str, WireStats]:
         """A consistent copy of all counters."""
         with self._lock:
             hosts = set(self._connections) | set(self._requests)
             return {
-                host: HostStats(
+                host: WireStats(
                     connections=self._connections.get(host, 0),
                     requests={a: self._requests.get(host, {}).get(a, 0) for a in ACTIONS},
                     http_requests=self._http.get(host, 0),

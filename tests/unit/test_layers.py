@@ -1,4 +1,4 @@
-"""The package's shape: imports point down the data flow.
+"""The package's shape: imports point down the data flow, and class names are unique.
 
 The contract is `[tool.importlinter]` in pyproject.toml (layers cli > docs | run > logs > record >
 render's script makers > plan > load > render's template engine > base; remote a leaf of run and
@@ -8,12 +8,15 @@ statement, including those deferred into functions, so a cycle cannot hide behin
 
 from __future__ import annotations
 
+import ast
 import tomllib
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = (ROOT / "src" / "cmrunbook", ROOT / "src" / "cmrunbook_lab")
 
 #: The only imports the contract lets through, each named where it is declared in pyproject.toml.
 ALLOWED_EXCEPTIONS = {
@@ -40,3 +43,18 @@ def test_the_contract_lets_through_only_the_named_exceptions() -> None:
     ignored = {imp for c in contracts for imp in c.get("ignore_imports", [])}
     assert ignored == ALLOWED_EXCEPTIONS
     assert {c["type"] for c in contracts} >= {"layers", "acyclic_siblings", "forbidden"}
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """A name means one thing across the tool and the lab (a reader, a traceback, an import
+    must not have to ask which `Credentials` or `HostView` is meant)."""
+    where: dict[str, list[str]] = defaultdict(list)
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef):
+                    where[node.name].append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert where, "no classes found: the scan looks in the wrong place"
+    duplicates = {name: places for name, places in where.items() if len(places) > 1}
+    assert duplicates == {}

@@ -126,7 +126,7 @@ class ParamView:
 
 
 @dataclass
-class HostView:
+class HostChecklistView:
     name: str
     anchor: str
     facts: str
@@ -154,7 +154,7 @@ class Checklist:
     escalates: bool
     guidance: list[str]
     inventory: str
-    hosts: list[HostView]
+    hosts: list[HostChecklistView]
     skipped_hosts: list[tuple[str, str]]
     generated: str
     paper: str
@@ -314,7 +314,7 @@ def _host(
     hp: HostPlan,
     journal: Journal | None,
     rollback: HostPlan | None,
-) -> HostView:
+) -> HostChecklistView:
     rb = plan.runbook
     t = hp.target
     name = t.name
@@ -438,7 +438,7 @@ def _host(
                         False, False, None, None, None, None, None, [], None, [], None, _actual(s),
                     )
                 )  # fmt: skip
-    return HostView(
+    return HostChecklistView(
         name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra
     )
 

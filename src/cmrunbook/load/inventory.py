@@ -25,7 +25,7 @@ SERVER_WITH_SERVERMANAGERCMD = {"2008"}
 SERVER_WITH_ADD_WINDOWSFEATURE = {"2008r2"}
 
 
-class Credentials(Strict):
+class CredentialSource(Strict):
     """Where the WinRM password comes from. Never the password itself."""
 
     source: Literal["env", "keyring", "prompt"] = "env"
@@ -145,7 +145,7 @@ class Group(Strict):
 class InventoryFile(Strict):
     """The inventory file's format."""
 
-    credentials: Credentials = Credentials()
+    credentials: CredentialSource = CredentialSource()
     winrm: WinRM = WinRM()
     vars: dict[str, Any] = Field(default_factory=dict)
     sites: dict[str, Site]

@@ -243,7 +243,7 @@ class Probe(Strict):
     fields: list[str] = Field(default_factory=list, description="Item fields, for list probes.")
 
 
-class SiteState(Strict):
+class SiteStateSpec(Strict):
     """State shared by every target of a site that some steps change (the site's OS images).
 
     A run saves it once per site before the first change (the `items` probe, journaled), lets
@@ -298,7 +298,7 @@ class Runbook(Strict):
     steps: list[Step] = Field(default_factory=list)
     verify: list[Step] = Field(default_factory=list, description="Run after each method.")
     rollback: list[Step] = Field(default_factory=list)
-    site_states: list[SiteState] = Field(
+    site_states: list[SiteStateSpec] = Field(
         default_factory=list, description="Site-wide state that steps change and restore."
     )
 
@@ -308,5 +308,5 @@ class Runbook(Strict):
     def method(self, method_id: str) -> Method | None:
         return next((m for m in self.methods if m.id == method_id), None)
 
-    def site_state(self, state_id: str) -> SiteState | None:
+    def site_state(self, state_id: str) -> SiteStateSpec | None:
         return next((s for s in self.site_states if s.id == state_id), None)

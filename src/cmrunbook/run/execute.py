@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cmrunbook.load.catalog import Catalog, all_steps
-from cmrunbook.load.runbook import Probe, SiteState
+from cmrunbook.load.runbook import Probe, SiteStateSpec
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
@@ -562,7 +562,7 @@ class HostRun:
         if not self.r.sites.holds(self.site, self.name):
             self.r.sites.close(self.site, self.name)
 
-    def _site_state(self, state_id: str) -> SiteState:
+    def _site_state(self, state_id: str) -> SiteStateSpec:
         state = self.r.plan.runbook.site_state(state_id)
         assert state is not None  # the catalog checks every site_state reference
         return state
@@ -584,7 +584,7 @@ class HostRun:
         finally:
             self.r.sites.close(self.site, self.name)
 
-    def _compensate(self, state: SiteState, items: list[str]) -> None:
+    def _compensate(self, state: SiteStateSpec, items: list[str]) -> None:
         step = next(s for _, s in all_steps(self.r.plan.runbook) if s.id == state.restore)
         provider = self.r.plan.inventory.provider_of(self.hp.target)
         ps = PlannedStep(
