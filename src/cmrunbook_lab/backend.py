@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from cmrunbook_lab.scripts import HostWentDown, clixml_error, interpret
+from cmrunbook_lab.interpreter import interpret
+from cmrunbook_lab.scripts import HostWentDown, clixml_error
 from cmrunbook_lab.wsman import command_line, encoded_command, split_command_line
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ SMS_SystemResourceList, SMS_R_System), so a query can be answered field by field
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,24 +31,18 @@ def nal_path(server: str, site: str, share: str = "") -> str:
 
 def nal_server(nal: str) -> str:
     """The server a NAL path names (`...MSWNET:["SMS_SITE=C07"]\\\\SERVER\\...` -> SERVER)."""
-    import re
-
     m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\([^\\]+)', nal)
     return m.group(1) if m else ""
 
 
 def nal_share(nal: str) -> str:
     """The share a NAL path names after its server ('' for the server itself)."""
-    import re
-
     m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\[^\\]+\\([^\\]*)', nal)
     return m.group(1) if m else ""
 
 
 def wql_like(value: str, pattern: str) -> bool:
     """WQL LIKE, case-insensitive: % any run, _ one character."""
-    import re
-
     regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
 

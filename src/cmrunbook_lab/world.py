@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook_lab import logs
+from cmrunbook_lab.backend import LabBackend
 from cmrunbook_lab.clock import Clock, Schedule, dmtf
 from cmrunbook_lab.faults import FaultBook
 from cmrunbook_lab.hosts import File, SimHost
@@ -171,10 +172,8 @@ class Lab:
     def site_of(self, host: SimHost) -> SiteState:
         return self.sites[host.site_code]
 
-    def backend(self, name: str) -> object | None:
+    def backend(self, name: str) -> LabBackend | None:
         """The HostBackend of a host, or None for an unknown host or one without WinRM."""
-        from cmrunbook_lab.backend import LabBackend
-
         host = self.find_host(name)
         if host is None or not host.has_winrm:
             return None

@@ -8,32 +8,25 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from xml.sax.saxutils import escape
 
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab import wmi
 from cmrunbook_lab.hosts import File, SimHost, norm_path
 from cmrunbook_lab.psexpr import ExprError, action_blocks, evaluate
 from cmrunbook_lab.pslit import NotALiteral, parse_literal
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, not_recognized, operation
+from cmrunbook_lab.scripts import (
+    Context,
+    Operations,
+    PSError,
+    Script,
+    Unrecognized,
+    not_recognized,
+)
+from cmrunbook_lab.sims.provider import check_package_id, provider_site
 from cmrunbook_lab.site import ScfSession, SiteRole, SiteState, nal_server, nal_share
 
-_PKG_ID = re.compile(r"^[A-Za-z0-9]{8}$")
-
-
-def provider_site(ctx: Context) -> SiteState:
-    """The site whose SMS Provider namespace the script uses; it must live on this host."""
-    code = str(ctx.script.input("CmrbSiteCode"))
-    site = ctx.lab.sites.get(code.upper())
-    if site is None or site.server != ctx.host.name:
-        raise PSError(f'Invalid namespace "root\\sms\\site_{code}"')
-    return site
-
-
-def check_package_id(ctx: Context, var: str = "packageId") -> str:
-    value = str(ctx.script.input(var))
-    if ctx.script.has(f"Assert-CmrbPackageId ${var}") and not _PKG_ID.match(value):
-        raise PSError(f"Not a ConfigMgr package ID: {value}")
-    return value.upper()
+OPERATIONS = Operations()
 
 
 def _function_text(s: Script, name: str) -> str:
@@ -71,7 +64,7 @@ def _uses_image_lib(s: Script) -> bool:
     return s.has("function Get-CmrbMulticastImages", "-Class SMS_ImagePackage", "-band $Flag")
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/probe_images",
     lambda s: (
         _uses_image_lib(s)
@@ -83,7 +76,7 @@ def probe_images(ctx: Context) -> None:
     ctx.result.data = _multicast_images(ctx, int(ctx.script.input("flag")))
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/probe_large_image",
     lambda s: _uses_image_lib(s) and s.has("$limitMB", "$image.SizeMB -gt $limitMB"),
 )
@@ -149,7 +142,7 @@ class _Server:
         return self.names(nal_server(nal)) and nal_share(nal).lower() == share.lower()
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/probe_pxe_images",
     lambda s: s.has(
         "-Class SMS_DistributionPoint)",
@@ -171,7 +164,7 @@ def probe_pxe_images(ctx: Context) -> None:
     ctx.result.data = found
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/check_smswdstp",
     lambda s: s.has(
         "foreach ($drive in [System.IO.DriveInfo]::GetDrives())",
@@ -225,7 +218,7 @@ _ASSIGN = re.compile(r"\$image\.PkgFlags = (?P<expr>[^\n]+)")
 _LAZY_LOST = ("ImageProperty", "RefreshSchedule")
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/image_multicast",
     lambda s: s.has("-Class SMS_ImagePackage -Filter", "$image.PkgFlags ="),
 )
@@ -284,7 +277,7 @@ def image_multicast(ctx: Context) -> None:
     ctx.result.data = {"PackageID": package_id, "before": before, "after": current}
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/image_flag_wait",
     lambda s: s.has(
         "$marker = Join-Path $backupDir ('image-multicast-wait-' + "
@@ -505,7 +498,7 @@ class _RoleInputs:
         )  # fmt: skip
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/dp_multicast",
     lambda s: _scf_lib(s) and s.has("$roleName = ", "$label = 'multicast-role-'"),
 )
@@ -539,7 +532,7 @@ def dp_multicast(ctx: Context) -> None:
         scf.close(commit)
 
 
-@operation("multicast/pxe_role", lambda s: _scf_lib(s) and s.has("$label = 'pxe-role-'"))
+@OPERATIONS.add("multicast/pxe_role", lambda s: _scf_lib(s) and s.has("$label = 'pxe-role-'"))
 def pxe_role(ctx: Context) -> None:
     server = _Server.of(ctx.script)
     role = _RoleInputs.of(ctx.script, server)
@@ -556,7 +549,7 @@ def pxe_role(ctx: Context) -> None:
         scf.close(commit)
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/pxe_boot_image",
     lambda s: s.has(
         '-Class SMS_DistributionPoint -Filter ("PackageID=\'" + $packageId + "\'")',
@@ -630,7 +623,7 @@ def _names(s: Script, var: str) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/wds_feature",
     lambda s: (
         s.has("$roleServices = ", "$role = ") and s.any("WindowsFeature", "ServerManagerCmd.exe")
@@ -720,7 +713,7 @@ def _feature_cmdlets(ctx: Context, action: str) -> None:
 # -- verification ---------------------------------------------------------------------------------
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/verify_dp",
     lambda s: s.has("Get-Service -Name", "foreach ($path in $keyPaths)"),
 )
@@ -779,8 +772,6 @@ def verify_dp(ctx: Context) -> None:
 
 def _clixml(record: dict[str, Any]) -> str:
     """A readable Export-Clixml rendering of a role record (a Hashtable)."""
-    from xml.sax.saxutils import escape
-
     entries = "".join(
         f'<En><S N="Key">{escape(str(k))}</S><S N="Value">{escape(str(v))}</S></En>'
         for k, v in record.items()

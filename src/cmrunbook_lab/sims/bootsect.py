@@ -15,7 +15,9 @@ from typing import Any
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab.hosts import FileSystem
 from cmrunbook_lab.psexpr import block_at
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Script, Unrecognized
+
+OPERATIONS = Operations()
 
 _REPLACEMENT_LIB = (
     "if ([version]$facts.version -ge [version]$MaxVersion)",
@@ -85,7 +87,7 @@ def _none_found(copies: dict[str, list[str]], hint: str) -> PSError:
     return PSError(f"No bootsect.exe found in any of: {'; '.join(copies['absent'])} ({hint})")
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/check_replacement",
     lambda s: (
         s.has("$check = Test-CmrbBootsectReplacement -Path $replacementPath")
@@ -112,7 +114,7 @@ def check_replacement(ctx: Context) -> None:
         )
 
 
-@operation("bootsect/locate", lambda s: s.has("$facts.is_replacement = ", "$copies.found"))
+@OPERATIONS.add("bootsect/locate", lambda s: s.has("$facts.is_replacement = ", "$copies.found"))
 def locate(ctx: Context) -> None:
     s, fs = ctx.script, ctx.host.fs
     copies = _candidates(ctx)
@@ -139,7 +141,7 @@ def _backup_libs(s: Script) -> None:
                "Test-CmrbBackupEntry")  # fmt: skip
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/backup",
     lambda s: s.has("$name = Get-CmrbBackupName -Path $path", "Write-CmrbManifest -BackupDir"),
 )
@@ -255,7 +257,7 @@ def _var(env: dict[str, str], name: str) -> str:
     return env[name]
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/replace",
     lambda s: (
         s.has("Test-CmrbBootsectReplacement -Path $replacementPath")
@@ -308,7 +310,7 @@ def replace(ctx: Context) -> None:
     )
 
 
-@operation("bootsect/verify", lambda s: s.has("$expect = ", "foreach ($want in $wanted)"))
+@OPERATIONS.add("bootsect/verify", lambda s: s.has("$expect = ", "foreach ($want in $wanted)"))
 def verify(ctx: Context) -> None:
     s, fs = ctx.script, ctx.host.fs
     pf.require(s, pf.FILES_LIB, "Get-CmrbSha256", "Get-CmrbFileVersion")
@@ -345,7 +347,7 @@ def verify(ctx: Context) -> None:
         ctx.result.message = f"Every bootsect.exe copy ({len(report)}) is the {expect}."
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/check_backup",
     lambda s: (
         s.has("$manifest = @(Read-CmrbManifest -BackupDir $backupDir)")
@@ -382,7 +384,7 @@ def check_backup(ctx: Context) -> None:
         ctx.result.message = f"{len(report)} original(s) in {backup_dir} match the manifest."
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/restore",
     lambda s: s.has(
         "Copy-Item -LiteralPath (Join-Path $backupDir ([string]$entry.BackupFile)) -Destination"

@@ -10,11 +10,13 @@ from typing import Any
 
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab import wmi
-from cmrunbook_lab.ops_multicast import _PKG_ID, check_package_id, provider_site
-from cmrunbook_lab.scripts import Context, PSError, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Unrecognized
+from cmrunbook_lab.sims.provider import PACKAGE_ID, check_package_id, provider_site
+
+OPERATIONS = Operations()
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/update",
     lambda s: (
         s.has("-Class SMS_BootImagePackage -Filter", "$before = [string]$image.SourceVersion")
@@ -78,7 +80,7 @@ def boot_image_selection(ctx: Context, ids: list[Any]) -> dict[str, Any]:
     site = provider_site(ctx)
     wanted = []
     for raw in ids:
-        if not _PKG_ID.match(str(raw)):
+        if not PACKAGE_ID.match(str(raw)):
             raise PSError(f"Not a ConfigMgr package ID: {raw}")
         wanted.append(str(raw).upper())
     fn = s.body.find("function Get-CmrbBootImageSelection")
@@ -108,7 +110,7 @@ def _public(image: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: image[k] for k in keys}
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/probe_images",
     lambda s: s.has("$selection = Get-CmrbBootImageSelection -Ids $bootImages", "$since = "),
 )
@@ -144,7 +146,7 @@ def probe_images(ctx: Context) -> None:
     ctx.result.message = f"{len(items)} boot image(s) to update; skipped: " + ", ".join(skipped)
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/check_tscore",
     lambda s: (
         s.has("$required = [version]", "$version = Get-CmrbFileVersion -Path $path")
@@ -200,7 +202,7 @@ def _winpe_ok(image_os_version: str, wanted: str) -> bool:
     return [*have, -1, -1][:3] == [*want, -1, -1][:3]
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/check_images",
     lambda s: (
         s.has("$selection = Get-CmrbBootImageSelection -Ids $bootImages")
@@ -223,7 +225,7 @@ def check_images(ctx: Context) -> None:
     winpe = s.input("winpeVersion")
     xp_ids = []
     for raw in list(s.input("xpBootImages") or []):
-        if not _PKG_ID.match(str(raw)):
+        if not PACKAGE_ID.match(str(raw)):
             raise PSError(f"Not a ConfigMgr package ID: {raw}")
         xp_ids.append(str(raw).upper())
     selection = boot_image_selection(ctx, ids)
@@ -297,7 +299,7 @@ def check_images(ctx: Context) -> None:
     ctx.result.message = message
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/status",
     lambda s: (
         s.has("$selection = Get-CmrbBootImageSelection -Ids $bootImages")
@@ -343,23 +345,3 @@ def status(ctx: Context) -> None:
             f"{len(report)} boot image(s): no DP failed; {pending} DP copy(ies) still in progress "
             "(Monitoring > Distribution Status > Content Status)."
         )
-
-
-@operation(
-    "engine/dist_status",
-    lambda s: s.has(
-        "$rows += @{ dp = [string]$dp.ServerNALPath; state = [int]$dp.State; "
-        "version = [int]$dp.SourceVersion }"
-    ),
-)
-def dist_status(ctx: Context) -> None:
-    """One package's SMS_PackageStatusDistPointsSummarizer rows: DP, State, SourceVersion."""
-    s = ctx.script
-    site = provider_site(ctx)
-    package_id = check_package_id(ctx)
-    call = wmi.call_after(s, "$rows = @()", "SMS_PackageStatusDistPointsSummarizer")
-    ctx.result.data = [
-        {"dp": str(dp.get("ServerNALPath")), "state": int(dp.get("State") or 0),
-         "version": int(dp.get("SourceVersion") or 0)}
-        for dp in wmi.run_call(ctx.lab, site, ctx.script, call, {"$packageId": package_id})
-    ]  # fmt: skip

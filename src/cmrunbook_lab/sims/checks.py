@@ -14,8 +14,10 @@ from typing import Any
 
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab import wmi
-from cmrunbook_lab.ops_multicast import provider_site
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Script, Unrecognized
+from cmrunbook_lab.sims.provider import provider_site
+
+OPERATIONS = Operations()
 
 _COMPLIANCE = "function Set-CmrbCompliance"
 
@@ -63,7 +65,7 @@ def _registry_reads(ctx: Context) -> dict[str, str | None]:
     return out
 
 
-@operation(
+@OPERATIONS.add(
     "checks/client_tscore",
     lambda s: s.has("$registryDir = Get-CmrbRegistryText", "foreach ($candidate in $candidates)"),
 )
@@ -129,7 +131,7 @@ def _dmtf_text(value: str) -> str:
         raise PSError("Specified argument was out of the range of valid values.") from exc
 
 
-@operation(
+@OPERATIONS.add(
     "checks/client_tscore_inventory",
     lambda s: s.has(
         "$netbiosName = $clientName",
@@ -234,7 +236,7 @@ def client_tscore_inventory(ctx: Context) -> None:
 # -- site-hotfix-check ----------------------------------------------------------------------------
 
 
-@operation(
+@OPERATIONS.add(
     "checks/site_ts_files",
     lambda s: s.has("foreach ($folder in $folders)", "foreach ($name in $files)"),
 )
@@ -305,7 +307,7 @@ def _needs(s: Script, *snippets: str) -> None:
         raise Unrecognized("the NT 4.0 query is not the one the lab simulates")
 
 
-@operation(
+@OPERATIONS.add(
     "checks/nt4_clients",
     lambda s: s.has("function Add-CmrbNt4", "foreach ($pattern in $osPatterns)"),
 )
