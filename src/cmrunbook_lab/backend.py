@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING
 
 from cmrunbook_lab.interpreter import interpret
 from cmrunbook_lab.scripts import HostWentDown, clixml_error
-from cmrunbook_lab.wsman import command_line, encoded_command, split_command_line
+from cmrunbook_lab.winrm.cmdline import (
+    AmbiguousCommandLine,
+    command_line,
+    encoded_command,
+    split_command_line,
+)
 
 if TYPE_CHECKING:
     from cmrunbook_lab.hosts import SimHost
@@ -107,7 +112,11 @@ class LabBackend:
 
     def start_command(self, command: str, arguments: list[str]) -> LabCommand:
         self.lab.tick()
-        argv = split_command_line(command_line(command, arguments))
+        try:
+            argv = split_command_line(command_line(command, arguments))
+        except AmbiguousCommandLine as exc:
+            err = clixml_error(f"The lab cannot tell how this command line is split: {exc}")
+            return LabCommand(self.lab, self.host, None, False, (b"", err, 1))
         exe = (argv[0] if argv else "").lower().rsplit("\\", 1)[-1]
         if exe not in ("powershell", "powershell.exe"):
             msg = (
