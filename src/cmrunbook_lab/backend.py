@@ -30,8 +30,14 @@ _READS_STDIN = ("OpenStandardInput", "$input")
 class LabCommand:
     """One powershell.exe process on a simulated host."""
 
-    def __init__(self, lab: Lab, host: SimHost, script_from_line: str | None, reads_stdin: bool,
-                 early: tuple[bytes, bytes, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lab: Lab,
+        host: SimHost,
+        script_from_line: str | None,
+        reads_stdin: bool,
+        early: tuple[bytes, bytes, int] | None = None,
+    ) -> None:
         self._lab, self._host = lab, host
         self._stdin = bytearray()
         self._reads_stdin = reads_stdin

@@ -94,14 +94,18 @@ def boot_image_selection(ctx: Context, ids: list[Any]) -> dict[str, Any]:
             continue
         dps = wmi.run_call(ctx.lab, site, s, calls[1], {"$packageId": package_id})
         refreshed = _wmi_date(str(image.get("LastRefreshTime") or ""))
-        images.append({
-            "PackageID": package_id, "Name": str(image.get("Name", "")),
-            "ImageOSVersion": str(image.get("ImageOSVersion", "")),
-            "Architecture": str(image.get("Architecture", "")), "DPCount": len(dps),
-            "SourceVersion": str(image.get("SourceVersion", "")),
-            "LastRefreshTime": refreshed.strftime("%Y-%m-%d %H:%M:%S") if refreshed else "",
-            "Refreshed": refreshed,
-        })  # fmt: skip
+        images.append(
+            {
+                "PackageID": package_id,
+                "Name": str(image.get("Name", "")),
+                "ImageOSVersion": str(image.get("ImageOSVersion", "")),
+                "Architecture": str(image.get("Architecture", "")),
+                "DPCount": len(dps),
+                "SourceVersion": str(image.get("SourceVersion", "")),
+                "LastRefreshTime": refreshed.strftime("%Y-%m-%d %H:%M:%S") if refreshed else "",
+                "Refreshed": refreshed,
+            }
+        )
         seen.append(package_id)
     return {"images": images, "missing": [i for i in wanted if i not in seen]}
 
@@ -177,16 +181,18 @@ def check_tscore(ctx: Context) -> None:
     ctx.result.data = {"required": pf.vstr(required), "copies": copies, "searched": paths}
     if not copies:
         raise PSError(
-            "TSCore.dll was not found in any of: " + "; ".join(paths)
+            "TSCore.dll was not found in any of: "
+            + "; ".join(paths)
             + " (set tscore_paths to where this site server keeps it)"
-        )  # fmt: skip
+        )
     if old:
         ctx.result.ok = False
         ctx.result.message = (
-            "The KB2910552 hotfix is not on this site server: " + "; ".join(old)
+            "The KB2910552 hotfix is not on this site server: "
+            + "; ".join(old)
             + f", older than {pf.vstr(required)}. Install the hotfix (or 2012 R2 CU1) on the site "
             "server first, then run this runbook again."
-        )  # fmt: skip
+        )
     else:
         ctx.result.message = (
             f"TSCore.dll {pf.vstr(required)} or later in every copy found ({len(copies)})."
@@ -275,11 +281,28 @@ def check_images(ctx: Context) -> None:
             elif broken:
                 verdict = "warning"
                 warnings.append(f"{label} is {' and '.join(broken)}")
-        report.append({**_public(image, "PackageID", "Name", "ImageOSVersion", "Architecture",
-                                 "DPCount", "LastRefreshTime"), "xp": used_by_xp,
-                       "verdict": verdict})  # fmt: skip
-    ctx.result.data = {"target_arch": arch, "winpe_version": winpe, "xp_boot_images": xp_ids,
-                       "images": report, "warnings": warnings}  # fmt: skip
+        report.append(
+            {
+                **_public(
+                    image,
+                    "PackageID",
+                    "Name",
+                    "ImageOSVersion",
+                    "Architecture",
+                    "DPCount",
+                    "LastRefreshTime",
+                ),
+                "xp": used_by_xp,
+                "verdict": verdict,
+            }
+        )
+    ctx.result.data = {
+        "target_arch": arch,
+        "winpe_version": winpe,
+        "xp_boot_images": xp_ids,
+        "images": report,
+        "warnings": warnings,
+    }
     if problems:
         ctx.result.ok = False
         ctx.result.message = f"Boot images refused ({len(problems)}): " + " | ".join(problems)
@@ -330,9 +353,14 @@ def status(ctx: Context) -> None:
         if errors:
             failed.append(f"{image['PackageID']} on {', '.join(errors)}")
         pending += waiting
-        report.append({**_public(image, "PackageID", "Name", "SourceVersion", "LastRefreshTime"),
-                       "installed": installed, "in_progress": waiting,
-                       "failed": errors})  # fmt: skip
+        report.append(
+            {
+                **_public(image, "PackageID", "Name", "SourceVersion", "LastRefreshTime"),
+                "installed": installed,
+                "in_progress": waiting,
+                "failed": errors,
+            }
+        )
     ctx.result.data = report
     if failed:
         ctx.result.ok = False

@@ -15,8 +15,11 @@ OPERATIONS = Operations()
 
 
 def _is_log_arm(s: Script) -> bool:
-    return s.has("foreach ($name in $logs)", "foreach ($candidate in $dirs)",
-                 "(Get-Item -LiteralPath $path).Length")  # fmt: skip
+    return s.has(
+        "foreach ($name in $logs)",
+        "foreach ($candidate in $dirs)",
+        "(Get-Item -LiteralPath $path).Length",
+    )
 
 
 @OPERATIONS.add("engine/log_arm", _is_log_arm)
@@ -178,7 +181,10 @@ def dist_status(ctx: Context) -> None:
     package_id = check_package_id(ctx)
     call = wmi.call_after(s, "$rows = @()", "SMS_PackageStatusDistPointsSummarizer")
     ctx.result.data = [
-        {"dp": str(dp.get("ServerNALPath")), "state": int(dp.get("State") or 0),
-         "version": int(dp.get("SourceVersion") or 0)}
+        {
+            "dp": str(dp.get("ServerNALPath")),
+            "state": int(dp.get("State") or 0),
+            "version": int(dp.get("SourceVersion") or 0),
+        }
         for dp in wmi.run_call(ctx.lab, site, ctx.script, call, {"$packageId": package_id})
-    ]  # fmt: skip
+    ]

@@ -112,10 +112,11 @@ class _Server:
     @classmethod
     def of(cls, s: Script) -> _Server:
         if not s.has(
-            "function New-CmrbServerIdentity", "function Test-CmrbServerName",
+            "function New-CmrbServerIdentity",
+            "function Test-CmrbServerName",
             "[string]::Equals($Name, $Server.fqdn, [StringComparison]::OrdinalIgnoreCase)",
             "$server = New-CmrbServerIdentity -Address $dpAddress -NetbiosName $dpNetbiosName",
-        ):  # fmt: skip
+        ):
             raise Unrecognized("no exact server identity (New-CmrbServerIdentity)")
         address, netbios = str(s.input("dpAddress")), str(s.input("dpNetbiosName"))
         ip = re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", address) is not None
@@ -266,9 +267,11 @@ def image_multicast(ctx: Context) -> None:
                 for k in _LAZY_LOST:
                     stored[k] = None
                 ctx.lab.record_change(
-                    site.server, "OS image lazy properties written back empty",
-                    package_id=package_id, lost=sorted(lost),
-                )  # fmt: skip
+                    site.server,
+                    "OS image lazy properties written back empty",
+                    package_id=package_id,
+                    lost=sorted(lost),
+                )
             ctx.lab.image_flags_changed(site, package_id, old, current, flag)
         if "$CmrbResult.changed = $true" in block:
             ctx.result.changed = True
@@ -323,8 +326,12 @@ def image_flag_wait(ctx: Context) -> None:
 
 
 def _scf_lib(s: Script) -> bool:
-    return s.has("function Open-CmrbScf", "'GetSessionHandle'", "function Get-CmrbSiteRole",
-                 "SMS_SCI_SysResUse")  # fmt: skip
+    return s.has(
+        "function Open-CmrbScf",
+        "'GetSessionHandle'",
+        "function Get-CmrbSiteRole",
+        "SMS_SCI_SysResUse",
+    )
 
 
 class _Scf:
@@ -369,18 +376,21 @@ class _Scf:
         self.ctx.lab.record_change(
             self.site.server,
             f"site control file: {what} without the session handle (global copy; not committed)",
-            role=role.RoleName, nal_path=role.NALPath,
-        )  # fmt: skip
+            role=role.RoleName,
+            nal_path=role.NALPath,
+        )
 
     def roles(self, role_name: str) -> list[SiteRole]:
         """Get-CmrbSiteRole and Assert-CmrbOneRole: the entries of the role naming the server."""
         source = self.session.roles if self.query_in_session else self.site.scf
         found = [
-            r for r in source
+            r
+            for r in source
             if r.SiteCode.lower() == self.site.code.lower()
-            and r.RoleName.lower() == role_name.lower() and r.FileType == 2
+            and r.RoleName.lower() == role_name.lower()
+            and r.FileType == 2
             and self.server.names(r.server())
-        ]  # fmt: skip
+        ]
         asserts = self.s.has("if ($Roles.Count -gt 1) {", "Assert-CmrbOneRole -Roles $roles")
         if len(found) > 1 and asserts:
             raise PSError(
@@ -442,12 +452,15 @@ class _Scf:
             raise PSError('Failed to put the instance: "ItemName" is a read-only key property')
         keeps_lists = self.s.has("$role['PropLists'] = ")
         role = SiteRole(
-            RoleName=record["RoleName"], NALPath=record["NALPath"],
-            NetworkOSPath="\\\\" + nal_server(record["NALPath"]), SiteCode=record["SiteCode"],
-            NALType=record["NALType"], ItemName=f"{record['NALPath']},{record['RoleName']}",
+            RoleName=record["RoleName"],
+            NALPath=record["NALPath"],
+            NetworkOSPath="\\\\" + nal_server(record["NALPath"]),
+            SiteCode=record["SiteCode"],
+            NALType=record["NALType"],
+            ItemName=f"{record['NALPath']},{record['RoleName']}",
             Props=copy.deepcopy(record["Props"]),
             PropLists=copy.deepcopy(record["PropLists"]) if keeps_lists else [],
-        )  # fmt: skip
+        )
         if not self.put_in_session:
             self._outside("Put", role)
         else:
@@ -493,9 +506,11 @@ class _RoleInputs:
         if m is None:
             raise Unrecognized("no $label = '<prefix>' + $server.netbios")
         return cls(
-            str(s.input("action")), str(s.input("roleName")), str(s.input("backupDir")),
+            str(s.input("action")),
+            str(s.input("roleName")),
+            str(s.input("backupDir")),
             m["prefix"] + server.netbios.lower(),
-        )  # fmt: skip
+        )
 
 
 @OPERATIONS.add(
@@ -564,9 +579,10 @@ def pxe_boot_image(ctx: Context) -> None:
     server = _Server.of(s)
     package_id = check_package_id(ctx)
     records = [
-        r for r in site.dp_records
+        r
+        for r in site.dp_records
         if r["PackageID"] == package_id and server.nal(r["ServerNALPath"], share)
-    ]  # fmt: skip
+    ]
     if len(records) > 1:
         raise PSError(
             f"Refusing to change {package_id}: {len(records)} distribution point records name "
@@ -583,17 +599,22 @@ def pxe_boot_image(ctx: Context) -> None:
             raise Unrecognized("a boot image removal without $records[0].Delete()")
         site.dp_records.remove(records[0])
         ctx.lab.record_change(
-            holder.name if holder else server.display, "distribution point record removed",
-            package_id=package_id, nal_path=records[0]["ServerNALPath"],
-        )  # fmt: skip
+            holder.name if holder else server.display,
+            "distribution point record removed",
+            package_id=package_id,
+            nal_path=records[0]["ServerNALPath"],
+        )
         ctx.result.changed = True
     elif not records:
         resources = [
-            r for r in wmi.query(ctx.lab, site,
-                                 "SELECT * FROM SMS_SystemResourceList WHERE "
-                                 "RoleName='SMS Distribution Point'")
+            r
+            for r in wmi.query(
+                ctx.lab,
+                site,
+                "SELECT * FROM SMS_SystemResourceList WHERE RoleName='SMS Distribution Point'",
+            )
             if server.nal(r["NALPath"], share)
-        ]  # fmt: skip
+        ]
         if len(resources) != 1:
             raise PSError(
                 f"Expected one {share} distribution point on {server.display}, found "
@@ -602,9 +623,11 @@ def pxe_boot_image(ctx: Context) -> None:
         if s.has("[void]$new.Put()"):
             site.add_dp_record(package_id, resources[0]["NALPath"])
             ctx.lab.record_change(
-                holder.name if holder else server.display, "distribution point record added",
-                package_id=package_id, nal_path=resources[0]["NALPath"],
-            )  # fmt: skip
+                holder.name if holder else server.display,
+                "distribution point record added",
+                package_id=package_id,
+                nal_path=resources[0]["NALPath"],
+            )
         ctx.result.changed = True
     ctx.result.data = {"PackageID": package_id, "action": action}
 
