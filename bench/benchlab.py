@@ -148,7 +148,7 @@ class RunbookBackend:
         delays: dict[str, float] | None = None,
         handlers: dict[str, Handler] | None = None,
     ) -> None:
-        from cmrunbook_lab.wsman import FunctionBackend
+        from cmrunbook_lab.winrm.commands import FunctionBackend
 
         self.catalog = catalog
         self.delays = [(re.compile(p), s) for p, s in (delays or {}).items()]
@@ -352,7 +352,8 @@ RUN_PS_HOST = "runps"
 def lab_server(backend: Any) -> Iterator[Any]:
     """A LabServer on 127.0.0.1 serving ``backend`` for every host name; plain ``/wsman`` (all
     that pywinrm's ``Session`` can address) is an echo host named RUN_PS_HOST."""
-    from cmrunbook_lab.wsman import EchoBackend, LabServer
+    from cmrunbook_lab.winrm.commands import EchoBackend
+    from cmrunbook_lab.winrm.server import LabServer
 
     echo = EchoBackend()
 

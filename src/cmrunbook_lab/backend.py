@@ -11,8 +11,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from cmrunbook_lab.scripts import HostWentDown, clixml_error, interpret
-from cmrunbook_lab.wsman import command_line, encoded_command, split_command_line
+from cmrunbook_lab.interpreter import interpret
+from cmrunbook_lab.scripts import HostWentDown, clixml_error
+from cmrunbook_lab.winrm.cmdline import (
+    AmbiguousCommandLine,
+    command_line,
+    encoded_command,
+    split_command_line,
+)
 
 if TYPE_CHECKING:
     from cmrunbook_lab.hosts import SimHost
@@ -24,8 +30,14 @@ _READS_STDIN = ("OpenStandardInput", "$input")
 class LabCommand:
     """One powershell.exe process on a simulated host."""
 
-    def __init__(self, lab: Lab, host: SimHost, script_from_line: str | None, reads_stdin: bool,
-                 early: tuple[bytes, bytes, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lab: Lab,
+        host: SimHost,
+        script_from_line: str | None,
+        reads_stdin: bool,
+        early: tuple[bytes, bytes, int] | None = None,
+    ) -> None:
         self._lab, self._host = lab, host
         self._stdin = bytearray()
         self._reads_stdin = reads_stdin
@@ -106,7 +118,11 @@ class LabBackend:
 
     def start_command(self, command: str, arguments: list[str]) -> LabCommand:
         self.lab.tick()
-        argv = split_command_line(command_line(command, arguments))
+        try:
+            argv = split_command_line(command_line(command, arguments))
+        except AmbiguousCommandLine as exc:
+            err = clixml_error(f"The lab cannot tell how this command line is split: {exc}")
+            return LabCommand(self.lab, self.host, None, False, (b"", err, 1))
         exe = (argv[0] if argv else "").lower().rsplit("\\", 1)[-1]
         if exe not in ("powershell", "powershell.exe"):
             msg = (

@@ -239,10 +239,15 @@ class SimHost:
             self.fs.mkdir(d)
         for path, f in spec.files.items():
             self.fs.put(
-                File(path, version=f.version, declared_size=f.size,
-                     sha256=(f.sha256 or "").upper(),
-                     machine=f.arch or default_machine(path), read_only=f.read_only)
-            )  # fmt: skip
+                File(
+                    path,
+                    version=f.version,
+                    declared_size=f.size,
+                    sha256=(f.sha256 or "").upper(),
+                    machine=f.arch or default_machine(path),
+                    read_only=f.read_only,
+                )
+            )
         self.env = {
             "windir": WINDIR.get(self.os_version, r"C:\Windows"),
             "SystemRoot": WINDIR.get(self.os_version, r"C:\Windows"),

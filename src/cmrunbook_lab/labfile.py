@@ -24,9 +24,13 @@ DEFAULT_LAB = "default-lab.yaml"
 MulticastFault = Literal["none", "image-flags", "mcs-key", "wds"]
 LogFormat = Literal["cmtrace", "sms2007", "msi"]
 FaultKind = Literal[
-    "log-failure", "log-hang", "log-rollover", "reboot-during", "script-failure",
+    "log-failure",
+    "log-hang",
+    "log-rollover",
+    "reboot-during",
+    "script-failure",
     "distribution-failure",
-]  # fmt: skip
+]
 WdsFeature = Literal["WDS", "WDS-Deployment", "WDS-Transport"]
 
 

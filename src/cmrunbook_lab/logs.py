@@ -16,8 +16,15 @@ from cmrunbook_lab.hosts import File, SimHost
 CRLF = "\r\n"
 
 
-def cmtrace(message: str, component: str, when: datetime, *, type_: int = 1, thread: int = 4856,
-            source: str = "") -> str:  # fmt: skip
+def cmtrace(
+    message: str,
+    component: str,
+    when: datetime,
+    *,
+    type_: int = 1,
+    thread: int = 4856,
+    source: str = "",
+) -> str:
     """One CMTrace line; `type_` 1 info, 2 warning, 3 error. The bias is minutes (UTC: +000)."""
     time = when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d}+000"
     date = when.strftime("%m-%d-%Y")

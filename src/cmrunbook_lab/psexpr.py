@@ -53,9 +53,13 @@ def evaluate(text: str, env: Mapping[str, int]) -> int:
             pos += 1
             rhs = level(i + 1)
             value = {
-                "-bor": value | rhs, "-bxor": value ^ rhs, "-band": value & rhs,
-                "+": value + rhs, "-": value - rhs, "*": value * rhs,
-            }[op]  # fmt: skip
+                "-bor": value | rhs,
+                "-bxor": value ^ rhs,
+                "-band": value & rhs,
+                "+": value + rhs,
+                "-": value - rhs,
+                "*": value * rhs,
+            }[op]
         return value
 
     def unary() -> int:

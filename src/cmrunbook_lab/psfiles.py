@@ -128,9 +128,13 @@ def file_facts(fs: FileSystem, path: str) -> dict[str, Any]:
     file = get_item(fs, path)
     pe = pe_info(fs, path)
     return {
-        "path": path, "version": vstr(parts_version(file)), "sha256": sha256(fs, path),
-        "length": file.size, "machine": pe["machine"], "subsystem_version": pe["subsystem_version"],
-    }  # fmt: skip
+        "path": path,
+        "version": vstr(parts_version(file)),
+        "sha256": sha256(fs, path),
+        "length": file.size,
+        "machine": pe["machine"],
+        "subsystem_version": pe["subsystem_version"],
+    }
 
 
 def expand_path(candidate: object, install_dir: str) -> str:
@@ -149,8 +153,12 @@ def resolve_candidates(fs: FileSystem, paths: list[Any], install_dir: str) -> di
 
 def test_file_version(fs: FileSystem, path: str, required: tuple[int, ...]) -> dict[str, Any]:
     """Test-CmrbFileVersion: status ok / older / missing / unreadable."""
-    out: dict[str, Any] = {"path": path, "version": None, "required": vstr(required),
-                           "status": "missing"}  # fmt: skip
+    out: dict[str, Any] = {
+        "path": path,
+        "version": None,
+        "required": vstr(required),
+        "status": "missing",
+    }
     file = leaf(fs, path)
     if file is None:
         return out
@@ -206,8 +214,9 @@ def read_manifest(fs: FileSystem, backup_dir: str) -> list[dict[str, str]]:
 def write_manifest(fs: FileSystem, backup_dir: str, rows: list[dict[str, str]]) -> None:
     """Write-CmrbManifest: Export-Csv -NoTypeInformation -Encoding UTF8 (BOM, fields quoted)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, MANIFEST_FIELDS, quoting=csv.QUOTE_ALL, lineterminator="\r\n",
-                            extrasaction="ignore")  # fmt: skip
+    writer = csv.DictWriter(
+        buf, MANIFEST_FIELDS, quoting=csv.QUOTE_ALL, lineterminator="\r\n", extrasaction="ignore"
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow({k: str(row.get(k, "")) for k in MANIFEST_FIELDS})

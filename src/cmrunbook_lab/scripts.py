@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,40 +134,36 @@ class Context:
 
 @dataclass(frozen=True)
 class Operation:
+    """One simulated script: its name (template folder/file), how to know it, what it does."""
+
     name: str
     matches: Callable[[Script], bool]
     run: Callable[[Context], None]
 
 
-OPERATIONS: list[Operation] = []
+class Operations:
+    """The operations one simulator module answers, in the order it declares them.
 
+    Each simulator owns its own list, and :mod:`cmrunbook_lab.interpreter` joins the lists in an
+    explicit order, so which operation answers a script never depends on import order.
+    """
 
-def operation(
-    name: str, matches: Callable[[Script], bool]
-) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
-    """Register a simulated operation; the first whose `matches` accepts a script runs it."""
+    def __init__(self) -> None:
+        self._ops: list[Operation] = []
 
-    def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
-        OPERATIONS.append(Operation(name, matches, fn))
-        return fn
+    def add(
+        self, name: str, matches: Callable[[Script], bool]
+    ) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
+        """Register the decorated function as the operation ``name`` answering ``matches``."""
 
-    return register
+        def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
+            self._ops.append(Operation(name, matches, fn))
+            return fn
 
+        return register
 
-def recognise(script: Script) -> Operation | None:
-    _load_operations()
-    return next((op for op in OPERATIONS if op.matches(script)), None)
-
-
-def _load_operations() -> None:
-    # Importing the modules registers their operations (once).
-    from cmrunbook_lab import (  # noqa: F401
-        ops_bootsect,
-        ops_checks,
-        ops_engine,
-        ops_fleet,
-        ops_multicast,
-    )
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self._ops)
 
 
 def clixml_error(message: str) -> bytes:
@@ -187,31 +183,3 @@ def clixml_error(message: str) -> bytes:
         '<S S="Error">    + FullyQualifiedErrorId : LabUnrecognizedScript_x000D__x000A_</S>'
         "</Objs>"
     ).encode()
-
-
-def interpret(lab: Lab, host: SimHost, text: str) -> tuple[bytes, bytes, int]:
-    """Run one script on a host: (stdout, stderr, exit code); raises HostWentDown."""
-    script = Script.parse(text)
-    op = recognise(script) if script.has_prelude else None
-    if op is None:
-        head = script.text.split("\n", 1)[0][:120]
-        return b"", clixml_error(f"The lab cannot simulate this script (first line: {head})"), 1
-    ctx = Context(lab, host, script, Result())
-    down = lab.faults.take(host.name, ["reboot-during"], step=script.step)
-    if down is not None:
-        lab.go_down(host, down.down_seconds)
-        raise HostWentDown(host.name)
-    failing = lab.faults.take(host.name, ["script-failure"], step=script.step)
-    if failing is not None:
-        ctx.result.ok = False
-        ctx.result.message = failing.message
-    else:
-        try:
-            op.run(ctx)
-        except PSError as exc:
-            ctx.result.ok = False
-            ctx.result.message = str(exc)
-        except Unrecognized as exc:
-            return b"", clixml_error(f"The lab cannot simulate this script: {exc}"), 1
-    stdout = (ctx.result.line() + "\r\n").encode("utf-8") if script.has_result_line else b""
-    return stdout, b"", 0 if ctx.result.ok else 1

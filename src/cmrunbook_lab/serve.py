@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cmrunbook.load.inventory import Inventory
 from cmrunbook_lab.inventory_out import write_inventory
+from cmrunbook_lab.winrm.server import LabServer
 from cmrunbook_lab.world import Lab
-from cmrunbook_lab.wsman import LabServer
 
 LAB_USER = "LAB\\cmrunbook"
 

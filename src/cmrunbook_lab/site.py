@@ -8,6 +8,7 @@ SMS_SystemResourceList, SMS_R_System), so a query can be answered field by field
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,24 +31,18 @@ def nal_path(server: str, site: str, share: str = "") -> str:
 
 def nal_server(nal: str) -> str:
     """The server a NAL path names (`...MSWNET:["SMS_SITE=C07"]\\\\SERVER\\...` -> SERVER)."""
-    import re
-
     m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\([^\\]+)', nal)
     return m.group(1) if m else ""
 
 
 def nal_share(nal: str) -> str:
     """The share a NAL path names after its server ('' for the server itself)."""
-    import re
-
     m = re.search(r'MSWNET:\["SMS_SITE=[^"]*"\]\\\\[^\\]+\\([^\\]*)', nal)
     return m.group(1) if m else ""
 
 
 def wql_like(value: str, pattern: str) -> bool:
     """WQL LIKE, case-insensitive: % any run, _ one character."""
-    import re
-
     regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
 
@@ -98,23 +93,30 @@ class SiteState:
         self.install_dir = spec.install_dir
         self.images: dict[str, dict[str, Any]] = {
             i.package_id.upper(): {
-                "PackageID": i.package_id.upper(), "Name": i.name, "PkgFlags": i.pkg_flags,
-                "PackageSize": i.size_kb, "PackageType": 257,
+                "PackageID": i.package_id.upper(),
+                "Name": i.name,
+                "PkgFlags": i.pkg_flags,
+                "PackageSize": i.size_kb,
+                "PackageType": 257,
                 # Lazy (SMS-PROVIDER.md 8): null in a query, read by Get(); lost by a Put() of
                 # an object that was not re-read.
                 "ImageProperty": f'<WIM><IMAGE INDEX="1"><NAME>{i.name}</NAME></IMAGE></WIM>',
                 "RefreshSchedule": ["lab-schedule-token"],
             }
             for i in spec.os_images
-        }  # fmt: skip
+        }
         self.boot_images: dict[str, dict[str, Any]] = {
             b.package_id.upper(): {
-                "PackageID": b.package_id.upper(), "Name": b.name,
-                "ImageOSVersion": b.image_os_version, "Architecture": b.architecture,
-                "SourceVersion": 1, "Files": dict(b.files), "LastRefreshTime": "",
+                "PackageID": b.package_id.upper(),
+                "Name": b.name,
+                "ImageOSVersion": b.image_os_version,
+                "Architecture": b.architecture,
+                "SourceVersion": 1,
+                "Files": dict(b.files),
+                "LastRefreshTime": "",
             }
             for b in spec.boot_images
-        }  # fmt: skip
+        }
         # SMS_PackageStatusDistPointsSummarizer.State per (PackageID, ServerNALPath lower case):
         # 0 installed (the default), 1 install pending, 3 install failed.
         self.dp_state: dict[tuple[str, str], int] = {}
@@ -141,8 +143,16 @@ class SiteState:
 
     def wmi_instances(self, cls: str, lab: Lab) -> list[dict[str, Any]]:
         """Instances of one class (see `cmrunbook_lab.wmi.SURFACE`), as fresh dicts."""
-        public = ("ResourceId", "Name", "NetbiosName", "ClientVersion",
-                  "OperatingSystemNameandVersion", "Client", "Active", "Obsolete")  # fmt: skip
+        public = (
+            "ResourceId",
+            "Name",
+            "NetbiosName",
+            "ClientVersion",
+            "OperatingSystemNameandVersion",
+            "Client",
+            "Active",
+            "Obsolete",
+        )
         if cls == "SMS_R_System":
             return [{k: c[k] for k in public} for c in self.clients]
         if cls == "SMS_G_System_SoftwareFile":
@@ -163,12 +173,15 @@ class SiteState:
         if cls == "SMS_FullCollectionMembership":
             by_host = {c["_host"].lower(): c for c in self.clients}
             return [
-                {"CollectionID": cid, "ResourceID": by_host[m.lower()]["ResourceId"],
-                 "Name": by_host[m.lower()]["Name"]}
+                {
+                    "CollectionID": cid,
+                    "ResourceID": by_host[m.lower()]["ResourceId"],
+                    "Name": by_host[m.lower()]["Name"],
+                }
                 for cid, c in self.collections.items()
                 for m in c["members"]
                 if m.lower() in by_host
-            ]  # fmt: skip
+            ]
         if cls == "SMS_BootImagePackage":
             out = []
             for b in self.boot_images.values():
@@ -181,23 +194,35 @@ class SiteState:
             return [dict(r) for r in self.dp_records]
         if cls == "SMS_PackageStatusDistPointsSummarizer":
             return [
-                {"PackageID": r["PackageID"], "ServerNALPath": r["ServerNALPath"],
-                 "SiteCode": self.code,
-                 "State": self.dp_state.get((r["PackageID"], r["ServerNALPath"].lower()), 0),
-                 "SourceVersion": self.dp_version.get(
-                     (r["PackageID"], r["ServerNALPath"].lower()), 1),
-                 "SummaryDate": ""}
+                {
+                    "PackageID": r["PackageID"],
+                    "ServerNALPath": r["ServerNALPath"],
+                    "SiteCode": self.code,
+                    "State": self.dp_state.get((r["PackageID"], r["ServerNALPath"].lower()), 0),
+                    "SourceVersion": self.dp_version.get(
+                        (r["PackageID"], r["ServerNALPath"].lower()), 1
+                    ),
+                    "SummaryDate": "",
+                }
                 for r in self.dp_records
-            ]  # fmt: skip
+            ]
         if cls == "SMS_ImagePackage":
             return [dict(i) for i in self.images.values()]
         if cls == "SMS_PackageStatusRootSummarizer":
             return [
-                {"PackageID": i["PackageID"], "Name": i["Name"], "SourceSize": i["PackageSize"],
-                 "SourceCompressedSize": i["PackageSize"], "SourceVersion": 1, "Targeted": 1,
-                 "Installed": 1, "Retrying": 0, "Failed": 0}
+                {
+                    "PackageID": i["PackageID"],
+                    "Name": i["Name"],
+                    "SourceSize": i["PackageSize"],
+                    "SourceCompressedSize": i["PackageSize"],
+                    "SourceVersion": 1,
+                    "Targeted": 1,
+                    "Installed": 1,
+                    "Retrying": 0,
+                    "Failed": 0,
+                }
                 for i in self.images.values()
-            ]  # fmt: skip
+            ]
         if cls == "SMS_SystemResourceList":
             return self.system_resources()
         return []
@@ -206,38 +231,59 @@ class SiteState:
 
     def add_dp_record(self, package_id: str, server_nal_path: str) -> None:
         self.dp_records.append(
-            {"PackageID": package_id, "ServerNALPath": server_nal_path, "SiteCode": self.code,
-             "SiteName": self.code, "Status": 0}
-        )  # fmt: skip
+            {
+                "PackageID": package_id,
+                "ServerNALPath": server_nal_path,
+                "SiteCode": self.code,
+                "SiteName": self.code,
+                "Status": 0,
+            }
+        )
 
     def system_resources(self) -> list[dict[str, Any]]:
         """SMS_SystemResourceList: each DP, and the SMSPXEIMAGES$ DP of each PXE service point."""
         out = [
-            {"RoleName": DP_ROLE, "NALPath": nal_path(server, self.code), "SiteCode": self.code,
-             "ServerName": server, "ResourceType": "Windows NT Server"}
+            {
+                "RoleName": DP_ROLE,
+                "NALPath": nal_path(server, self.code),
+                "SiteCode": self.code,
+                "ServerName": server,
+                "ResourceType": "Windows NT Server",
+            }
             for server in self.dp_servers.values()
-        ]  # fmt: skip
+        ]
         out += [
-            {"RoleName": DP_ROLE, "NALPath": nal_path(self.dp_servers[h], self.code, PXE_SHARE),
-             "SiteCode": self.code, "ServerName": self.dp_servers[h],
-             "ResourceType": "Windows NT Server"}
+            {
+                "RoleName": DP_ROLE,
+                "NALPath": nal_path(self.dp_servers[h], self.code, PXE_SHARE),
+                "SiteCode": self.code,
+                "ServerName": self.dp_servers[h],
+                "ResourceType": "Windows NT Server",
+            }
             for h in sorted(self.pxe_shares)
-        ]  # fmt: skip
+        ]
         return out
 
     # -- site control file -----------------------------------------------------------------
 
     def role_record(
-        self, role_name: str, host: str, props: list[dict[str, Any]] | None = None,
+        self,
+        role_name: str,
+        host: str,
+        props: list[dict[str, Any]] | None = None,
         prop_lists: list[dict[str, Any]] | None = None,
-    ) -> SiteRole:  # fmt: skip
+    ) -> SiteRole:
         server = self.dp_servers[host]
         nal = nal_path(server, self.code)
         return SiteRole(
-            RoleName=role_name, NALPath=nal, NetworkOSPath=f"\\\\{server}", SiteCode=self.code,
-            ItemName=f"{nal},{role_name}", Props=copy.deepcopy(props or []),
+            RoleName=role_name,
+            NALPath=nal,
+            NetworkOSPath=f"\\\\{server}",
+            SiteCode=self.code,
+            ItemName=f"{nal},{role_name}",
+            Props=copy.deepcopy(props or []),
             PropLists=copy.deepcopy(prop_lists or []),
-        )  # fmt: skip
+        )
 
     def open_session(self, handle: str) -> ScfSession:
         """GetSessionHandle: a private copy of the site control file as it is now."""

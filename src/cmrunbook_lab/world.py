@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook_lab import logs
+from cmrunbook_lab.backend import LabBackend
 from cmrunbook_lab.clock import Clock, Schedule, dmtf
 from cmrunbook_lab.faults import FaultBook
 from cmrunbook_lab.hosts import File, SimHost
@@ -171,10 +172,8 @@ class Lab:
     def site_of(self, host: SimHost) -> SiteState:
         return self.sites[host.site_code]
 
-    def backend(self, name: str) -> object | None:
+    def backend(self, name: str) -> LabBackend | None:
         """The HostBackend of a host, or None for an unknown host or one without WinRM."""
-        from cmrunbook_lab.backend import LabBackend
-
         host = self.find_host(name)
         if host is None or not host.has_winrm:
             return None
@@ -205,8 +204,12 @@ class Lab:
             if spec.dp.multicast:
                 site.scf.append(site.role_record(MULTICAST_ROLE, host.name, _MCS_PROPS))
             if spec.dp.pxe:
-                remote = {"PropertyName": "Server Remote Name", "Value": 0,
-                          "Value1": host.address, "Value2": ""}  # fmt: skip
+                remote = {
+                    "PropertyName": "Server Remote Name",
+                    "Value": 0,
+                    "Value1": host.address,
+                    "Value2": "",
+                }
                 site.scf.append(
                     site.role_record(PXE_ROLE, host.name, [remote, *_PXE_PROPS], _PXE_LISTS)
                 )
@@ -250,20 +253,31 @@ class Lab:
         files = []
         if c.inventoried and inventoried:
             files.append(
-                {"FileName": "TSCore.dll", "FilePath": host.expand_env(client_dir).rstrip("\\")
-                 + "\\", "FileVersion": _version_text(inventoried), "FileSize": 1_402_880}
-            )  # fmt: skip
+                {
+                    "FileName": "TSCore.dll",
+                    "FilePath": host.expand_env(client_dir).rstrip("\\") + "\\",
+                    "FileVersion": _version_text(inventoried),
+                    "FileSize": 1_402_880,
+                }
+            )
         site.clients.append(
-            {"ResourceId": 16777216 + 4 * len(site.clients) + 4,
-             "Name": host.name.upper(), "NetbiosName": host.name.upper(),
-             "ClientVersion": c.client_version,
-             "OperatingSystemNameandVersion": os_name,
-             "Client": 1, "Active": 1, "Obsolete": 0,
-             "_host": host.name, "_files": files,
-             "_os": {"BuildNumber": build, "Caption": os_name, "Version": f"{os_ver}.{build}"}
-             if c.inventoried and build else None,
-             "_scan": dmtf(scanned) if c.inventoried else None}
-        )  # fmt: skip
+            {
+                "ResourceId": 16777216 + 4 * len(site.clients) + 4,
+                "Name": host.name.upper(),
+                "NetbiosName": host.name.upper(),
+                "ClientVersion": c.client_version,
+                "OperatingSystemNameandVersion": os_name,
+                "Client": 1,
+                "Active": 1,
+                "Obsolete": 0,
+                "_host": host.name,
+                "_files": files,
+                "_os": {"BuildNumber": build, "Caption": os_name, "Version": f"{os_ver}.{build}"}
+                if c.inventoried and build
+                else None,
+                "_scan": dmtf(scanned) if c.inventoried else None,
+            }
+        )
 
     def _seed_log(self, host: SimHost, path: str, log: LogFileSpec) -> None:
         """A log the host already has, e.g. smsts.log of a task sequence that failed earlier."""
@@ -341,9 +355,12 @@ class Lab:
         after = (dict(host.registry.values(key) or {}), host.services.get("WDSServer"))
         if before != after and not at_start:
             self.record_change(
-                host.name, "multicast state (registry, service)", key=key,
-                values=after[0], wds_server=after[1],
-            )  # fmt: skip
+                host.name,
+                "multicast state (registry, service)",
+                key=key,
+                values=after[0],
+                wds_server=after[1],
+            )
 
     def _sign_mcs_key(self, host: SimHost) -> None:
         """The MP signs the DP's current multicast key, if it has one."""
@@ -377,9 +394,13 @@ class Lab:
             self.record_change(
                 host.name if host is not None else role_rec.server(),
                 f"site control file: role {'removed' if op == 'uninstall' else 'added'}",
-                role=role_rec.RoleName, nal_path=role_rec.NALPath, site=site.code,
-                props=role_rec.Props, prop_lists=role_rec.PropLists, step=step,
-            )  # fmt: skip
+                role=role_rec.RoleName,
+                nal_path=role_rec.NALPath,
+                site=site.code,
+                props=role_rec.Props,
+                prop_lists=role_rec.PropLists,
+                step=step,
+            )
             if role is None or host is None or host.name not in self.dps:
                 continue
             self._role_change(host, role, op, step)
@@ -453,8 +474,9 @@ class Lab:
         state.busy = None
         ok = code in (0, 3010)
         dp.history.append(f"{role} {op} {'completed' if ok else 'failed'} ({code})")
-        self.record_change(host.name, f"{role} role {op} {'completed' if ok else 'failed'}",
-                           exit_code=code)  # fmt: skip
+        self.record_change(
+            host.name, f"{role} role {op} {'completed' if ok else 'failed'}", exit_code=code
+        )
         if ok and op == "uninstall":
             state.installed = False
             state.removed_cleanly = True
@@ -465,9 +487,11 @@ class Lab:
                 for r in [r for r in site.dp_records if r["ServerNALPath"].lower() == share]:
                     site.dp_records.remove(r)
                     self.record_change(
-                        host.name, "distribution point record removed",
-                        package_id=r["PackageID"], nal_path=r["ServerNALPath"],
-                    )  # fmt: skip
+                        host.name,
+                        "distribution point record removed",
+                        package_id=r["PackageID"],
+                        nal_path=r["ServerNALPath"],
+                    )
         elif ok and op == "install":
             state.installed = True
             state.removed_cleanly = False
@@ -486,9 +510,12 @@ class Lab:
         self, site: SiteState, package_id: str, before: int, after: int, flag_bit: int
     ) -> None:
         self.record_change(
-            site.server, "OS image flags changed", package_id=package_id, before=before,
+            site.server,
+            "OS image flags changed",
+            package_id=package_id,
+            before=before,
             after=after,
-        )  # fmt: skip
+        )
         multicast_bit = 0x08000000
         if before & multicast_bit or not after & multicast_bit:
             return
@@ -536,25 +563,37 @@ class Lab:
             lines = [
                 logs.Line(f"Start updating the package {package_id}...", dm),
                 stat(2376, [package_id]),
-                logs.Line(f"The source for package {package_id} has changed or the package "
-                          "source needs to be refreshed", dm),
+                logs.Line(
+                    f"The source for package {package_id} has changed or the package "
+                    "source needs to be refreshed",
+                    dm,
+                ),
                 logs.Line(f"Successfully created/updated the package {package_id}.", dm),
                 stat(2311, [package_id]),
-            ]  # fmt: skip
+            ]
             for rec in records:
                 nal = rec["ServerNALPath"]
                 lines += [
-                    logs.Line(f"DP Thread: Attempting to add or update package {package_id} "
-                              f"on DP {nal}", dm),
-                    logs.Line(f"Created package transfer job to send package {package_id} to "
-                              f"distribution point {nal}.", dm),
-                ]  # fmt: skip
+                    logs.Line(
+                        f"DP Thread: Attempting to add or update package {package_id} on DP {nal}",
+                        dm,
+                    ),
+                    logs.Line(
+                        f"Created package transfer job to send package {package_id} to "
+                        f"distribution point {nal}.",
+                        dm,
+                    ),
+                ]
             lines += [
-                logs.Line(f"All DP threads have completed for package {package_id} "
-                          "processing thread.", dm),
-                logs.Line(f"CDistributionSrcSQL::UpdateAvailableVersion PackageID={package_id}, "
-                          f"Version={version}, Status=2301", dm),
-            ]  # fmt: skip
+                logs.Line(
+                    f"All DP threads have completed for package {package_id} processing thread.", dm
+                ),
+                logs.Line(
+                    f"CDistributionSrcSQL::UpdateAvailableVersion PackageID={package_id}, "
+                    f"Version={version}, Status=2301",
+                    dm,
+                ),
+            ]
             logs.append(server, "distmgr.log", lines, when)
 
         def processed(t: float) -> None:

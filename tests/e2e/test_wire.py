@@ -27,15 +27,9 @@ from cmrunbook.remote.winrm.host import (
     TransportError,
     WinRMHost,
 )
-from cmrunbook_lab.wsman import (
-    CommandIO,
-    EchoBackend,
-    FunctionBackend,
-    HostBackend,
-    LabServer,
-    encoded_command,
-    split_command_line,
-)
+from cmrunbook_lab.winrm.cmdline import encoded_command, split_command_line
+from cmrunbook_lab.winrm.commands import CommandIO, EchoBackend, FunctionBackend, HostBackend
+from cmrunbook_lab.winrm.server import LabServer
 
 USER = "labadmin"
 PASSWORD = "S3cret-pa55!"

@@ -40,16 +40,24 @@ BACKUP = r"C:\ProgramData\cmrunbook\backup\bootsect-downgrade"
 def lab_inventory(lab: Lab, tmp_path: Path) -> Inventory:
     """An inventory of every lab host (the engine's view), written and loaded like any other."""
     sites = {
-        code: {"version": s.version, "release": s.spec.release, "provider": s.server,
-               "install_dir": s.install_dir}
+        code: {
+            "version": s.version,
+            "release": s.spec.release,
+            "provider": s.server,
+            "install_dir": s.install_dir,
+        }
         for code, s in lab.sites.items()
-    }  # fmt: skip
+    }
     hosts = {
-        name: {"address": h.address, "site": h.site_code, "roles": list(h.roles),
-               "os": {"version": h.os_version, "arch": h.arch},
-               **({} if h.has_winrm else {"winrm": False})}
+        name: {
+            "address": h.address,
+            "site": h.site_code,
+            "roles": list(h.roles),
+            "os": {"version": h.os_version, "arch": h.arch},
+            **({} if h.has_winrm else {"winrm": False}),
+        }
         for name, h in lab.hosts.items()
-    }  # fmt: skip
+    }
     path = tmp_path / "lab-inventory.yaml"
     path.write_text(yaml.safe_dump({"sites": sites, "hosts": hosts}), encoding="utf-8")
     return load_inventory(path)
@@ -58,8 +66,15 @@ def lab_inventory(lab: Lab, tmp_path: Path) -> Inventory:
 class Runbook:
     """One runbook planned on the lab's inventory for one target; renders and runs its scripts."""
 
-    def __init__(self, lab: Lab, inv: Inventory, runbook: str, target: str, *overrides: str,
-                 rollback: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lab: Lab,
+        inv: Inventory,
+        runbook: str,
+        target: str,
+        *overrides: str,
+        rollback: bool = False,
+    ) -> None:
         self.lab = lab
         self.plan: Plan = Planner(CATALOG, CATALOG.load(runbook), inv).plan(
             method=None, hosts=target, overrides=list(overrides), rollback=rollback
@@ -77,8 +92,14 @@ class Runbook:
         assert pr is not None
         return render_probe(CATALOG, self.plan, self.hp, pr)
 
-    def run(self, step_id: str, item: dict[str, Any] | None = None, *, edit: Any = None,
-            probe: bool = False) -> tuple[dict[str, Any], int | None]:  # fmt: skip
+    def run(
+        self,
+        step_id: str,
+        item: dict[str, Any] | None = None,
+        *,
+        edit: Any = None,
+        probe: bool = False,
+    ) -> tuple[dict[str, Any], int | None]:
         host, script = self.probe(step_id) if probe else self.step(step_id, item)
         if edit is not None:
             changed = edit(script)
@@ -106,11 +127,17 @@ def test_boot_image_update_probe_and_prechecks(lab: Lab, inv: Inventory) -> None
     rb = Runbook(lab, inv, "boot-image-update", "cm12-site01")
     probe, code = rb.run("boot-images", probe=True)
     assert code == 0 and [i["PackageID"] for i in probe["data"]] == [
-        "P1200001", "P1200002", "P1200005",
-    ]  # fmt: skip
-    assert probe["data"][2] == {"PackageID": "P1200005", "Name": "WinPE 3.1 x86 (XP refresh)",
-                                "Architecture": "x86", "ImageOSVersion": "6.1.7601",
-                                "DPCount": 1}  # fmt: skip
+        "P1200001",
+        "P1200002",
+        "P1200005",
+    ]
+    assert probe["data"][2] == {
+        "PackageID": "P1200005",
+        "Name": "WinPE 3.1 x86 (XP refresh)",
+        "Architecture": "x86",
+        "ImageOSVersion": "6.1.7601",
+        "DPCount": 1,
+    }
     hotfix, code = rb.run("pre.hotfix-site-server")
     assert code == 1 and "5.0.7958.1000, older than 5.0.7958.1104" in hotfix["message"]
     # The ADK 8.1 default images (WinPE 5.0, x86 and x64) are warned about, not refused.
@@ -135,8 +162,14 @@ def test_boot_image_update_probe_and_prechecks(lab: Lab, inv: Inventory) -> None
     named = Runbook(lab, inv, "boot-image-update", "cm12-site01", "xp_boot_images=P1200005")
     images, code = named.run("pre.boot-images")
     assert code == 0 and "xp_boot_images is empty" not in images["message"]
-    left_out = Runbook(lab, inv, "boot-image-update", "cm12-site01", "boot_images=P1200001",
-                       "xp_boot_images=P1200005")  # fmt: skip
+    left_out = Runbook(
+        lab,
+        inv,
+        "boot-image-update",
+        "cm12-site01",
+        "boot_images=P1200001",
+        "xp_boot_images=P1200005",
+    )
     images, code = left_out.run("pre.boot-images")
     assert (
         code == 1
@@ -165,8 +198,14 @@ def test_boot_image_update_refreshed_after_skips_updated_images(lab: Lab, inv: I
     assert code == 0 and status["data"][0]["installed"] == 1
     assert status["data"][0]["SourceVersion"] == "2"
     day = clock.wall().strftime("%Y-%m-%d")
-    again = Runbook(lab, inv, "boot-image-update", "cm12-site01", "boot_images=P1200005",
-                    f"refreshed_after={day}")  # fmt: skip
+    again = Runbook(
+        lab,
+        inv,
+        "boot-image-update",
+        "cm12-site01",
+        "boot_images=P1200005",
+        f"refreshed_after={day}",
+    )
     probe, _ = again.run("boot-images", probe=True)
     assert probe["data"] == [] and "P1200005 (refreshed " in probe["message"]
 
@@ -189,14 +228,17 @@ def test_boot_image_status_reports_install_failed_from_the_fault(lab: Lab, inv: 
 def test_boot_image_wrong_class_or_property_fails(lab: Lab, inv: Inventory) -> None:
     rb = Runbook(lab, inv, "boot-image-update", "cm12-site01")
     result, code = rb.run(
-        "upd.status", edit=lambda s: s.replace("SMS_PackageStatusDistPointsSummarizer",
-                                               "SMS_PackageStatusDistPointSummarizer")
-    )  # fmt: skip
+        "upd.status",
+        edit=lambda s: s.replace(
+            "SMS_PackageStatusDistPointsSummarizer", "SMS_PackageStatusDistPointSummarizer"
+        ),
+    )
     assert code == 1 and result["message"] == 'Invalid class "SMS_PackageStatusDistPointSummarizer"'
     result, code = rb.run(
-        "boot-images", probe=True, edit=lambda s: s.replace("-Filter (\"PackageID='\"",
-                                                            "-Filter (\"PackageId2='\"")
-    )  # fmt: skip
+        "boot-images",
+        probe=True,
+        edit=lambda s: s.replace('-Filter ("PackageID=\'"', '-Filter ("PackageId2=\'"'),
+    )
     assert code == 1 and result["message"] == "Invalid query"
 
 
@@ -204,8 +246,16 @@ def test_boot_image_wrong_class_or_property_fails(lab: Lab, inv: Inventory) -> N
 
 
 def _bootsect(lab: Lab, inv: Inventory, *extra: str, rollback: bool = False) -> Runbook:
-    return Runbook(lab, inv, "bootsect-downgrade", "cm12-site01", f"replacement_path={ADK80}",
-                   "boot_images=P1200005", *extra, rollback=rollback)  # fmt: skip
+    return Runbook(
+        lab,
+        inv,
+        "bootsect-downgrade",
+        "cm12-site01",
+        f"replacement_path={ADK80}",
+        "boot_images=P1200005",
+        *extra,
+        rollback=rollback,
+    )
 
 
 def test_bootsect_downgrade_and_rollback(lab: Lab, inv: Inventory) -> None:
@@ -262,8 +312,9 @@ def test_bootsect_downgrade_and_rollback(lab: Lab, inv: Inventory) -> None:
 
 
 def test_bootsect_replacement_refusals(lab: Lab, inv: Inventory) -> None:
-    missing = Runbook(lab, inv, "bootsect-downgrade", "cm12-site01",
-                      r"replacement_path=D:\nowhere\bootsect.exe")  # fmt: skip
+    missing = Runbook(
+        lab, inv, "bootsect-downgrade", "cm12-site01", r"replacement_path=D:\nowhere\bootsect.exe"
+    )
     result, code = missing.run("pre.replacement")
     assert (
         code == 1
@@ -284,9 +335,13 @@ def test_bootsect_replacement_refusals(lab: Lab, inv: Inventory) -> None:
     x64.machine, x64.sha256 = "x64", "AB" * 32
     fs.put(x64)
     wrong_arch = Runbook(
-        lab, inv, "bootsect-downgrade", "cm12-site01", f"replacement_path={x64.path}",
+        lab,
+        inv,
+        "bootsect-downgrade",
+        "cm12-site01",
+        f"replacement_path={x64.path}",
         "replacement_sha256=" + "cd" * 32,
-    )  # fmt: skip
+    )
     result, code = wrong_arch.run("pre.replacement")
     assert code == 1 and "is a x64 (0x8664) executable" in result["message"]
     assert "not the expected " + "CD" * 32 in result["message"]
@@ -366,9 +421,12 @@ def test_client_hotfix_fleet_mix(lab: Lab, inv: Inventory) -> None:
         key = f"{result['data']['compliance']}/{how}"
         counts[key] = counts.get(key, 0) + 1
     assert counts == {
-        "non-compliant/winrm": 26, "compliant/winrm": 8, "non-compliant/inventory": 9,
-        "compliant/inventory": 4, "unknown/inventory": 3,
-    }  # fmt: skip
+        "non-compliant/winrm": 26,
+        "compliant/winrm": 8,
+        "non-compliant/inventory": 9,
+        "compliant/inventory": 4,
+        "unknown/inventory": 3,
+    }
 
 
 def test_client_hotfix_registry_value_name_matters(lab: Lab, inv: Inventory) -> None:
@@ -378,8 +436,9 @@ def test_client_hotfix_registry_value_name_matters(lab: Lab, inv: Inventory) -> 
     fs.rename(r"C:\WINDOWS\CCM\TSCore.dll", r"E:\SMS\Client\TSCore.dll")
     host.registry.set(
         r"HKLM:\SOFTWARE\Microsoft\SMS\Client\Configuration\Client Properties",
-        "Local SMS Path", "E:\\SMS\\Client\\",
-    )  # fmt: skip
+        "Local SMS Path",
+        "E:\\SMS\\Client\\",
+    )
     result, code = _client(lab, inv, "xp-wks002")
     assert code == 0 and result["data"]["compliance"] == "compliant"
     rb = Runbook(lab, inv, "client-hotfix-check", "xp-wks002", "client_path_value=Local SMS Dir")
@@ -419,8 +478,9 @@ def test_site_hotfix_check(lab: Lab, inv: Inventory) -> None:
     ).version = "4.0.6487.2192"
     result, code = rb.run("site.ts-files")
     assert code == 0 and result["data"]["compliance"] == "compliant"
-    result, code = Runbook(lab, inv, "site-hotfix-check", "cm07-site01",
-                           r"osd_bin_dirs={install_dir}\bin\ia64").run("site.ts-files")  # fmt: skip
+    result, code = Runbook(
+        lab, inv, "site-hotfix-check", "cm07-site01", r"osd_bin_dirs={install_dir}\bin\ia64"
+    ).run("site.ts-files")
     assert code == 0 and result["data"]["compliance"] == "unknown"
 
 
@@ -435,15 +495,18 @@ def test_nt4_precheck(lab: Lab, inv: Inventory) -> None:
         "NT4-LEGACY01": ["OS like Microsoft Windows NT Workstation 4.0%"],
         "NT4-LEGACY02": ["OS like Microsoft Windows NT Workstation 4.0%", "build 1381"],
     }
-    result, code = Runbook(lab, inv, "nt4-precheck", "cm07-site01",
-                           "collection_id=C0700020").run("nt4.find")  # fmt: skip
+    result, code = Runbook(lab, inv, "nt4-precheck", "cm07-site01", "collection_id=C0700020").run(
+        "nt4.find"
+    )
     assert code == 1 and [c["name"] for c in result["data"]["computers"]] == ["NT4-LEGACY02"]
     assert "collection C0700020 (XP to Windows 7 refresh)" in result["message"]
-    result, code = Runbook(lab, inv, "nt4-precheck", "cm07-site01",
-                           "collection_id=C0700021").run("nt4.find")  # fmt: skip
+    result, code = Runbook(lab, inv, "nt4-precheck", "cm07-site01", "collection_id=C0700021").run(
+        "nt4.find"
+    )
     assert code == 0 and result["data"]["compliance"] == "compliant"
-    result, code = Runbook(lab, inv, "nt4-precheck", "cm07-site01",
-                           "collection_id=C0799999").run("nt4.find")  # fmt: skip
+    result, code = Runbook(lab, inv, "nt4-precheck", "cm07-site01", "collection_id=C0799999").run(
+        "nt4.find"
+    )
     assert code == 1 and result["message"] == "No collection C0799999 in site C07"
 
 

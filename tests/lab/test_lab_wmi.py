@@ -132,9 +132,12 @@ def _inventory(tmp_path: Path, address: str) -> Any:
 
 @pytest.mark.parametrize(
     ("inventory_address", "nal_name"),
-    [("cm07-dp02.corp.example", "cm07-dp02"), ("cm07-dp02", "cm07-dp02.corp.example"),
-     ("cm07-dp02.corp.example", "CM07-DP02.CORP.EXAMPLE")],
-)  # fmt: skip
+    [
+        ("cm07-dp02.corp.example", "cm07-dp02"),
+        ("cm07-dp02", "cm07-dp02.corp.example"),
+        ("cm07-dp02.corp.example", "CM07-DP02.CORP.EXAMPLE"),
+    ],
+)
 def test_role_found_by_netbios_or_fqdn(
     tmp_path: Path, inventory_address: str, nal_name: str
 ) -> None:
@@ -217,8 +220,9 @@ def test_method_4_restores_the_pxe_point_with_its_bind_list() -> None:
     assert pxe() == before
     backups = lab.hosts["cm07-site01"].fs.list(r"C:\ProgramData\cmrunbook\backup", "*.xml")
     assert sorted(b.path.rsplit("\\", 1)[1].rsplit("-", 2)[0] for b in backups) == [
-        "multicast-role-cm07-dp01", "pxe-role-cm07-dp01",
-    ]  # fmt: skip
+        "multicast-role-cm07-dp01",
+        "pxe-role-cm07-dp01",
+    ]
 
 
 def test_backups_of_one_role_in_one_second_never_overwrite_and_the_latest_is_restored() -> None:

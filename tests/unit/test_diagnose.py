@@ -408,7 +408,8 @@ def test_cli_host_fetches_the_logs_over_winrm(tmp_path: Path) -> None:
     import base64
 
     from cmrunbook.render.result import RESULT_MARKER
-    from cmrunbook_lab.wsman import CommandIO, FunctionBackend, LabServer
+    from cmrunbook_lab.winrm.commands import CommandIO, FunctionBackend
+    from cmrunbook_lab.winrm.server import LabServer
 
     smsts = r"C:\_SMSTaskSequence\Logs\Smstslog\smsts.log"
     seen: list[str] = []

@@ -1,13 +1,14 @@
-"""WinRM message encryption: the engine's and the lab's framing against pywinrm's own.
+"""WinRM message encryption: the engine's framing against pywinrm's own.
 
-Both ends of the lab's wire seal with :mod:`cmrunbook.remote.winrm.sealing`, so a mistake there
-shared by the engine and the lab and never show in an end-to-end test. pywinrm's ``Encryption``
-class is the reference here: it is what has talked to real Windows hosts for years.
+pywinrm's ``Encryption`` class is the reference here: it is what has talked to real Windows hosts
+for years. The peer is a bare pyspnego NTLM acceptor, so these tests need nothing of the lab (the
+lab's own side of the framing is checked in tests/lab/test_lab_sealing.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,26 +18,26 @@ from requests_ntlm.requests_ntlm import ShimSessionSecurity
 from winrm.encryption import Encryption
 
 from cmrunbook.remote.winrm.sealing import ENCRYPTED_CONTENT_TYPE, EncryptionError, seal, unseal
-from cmrunbook_lab.ntlm import CredentialFile, NTLMAcceptor
 
-USER, PASSWORD = "LAB\\labadmin", "S3cret-pa55!"
+DOMAIN, USER, PASSWORD = "LAB", "labadmin", "S3cret-pa55!"
 URL = "http://127.0.0.1:5985/wsman"
 SOAP = '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope">Grüße</s:Envelope>'
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[spnego.ContextProxy, NTLMAcceptor]]:
-    """A client context and the lab's acceptor after a complete NTLM handshake."""
-    users = CredentialFile({USER: PASSWORD})
-    try:
-        client = spnego.client(USER, PASSWORD, protocol="ntlm")
-        server = NTLMAcceptor(users)
-        challenge = server.step(client.step())
-        assert server.step(client.step(challenge)) is None
-        assert server.complete and client.complete
-        yield client, server
-    finally:
-        users.close()
+def pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[spnego.ContextProxy, spnego.ContextProxy]]:
+    """A client context and an acceptor after a complete NTLM handshake."""
+    users = tmp_path / "ntlm-users.txt"
+    users.write_text(f"{DOMAIN}:{USER}:{PASSWORD}\n", encoding="utf-8")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))
+    client = spnego.client(f"{DOMAIN}\\{USER}", PASSWORD, protocol="ntlm")
+    server = spnego.server(protocol="ntlm")
+    challenge = server.step(client.step())
+    assert server.step(client.step(challenge)) is None
+    assert server.complete and client.complete
+    yield client, server
 
 
 def _pywinrm(client: spnego.ContextProxy) -> Encryption:
@@ -51,16 +52,6 @@ def _framing(body: bytes) -> bytes:
     return head + octets
 
 
-def test_a_request_sealed_by_pywinrm_opens_in_the_lab(pair: tuple) -> None:
-    client, server = pair
-    request = _pywinrm(client).prepare_encrypted_request(
-        requests.Session(), URL, SOAP.encode("utf-8")
-    )
-    assert unseal(server.context, request.body, request.headers["Content-Type"]) == (
-        SOAP.encode("utf-8")
-    )
-
-
 def test_the_engine_seals_a_request_exactly_as_pywinrm_frames_it(pair: tuple) -> None:
     client, server = pair
     message = SOAP.encode("utf-8")
@@ -70,18 +61,15 @@ def test_the_engine_seals_a_request_exactly_as_pywinrm_frames_it(pair: tuple) ->
     assert len(ours) == len(theirs.body)
     assert theirs.headers["Content-Type"] == ENCRYPTED_CONTENT_TYPE
     # sealed in this order, opened in this order (RC4 stream and sequence numbers)
-    assert unseal(server.context, theirs.body, ENCRYPTED_CONTENT_TYPE) == message
-    assert unseal(server.context, ours, ENCRYPTED_CONTENT_TYPE) == message
+    assert unseal(server, theirs.body, ENCRYPTED_CONTENT_TYPE) == message
+    assert unseal(server, ours, ENCRYPTED_CONTENT_TYPE) == message
 
 
-def test_a_reply_sealed_by_the_lab_opens_in_pywinrm(pair: tuple) -> None:
+def test_a_reply_sealed_as_pywinrm_would_opens_in_the_engine(pair: tuple) -> None:
     client, server = pair
-    reply = SimpleNamespace(
-        headers={"Content-Type": ENCRYPTED_CONTENT_TYPE},
-        content=seal(server.context, SOAP.encode("utf-8")),
-        request=SimpleNamespace(url=URL),
-    )
-    assert _pywinrm(client).parse_encrypted_response(reply) == SOAP.encode("utf-8")
+    # pywinrm seals requests only; the acceptor's reply uses the same framing, byte for byte
+    reply = _pywinrm(server).prepare_encrypted_request(requests.Session(), URL, SOAP.encode())
+    assert unseal(client, reply.body, reply.headers["Content-Type"]) == SOAP.encode()
 
 
 def test_an_altered_body_is_refused(pair: tuple) -> None:
@@ -89,7 +77,7 @@ def test_an_altered_body_is_refused(pair: tuple) -> None:
     body = bytearray(seal(client, SOAP.encode("utf-8")))
     body[-30] ^= 0x01  # one bit of the sealed message
     with pytest.raises(EncryptionError, match="could not be unsealed"):
-        unseal(server.context, bytes(body), ENCRYPTED_CONTENT_TYPE)
+        unseal(server, bytes(body), ENCRYPTED_CONTENT_TYPE)
 
 
 @pytest.mark.parametrize(
@@ -102,6 +90,6 @@ def test_an_altered_body_is_refused(pair: tuple) -> None:
 def test_what_is_not_a_sealed_body_is_named(
     pair: tuple, body: bytes, content_type: str, error: str
 ) -> None:
-    _, server = pair
+    client, _ = pair
     with pytest.raises(EncryptionError, match=error):
-        unseal(server.context, body, content_type)
+        unseal(client, body, content_type)

@@ -2,10 +2,9 @@
 
 After NTLM authenticates a TCP connection, each SOAP message on it travels sealed with that
 connection's keys, in a two-part MIME body: a header part that declares the plain length, and an
-octet-stream part holding the signature length, the 16-byte signature and the sealed bytes. Both
-ends of the lab's wire use these functions (the engine's channel and the lab's WinRM service),
-so the format is checked against pywinrm's own ``Encryption`` class in the tests, not only
-against itself.
+octet-stream part holding the signature length, the 16-byte signature and the sealed bytes. The
+engine's channel uses these functions; the lab frames its side of the wire with its own code, and
+both are checked against pywinrm's own ``Encryption`` class in the tests.
 
 The order of messages matters: NTLM sealing is an RC4 stream with sequence numbers, so each
 side must seal and unseal in the order the messages travel.

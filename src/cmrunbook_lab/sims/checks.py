@@ -14,8 +14,10 @@ from typing import Any
 
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab import wmi
-from cmrunbook_lab.ops_multicast import provider_site
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Script, Unrecognized
+from cmrunbook_lab.sims.provider import provider_site
+
+OPERATIONS = Operations()
 
 _COMPLIANCE = "function Set-CmrbCompliance"
 
@@ -63,7 +65,7 @@ def _registry_reads(ctx: Context) -> dict[str, str | None]:
     return out
 
 
-@operation(
+@OPERATIONS.add(
     "checks/client_tscore",
     lambda s: s.has("$registryDir = Get-CmrbRegistryText", "foreach ($candidate in $candidates)"),
 )
@@ -79,10 +81,16 @@ def client_tscore(ctx: Context) -> None:
     candidates = [(registry_dir, "registry")] if registry_dir else []
     candidates += [(host.expand_env(str(d)), "fallback") for d in s.input("clientDirs")]
     data: dict[str, Any] = {
-        "compliance": "unknown", "file": file_name, "required": pf.vstr(required), "path": None,
-        "version": None, "client_dir": None, "client_dir_source": None,
-        "client_version": client_version, "searched": [],
-    }  # fmt: skip
+        "compliance": "unknown",
+        "file": file_name,
+        "required": pf.vstr(required),
+        "path": None,
+        "version": None,
+        "client_dir": None,
+        "client_dir_source": None,
+        "client_version": client_version,
+        "searched": [],
+    }
     ctx.result.data = data
     seen: set[str] = set()
     check = None
@@ -101,21 +109,32 @@ def client_tscore(ctx: Context) -> None:
     note = f" (client version {client_version})" if client_version else ""
     req = pf.vstr(required)
     if check is None:
-        _comply(ctx, "unknown", f"{file_name} was not found in {'; '.join(data['searched'])}"
-                f"{note}: is the ConfigMgr client installed? Set client_dirs if it lives "
-                "elsewhere.")  # fmt: skip
+        _comply(
+            ctx,
+            "unknown",
+            f"{file_name} was not found in {'; '.join(data['searched'])}"
+            f"{note}: is the ConfigMgr client installed? Set client_dirs if it lives "
+            "elsewhere.",
+        )
         return
     data["path"], data["version"] = check["path"], check["version"]
     where = f"{file_name} is {check['version']} ({check['path']})"
     if check["status"] == "ok":
-        _comply(ctx, "compliant", f"{where}, at least {req}: the KB2910552 client update is "
-                f"installed{note}.")  # fmt: skip
+        _comply(
+            ctx,
+            "compliant",
+            f"{where}, at least {req}: the KB2910552 client update is installed{note}.",
+        )
     elif check["status"] == "older":
-        _comply(ctx, "non-compliant", f"{where}, older than {req}: install the KB2910552 client "
-                f"update on this client{note}.")  # fmt: skip
+        _comply(
+            ctx,
+            "non-compliant",
+            f"{where}, older than {req}: install the KB2910552 client update on this client{note}.",
+        )
     else:
-        _comply(ctx, "unknown", f"{file_name} at {check['path']} has no readable file "
-                f"version{note}.")  # fmt: skip
+        _comply(
+            ctx, "unknown", f"{file_name} at {check['path']} has no readable file version{note}."
+        )
 
 
 # -- client-hotfix-check, from the SMS Provider -------------------------------------------------
@@ -129,7 +148,7 @@ def _dmtf_text(value: str) -> str:
         raise PSError("Specified argument was out of the range of valid values.") from exc
 
 
-@operation(
+@OPERATIONS.add(
     "checks/client_tscore_inventory",
     lambda s: s.has(
         "$netbiosName = $clientName",
@@ -151,11 +170,20 @@ def client_tscore_inventory(ctx: Context) -> None:
     if not re.fullmatch(r"\d+(\.\d+){3}", client) and "." in client:
         netbios = client.split(".")[0]
     data: dict[str, Any] = {
-        "compliance": "unknown", "client": netbios, "site": site.code, "file": file_name,
-        "required": pf.vstr(required), "source": "site inventory", "records": [],
-        "client_version": None, "os": None, "files": [], "path": None, "version": None,
+        "compliance": "unknown",
+        "client": netbios,
+        "site": site.code,
+        "file": file_name,
+        "required": pf.vstr(required),
+        "source": "site inventory",
+        "records": [],
+        "client_version": None,
+        "os": None,
+        "files": [],
+        "path": None,
+        "version": None,
         "last_software_scan": None,
-    }  # fmt: skip
+    }
     ctx.result.data = data
     systems = wmi.run_call(
         ctx.lab, site, s, wmi.call_after(s, "$systems = @("), {"$netbiosName": netbios}
@@ -163,18 +191,26 @@ def client_tscore_inventory(ctx: Context) -> None:
     current = [x for x in systems if x.get("Obsolete") != 1]
     systems = current or systems
     if not systems:
-        _comply(ctx, "unknown", f"No SMS_R_System record named {netbios} in site {site.code}: the "
-                "client is not discovered there, or has another name.")  # fmt: skip
+        _comply(
+            ctx,
+            "unknown",
+            f"No SMS_R_System record named {netbios} in site {site.code}: the "
+            "client is not discovered there, or has another name.",
+        )
         return
     files_call = wmi.call_after(s, "foreach ($system in $systems)")
     scan_call = wmi.call_after(s, "$scan = @(")
     found: list[dict[str, Any]] = []
     for system in systems:
         rid = str(int(system.get("ResourceId") or 0))
-        data["records"].append({"resource_id": rid, "name": str(system.get("Name")),
-                                "client_version": str(system.get("ClientVersion") or ""),
-                                "os": str(system.get("OperatingSystemNameandVersion")
-                                          or "")})  # fmt: skip
+        data["records"].append(
+            {
+                "resource_id": rid,
+                "name": str(system.get("Name")),
+                "client_version": str(system.get("ClientVersion") or ""),
+                "os": str(system.get("OperatingSystemNameandVersion") or ""),
+            }
+        )
         if data["client_version"] is None and system.get("ClientVersion"):
             data["client_version"] = str(system["ClientVersion"])
             data["os"] = str(system.get("OperatingSystemNameandVersion") or "")
@@ -182,9 +218,12 @@ def client_tscore_inventory(ctx: Context) -> None:
         for f in wmi.run_call(ctx.lab, site, s, files_call, env):
             text = str(f.get("FileVersion") or "")
             parsed = pf.version_tuple(text)
-            entry = {"path": str(f.get("FilePath") or "") + str(f.get("FileName") or ""),
-                     "folder": str(f.get("FilePath") or ""), "version_text": text,
-                     "version": pf.vstr(parsed) if parsed else None}  # fmt: skip
+            entry = {
+                "path": str(f.get("FilePath") or "") + str(f.get("FileName") or ""),
+                "folder": str(f.get("FilePath") or ""),
+                "version_text": text,
+                "version": pf.vstr(parsed) if parsed else None,
+            }
             data["files"].append(entry)
             found.append(entry)
         try:
@@ -210,13 +249,20 @@ def client_tscore_inventory(ctx: Context) -> None:
     )
     req = pf.vstr(required)
     if not found:
-        _comply(ctx, "unknown", f"{netbios}: {file_name} is not in the site's software inventory"
-                f"{about}; the client version alone cannot prove the KB2910552 client update "
-                f"(hotfixes often leave it unchanged). Inventory {file_name} or enable WinRM on "
-                "the client.")  # fmt: skip
+        _comply(
+            ctx,
+            "unknown",
+            f"{netbios}: {file_name} is not in the site's software inventory"
+            f"{about}; the client version alone cannot prove the KB2910552 client update "
+            f"(hotfixes often leave it unchanged). Inventory {file_name} or enable WinRM on "
+            "the client.",
+        )
     elif lowest is None:
-        _comply(ctx, "unknown", f"{netbios}: the inventoried {file_name} has no readable file "
-                f"version{about}.")  # fmt: skip
+        _comply(
+            ctx,
+            "unknown",
+            f"{netbios}: the inventoried {file_name} has no readable file version{about}.",
+        )
     else:
         data["path"], data["version"] = lowest["path"], lowest["version"]
         what = (
@@ -224,17 +270,24 @@ def client_tscore_inventory(ctx: Context) -> None:
             f"({lowest['path']}{scan_note})"
         )
         if pf.at_least(lowest["version"], required):
-            _comply(ctx, "compliant", f"{what}, at least {req}: the KB2910552 client update is "
-                    f"installed{about}.")  # fmt: skip
+            _comply(
+                ctx,
+                "compliant",
+                f"{what}, at least {req}: the KB2910552 client update is installed{about}.",
+            )
         else:
-            _comply(ctx, "non-compliant", f"{what}, older than {req}: install the KB2910552 "
-                    f"client update on this client{about}.")  # fmt: skip
+            _comply(
+                ctx,
+                "non-compliant",
+                f"{what}, older than {req}: install the KB2910552 "
+                f"client update on this client{about}.",
+            )
 
 
 # -- site-hotfix-check ----------------------------------------------------------------------------
 
 
-@operation(
+@OPERATIONS.add(
     "checks/site_ts_files",
     lambda s: s.has("foreach ($folder in $folders)", "foreach ($name in $files)"),
 )
@@ -245,8 +298,13 @@ def site_ts_files(ctx: Context) -> None:
     required = pf.version_tuple(str(s.input("requiredText"))) or (0,)
     install_dir = str(s.input("installDir") or "")
     release = s.input("release")
-    data: dict[str, Any] = {"compliance": "unknown", "required": pf.vstr(required),
-                            "release": release, "folders": [], "files": []}  # fmt: skip
+    data: dict[str, Any] = {
+        "compliance": "unknown",
+        "required": pf.vstr(required),
+        "release": release,
+        "folders": [],
+        "files": [],
+    }
     ctx.result.data = data
     problems: list[str] = []
     present = 0
@@ -270,22 +328,35 @@ def site_ts_files(ctx: Context) -> None:
         )
     req = pf.vstr(required)
     if present == 0:
-        _comply(ctx, "unknown", f"None of {', '.join(files)} is in {'; '.join(data['folders'])}: "
-                f"set osd_bin_dirs to the OSD bin folders of this site server.{note}")  # fmt: skip
+        _comply(
+            ctx,
+            "unknown",
+            f"None of {', '.join(files)} is in {'; '.join(data['folders'])}: "
+            f"set osd_bin_dirs to the OSD bin folders of this site server.{note}",
+        )
     elif problems:
-        _comply(ctx, "non-compliant", f"KB2586709 is not installed: {'; '.join(problems)} (need "
-                f"{req} or later). Install SCCM2007-SP2-2586709-X86-ENU.msi on the primary site "
-                f"server.{note}")  # fmt: skip
+        _comply(
+            ctx,
+            "non-compliant",
+            f"KB2586709 is not installed: {'; '.join(problems)} (need "
+            f"{req} or later). Install SCCM2007-SP2-2586709-X86-ENU.msi on the primary site "
+            f"server.{note}",
+        )
     else:
-        _comply(ctx, "compliant", f"{', '.join(files)} are {req} or later in "
-                f"{' and '.join(data['folders'])}: KB2586709 is installed.")  # fmt: skip
+        _comply(
+            ctx,
+            "compliant",
+            f"{', '.join(files)} are {req} or later in "
+            f"{' and '.join(data['folders'])}: KB2586709 is installed.",
+        )
 
 
 # -- nt4-precheck ------------------------------------------------------------------------------
 
 
-def _nt4_add(data: dict[str, Any], found: dict[str, dict[str, Any]], system: dict[str, Any],
-             matched_by: str) -> None:  # fmt: skip
+def _nt4_add(
+    data: dict[str, Any], found: dict[str, dict[str, Any]], system: dict[str, Any], matched_by: str
+) -> None:
     """Add-CmrbNt4."""
     if system.get("Obsolete") == 1:
         data["obsolete_skipped"] += 1
@@ -294,10 +365,13 @@ def _nt4_add(data: dict[str, Any], found: dict[str, dict[str, Any]], system: dic
     if rid in found:
         found[rid]["matched_by"].append(matched_by)
         return
-    found[rid] = {"name": str(system.get("Name")), "resource_id": rid,
-                  "os": str(system.get("OperatingSystemNameandVersion") or ""),
-                  "client_version": str(system.get("ClientVersion") or ""),
-                  "matched_by": [matched_by]}  # fmt: skip
+    found[rid] = {
+        "name": str(system.get("Name")),
+        "resource_id": rid,
+        "os": str(system.get("OperatingSystemNameandVersion") or ""),
+        "client_version": str(system.get("ClientVersion") or ""),
+        "matched_by": [matched_by],
+    }
 
 
 def _needs(s: Script, *snippets: str) -> None:
@@ -305,7 +379,7 @@ def _needs(s: Script, *snippets: str) -> None:
         raise Unrecognized("the NT 4.0 query is not the one the lab simulates")
 
 
-@operation(
+@OPERATIONS.add(
     "checks/nt4_clients",
     lambda s: s.has("function Add-CmrbNt4", "foreach ($pattern in $osPatterns)"),
 )
@@ -318,10 +392,15 @@ def nt4_clients(ctx: Context) -> None:
     collection_id = s.input("collectionId")
     limit = int(s.input("listLimit"))
     data: dict[str, Any] = {
-        "compliance": "unknown", "site": site.code, "collection_id": collection_id,
-        "collection_name": None, "os_patterns": patterns, "build": build, "computers": [],
+        "compliance": "unknown",
+        "site": site.code,
+        "collection_id": collection_id,
+        "collection_name": None,
+        "os_patterns": patterns,
+        "build": build,
+        "computers": [],
         "obsolete_skipped": 0,
-    }  # fmt: skip
+    }
     ctx.result.data = data
     found: dict[str, dict[str, Any]] = {}
     by_pattern = wmi.call_after(s, "foreach ($pattern in $osPatterns)")
@@ -359,6 +438,10 @@ def nt4_clients(ctx: Context) -> None:
     shown = ", ".join(names)
     if len(names) > limit:
         shown = ", ".join(names[:limit]) + f" and {len(names) - limit} more"
-    _comply(ctx, "non-compliant", f"{len(computers)} Windows NT 4.0 computer(s) in {scope}: "
-            f"{shown}. The OSD Feature Pack cannot upgrade Windows NT 4.0 (KB930011, not "
-            "supported): do not target them.")  # fmt: skip
+    _comply(
+        ctx,
+        "non-compliant",
+        f"{len(computers)} Windows NT 4.0 computer(s) in {scope}: "
+        f"{shown}. The OSD Feature Pack cannot upgrade Windows NT 4.0 (KB930011, not "
+        "supported): do not target them.",
+    )

@@ -15,7 +15,9 @@ from typing import Any
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab.hosts import FileSystem
 from cmrunbook_lab.psexpr import block_at
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Script, Unrecognized
+
+OPERATIONS = Operations()
 
 _REPLACEMENT_LIB = (
     "if ([version]$facts.version -ge [version]$MaxVersion)",
@@ -85,7 +87,7 @@ def _none_found(copies: dict[str, list[str]], hint: str) -> PSError:
     return PSError(f"No bootsect.exe found in any of: {'; '.join(copies['absent'])} ({hint})")
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/check_replacement",
     lambda s: (
         s.has("$check = Test-CmrbBootsectReplacement -Path $replacementPath")
@@ -97,8 +99,11 @@ def check_replacement(ctx: Context) -> None:
     copies = _candidates(ctx)
     check = _check_replacement(ctx, copies["found"])
     s = ctx.script
-    ctx.result.data = {"replacement": check["facts"], "max_version": s.input("maxVersion"),
-                       "sha256_expected": s.input("expectedSha256")}  # fmt: skip
+    ctx.result.data = {
+        "replacement": check["facts"],
+        "max_version": s.input("maxVersion"),
+        "sha256_expected": s.input("expectedSha256"),
+    }
     if check["problems"]:
         ctx.result.ok = False
         ctx.result.message = "The replacement bootsect.exe is refused: " + " ".join(
@@ -112,7 +117,7 @@ def check_replacement(ctx: Context) -> None:
         )
 
 
-@operation("bootsect/locate", lambda s: s.has("$facts.is_replacement = ", "$copies.found"))
+@OPERATIONS.add("bootsect/locate", lambda s: s.has("$facts.is_replacement = ", "$copies.found"))
 def locate(ctx: Context) -> None:
     s, fs = ctx.script, ctx.host.fs
     copies = _candidates(ctx)
@@ -135,11 +140,12 @@ def locate(ctx: Context) -> None:
 
 def _backup_libs(s: Script) -> None:
     pf.require(s, pf.FILES_LIB, "Get-CmrbSha256")
-    pf.require(s, pf.BACKUP_LIB, "Read-CmrbManifest", "Find-CmrbManifestEntry",
-               "Test-CmrbBackupEntry")  # fmt: skip
+    pf.require(
+        s, pf.BACKUP_LIB, "Read-CmrbManifest", "Find-CmrbManifestEntry", "Test-CmrbBackupEntry"
+    )
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/backup",
     lambda s: s.has("$name = Get-CmrbBackupName -Path $path", "Write-CmrbManifest -BackupDir"),
 )
@@ -164,9 +170,15 @@ def backup(ctx: Context) -> None:
             problem = pf.entry_problem(fs, entry, backup_dir)
             if problem is not None:
                 raise PSError("The existing backup is not intact, nothing was changed: " + problem)
-            report.append({"path": path, "backup": pf.join(backup_dir, entry["BackupFile"]),
-                           "sha256": entry["Sha256"], "version": entry["Version"],
-                           "action": "kept"})  # fmt: skip
+            report.append(
+                {
+                    "path": path,
+                    "backup": pf.join(backup_dir, entry["BackupFile"]),
+                    "sha256": entry["Sha256"],
+                    "version": entry["Version"],
+                    "action": "kept",
+                }
+            )
             continue
         name = pf.backup_name(path)
         target = pf.join(backup_dir, name)
@@ -182,25 +194,50 @@ def backup(ctx: Context) -> None:
                 f"exists in {backup_dir}: restore the original first (ADK or ConfigMgr repair), "
                 "so that a rollback has something to go back to."
             )
-        _apply_file_ops(fs, _loop_block(s, "foreach ($path in $copies.found)"),
-                        {"$path": path, "$target": target}, stop="$copied = ")  # fmt: skip
+        _apply_file_ops(
+            fs,
+            _loop_block(s, "foreach ($path in $copies.found)"),
+            {"$path": path, "$target": target},
+            stop="$copied = ",
+        )
         copied = pf.sha256(fs, target)
         if copied != facts["sha256"]:
             raise PSError(
                 f"The backup copy {target} has SHA-256 {copied}, the original {facts['sha256']}"
             )
-        _apply_file_ops(fs, _loop_block(s, "foreach ($path in $copies.found)"),
-                        {"$path": path, "$target": target}, start="$copied = ")  # fmt: skip
+        _apply_file_ops(
+            fs,
+            _loop_block(s, "foreach ($path in $copies.found)"),
+            {"$path": path, "$target": target},
+            start="$copied = ",
+        )
         stamp = ctx.lab.clock.wall().strftime("%Y-%m-%dT%H:%M:%SZ")
-        rows.append({"Path": path, "BackupFile": name, "Sha256": facts["sha256"],
-                     "Version": facts["version"], "Length": str(facts["length"]),
-                     "BackedUpUtc": stamp})  # fmt: skip
+        rows.append(
+            {
+                "Path": path,
+                "BackupFile": name,
+                "Sha256": facts["sha256"],
+                "Version": facts["version"],
+                "Length": str(facts["length"]),
+                "BackedUpUtc": stamp,
+            }
+        )
         pf.write_manifest(fs, backup_dir, rows)
         ctx.result.changed = True
-        report.append({"path": path, "backup": target, "sha256": facts["sha256"],
-                       "version": facts["version"], "action": "backed up"})  # fmt: skip
-    ctx.result.data = {"backup_dir": backup_dir, "manifest": pf.join(backup_dir, "manifest.csv"),
-                       "copies": report}  # fmt: skip
+        report.append(
+            {
+                "path": path,
+                "backup": target,
+                "sha256": facts["sha256"],
+                "version": facts["version"],
+                "action": "backed up",
+            }
+        )
+    ctx.result.data = {
+        "backup_dir": backup_dir,
+        "manifest": pf.join(backup_dir, "manifest.csv"),
+        "copies": report,
+    }
     ctx.result.message = (
         f"Originals backed up in {backup_dir} ({len(report)} file(s), manifest.csv)."
     )
@@ -255,7 +292,7 @@ def _var(env: dict[str, str], name: str) -> str:
     return env[name]
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/replace",
     lambda s: (
         s.has("Test-CmrbBootsectReplacement -Path $replacementPath")
@@ -293,14 +330,26 @@ def replace(ctx: Context) -> None:
     for path in copies["found"]:
         before = pf.sha256(fs, path)
         if before == facts["sha256"]:
-            report.append({"path": path, "sha256_before": before, "sha256_after": before,
-                           "action": "already the replacement"})  # fmt: skip
+            report.append(
+                {
+                    "path": path,
+                    "sha256_before": before,
+                    "sha256_after": before,
+                    "action": "already the replacement",
+                }
+            )
             continue
         env = {"$path": path, "$replacementPath": str(s.input("replacementPath"))}
         _apply_file_ops(fs, block, env)
         ctx.result.changed = True
-        report.append({"path": path, "sha256_before": before,
-                       "sha256_after": pf.sha256(fs, path), "action": "replaced"})  # fmt: skip
+        report.append(
+            {
+                "path": path,
+                "sha256_before": before,
+                "sha256_after": pf.sha256(fs, path),
+                "action": "replaced",
+            }
+        )
     ctx.result.data = {"replacement": facts, "copies": report}
     ctx.result.message = (
         f"bootsect.exe {facts['version']} put in place of {len(report)} copy(ies); originals in "
@@ -308,7 +357,7 @@ def replace(ctx: Context) -> None:
     )
 
 
-@operation("bootsect/verify", lambda s: s.has("$expect = ", "foreach ($want in $wanted)"))
+@OPERATIONS.add("bootsect/verify", lambda s: s.has("$expect = ", "foreach ($want in $wanted)"))
 def verify(ctx: Context) -> None:
     s, fs = ctx.script, ctx.host.fs
     pf.require(s, pf.FILES_LIB, "Get-CmrbSha256", "Get-CmrbFileVersion")
@@ -335,8 +384,9 @@ def verify(ctx: Context) -> None:
             version = pf.vstr(pf.parts_version(pf.get_item(fs, want["path"])))
         if have != want["sha256"]:
             wrong.append(f"{want['path']} has SHA-256 {have}, expected {want['sha256']}")
-        report.append({"path": want["path"], "sha256": have, "expected": want["sha256"],
-                       "version": version})  # fmt: skip
+        report.append(
+            {"path": want["path"], "sha256": have, "expected": want["sha256"], "version": version}
+        )
     ctx.result.data = {"expect": expect, "copies": report}
     if wrong:
         ctx.result.ok = False
@@ -345,7 +395,7 @@ def verify(ctx: Context) -> None:
         ctx.result.message = f"Every bootsect.exe copy ({len(report)}) is the {expect}."
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/check_backup",
     lambda s: (
         s.has("$manifest = @(Read-CmrbManifest -BackupDir $backupDir)")
@@ -367,22 +417,28 @@ def check_backup(ctx: Context) -> None:
         problem = pf.entry_problem(fs, entry, backup_dir)
         if problem is not None:
             problems.append(problem)
-        report.append({"path": entry.get("Path"),
-                       "backup": pf.join(backup_dir, str(entry.get("BackupFile"))),
-                       "sha256": entry.get("Sha256"), "version": entry.get("Version"),
-                       "intact": problem is None})  # fmt: skip
+        report.append(
+            {
+                "path": entry.get("Path"),
+                "backup": pf.join(backup_dir, str(entry.get("BackupFile"))),
+                "sha256": entry.get("Sha256"),
+                "version": entry.get("Version"),
+                "intact": problem is None,
+            }
+        )
     ctx.result.data = {"backup_dir": backup_dir, "entries": report}
     if problems:
         ctx.result.ok = False
         ctx.result.message = (
-            "The backup cannot be trusted, nothing will be restored: " + "; ".join(problems)
+            "The backup cannot be trusted, nothing will be restored: "
+            + "; ".join(problems)
             + ". Reinstall the originals from the ADK 8.1 / ConfigMgr media instead."
-        )  # fmt: skip
+        )
     else:
         ctx.result.message = f"{len(report)} original(s) in {backup_dir} match the manifest."
 
 
-@operation(
+@OPERATIONS.add(
     "bootsect/restore",
     lambda s: s.has(
         "Copy-Item -LiteralPath (Join-Path $backupDir ([string]$entry.BackupFile)) -Destination"
@@ -411,8 +467,15 @@ def restore(ctx: Context) -> None:
         env = {"$path": path, "$backupFile": pf.join(backup_dir, str(entry["BackupFile"]))}
         _apply_file_ops(fs, block, env)
         ctx.result.changed = True
-        report.append({"path": path, "sha256_before": before, "sha256": pf.sha256(fs, path),
-                       "version": entry.get("Version"), "action": "restored"})  # fmt: skip
+        report.append(
+            {
+                "path": path,
+                "sha256_before": before,
+                "sha256": pf.sha256(fs, path),
+                "version": entry.get("Version"),
+                "action": "restored",
+            }
+        )
     ctx.result.data = {"backup_dir": backup_dir, "copies": report}
     ctx.result.message = (
         f"{len(report)} original bootsect.exe copy(ies) in place again; the backup is kept in "

@@ -1,21 +1,28 @@
-"""The engine's own scripts (templates/engine/): log monitors, boot time, restart, and the log
-fetch of `diagnose --host`."""
+"""The engine's own scripts (templates/engine/): log monitors, boot time, restart, the log fetch
+of `diagnose --host`, and one package's distribution status."""
 
 from __future__ import annotations
 
 import base64
 
 from cmrunbook_lab import psfiles as pf
+from cmrunbook_lab import wmi
 from cmrunbook_lab.logs import lo_name
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Script, Unrecognized
+from cmrunbook_lab.sims.provider import check_package_id, provider_site
+
+OPERATIONS = Operations()
 
 
 def _is_log_arm(s: Script) -> bool:
-    return s.has("foreach ($name in $logs)", "foreach ($candidate in $dirs)",
-                 "(Get-Item -LiteralPath $path).Length")  # fmt: skip
+    return s.has(
+        "foreach ($name in $logs)",
+        "foreach ($candidate in $dirs)",
+        "(Get-Item -LiteralPath $path).Length",
+    )
 
 
-@operation("engine/log_arm", _is_log_arm)
+@OPERATIONS.add("engine/log_arm", _is_log_arm)
 def log_arm(ctx: Context) -> None:
     """Each log where it is; a log not written yet: every candidate path, watched until it is."""
     s, fs = ctx.script, ctx.host.fs
@@ -58,7 +65,7 @@ def _read(ctx: Context, path: str, offset: int, limit: int, log: str) -> tuple[s
     return base64.b64encode(chunk).decode("ascii"), offset + len(chunk)
 
 
-@operation("engine/log_read", _is_log_read)
+@OPERATIONS.add("engine/log_read", _is_log_read)
 def log_read(ctx: Context) -> None:
     s, fs = ctx.script, ctx.host.fs
     watches, max_bytes = s.input("watches"), int(s.input("maxBytes"))
@@ -99,7 +106,7 @@ def log_read(ctx: Context) -> None:
     ctx.result.data = out
 
 
-@operation(
+@OPERATIONS.add(
     "engine/boot_time",
     lambda s: s.has("Get-WmiObject -Class Win32_OperatingSystem", ".LastBootUpTime"),
 )
@@ -107,7 +114,7 @@ def boot_time(ctx: Context) -> None:
     ctx.result.data = ctx.host.wmi_boot_time()
 
 
-@operation("engine/restart", lambda s: s.any("& shutdown.exe", "Restart-Computer"))
+@OPERATIONS.add("engine/restart", lambda s: s.any("& shutdown.exe", "Restart-Computer"))
 def restart(ctx: Context) -> None:
     s = ctx.script
     m = s.find(r"& shutdown\.exe (?P<args>[^\n]*)")
@@ -123,7 +130,7 @@ def restart(ctx: Context) -> None:
     ctx.result.changed = True
 
 
-@operation(
+@OPERATIONS.add(
     "engine/fetch_logs",
     lambda s: s.has(
         "foreach ($candidate in $paths)", "[Convert]::ToBase64String($buffer, 0, $read)"
@@ -158,3 +165,26 @@ def fetch_logs(ctx: Context) -> None:
         out[path] = base64.b64encode(data[offset:]).decode("ascii")
     ctx.result.message = f"{len(out)} of {len(paths)} candidate log(s) found"
     ctx.result.data = out
+
+
+@OPERATIONS.add(
+    "engine/dist_status",
+    lambda s: s.has(
+        "$rows += @{ dp = [string]$dp.ServerNALPath; state = [int]$dp.State; "
+        "version = [int]$dp.SourceVersion }"
+    ),
+)
+def dist_status(ctx: Context) -> None:
+    """One package's SMS_PackageStatusDistPointsSummarizer rows: DP, State, SourceVersion."""
+    s = ctx.script
+    site = provider_site(ctx)
+    package_id = check_package_id(ctx)
+    call = wmi.call_after(s, "$rows = @()", "SMS_PackageStatusDistPointsSummarizer")
+    ctx.result.data = [
+        {
+            "dp": str(dp.get("ServerNALPath")),
+            "state": int(dp.get("State") or 0),
+            "version": int(dp.get("SourceVersion") or 0),
+        }
+        for dp in wmi.run_call(ctx.lab, site, ctx.script, call, {"$packageId": package_id})
+    ]

@@ -8,32 +8,25 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from xml.sax.saxutils import escape
 
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab import wmi
 from cmrunbook_lab.hosts import File, SimHost, norm_path
 from cmrunbook_lab.psexpr import ExprError, action_blocks, evaluate
 from cmrunbook_lab.pslit import NotALiteral, parse_literal
-from cmrunbook_lab.scripts import Context, PSError, Script, Unrecognized, not_recognized, operation
+from cmrunbook_lab.scripts import (
+    Context,
+    Operations,
+    PSError,
+    Script,
+    Unrecognized,
+    not_recognized,
+)
+from cmrunbook_lab.sims.provider import check_package_id, provider_site
 from cmrunbook_lab.site import ScfSession, SiteRole, SiteState, nal_server, nal_share
 
-_PKG_ID = re.compile(r"^[A-Za-z0-9]{8}$")
-
-
-def provider_site(ctx: Context) -> SiteState:
-    """The site whose SMS Provider namespace the script uses; it must live on this host."""
-    code = str(ctx.script.input("CmrbSiteCode"))
-    site = ctx.lab.sites.get(code.upper())
-    if site is None or site.server != ctx.host.name:
-        raise PSError(f'Invalid namespace "root\\sms\\site_{code}"')
-    return site
-
-
-def check_package_id(ctx: Context, var: str = "packageId") -> str:
-    value = str(ctx.script.input(var))
-    if ctx.script.has(f"Assert-CmrbPackageId ${var}") and not _PKG_ID.match(value):
-        raise PSError(f"Not a ConfigMgr package ID: {value}")
-    return value.upper()
+OPERATIONS = Operations()
 
 
 def _function_text(s: Script, name: str) -> str:
@@ -71,7 +64,7 @@ def _uses_image_lib(s: Script) -> bool:
     return s.has("function Get-CmrbMulticastImages", "-Class SMS_ImagePackage", "-band $Flag")
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/probe_images",
     lambda s: (
         _uses_image_lib(s)
@@ -83,7 +76,7 @@ def probe_images(ctx: Context) -> None:
     ctx.result.data = _multicast_images(ctx, int(ctx.script.input("flag")))
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/probe_large_image",
     lambda s: _uses_image_lib(s) and s.has("$limitMB", "$image.SizeMB -gt $limitMB"),
 )
@@ -119,10 +112,11 @@ class _Server:
     @classmethod
     def of(cls, s: Script) -> _Server:
         if not s.has(
-            "function New-CmrbServerIdentity", "function Test-CmrbServerName",
+            "function New-CmrbServerIdentity",
+            "function Test-CmrbServerName",
             "[string]::Equals($Name, $Server.fqdn, [StringComparison]::OrdinalIgnoreCase)",
             "$server = New-CmrbServerIdentity -Address $dpAddress -NetbiosName $dpNetbiosName",
-        ):  # fmt: skip
+        ):
             raise Unrecognized("no exact server identity (New-CmrbServerIdentity)")
         address, netbios = str(s.input("dpAddress")), str(s.input("dpNetbiosName"))
         ip = re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", address) is not None
@@ -149,7 +143,7 @@ class _Server:
         return self.names(nal_server(nal)) and nal_share(nal).lower() == share.lower()
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/probe_pxe_images",
     lambda s: s.has(
         "-Class SMS_DistributionPoint)",
@@ -171,7 +165,7 @@ def probe_pxe_images(ctx: Context) -> None:
     ctx.result.data = found
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/check_smswdstp",
     lambda s: s.has(
         "foreach ($drive in [System.IO.DriveInfo]::GetDrives())",
@@ -225,7 +219,7 @@ _ASSIGN = re.compile(r"\$image\.PkgFlags = (?P<expr>[^\n]+)")
 _LAZY_LOST = ("ImageProperty", "RefreshSchedule")
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/image_multicast",
     lambda s: s.has("-Class SMS_ImagePackage -Filter", "$image.PkgFlags ="),
 )
@@ -273,9 +267,11 @@ def image_multicast(ctx: Context) -> None:
                 for k in _LAZY_LOST:
                     stored[k] = None
                 ctx.lab.record_change(
-                    site.server, "OS image lazy properties written back empty",
-                    package_id=package_id, lost=sorted(lost),
-                )  # fmt: skip
+                    site.server,
+                    "OS image lazy properties written back empty",
+                    package_id=package_id,
+                    lost=sorted(lost),
+                )
             ctx.lab.image_flags_changed(site, package_id, old, current, flag)
         if "$CmrbResult.changed = $true" in block:
             ctx.result.changed = True
@@ -284,7 +280,7 @@ def image_multicast(ctx: Context) -> None:
     ctx.result.data = {"PackageID": package_id, "before": before, "after": current}
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/image_flag_wait",
     lambda s: s.has(
         "$marker = Join-Path $backupDir ('image-multicast-wait-' + "
@@ -330,8 +326,12 @@ def image_flag_wait(ctx: Context) -> None:
 
 
 def _scf_lib(s: Script) -> bool:
-    return s.has("function Open-CmrbScf", "'GetSessionHandle'", "function Get-CmrbSiteRole",
-                 "SMS_SCI_SysResUse")  # fmt: skip
+    return s.has(
+        "function Open-CmrbScf",
+        "'GetSessionHandle'",
+        "function Get-CmrbSiteRole",
+        "SMS_SCI_SysResUse",
+    )
 
 
 class _Scf:
@@ -376,18 +376,21 @@ class _Scf:
         self.ctx.lab.record_change(
             self.site.server,
             f"site control file: {what} without the session handle (global copy; not committed)",
-            role=role.RoleName, nal_path=role.NALPath,
-        )  # fmt: skip
+            role=role.RoleName,
+            nal_path=role.NALPath,
+        )
 
     def roles(self, role_name: str) -> list[SiteRole]:
         """Get-CmrbSiteRole and Assert-CmrbOneRole: the entries of the role naming the server."""
         source = self.session.roles if self.query_in_session else self.site.scf
         found = [
-            r for r in source
+            r
+            for r in source
             if r.SiteCode.lower() == self.site.code.lower()
-            and r.RoleName.lower() == role_name.lower() and r.FileType == 2
+            and r.RoleName.lower() == role_name.lower()
+            and r.FileType == 2
             and self.server.names(r.server())
-        ]  # fmt: skip
+        ]
         asserts = self.s.has("if ($Roles.Count -gt 1) {", "Assert-CmrbOneRole -Roles $roles")
         if len(found) > 1 and asserts:
             raise PSError(
@@ -449,12 +452,15 @@ class _Scf:
             raise PSError('Failed to put the instance: "ItemName" is a read-only key property')
         keeps_lists = self.s.has("$role['PropLists'] = ")
         role = SiteRole(
-            RoleName=record["RoleName"], NALPath=record["NALPath"],
-            NetworkOSPath="\\\\" + nal_server(record["NALPath"]), SiteCode=record["SiteCode"],
-            NALType=record["NALType"], ItemName=f"{record['NALPath']},{record['RoleName']}",
+            RoleName=record["RoleName"],
+            NALPath=record["NALPath"],
+            NetworkOSPath="\\\\" + nal_server(record["NALPath"]),
+            SiteCode=record["SiteCode"],
+            NALType=record["NALType"],
+            ItemName=f"{record['NALPath']},{record['RoleName']}",
             Props=copy.deepcopy(record["Props"]),
             PropLists=copy.deepcopy(record["PropLists"]) if keeps_lists else [],
-        )  # fmt: skip
+        )
         if not self.put_in_session:
             self._outside("Put", role)
         else:
@@ -500,12 +506,14 @@ class _RoleInputs:
         if m is None:
             raise Unrecognized("no $label = '<prefix>' + $server.netbios")
         return cls(
-            str(s.input("action")), str(s.input("roleName")), str(s.input("backupDir")),
+            str(s.input("action")),
+            str(s.input("roleName")),
+            str(s.input("backupDir")),
             m["prefix"] + server.netbios.lower(),
-        )  # fmt: skip
+        )
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/dp_multicast",
     lambda s: _scf_lib(s) and s.has("$roleName = ", "$label = 'multicast-role-'"),
 )
@@ -539,7 +547,7 @@ def dp_multicast(ctx: Context) -> None:
         scf.close(commit)
 
 
-@operation("multicast/pxe_role", lambda s: _scf_lib(s) and s.has("$label = 'pxe-role-'"))
+@OPERATIONS.add("multicast/pxe_role", lambda s: _scf_lib(s) and s.has("$label = 'pxe-role-'"))
 def pxe_role(ctx: Context) -> None:
     server = _Server.of(ctx.script)
     role = _RoleInputs.of(ctx.script, server)
@@ -556,7 +564,7 @@ def pxe_role(ctx: Context) -> None:
         scf.close(commit)
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/pxe_boot_image",
     lambda s: s.has(
         '-Class SMS_DistributionPoint -Filter ("PackageID=\'" + $packageId + "\'")',
@@ -571,9 +579,10 @@ def pxe_boot_image(ctx: Context) -> None:
     server = _Server.of(s)
     package_id = check_package_id(ctx)
     records = [
-        r for r in site.dp_records
+        r
+        for r in site.dp_records
         if r["PackageID"] == package_id and server.nal(r["ServerNALPath"], share)
-    ]  # fmt: skip
+    ]
     if len(records) > 1:
         raise PSError(
             f"Refusing to change {package_id}: {len(records)} distribution point records name "
@@ -590,17 +599,22 @@ def pxe_boot_image(ctx: Context) -> None:
             raise Unrecognized("a boot image removal without $records[0].Delete()")
         site.dp_records.remove(records[0])
         ctx.lab.record_change(
-            holder.name if holder else server.display, "distribution point record removed",
-            package_id=package_id, nal_path=records[0]["ServerNALPath"],
-        )  # fmt: skip
+            holder.name if holder else server.display,
+            "distribution point record removed",
+            package_id=package_id,
+            nal_path=records[0]["ServerNALPath"],
+        )
         ctx.result.changed = True
     elif not records:
         resources = [
-            r for r in wmi.query(ctx.lab, site,
-                                 "SELECT * FROM SMS_SystemResourceList WHERE "
-                                 "RoleName='SMS Distribution Point'")
+            r
+            for r in wmi.query(
+                ctx.lab,
+                site,
+                "SELECT * FROM SMS_SystemResourceList WHERE RoleName='SMS Distribution Point'",
+            )
             if server.nal(r["NALPath"], share)
-        ]  # fmt: skip
+        ]
         if len(resources) != 1:
             raise PSError(
                 f"Expected one {share} distribution point on {server.display}, found "
@@ -609,9 +623,11 @@ def pxe_boot_image(ctx: Context) -> None:
         if s.has("[void]$new.Put()"):
             site.add_dp_record(package_id, resources[0]["NALPath"])
             ctx.lab.record_change(
-                holder.name if holder else server.display, "distribution point record added",
-                package_id=package_id, nal_path=resources[0]["NALPath"],
-            )  # fmt: skip
+                holder.name if holder else server.display,
+                "distribution point record added",
+                package_id=package_id,
+                nal_path=resources[0]["NALPath"],
+            )
         ctx.result.changed = True
     ctx.result.data = {"PackageID": package_id, "action": action}
 
@@ -630,7 +646,7 @@ def _names(s: Script, var: str) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/wds_feature",
     lambda s: (
         s.has("$roleServices = ", "$role = ") and s.any("WindowsFeature", "ServerManagerCmd.exe")
@@ -720,7 +736,7 @@ def _feature_cmdlets(ctx: Context, action: str) -> None:
 # -- verification ---------------------------------------------------------------------------------
 
 
-@operation(
+@OPERATIONS.add(
     "multicast/verify_dp",
     lambda s: s.has("Get-Service -Name", "foreach ($path in $keyPaths)"),
 )
@@ -779,8 +795,6 @@ def verify_dp(ctx: Context) -> None:
 
 def _clixml(record: dict[str, Any]) -> str:
     """A readable Export-Clixml rendering of a role record (a Hashtable)."""
-    from xml.sax.saxutils import escape
-
     entries = "".join(
         f'<En><S N="Key">{escape(str(k))}</S><S N="Value">{escape(str(v))}</S></En>'
         for k, v in record.items()

@@ -10,11 +10,13 @@ from typing import Any
 
 from cmrunbook_lab import psfiles as pf
 from cmrunbook_lab import wmi
-from cmrunbook_lab.ops_multicast import _PKG_ID, check_package_id, provider_site
-from cmrunbook_lab.scripts import Context, PSError, Unrecognized, operation
+from cmrunbook_lab.scripts import Context, Operations, PSError, Unrecognized
+from cmrunbook_lab.sims.provider import PACKAGE_ID, check_package_id, provider_site
+
+OPERATIONS = Operations()
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/update",
     lambda s: (
         s.has("-Class SMS_BootImagePackage -Filter", "$before = [string]$image.SourceVersion")
@@ -78,7 +80,7 @@ def boot_image_selection(ctx: Context, ids: list[Any]) -> dict[str, Any]:
     site = provider_site(ctx)
     wanted = []
     for raw in ids:
-        if not _PKG_ID.match(str(raw)):
+        if not PACKAGE_ID.match(str(raw)):
             raise PSError(f"Not a ConfigMgr package ID: {raw}")
         wanted.append(str(raw).upper())
     fn = s.body.find("function Get-CmrbBootImageSelection")
@@ -92,14 +94,18 @@ def boot_image_selection(ctx: Context, ids: list[Any]) -> dict[str, Any]:
             continue
         dps = wmi.run_call(ctx.lab, site, s, calls[1], {"$packageId": package_id})
         refreshed = _wmi_date(str(image.get("LastRefreshTime") or ""))
-        images.append({
-            "PackageID": package_id, "Name": str(image.get("Name", "")),
-            "ImageOSVersion": str(image.get("ImageOSVersion", "")),
-            "Architecture": str(image.get("Architecture", "")), "DPCount": len(dps),
-            "SourceVersion": str(image.get("SourceVersion", "")),
-            "LastRefreshTime": refreshed.strftime("%Y-%m-%d %H:%M:%S") if refreshed else "",
-            "Refreshed": refreshed,
-        })  # fmt: skip
+        images.append(
+            {
+                "PackageID": package_id,
+                "Name": str(image.get("Name", "")),
+                "ImageOSVersion": str(image.get("ImageOSVersion", "")),
+                "Architecture": str(image.get("Architecture", "")),
+                "DPCount": len(dps),
+                "SourceVersion": str(image.get("SourceVersion", "")),
+                "LastRefreshTime": refreshed.strftime("%Y-%m-%d %H:%M:%S") if refreshed else "",
+                "Refreshed": refreshed,
+            }
+        )
         seen.append(package_id)
     return {"images": images, "missing": [i for i in wanted if i not in seen]}
 
@@ -108,7 +114,7 @@ def _public(image: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: image[k] for k in keys}
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/probe_images",
     lambda s: s.has("$selection = Get-CmrbBootImageSelection -Ids $bootImages", "$since = "),
 )
@@ -144,7 +150,7 @@ def probe_images(ctx: Context) -> None:
     ctx.result.message = f"{len(items)} boot image(s) to update; skipped: " + ", ".join(skipped)
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/check_tscore",
     lambda s: (
         s.has("$required = [version]", "$version = Get-CmrbFileVersion -Path $path")
@@ -175,16 +181,18 @@ def check_tscore(ctx: Context) -> None:
     ctx.result.data = {"required": pf.vstr(required), "copies": copies, "searched": paths}
     if not copies:
         raise PSError(
-            "TSCore.dll was not found in any of: " + "; ".join(paths)
+            "TSCore.dll was not found in any of: "
+            + "; ".join(paths)
             + " (set tscore_paths to where this site server keeps it)"
-        )  # fmt: skip
+        )
     if old:
         ctx.result.ok = False
         ctx.result.message = (
-            "The KB2910552 hotfix is not on this site server: " + "; ".join(old)
+            "The KB2910552 hotfix is not on this site server: "
+            + "; ".join(old)
             + f", older than {pf.vstr(required)}. Install the hotfix (or 2012 R2 CU1) on the site "
             "server first, then run this runbook again."
-        )  # fmt: skip
+        )
     else:
         ctx.result.message = (
             f"TSCore.dll {pf.vstr(required)} or later in every copy found ({len(copies)})."
@@ -200,7 +208,7 @@ def _winpe_ok(image_os_version: str, wanted: str) -> bool:
     return [*have, -1, -1][:3] == [*want, -1, -1][:3]
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/check_images",
     lambda s: (
         s.has("$selection = Get-CmrbBootImageSelection -Ids $bootImages")
@@ -223,7 +231,7 @@ def check_images(ctx: Context) -> None:
     winpe = s.input("winpeVersion")
     xp_ids = []
     for raw in list(s.input("xpBootImages") or []):
-        if not _PKG_ID.match(str(raw)):
+        if not PACKAGE_ID.match(str(raw)):
             raise PSError(f"Not a ConfigMgr package ID: {raw}")
         xp_ids.append(str(raw).upper())
     selection = boot_image_selection(ctx, ids)
@@ -273,11 +281,28 @@ def check_images(ctx: Context) -> None:
             elif broken:
                 verdict = "warning"
                 warnings.append(f"{label} is {' and '.join(broken)}")
-        report.append({**_public(image, "PackageID", "Name", "ImageOSVersion", "Architecture",
-                                 "DPCount", "LastRefreshTime"), "xp": used_by_xp,
-                       "verdict": verdict})  # fmt: skip
-    ctx.result.data = {"target_arch": arch, "winpe_version": winpe, "xp_boot_images": xp_ids,
-                       "images": report, "warnings": warnings}  # fmt: skip
+        report.append(
+            {
+                **_public(
+                    image,
+                    "PackageID",
+                    "Name",
+                    "ImageOSVersion",
+                    "Architecture",
+                    "DPCount",
+                    "LastRefreshTime",
+                ),
+                "xp": used_by_xp,
+                "verdict": verdict,
+            }
+        )
+    ctx.result.data = {
+        "target_arch": arch,
+        "winpe_version": winpe,
+        "xp_boot_images": xp_ids,
+        "images": report,
+        "warnings": warnings,
+    }
     if problems:
         ctx.result.ok = False
         ctx.result.message = f"Boot images refused ({len(problems)}): " + " | ".join(problems)
@@ -297,7 +322,7 @@ def check_images(ctx: Context) -> None:
     ctx.result.message = message
 
 
-@operation(
+@OPERATIONS.add(
     "boot-image/status",
     lambda s: (
         s.has("$selection = Get-CmrbBootImageSelection -Ids $bootImages")
@@ -328,9 +353,14 @@ def status(ctx: Context) -> None:
         if errors:
             failed.append(f"{image['PackageID']} on {', '.join(errors)}")
         pending += waiting
-        report.append({**_public(image, "PackageID", "Name", "SourceVersion", "LastRefreshTime"),
-                       "installed": installed, "in_progress": waiting,
-                       "failed": errors})  # fmt: skip
+        report.append(
+            {
+                **_public(image, "PackageID", "Name", "SourceVersion", "LastRefreshTime"),
+                "installed": installed,
+                "in_progress": waiting,
+                "failed": errors,
+            }
+        )
     ctx.result.data = report
     if failed:
         ctx.result.ok = False
@@ -343,23 +373,3 @@ def status(ctx: Context) -> None:
             f"{len(report)} boot image(s): no DP failed; {pending} DP copy(ies) still in progress "
             "(Monitoring > Distribution Status > Content Status)."
         )
-
-
-@operation(
-    "engine/dist_status",
-    lambda s: s.has(
-        "$rows += @{ dp = [string]$dp.ServerNALPath; state = [int]$dp.State; "
-        "version = [int]$dp.SourceVersion }"
-    ),
-)
-def dist_status(ctx: Context) -> None:
-    """One package's SMS_PackageStatusDistPointsSummarizer rows: DP, State, SourceVersion."""
-    s = ctx.script
-    site = provider_site(ctx)
-    package_id = check_package_id(ctx)
-    call = wmi.call_after(s, "$rows = @()", "SMS_PackageStatusDistPointsSummarizer")
-    ctx.result.data = [
-        {"dp": str(dp.get("ServerNALPath")), "state": int(dp.get("State") or 0),
-         "version": int(dp.get("SourceVersion") or 0)}
-        for dp in wmi.run_call(ctx.lab, site, ctx.script, call, {"$packageId": package_id})
-    ]  # fmt: skip

@@ -2,9 +2,10 @@
 
 WinRM's default on plain HTTP is NTLM with *message encryption* ([MS-WSMV] 2.2.9.1.1): after a
 three-leg handshake on one TCP connection, every SOAP body travels sealed inside a
-``multipart/encrypted`` MIME body (:mod:`cmrunbook.remote.winrm.sealing`, with the acceptor's
+``multipart/encrypted`` MIME body (:mod:`cmrunbook_lab.winrm.encryption`, with the acceptor's
 :attr:`~NTLMAcceptor.context`). The lab has to speak exactly that, or a test would exercise a
-path (Basic, unencrypted) that no production run takes.
+path (Basic, unencrypted) that no production run takes. Nothing here comes from the engine's
+client (``cmrunbook.remote``): a mistake shared by both ends of the wire could not fail a test.
 
 pyspnego provides the NTLM acceptor. Its only way of learning passwords is a flat file named by the
 environment variable ``NTLM_USER_FILE``, read when the acceptor is created *and again* when the
@@ -27,8 +28,7 @@ from collections.abc import Iterator, Mapping
 
 import spnego
 import spnego.exceptions
-
-from cmrunbook.remote.winrm.ntlm_http import ntlm_hashes
+from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1  # the one-way functions NTLM itself uses
 
 __all__ = [
     "AuthenticationFailed",
@@ -43,6 +43,11 @@ _ENV_LOCK = threading.RLock()
 _UNSET = object()
 _saved_env: object = _UNSET  # NTLM_USER_FILE as it was before the first CredentialFile
 _open_files: list[CredentialFile] = []
+
+
+def _password_hashes(password: str) -> str:
+    """``LM:NT`` in hex, the smbpasswd-style form pyspnego's user file accepts for a password."""
+    return f"{lmowfv1(password).hex()}:{ntowfv1(password).hex()}"
 
 
 class AuthenticationFailed(Exception):
@@ -68,7 +73,7 @@ class CredentialFile:
                 raise ValueError(
                     f"user {name!r}: ':' and line breaks cannot be stored in an NTLM user file"
                 )
-            lines.append(f"{name}:0:{ntlm_hashes(password)}:[U]:LCT-00000000\n")
+            lines.append(f"{name}:0:{_password_hashes(password)}:[U]:LCT-00000000\n")
         fd, self.path = tempfile.mkstemp(prefix="cmrunbook-lab-ntlm-", suffix=".txt")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(lines)
