@@ -32,7 +32,7 @@ from cmrunbook.plan.planner import (
     step_context,
 )
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
-from cmrunbook.remote.winrm.host import CommandResult, TransportError
+from cmrunbook.remote import CommandResult, Remote, TransportError
 from cmrunbook.render.templates import ScriptResult, parse_result
 from cmrunbook.run.monitor import (
     READ_LIMIT,
@@ -43,11 +43,6 @@ from cmrunbook.run.monitor import (
     wait_for_logs,
 )
 from cmrunbook.run.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
-
-
-class Remote(Protocol):
-    def run(self, script: str, *, deadline: float) -> CommandResult: ...
-    def close(self) -> None: ...
 
 
 class StepFailed(Exception):

@@ -22,11 +22,11 @@ from cmrunbook.load.inventory import HostView
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
+from cmrunbook.remote import Remote
 from cmrunbook.run.console import TextConsole, printable
 from cmrunbook.run.execute import (
     HostOutcome,
     Options,
-    Remote,
     RunInterrupted,
     Runner,
     Sessions,
