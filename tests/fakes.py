@@ -89,7 +89,7 @@ class _Rule:
 
     def matches(self, host: str, key: str) -> bool:
         return (self.host is None or self.host == host) and (
-            key == self.key or key.endswith("/" + self.key)
+            self.key in ("*", key) or key.endswith("/" + self.key)
         )
 
 
@@ -97,8 +97,9 @@ class _Rule:
 class FakeSite:
     """Every host of a run, answering scripts as :meth:`on` says; by default ``ok``.
 
-    A rule matches a script by its key (``verify:1/verify.multicast``), or by the key's last
-    part (``verify.multicast``, ``log-arm``, ``multicast-images`` for a probe); a rule for a
+    A rule matches a script by its key (``verify:1/verify.multicast``), by the key's last
+    part (``verify.multicast``, ``log-arm``, ``multicast-images`` for a probe), or any script
+    (``*``); a rule for a
     host comes before one for any host, a later rule before an earlier one. Its answers are used
     in turn, and the last one again and again.
     """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import signal
 import subprocess
 import termios
 import threading
@@ -82,8 +83,10 @@ class Terminal:
 
 
 def _take_terminal() -> None:
-    """In the child, after setsid: make stdin (the pty) the controlling terminal."""
+    """In the child, after setsid: make stdin (the pty) the controlling terminal, and let
+    Ctrl-C in even when the tests run as a background job (which starts with SIGINT ignored)."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_in_a_real_time_settle_wait_ends_the_run_within_a_second(
