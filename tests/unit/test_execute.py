@@ -341,6 +341,10 @@ def test_a_log_that_says_nothing_times_out_cannot_tell(tmp_path: Path) -> None:
     assert "cannot tell" in outcome.message and "Deinstalling component" in outcome.message
     assert sum(clock.slept) == pytest.approx(1800)
     assert logs.reads == 1 + len(clock.slept)
+    # A wait that cannot tell stops the host as a failure does: the images it cleared are set
+    # back, each journaled.
+    assert site.sent()[-1] == "set-back/m3.set-image-multicast"
+    assert [e["item"] for e in run.events("site-restored")] == ["C0700010"]
 
 
 # -- restart --------------------------------------------------------------------------------------
