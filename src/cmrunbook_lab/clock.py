@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 
-class Clock:
+class SiteClock:
     """Real time: monotonic for ordering, wall time for log stamps."""
 
     def __init__(self) -> None:
@@ -36,7 +36,7 @@ class Clock:
         return event.wait(max(0.0, seconds))
 
 
-class ManualClock(Clock):
+class ManualClock(SiteClock):
     """A clock that moves only when told to: `advance(seconds)`."""
 
     def __init__(self, start: datetime | None = None) -> None:
@@ -67,7 +67,7 @@ class _Due:
 class Schedule:
     """Events due at lab times; `run_due()` applies those whose time has come, in order."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: SiteClock) -> None:
         self.clock = clock
         self._heap: list[_Due] = []
         self._seq = itertools.count()

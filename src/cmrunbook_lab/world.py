@@ -19,7 +19,7 @@ from typing import Any
 
 from cmrunbook_lab import logs
 from cmrunbook_lab.backend import LabBackend
-from cmrunbook_lab.clock import Clock, Schedule, dmtf
+from cmrunbook_lab.clock import Schedule, SiteClock, dmtf
 from cmrunbook_lab.faults import FaultBook
 from cmrunbook_lab.hosts import File, SimHost
 from cmrunbook_lab.labfile import ClientSpec, HostSpec, LabFile, LogFileSpec, load_lab_file
@@ -69,7 +69,9 @@ class DPState:
 class Lab:
     """Every simulated site and host, with one lock around all state."""
 
-    def __init__(self, spec: LabFile, clock: Clock | None = None, source: str = "<lab>") -> None:
+    def __init__(
+        self, spec: LabFile, clock: SiteClock | None = None, source: str = "<lab>"
+    ) -> None:
         problems = spec.problems()
         if problems:
             raise ValueError(
@@ -77,7 +79,7 @@ class Lab:
             )
         self.spec = spec
         self.source = source
-        self.clock = clock or Clock()
+        self.clock = clock or SiteClock()
         self.schedule = Schedule(self.clock)
         self.lock = threading.RLock()
         self.speed = spec.speed
@@ -118,7 +120,7 @@ class Lab:
         self._backends: dict[str, object] = {}
 
     @classmethod
-    def load(cls, path: Path | None = None, clock: Clock | None = None) -> Lab:
+    def load(cls, path: Path | None = None, clock: SiteClock | None = None) -> Lab:
         """A lab from a lab file (the packaged default when no path is given)."""
         return cls(load_lab_file(path), clock, str(path or "default-lab.yaml"))
 

@@ -19,12 +19,12 @@ import pytest
 import requests
 import winrm
 
+from cmrunbook.remote import TransportError
 from cmrunbook.remote.winrm import clixml
 from cmrunbook.remote.winrm.host import (
     BOOTSTRAP_ARGUMENTS,
     Credentials,
     Endpoint,
-    TransportError,
     WinRMHost,
 )
 from cmrunbook_lab.winrm.cmdline import encoded_command, split_command_line

@@ -165,7 +165,7 @@ def _from_hosts(
     from cmrunbook.load.inventory import insecure_warnings, load_inventory
     from cmrunbook.load.project import inventory_path
     from cmrunbook.logs import diagnose as dx
-    from cmrunbook.remote.winrm.host import TransportError
+    from cmrunbook.remote import TransportError
     from cmrunbook.render.fetch import fetch_script
     from cmrunbook.render.result import parse_result
     from cmrunbook.run.connect import credentials_for, open_host

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,10 +23,11 @@ from cmrunbook.load.runbook import Probe, SiteStateSpec
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
-from cmrunbook.remote.winrm.host import CommandResult, TransportError
+from cmrunbook.remote import CommandResult, Remote, TransportError
 from cmrunbook.render.engine import EngineScript, EngineScripts
 from cmrunbook.render.result import ScriptResult, parse_result
 from cmrunbook.render.steps import render_probe, render_step
+from cmrunbook.run.clock import Clock, SystemClock
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,
@@ -36,11 +36,6 @@ from cmrunbook.run.monitor import (
     make_watch,
     wait_for_logs,
 )
-
-
-class Remote(Protocol):
-    def run(self, script: str, *, deadline: float) -> CommandResult: ...
-    def close(self) -> None: ...
 
 
 class StepFailed(Exception):
@@ -229,6 +224,8 @@ class Runner:
     resume: ResumeState | None = None
     prompt_lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Every wait of the run sleeps on this clock, which the stop event (Ctrl-C) cuts short.
+    clock: Clock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
         self.sites = SiteStates(self.journal, self.resume.site_events if self.resume else ())
@@ -309,7 +306,7 @@ class HostRun:
 
     # -- the procedure --------------------------------------------------------------------
     def execute(self) -> HostOutcome:
-        start = time.monotonic()
+        start = self.r.clock.now()
         j = self.r.journal
         if self.finished in ("ok", "non-compliant", "unknown"):
             self.outcome.status = self.finished
@@ -331,7 +328,7 @@ class HostRun:
             self.outcome.message = self._transport_failure(exc)
         finally:
             self.set_back()
-        self.outcome.duration = time.monotonic() - start
+        self.outcome.duration = self.r.clock.now() - start
         j.write(
             "host-end",
             host=self.name,
@@ -478,6 +475,12 @@ class HostRun:
         if self.r.stop.is_set():
             raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
 
+    def _pause(self, seconds: float) -> None:
+        """Wait between two checks or polls; ends the step as interrupted on Ctrl-C, within a
+        second, rather than after the wait (the run's clock watches the stop event)."""
+        self.r.clock.sleep(seconds, self.r.stop)
+        self._check_stop()
+
     def _step(
         self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None, setting_back: bool = False
     ) -> bool:
@@ -508,7 +511,7 @@ class HostRun:
         self.r.console.step(
             self.name, f"[{ps.citation}] {step.title}" + (f" ({item_id})" if item_id else "")
         )
-        started = time.monotonic()
+        started = self.r.clock.now()
         for armed in ps.arms:
             self._arm(armed, item)
         try:
@@ -648,12 +651,12 @@ class HostRun:
         multicast key); Ctrl-C still ends the wait at once.
         """
         scale = self.r.options.time_scale
-        until = time.monotonic() + ps.settle * scale
+        clock = self.r.clock
+        until = clock.now() + ps.settle * scale
         poll = max(0.05, min(300.0, ps.settle / 10) * scale)
-        while not result.ok and time.monotonic() < until:
+        while not result.ok and clock.now() < until:
             self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
-            self.r.stop.wait(min(poll, max(0.0, until - time.monotonic())))
-            self._check_stop()
+            self._pause(min(poll, max(0.0, until - clock.now())))
             result = self._script(ps.run_on, name, script)
         return result
 
@@ -665,7 +668,7 @@ class HostRun:
         self, ps: PlannedStep, item_id: str | None, status: str, message: str, data: Any,
         lines: list[str], started: float,
     ) -> None:  # fmt: skip
-        duration = time.monotonic() - started
+        duration = self.r.clock.now() - started
         self.r.journal.write(
             "step-end", host=self.name, key=ps.key, item=item_id, status=status, message=message,
             data=data, duration=round(duration, 3), log_lines=lines,
@@ -830,8 +833,9 @@ class HostRun:
             )
 
         outcome = wait_for_logs(
-            watches, read, timeout=timeout, poll=poll, confirm=confirm, progress=progress
-        )
+            watches, read, timeout=timeout, poll=poll, confirm=confirm, progress=progress,
+            sleep=self._pause, clock=self.r.clock.now,
+        )  # fmt: skip
         if outcome.reboot_requested:
             self._restart_asked(f"{ps.key}: the log asked for a restart")
         if outcome.status != "ok":
@@ -891,11 +895,11 @@ class HostRun:
 
     def _await_boot(self, host: str, before: Any) -> Any:
         scale = self.r.options.time_scale
-        deadline = time.monotonic() + self.r.options.reboot_timeout * scale
-        time.sleep(min(5.0, 5.0 * scale))
+        clock = self.r.clock
+        deadline = clock.now() + self.r.options.reboot_timeout * scale
+        self._pause(min(5.0, 5.0 * scale))
         last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            self._check_stop()
+        while clock.now() < deadline:
             try:
                 now = self._engine(host, self.engine.boot_time(host)).data
                 if now != before:
@@ -906,7 +910,7 @@ class HostRun:
             self.r.console.progress(
                 self.name, f"waiting for {host} to come back: {last_error[:80]}"
             )
-            time.sleep(max(0.05, 5.0 * scale))
+            self._pause(max(0.05, 5.0 * scale))
         raise StepFailed(
             f"{host} did not come back within {self.r.options.reboot_timeout * scale:.0f}s: "
             + last_error

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -170,10 +169,13 @@ def wait_for_logs(
     poll: float,
     confirm: Confirm | None = None,
     progress: Callable[[float, str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
 ) -> WaitResult:
     """Poll until the wait is decided (see the module docstring) or the timeout passes.
+
+    `sleep` waits between two polls and `clock` tells the time: the run's clock, whose sleep
+    ends the wait on Ctrl-C (by raising), or a test's.
 
     `read` runs the log_read script on the host with {log: {path, offset, candidates}} and
     returns its data; `confirm`, when the catalog asks for a second signal, is asked each poll.

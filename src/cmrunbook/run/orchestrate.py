@@ -22,11 +22,12 @@ from cmrunbook.load.inventory import HostView
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
+from cmrunbook.remote import Remote
+from cmrunbook.run.clock import Clock, SystemClock
 from cmrunbook.run.console import TextConsole
 from cmrunbook.run.execute import (
     HostOutcome,
     Options,
-    Remote,
     RunInterrupted,
     Runner,
     Sessions,
@@ -82,11 +83,13 @@ def execute_plan(
     console: TextConsole | None = None,
     after: Callable[[Path], None] | None = None,
     warnings: list[str] | None = None,
+    clock: Clock | None = None,
 ) -> int:
     """Run the plan and return the exit code (0 all ok, 1 anything failed or non-compliant).
 
     ``warnings`` (insecure WinRM settings) go into the journal's run or resume event, from
-    which report.json carries them."""
+    which report.json carries them. ``clock`` is what the run's waits sleep on (real time
+    unless a test drives it)."""
     console = console or TextConsole()
     confirm_destructive(plan, options, console)
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
@@ -96,6 +99,7 @@ def execute_plan(
         return _execute(
             catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect, resume=resume,
             request=request, console=console, after=after, warnings=warnings or [],
+            clock=clock or SystemClock(),
         )  # fmt: skip
     except OSError as exc:
         raise _stopped(exc, run_dir, plan.runbook.id, new=resume is None) from exc
@@ -140,6 +144,7 @@ def _execute(
     console: TextConsole,
     after: Callable[[Path], None] | None,
     warnings: list[str],
+    clock: Clock,
 ) -> int:
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(keys, run_dir, new=resume is None):
@@ -175,7 +180,7 @@ def _execute(
                 )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
-            runner = Runner(catalog, plan, sessions, journal, console, options, resume)
+            runner = Runner(catalog, plan, sessions, journal, console, options, resume, clock=clock)
             interrupted = False
             try:
                 outcomes = runner.run()

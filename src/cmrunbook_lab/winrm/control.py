@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cmrunbook_lab.winrm.soap import ACTIONS
 
-__all__ = ["FaultInjector", "FaultKind", "WireStats", "ServerStats"]
+__all__ = ["FaultInjector", "FaultKind", "ServerStats", "WireStats"]
 
 
 @dataclass(frozen=True)

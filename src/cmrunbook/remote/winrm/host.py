@@ -50,6 +50,7 @@ from winrm.exceptions import (
     WSManFaultError,
 )
 
+from cmrunbook.remote import CommandResult, ErrorKind, TransportError
 from cmrunbook.remote.winrm import clixml
 from cmrunbook.remote.winrm.ntlm_http import (
     MAX_REPLY,
@@ -66,11 +67,8 @@ __all__ = [
     "BOOTSTRAP_ARGUMENTS",
     "BOOTSTRAP_SCRIPT",
     "POWERSHELL",
-    "CommandResult",
     "Credentials",
     "Endpoint",
-    "ErrorKind",
-    "TransportError",
     "WinRMHost",
     "bound_replies",
     "refuse_plain_replies",
@@ -78,9 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal[
-    "refused", "unauthorized", "fault", "timeout", "reset", "http", "config", "not-tried"
-]
 AuthMethod = Literal["ntlm", "kerberos", "credssp", "basic"]
 _AUTH_METHODS = ("ntlm", "kerberos", "credssp", "basic")
 
@@ -156,44 +151,6 @@ class Credentials:
 
     username: str
     password: str = field(repr=False)
-
-
-@dataclass
-class CommandResult:
-    """What a script produced. ``stderr`` is readable text (CLIXML already decoded);
-    ``requests`` is the number of WS-Man requests this call cost."""
-
-    stdout: str
-    stderr: str
-    exit_code: int
-    requests: int
-
-
-class TransportError(Exception):
-    """A host could not run a script; ``kind`` says what went wrong.
-
-    * ``refused``: nothing accepted the request (connection refused, closed without an answer,
-      name not resolved, no route);
-    * ``unauthorized``: HTTP 401, the credentials were rejected;
-    * ``fault``: the WinRM service answered with a WS-Man fault (code and text in the message);
-    * ``timeout``: no answer within the read timeout, or the script outran its deadline;
-    * ``reset``: the connection broke during an exchange;
-    * ``http``: an unexpected HTTP status or a reply that is not WS-Man;
-    * ``config``: the endpoint or local setup cannot work (Basic on http, TLS trust, missing
-      Kerberos/CredSSP support);
-    * ``not-tried``: not contacted, because another host rejected the run's credentials.
-    """
-
-    def __init__(self, host: str, kind: ErrorKind, message: str, hint: str | None = None) -> None:
-        super().__init__(host, kind, message, hint)
-        self.host = host
-        self.kind: ErrorKind = kind
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{self.host}: {self.message}{hint}"
 
 
 class WinRMHost:
