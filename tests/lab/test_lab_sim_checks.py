@@ -16,14 +16,14 @@ import pytest
 import yaml
 from helpers_lab import run, sim_lab
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import Inventory, load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan, Planner, render_probe, render_step
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import Lab
 
 REPO = Path(__file__).resolve().parents[2]
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 CM12 = r"C:\Program Files\Microsoft Configuration Manager"
 CM07 = r"D:\Program Files\Microsoft Configuration Manager"
 ADK80 = (

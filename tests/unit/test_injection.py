@@ -34,12 +34,13 @@ from helpers_engine import (
 )
 
 from cmrunbook.docs.dryrun import print_dry_run
-from cmrunbook.load.catalog import Catalog, Loaded
+from cmrunbook.load.catalog import Loaded
 from cmrunbook.load.inventory import load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner, render_step
 from cmrunbook.render import pwsh
 
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 MARK = "ZQX"  # every test value starts with it, so each place it lands can be found
 BENIGN = MARK + "benign"
 

@@ -16,8 +16,9 @@ from typing import Any
 import jinja2
 
 from cmrunbook.errors import ConfigError, Problem, UsageError
-from cmrunbook.load.catalog import Catalog, Loaded, resolve_include
+from cmrunbook.load.catalog import Loaded, resolve_include
 from cmrunbook.load.inventory import HostView, Inventory, InventoryFile
+from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Probe, Runbook, Step
 from cmrunbook.load.sourcemap import SourceMap
 from cmrunbook.load.validation import text_problems
@@ -203,7 +204,7 @@ def parse_overrides(rb: Runbook, pairs: Sequence[str]) -> dict[str, str]:
 class Planner:
     """Builds plans; holds the compiled `when` expressions of one runbook."""
 
-    def __init__(self, catalog: Catalog, loaded: Loaded, inventory: Inventory) -> None:
+    def __init__(self, catalog: Project, loaded: Loaded, inventory: Inventory) -> None:
         self.catalog = catalog
         self.loaded = loaded
         self.rb = loaded.runbook
@@ -520,7 +521,7 @@ def placeholder_item(probe: Probe) -> dict[str, str]:
 
 
 def render_step(
-    catalog: Catalog,
+    catalog: Project,
     plan: Plan,
     hp: HostPlan,
     ps: PlannedStep,
@@ -537,7 +538,7 @@ def render_step(
     return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
 
 
-def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
+def render_probe(catalog: Project, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
     """(host it runs on, script) for a probe."""
     runner = plan.inventory.provider_of(hp.target) if probe.on == "site_server" else hp.target
     ctx: dict[str, Any] = {
