@@ -119,7 +119,7 @@ def test_overlay_without_runbooks_or_templates_is_a_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(OVERLAY_ENV, str(tmp_path / "typo"))
-    with pytest.raises(UsageError, match="CMRUNBOOK_OVERLAY=.* has no runbooks/ or templates/"):
+    with pytest.raises(UsageError, match=r"CMRUNBOOK_OVERLAY=.* has no runbooks/ or templates/"):
         Project.find()
 
 
