@@ -102,3 +102,20 @@ def test_installed_tool_lists_shipped_runbooks_and_validates_them(
     valid = _run(script, "validate", cwd=tmp_path, env=env)
     assert valid.returncode == 0, valid.stderr
     assert "ok  multicast" in valid.stdout
+
+
+def test_schedule_from_the_installed_tool_runs_the_cmrunbook_command(
+    installed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A folder with no tasks.py: `invoke` would find no tasks at 02:30, `cmrunbook` does."""
+    script, env = installed
+    creds = tmp_path / "creds.env"
+    creds.write_text("CMRUNBOOK_USER=x\n", "utf-8")
+    creds.chmod(0o600)
+    done = _run(script, "schedule", "client-hotfix-check", "--every", "daily@02:30",
+                "--format", "systemd", "--env-file", creds, cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    exec_start = next(ln for ln in done.stdout.splitlines() if ln.startswith("ExecStart="))
+    assert exec_start.split()[0] == f"ExecStart={script}"
+    assert f"WorkingDirectory={tmp_path}" in done.stdout
+    assert (tmp_path / "reports").is_dir()  # created for the job's reports

@@ -245,6 +245,7 @@ def schedule(
 ) -> None:
     """Run a runbook on a schedule from the jump host: systemd timer, cron line, or Windows task."""
     from cmrunbook.cli import scheduling as sched
+    from cmrunbook.load.inventory import load_inventory
     from cmrunbook.load.project import Project
 
     if not every:
@@ -268,8 +269,13 @@ def schedule(
         name=name,
     )
     fmt = format or sched.default_format()
+    inv = load_inventory(project.inventory(str(job.inventory) if job.inventory else None))
+    sched.prepare(
+        job, fmt, install=install, unit_dir=unit_dir, creds=inv.file.credentials,
+        inventory_given=job.inventory is not None, err=sys.stderr,
+    )  # fmt: skip
     try:
-        sched.emit(job, fmt, install=install, unit_dir=unit_dir, out=sys.stdout)
+        sched.emit(job, fmt, install=install, unit_dir=unit_dir, out=sys.stdout, err=sys.stderr)
     except sched.InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise Exit(code=EXIT_USAGE) from None

@@ -109,7 +109,10 @@ class Project:
         """The inventory a command uses: the one given, else the project's example."""
         path = Path(given) if given else self.root / DEFAULT_INVENTORY
         if not path.is_file():
-            raise UsageError(f"inventory {path} does not exist")
+            raise UsageError(
+                f"inventory {path} does not exist; create it from {self.root / DEFAULT_INVENTORY} "
+                "with your sites and hosts (the format: schema/inventory.schema.json)"
+            )
         return path
 
     def inventories(self) -> list[Path]:
