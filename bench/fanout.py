@@ -43,9 +43,9 @@ CLIENTS_PER_SITE = 100
 
 def serve(port_queue: Any, stop: Any, stats_queue: Any, seconds: float) -> None:
     """The lab in a child process: serve until told to stop, then hand back its counters."""
-    from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.project import Project
 
-    backend = RunbookBackend(Catalog(ROOT), delays={CHECK_STEP: seconds})
+    backend = RunbookBackend(Project(ROOT), delays={CHECK_STEP: seconds})
     with lab_server(backend.backend) as server:
         port_queue.put(server.port)
         stop.wait(600)
@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="lab in this process too")
     args = parser.parse_args()
 
-    from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.load.project import Project
     from cmrunbook.plan.planner import Planner
     from cmrunbook.run.execute import Options
     from cmrunbook.run.orchestrate import execute_plan
@@ -101,7 +101,7 @@ def main() -> None:
     local = None
     if args.in_process:
         local = lab_server(
-            RunbookBackend(Catalog(ROOT), delays={CHECK_STEP: args.check_seconds}).backend
+            RunbookBackend(Project(ROOT), delays={CHECK_STEP: args.check_seconds}).backend
         )
         port = local.__enter__().port
     else:
@@ -125,7 +125,7 @@ def main() -> None:
                     versions=("2012r2",),
                 )
             )
-            catalog = Catalog(ROOT)
+            catalog = Project(ROOT)
             t0 = time.perf_counter()
             cpu0 = time.process_time()
             inventory = load_inventory(inventory_path)

@@ -34,7 +34,7 @@ from benchlab import (
     script_input,
 )
 
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.remote.winrm.host import Credentials, Endpoint, WinRMHost
 from cmrunbook.render.result import parse_result
 from cmrunbook.run.monitor import READ_LIMIT, Watch, compile_expectation, wait_for_logs
@@ -106,7 +106,7 @@ def writer(path: Path, appended: list[int], stop: threading.Event) -> None:
 
 
 def main() -> None:
-    catalog = Catalog(ROOT)
+    catalog = Project(ROOT)
     reader = HostLogReader()
     backend = RunbookBackend(catalog, handlers={"engine/log-read": reader})
     print(f"hosts: {HOSTS}; log_read inputs interpreted on a real file")

@@ -37,11 +37,11 @@ def dry_run_all(inventory_path: Path) -> tuple[int, int, int, list[str], float]:
     seconds of the inventory load)."""
     from cmrunbook.docs.dryrun import print_dry_run
     from cmrunbook.errors import ConfigError, UsageError
-    from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.load.project import Project
     from cmrunbook.plan.planner import Planner
 
-    catalog = Catalog(ROOT)
+    catalog = Project(ROOT)
     cpu0 = time.process_time()
     inventory = load_inventory(inventory_path)
     load_cpu = time.process_time() - cpu0

@@ -35,8 +35,8 @@ from benchlab import (
     lab_server,
 )
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner
 from cmrunbook.run.execute import Options
 from cmrunbook.run.orchestrate import execute_plan
@@ -74,7 +74,7 @@ class Counted:
 
 
 def run_one(
-    catalog: Catalog, server: Any, inventory_path: Path, runs: Path, runbook: str, method: Any
+    catalog: Project, server: Any, inventory_path: Path, runs: Path, runbook: str, method: Any
 ) -> tuple[dict[str, HostFigures], list[str]]:
     """One engine run: per host, what the lab counted; and each failed host's message."""
     loaded = catalog.load(runbook)
@@ -121,7 +121,7 @@ def run_ps_cost(server: Any) -> tuple[float, float]:
 
 
 def main() -> None:
-    catalog = Catalog(ROOT)
+    catalog = Project(ROOT)
     check_log_lines(catalog)
     backend = RunbookBackend(catalog)
     worst_step, worst_conn, failures = 0, 0, 0

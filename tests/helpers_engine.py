@@ -25,7 +25,7 @@ import tree_sitter_pwsh
 import yaml
 from tree_sitter import Language, Node, Parser, Tree
 
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan
 from cmrunbook.render.steps import render_probe, render_step
 
@@ -308,7 +308,7 @@ def _shape(tree: Tree) -> tuple[str, ...]:
 # Plans and their scripts
 
 
-def render_all(catalog: Catalog, plan: Plan) -> list[tuple[str, str]]:
+def render_all(catalog: Project, plan: Plan) -> list[tuple[str, str]]:
     """(label, script) for every probe and every step a run of `plan` would send.
 
     Steps the inventory skips are left out, as the dry run leaves them out; loop steps get the

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from helpers_lab import run, sim_lab
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner
 from cmrunbook.remote.winrm.host import BOOTSTRAP_ARGUMENTS, POWERSHELL
 from cmrunbook.render.steps import render_probe, render_step
@@ -25,7 +25,7 @@ from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import MCS_KEY, Lab
 
 REPO = Path(__file__).resolve().parents[2]
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 INVENTORY = load_inventory(REPO / "inventory" / "example.yaml")
 _CMTRACE = re.compile(r"<!\[LOG\[(?P<msg>.*?)\]LOG\]!>")
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from helpers_lab import run, sim_lab
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import Inventory, load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan, Planner
 from cmrunbook.render.fetch import fetch_script
 from cmrunbook.render.steps import render_probe, render_step
@@ -25,7 +25,7 @@ from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import Lab
 
 REPO = Path(__file__).resolve().parents[2]
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 CM12 = r"C:\Program Files\Microsoft Configuration Manager"
 CM07 = r"D:\Program Files\Microsoft Configuration Manager"
 ADK80 = (

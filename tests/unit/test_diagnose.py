@@ -18,7 +18,7 @@ from conftest import Lab
 from helpers_engine import edit_line, line_of, make_root, run_cli, run_program
 from test_cmtrace import cmtrace_line, sms2007_line
 
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.logs import diagnose as dx
 from cmrunbook.logs.cmtrace import open_log
 from cmrunbook.render.fetch import fetch_script
@@ -37,7 +37,7 @@ CASES = [
 
 
 def signatures(root: Path = ROOT) -> list[dx.Signature]:
-    sigs, _ = dx.load_signatures(Catalog(root))
+    sigs, _ = dx.load_signatures(Project(root))
     return sigs
 
 
@@ -466,7 +466,7 @@ def test_fetch_script_is_valid_powershell() -> None:
     tree_sitter = pytest.importorskip("tree_sitter")
     pwsh = pytest.importorskip("tree_sitter_pwsh")
     script = fetch_script(
-        Catalog(ROOT).renderer, "h", [*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES], 1 << 24
+        Project(ROOT).renderer, "h", [*dx.SMSTS_CANDIDATES, *dx.OSDLAUNCH_CANDIDATES], 1 << 24
     )
     tree = tree_sitter.Parser(tree_sitter.Language(pwsh.language())).parse(script.encode())
     assert not tree.root_node.has_error
@@ -489,7 +489,7 @@ def test_prelude_writes_base64_without_the_per_character_loop() -> None:
     import base64
     import os
 
-    prelude = Catalog(ROOT).renderer.script("engine/fetch_logs.ps1.j2",
+    prelude = Project(ROOT).renderer.script("engine/fetch_logs.ps1.j2",
                                             {"paths": [], "max_bytes": 1}, header="h")  # fmt: skip
     branch = _json_string_branch(prelude)
     fast = re.search(

@@ -19,11 +19,11 @@ import pytest
 from helpers_engine import EXAMPLE_INVENTORY, REPO, kb_dir, run_cli, syntax_problems
 
 from cmrunbook.filenames import safe_name
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner
 
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 KB_FILE = "001_a8fbbab674d97a46.txt"
 
 # ---------------------------------------------------------------------------------------------

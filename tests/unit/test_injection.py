@@ -34,13 +34,14 @@ from helpers_engine import (
 )
 
 from cmrunbook.docs.dryrun import print_dry_run
-from cmrunbook.load.catalog import Catalog, Loaded
+from cmrunbook.load.catalog import Loaded
 from cmrunbook.load.inventory import load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner
 from cmrunbook.render import pwsh
 from cmrunbook.render.steps import render_step
 
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 MARK = "ZQX"  # every test value starts with it, so each place it lands can be found
 BENIGN = MARK + "benign"
 

@@ -16,13 +16,13 @@ from typing import NamedTuple
 
 import pytest
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.logcatalog import PATTERN_KINDS
+from cmrunbook.load.project import Project
 from cmrunbook.logs.cmtrace import open_log
 from tests.helpers_engine import INVOKE, REPO, run_cli
 
 SHARED_LOGS = REPO.parent / "shared" / "logs"
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 
 needs_samples = pytest.mark.skipif(
     not (SHARED_LOGS / "SOURCES.md").is_file(), reason="shared/logs is not next to the repository"

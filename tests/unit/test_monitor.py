@@ -10,8 +10,8 @@ from typing import Any
 from helpers_lab import run
 from test_lab_sim import engine_script, make_lab
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.logcatalog import Expectation, Pattern
+from cmrunbook.load.project import Project
 from cmrunbook.run.monitor import (
     WaitResult,
     Watch,
@@ -206,7 +206,7 @@ def test_a_log_that_is_not_text_fails_the_wait_and_says_why(tmp_path: Path) -> N
 
 # -- real line shapes (shared/logs) -------------------------------------------------------------
 
-CATALOG = Catalog(Path(__file__).resolve().parents[2])
+CATALOG = Project(Path(__file__).resolve().parents[2])
 # Lines as the real samples write them (shared/logs/SOURCES.md).
 FSP_MSI_OK = (
     "Windows Installer installed the product. Product Name: ConfigMgr Fallback Status Point. "

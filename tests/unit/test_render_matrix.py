@@ -21,11 +21,11 @@ from helpers_engine import (
     syntax_problems,
 )
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import Inventory, load_inventory
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner
 
-CATALOG = Catalog(REPO)
+CATALOG = Project(REPO)
 RUNBOOK_IDS = CATALOG.ids()
 
 

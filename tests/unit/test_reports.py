@@ -14,7 +14,7 @@ import pytest
 from invoke.context import Context
 
 from cmrunbook.cli.documents import report as report_task
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.record.journal_read import INTERRUPTED, JournalError, load_journal
 from cmrunbook.record.reports import REPORT_FILES, copy_reports, prune_reports, write_reports
 
@@ -82,7 +82,7 @@ def test_journal_without_trailing_newline_and_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", [COMPLETE, KILLED])
 def test_reports_written_and_valid(tmp_path: Path, name: str) -> None:
     run = _run(tmp_path, name)
-    paths = write_reports(run, Catalog(ROOT), None)
+    paths = write_reports(run, Project(ROOT), None)
     assert sorted(p.name for p in paths) == sorted(REPORT_FILES)
     report = json.loads((run / "report.json").read_text("utf-8"))
     jsonschema.validate(report, SCHEMA)
@@ -127,7 +127,7 @@ def test_reports_written_and_valid(tmp_path: Path, name: str) -> None:
 
 def test_complete_report_figures(tmp_path: Path) -> None:
     run = _run(tmp_path, COMPLETE)
-    write_reports(run, Catalog(ROOT), None)
+    write_reports(run, Project(ROOT), None)
     report = json.loads((run / "report.json").read_text("utf-8"))
     assert report["run"]["exit_code"] == 1 and report["run"]["status"] == "failed"
     assert report["summary"]["by_status"] == {"failed": 1, "ok": 1}
@@ -148,7 +148,7 @@ def test_complete_report_figures(tmp_path: Path) -> None:
 
 def test_killed_report(tmp_path: Path) -> None:
     run = _run(tmp_path, KILLED)
-    write_reports(run, Catalog(ROOT), None)
+    write_reports(run, Project(ROOT), None)
     report = json.loads((run / "report.json").read_text("utf-8"))
     assert report["run"]["exit_code"] is None and report["run"]["complete"] is False
     assert report["summary"]["by_status"] == {INTERRUPTED: 2}
@@ -159,7 +159,7 @@ def test_killed_report(tmp_path: Path) -> None:
 
 def test_copy_and_prune(tmp_path: Path) -> None:
     run = _run(tmp_path, COMPLETE)
-    files = write_reports(run, Catalog(ROOT), None)
+    files = write_reports(run, Project(ROOT), None)
     dest = tmp_path / "reports"
     target = copy_reports(run, dest, files)
     assert sorted(p.name for p in target.iterdir()) == sorted([*REPORT_FILES, "journal.jsonl"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import stat
 import subprocess
@@ -101,8 +102,9 @@ def test_systemd_quoting_of_specifiers_and_spaces() -> None:
 def test_systemd_install_writes_units_and_prints_enable(tmp_path: Path) -> None:
     out = io.StringIO()
     written = sched.emit(
-        job(tmp_path), "systemd", install=True, unit_dir=str(tmp_path / "u"), out=out
-    )
+        job(tmp_path), "systemd", install=True, unit_dir=str(tmp_path / "u"), out=out,
+        err=io.StringIO(),
+    )  # fmt: skip
     assert sorted(p.name for p in written) == [
         "cmrunbook-remediate-multicast.service",
         "cmrunbook-remediate-multicast.timer",
@@ -172,16 +174,26 @@ def test_windows_task_xml_is_well_formed(tmp_path: Path, every: str, check: str)
 
 
 def test_windows_install_writes_utf16(tmp_path: Path) -> None:
-    out = io.StringIO()
-    (path,) = sched.emit(job(tmp_path), "windows", install=True, unit_dir=str(tmp_path), out=out)
+    out, err = io.StringIO(), io.StringIO()
+    (path,) = sched.emit(
+        job(tmp_path), "windows", install=True, unit_dir=str(tmp_path), out=out, err=err
+    )
     assert path.read_bytes()[:2] == b"\xff\xfe"
-    assert "schtasks /Create" in out.getvalue()
+    assert "schtasks /Create" in err.getvalue()
+    assert out.getvalue() == ""
 
 
 # -- the command line ---------------------------------------------------------------------------
 
 
 def run_schedule(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`invoke schedule ARGS` with credentials in the environment and a 0600 credentials file."""
+    creds = tmp_path / "creds.env"
+    if not creds.exists():
+        creds.write_text("CMRUNBOOK_USER=CORP\\svc-cmrb\n", "utf-8")
+        creds.chmod(0o600)
+    if "--env-file" not in args:
+        args = (*args, "--env-file", str(creds))
     env = {
         "CMRUNBOOK_USER": "CORP\\svc-cmrb",
         "CMRUNBOOK_PASSWORD": SECRET,
@@ -190,7 +202,7 @@ def run_schedule(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
     return run_cli("schedule", *args, root=ROOT, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("fmt", ["systemd", "cron", "windows"])
+@pytest.mark.parametrize("fmt", ["systemd", "cron"])
 def test_cli_prints_each_format_and_never_a_password(tmp_path: Path, fmt: str) -> None:
     done = run_schedule(tmp_path, "multicast", "--every", "weekly@sun 03:00", "--format", fmt)
     assert done.returncode == 0, done.stderr
@@ -278,9 +290,12 @@ def test_attack_6d_crontab_child_env(tmp_path: Path) -> None:
         "OTHER_PASSWORD": SECRET,  # a variable an inventory's password_env may name
         sched.CRONTAB_ENV: str(recorder),
     }
+    creds = tmp_path / "creds.env"
+    creds.write_text("CMRUNBOOK_USER=CORP\\svc-cmrb\n", "utf-8")
+    creds.chmod(0o600)
     done = run_cli(
         "schedule", "client-hotfix-check", "--every", "daily@02:30", "--format", "cron",
-        "--install", root=ROOT, env=env, timeout=120,
+        "--install", "--env-file", str(creds), root=ROOT, env=env, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     recorded = seen.read_text()
@@ -288,3 +303,132 @@ def test_attack_6d_crontab_child_env(tmp_path: Path) -> None:
     assert SECRET not in recorded
     assert SECRET not in store.read_text()
     assert "cmrunbook:cmrunbook-check-client-hotfix-check" in store.read_text()
+
+
+# -- a schedule that works the first night ------------------------------------------------------
+
+
+def schedule_bytes(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """`invoke schedule ARGS` with stdout kept as bytes (the Windows task is UTF-16)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CMRUNBOOK_")}
+    full["CMRUNBOOK_ROOT"] = str(ROOT)
+    full.update(env or {})
+    return subprocess.run(
+        [str(INVOKE), "schedule", *args], cwd=cwd, env=full, capture_output=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_cli_windows_task_is_utf16_xml_on_stdout_alone(tmp_path: Path) -> None:
+    done = schedule_bytes(
+        ROOT, "multicast", "--every", "weekly@sun 03:00", "--format", "windows",
+        env={"CMRUNBOOK_PASSWORD": SECRET},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout[:2] == b"\xff\xfe"  # the byte order mark of the UTF-16 it declares
+    text = done.stdout.decode("utf-16")
+    declaration, body = text.split("\n", 1)
+    assert declaration == '<?xml version="1.0" encoding="UTF-16"?>'
+    root = ET.fromstring(done.stdout)  # the parser reads the bytes by their declaration
+    assert root.tag == f"{{{sched.TASK_NS}}}Task"
+    assert body.rstrip().endswith("</Task>")  # no comment lines after the task
+    exe = root.find(".//t:Actions/t:Exec/t:Arguments", NS)
+    assert exe is not None and exe.text
+    assert exe.text.startswith("remediate multicast --non-interactive")
+    err = done.stderr.decode("utf-8")
+    assert "schtasks /Create" in err
+    assert "pip install 'cmrunbook[keyring]'" in err  # the extra the Windows path needs
+    assert SECRET.encode() not in done.stdout + done.stderr
+
+
+def test_install_refuses_a_missing_credentials_file_and_says_how_to_create_it(
+    tmp_path: Path,
+) -> None:
+    units = tmp_path / "units"
+    missing = tmp_path / "nope" / "creds.env"
+    reports = tmp_path / "reports"
+    done = schedule_bytes(
+        ROOT, "client-hotfix-check", "--every", "daily@02:30", "--install",
+        "--unit-dir", str(units), "--env-file", str(missing), "--reports", str(reports),
+        "--inventory", str(ROOT / "inventory" / "example.yaml"),
+    )  # fmt: skip
+    err = done.stderr.decode("utf-8")
+    assert done.returncode == 2, err
+    assert f"error: credentials file {missing} does not exist" in err
+    assert "CMRUNBOOK_USER=... and CMRUNBOOK_PASSWORD=..." in err
+    assert f"install -D -m 600 /dev/null {missing}" in err
+    assert not units.exists() and not reports.exists()  # nothing written
+
+
+def test_print_warns_of_a_missing_credentials_file(tmp_path: Path) -> None:
+    missing = tmp_path / "creds.env"
+    done = schedule_bytes(
+        ROOT, "client-hotfix-check", "--every", "daily", "--format", "cron",
+        "--env-file", str(missing), "--reports", str(tmp_path / "r"),
+    )  # fmt: skip
+    err = done.stderr.decode("utf-8")
+    assert done.returncode == 0, err
+    assert f"warning: credentials file {missing} does not exist" in err
+    assert "warning: no --inventory: the job uses the project's example inventory" in err
+
+
+def test_missing_inventory_is_refused_with_how_to_create_it(tmp_path: Path) -> None:
+    done = run_schedule(
+        tmp_path, "client-hotfix-check", "--every", "daily", "--inventory",
+        str(tmp_path / "prod.yaml"), "--reports", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"inventory {tmp_path / 'prod.yaml'} does not exist" in done.stderr
+    assert "create it from" in done.stderr and "example.yaml" in done.stderr
+    assert done.stdout == "" and not (tmp_path / "r").exists()
+
+
+def test_prompt_credentials_are_refused(tmp_path: Path) -> None:
+    inv = tmp_path / "prompt.yaml"
+    text = (ROOT / "inventory" / "example.yaml").read_text("utf-8")
+    inv.write_text(text.replace("  source: env\n", "  source: prompt\n", 1), "utf-8")
+    done = run_schedule(
+        tmp_path, "client-hotfix-check", "--every", "daily", "--inventory", str(inv)
+    )
+    assert done.returncode == 2, done.stderr
+    assert "credentials come from a prompt, which a scheduled job cannot answer" in done.stderr
+    assert done.stdout == ""
+
+
+def test_reports_folder_is_created_and_user_timer_warns_about_linger(tmp_path: Path) -> None:
+    reports = tmp_path / "deep" / "reports"
+    done = run_schedule(
+        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "systemd",
+        "--reports", str(reports),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert reports.is_dir()
+    assert f"created {reports}" in done.stderr
+    assert "sudo loginctl enable-linger" in done.stderr
+    cron = run_schedule(
+        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "cron",
+        "--reports", str(reports),
+    )  # fmt: skip
+    assert cron.returncode == 0, cron.stderr
+    assert "enable-linger" not in cron.stderr  # cron needs no user manager
+
+
+def test_system_unit_dir_needs_no_linger() -> None:
+    assert sched.user_units("systemd", None)
+    assert sched.user_units("systemd", "~/.config/systemd/user")
+    assert not sched.user_units("systemd", "/etc/systemd/system")
+    assert not sched.user_units("cron", None)
+
+
+def test_credentials_file_readable_by_others_is_warned(tmp_path: Path) -> None:
+    creds = tmp_path / "creds.env"
+    creds.write_text("CMRUNBOOK_USER=x\n", "utf-8")
+    creds.chmod(0o644)
+    done = run_schedule(
+        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "cron",
+        "--env-file", str(creds), "--reports", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {creds} is readable by others; chmod 600 {creds}" in done.stderr

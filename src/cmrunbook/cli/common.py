@@ -85,15 +85,13 @@ def help_if_asked(value: str, task_name: str) -> None:
 
 
 def setup(runbook: str, inventory: str | None) -> tuple[Any, Any, Any]:
-    from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.inventory import load_inventory
-    from cmrunbook.load.project import inventory_path, project_root
+    from cmrunbook.load.project import Project
 
-    root = project_root()
-    catalog = Catalog(root)
-    loaded = catalog.load(runbook)
-    inv = load_inventory(inventory_path(root, inventory))
-    return catalog, loaded, inv
+    project = Project.find()
+    loaded = project.load(runbook)
+    inv = load_inventory(project.inventory(inventory))
+    return project, loaded, inv
 
 
 def build_plan(

@@ -72,7 +72,7 @@ def checklist(
     if plan.runbook.rollback and not rollback:
         _, rollback_plan = build_plan(runbook, **request, rollback=True)
     doc = build_checklist(catalog, plan, journal=journal, rollback_plan=rollback_plan, paper=paper)
-    text = render_checklist(doc, format, catalog.root / "templates")
+    text = render_checklist(doc, format, catalog.templates_dir())
     if out:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,12 +102,11 @@ def report(
     inventory: str | None = None,
 ) -> None:
     """(Re)write report.json, junit.xml, report.html and cmrunbook.log of a run folder."""
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.project import Project
     from cmrunbook.record.reports import copy_reports, prune_reports, write_reports
 
     run_dir = Path(rundir)
-    catalog = Catalog(project_root())
+    catalog = Project.find()
     written = write_reports(run_dir, catalog, None, inventory=inventory)
     for path in written:
         print(f"wrote {path}")

@@ -83,8 +83,7 @@ def diagnose(
     max_mb: int = FETCH_MAX_MB,
 ) -> None:
     """Which known failure is in these logs: KB, matching lines, cause, and the fixing command."""
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.project import Project
     from cmrunbook.logs import diagnose as dx
 
     remainder = getattr(c, "remainder", "") or ""
@@ -93,7 +92,7 @@ def diagnose(
     if host:
         # With --host the positional names the logs to fetch, not local files.
         wanted, given = _wanted_logs(given), []
-    catalog = Catalog(_root(project_root))
+    catalog = Project.find()
     signatures, warnings = dx.load_signatures(catalog)
     if not signatures:
         raise UsageError(f"no runbook in {catalog.runbooks_dir} has symptoms to match")
@@ -139,17 +138,6 @@ def _wanted_logs(names: list[str]) -> list[str]:
     return sorted(out)
 
 
-def _root(project_root: Any) -> Path:
-    """The project folder; when run from elsewhere, the one this package was installed from."""
-    try:
-        return Path(project_root())
-    except UsageError:
-        here = Path(__file__).resolve().parents[2]
-        if (here / "runbooks").is_dir():
-            return here
-        raise
-
-
 def _from_hosts(
     catalog: Any,
     signatures: list[Any],
@@ -163,7 +151,6 @@ def _from_hosts(
     """Fetch and diagnose the standard logs of each selected host; a host that cannot be
     reached becomes an unreadable entry (exit 2), and the other hosts still run."""
     from cmrunbook.load.inventory import insecure_warnings, load_inventory
-    from cmrunbook.load.project import inventory_path
     from cmrunbook.logs import diagnose as dx
     from cmrunbook.remote import TransportError
     from cmrunbook.render.fetch import fetch_script
@@ -171,7 +158,7 @@ def _from_hosts(
     from cmrunbook.run.connect import credentials_for, open_host
     from cmrunbook.text import printable
 
-    inv = load_inventory(inventory_path(catalog.root, inventory))
+    inv = load_inventory(catalog.inventory(inventory))
     hosts = inv.select(patterns)
     no_winrm = [h.name for h in hosts if not h.has_winrm]
     if no_winrm and len(no_winrm) == len(hosts):
@@ -259,18 +246,18 @@ def schedule(
 ) -> None:
     """Run a runbook on a schedule from the jump host: systemd timer, cron line, or Windows task."""
     from cmrunbook.cli import scheduling as sched
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.load.project import Project
 
     if not every:
         raise UsageError("--every is required, e.g. --every 15m, --every daily@02:30")
-    root = _root(project_root)
-    Catalog(root).load(runbook)  # an unknown or broken runbook fails now, not at 02:30
+    project = Project.find()
+    project.load(runbook)  # an unknown or broken runbook fails now, not at 02:30
     if action is None:
         # A read-only check is scheduled as `invoke check`, as a person would run it.
         action = "check" if runbook.endswith(("-check", "-precheck")) else "remediate"
     job = sched.Job.build(
-        root=root,
+        root=project.work_dir,
         runbook=runbook,
         every=every,
         action=action,
@@ -283,8 +270,13 @@ def schedule(
         name=name,
     )
     fmt = format or sched.default_format()
+    inv = load_inventory(project.inventory(str(job.inventory) if job.inventory else None))
+    sched.prepare(
+        job, fmt, install=install, unit_dir=unit_dir, creds=inv.file.credentials,
+        inventory_given=job.inventory is not None, err=sys.stderr,
+    )  # fmt: skip
     try:
-        sched.emit(job, fmt, install=install, unit_dir=unit_dir, out=sys.stdout)
+        sched.emit(job, fmt, install=install, unit_dir=unit_dir, out=sys.stdout, err=sys.stderr)
     except sched.InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise Exit(code=EXIT_USAGE) from None

@@ -1,7 +1,8 @@
 """The `cmrunbook` command: the same tasks as `invoke` in the project folder, from anywhere.
 
 A jump host's scheduler can call `cmrunbook check client-hotfix ...` without a tasks.py in its
-working folder; runbooks/ and templates/ are found from CMRUNBOOK_ROOT or the working folder.
+working folder; runbooks/ and templates/ are found as `cmrunbook.load.project` says
+(CMRUNBOOK_ROOT, the working folder or above, else the files shipped with the package).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Scheduled runs from the jump host: a systemd timer, a cron line, or a Windows scheduled task.
 
 A schedule is one command, `invoke remediate RUNBOOK --non-interactive ...` (or `invoke check`),
-run from the project folder with the project's own invoke, so that the job sees the same
-runbooks, templates and inventory as the person who scheduled it. The job gets credentials
+run from the project folder with the project's own invoke (or, for an installed tool outside a
+project folder, its `cmrunbook` command), so that the job sees the same runbooks, templates and
+inventory as the person who scheduled it. The job gets credentials
 only from its environment (systemd: ``EnvironmentFile=``, cron: a sourced file) or, on Windows,
 from the service account's keyring: no password is ever written into a unit, a crontab or a
 task, and none is printed here.
@@ -28,12 +29,18 @@ from pathlib import Path, PureWindowsPath
 from typing import Literal, TextIO
 
 from cmrunbook.errors import UsageError
+from cmrunbook.load.inventory import CredentialSource
 
 Format = Literal["systemd", "cron", "windows"]
 FORMATS: tuple[Format, ...] = ("systemd", "cron", "windows")
 #: Environment variable naming the crontab command (tests point it at a fake).
 CRONTAB_ENV = "CMRUNBOOK_CRONTAB"
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
+#: The task XML's declared encoding, and the bytes written (with a byte order mark), as Task
+#: Scheduler exports tasks.
+TASK_ENCODING = "utf-16"
+#: The optional dependency the Windows path needs: its credentials are in the account's keyring.
+KEYRING_EXTRA = "keyring"
 
 _DAYS = {
     "mon": ("Mon", 1, "Monday"),
@@ -141,10 +148,17 @@ def default_format() -> Format:
     return "windows" if os.name == "nt" else "systemd"
 
 
-def venv_invoke() -> Path:
-    """The invoke of the running environment (the project's venv), which a job must use."""
+def job_program(root: Path) -> Path:
+    """The running environment's command a job must use (the project's venv, or the tool's).
+
+    `invoke` finds its tasks through tasks.py in the working folder or above, which a project
+    folder has; an installed tool run from any other folder has none, so the job runs the
+    `cmrunbook` command (the same tasks) instead.
+    """
     scripts = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
-    return scripts / ("invoke.exe" if os.name == "nt" else "invoke")
+    exe = ".exe" if os.name == "nt" else ""
+    has_tasks = any((folder / "tasks.py").is_file() for folder in (root, *root.parents))
+    return scripts / (f"invoke{exe}" if has_tasks else f"cmrunbook{exe}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +204,7 @@ class Job:
         )  # fmt: skip
         parsed = parse_every(every)
         root = root.resolve()
-        argv = [str(invoke or venv_invoke()), action, runbook, "--non-interactive"]
+        argv = [str(invoke or job_program(root)), action, runbook, "--non-interactive"]
         argv += ["--reports", str(_absolute(reports or "reports", root))]
         if inventory:
             argv += ["--inventory", str(_absolute(inventory, root))]
@@ -203,6 +217,18 @@ class Job:
             raise UsageError(f"--name {job_name!r}: use letters, digits, '.', '_' and '-'")
         env = Path(env_file).expanduser() if env_file else default_env_file()
         return cls(job_name, runbook, parsed, root, tuple(argv), env, run_as)
+
+    @property
+    def inventory(self) -> Path | None:
+        """The inventory the job names (None: the project's default)."""
+        if "--inventory" not in self.argv:
+            return None
+        return Path(self.argv[self.argv.index("--inventory") + 1])
+
+    @property
+    def reports(self) -> Path:
+        """The folder the job writes its reports to (and, with cron, its log)."""
+        return Path(self.argv[self.argv.index("--reports") + 1])
 
     @property
     def command(self) -> str:
@@ -234,6 +260,112 @@ def _absolute(path: str, root: Path) -> Path:
 
 def default_env_file() -> Path:
     return Path("~/.config/cmrunbook/credentials.env").expanduser()
+
+
+# -- before anything is written: will the job work the first night? ---------------------------
+
+#: systemd's own unit folders: units there belong to the system manager, not a user's.
+_SYSTEM_UNIT_DIRS = (Path("/etc/systemd/system"), Path("/usr/lib/systemd/system"))
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: use {', '.join(FORMATS)}")
+
+
+def user_units(fmt: str, unit_dir: str | None) -> bool:
+    """Whether the schedule is a `systemctl --user` timer (the default unit folder is)."""
+    if fmt != "systemd":
+        return False
+    folder = Path(unit_dir or "~/.config/systemd/user").expanduser().resolve()
+    return not any(folder.is_relative_to(d) for d in _SYSTEM_UNIT_DIRS)
+
+
+def credentials_howto(job: Job, creds: CredentialSource) -> str:
+    """How to create the job's credentials file, with the variables the inventory names."""
+    env = shlex.quote(str(job.env_file))
+    return (
+        f"create it with the lines {creds.username_env}=... and {creds.password_env}=... "
+        f"(the variables the inventory names): install -D -m 600 /dev/null {env} && "
+        f"editor {env}"
+    )
+
+
+def prepare(
+    job: Job,
+    fmt: str,
+    *,
+    install: bool,
+    unit_dir: str | None,
+    creds: CredentialSource,
+    inventory_given: bool,
+    err: TextIO,
+) -> None:
+    """Refuse a schedule that cannot work (UsageError: nothing written), say what else it needs
+    (warnings on `err`), and create the reports folder the job and its log write to.
+
+    A job runs with no terminal: credentials that come from a prompt are refused. A systemd or
+    cron job reads them from `job.env_file`; systemd refuses to start a unit whose
+    EnvironmentFile= is missing and the cron line stops at `. FILE`, so --install needs the file
+    to exist, and a print names it. A `--user` timer runs only while its user is logged in unless
+    lingering is enabled (loginctl(1); Red Hat, "Enable systemd services": "To enable users to
+    start a service at system start and persist over logouts: loginctl enable-linger").
+    """
+    check_format(fmt)
+    if creds.source == "prompt":
+        raise UsageError(
+            "the inventory's credentials come from a prompt, which a scheduled job cannot answer; "
+            "use `credentials: {source: env}` (systemd, cron) or `{source: keyring}` (windows). "
+            "Nothing was written."
+        )
+    if fmt in ("systemd", "cron"):
+        if not job.env_file.is_file():
+            howto = credentials_howto(job, creds)
+            if install:
+                raise UsageError(
+                    f"credentials file {job.env_file} does not exist; {howto}. Nothing was written."
+                )
+            print(f"warning: credentials file {job.env_file} does not exist; {howto}", file=err)
+        elif job.env_file.stat().st_mode & 0o077:
+            print(
+                f"warning: {job.env_file} is readable by others; "
+                f"chmod 600 {shlex.quote(str(job.env_file))}",
+                file=err,
+            )
+        if creds.source != "env":
+            print(
+                f"warning: the inventory's credentials come from {creds.source}, not from the "
+                f"environment file the job reads",
+                file=err,
+            )
+    elif creds.source != "keyring":
+        print(
+            "warning: a Windows task reads credentials from the account's keyring; set "
+            "`credentials: {source: keyring, username: <winrm user>}` in the inventory",
+            file=err,
+        )
+    if not inventory_given:
+        print(
+            "warning: no --inventory: the job uses the project's example inventory; give yours",
+            file=err,
+        )
+    if user_units(fmt, unit_dir):
+        user = os.environ.get("USER") or "<user>"
+        print(
+            "warning: a --user timer runs only while its user is logged in; on a jump host "
+            f"enable lingering once: sudo loginctl enable-linger {user}",
+            file=err,
+        )
+    if fmt != "windows" or os.name == "nt":
+        reports = job.reports
+        if not reports.is_dir():
+            try:
+                reports.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot create the reports folder {reports}: {exc.strerror or exc}"
+                ) from exc
+            print(f"created {reports} (the job's reports and log)", file=err)
 
 
 # -- systemd ---------------------------------------------------------------------------------
@@ -295,7 +427,7 @@ def _env_note(job: Job, out: TextIO) -> None:
 
 def cron_line(job: Job) -> str:
     """One crontab line: source the env file (exported), cd to the project, run, log."""
-    log = Path(job.argv[job.argv.index("--reports") + 1]) / f"{job.name}.cron.log"
+    log = job.reports / f"{job.name}.cron.log"
     env = shlex.quote(str(job.env_file))
     shell = (
         f"set -a && . {env} && set +a && cd {shlex.quote(str(job.root))} && "
@@ -409,7 +541,7 @@ def task_xml(job: Job) -> str:
     sub(exe, "WorkingDirectory", _windows_root(job))
     ET.indent(task, space="  ")
     body = ET.tostring(task, encoding="unicode")
-    return '<?xml version="1.0" encoding="UTF-16"?>\n' + body + "\n"
+    return f'<?xml version="1.0" encoding="{TASK_ENCODING.upper()}"?>\n' + body + "\n"
 
 
 #: Written on another system, the task finds the project through this machine variable.
@@ -450,11 +582,20 @@ def _windows_args(job: Job) -> str:
 
 
 def emit(
-    job: Job, fmt: str, *, install: bool = False, unit_dir: str | None = None, out: TextIO
+    job: Job,
+    fmt: str,
+    *,
+    install: bool = False,
+    unit_dir: str | None = None,
+    out: TextIO,
+    err: TextIO,
 ) -> list[Path]:
-    """Print (and with `install`, install) the schedule in one format; returns files written."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: use {', '.join(FORMATS)}")
+    """Print (and with `install`, install) the schedule in one format; returns files written.
+
+    The Windows task goes to `out` alone, as bytes in the UTF-16 its declaration names, so that
+    `... --format windows > task.xml` is a file schtasks reads; what to do with it goes to `err`.
+    """
+    check_format(fmt)
     written: list[Path] = []
     if fmt == "systemd":
         units = systemd_units(job)
@@ -506,19 +647,21 @@ def emit(
             path = folder / f"{job.name}.xml"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                path.write_text(xml, encoding="utf-16")
+                path.write_text(xml, encoding=TASK_ENCODING)
             except OSError as exc:
                 raise InstallError(f"cannot write {path}: {exc.strerror or exc}") from exc
             written.append(path)
-            print(f"wrote {path}", file=out)
+            print(f"wrote {path}", file=err)
         else:
-            print(xml, file=out)
+            out.flush()
+            out.buffer.write(xml.encode(TASK_ENCODING))
+            out.buffer.flush()
         user = job.run_as or "DOMAIN\\svc-cmrunbook"
         if os.name != "nt":
             print(
                 "# Written off Windows: set the machine variable CMRUNBOOK_ROOT to the project\n"
                 "# folder on the jump host (setx /M CMRUNBOOK_ROOT C:\\cmrunbook).",
-                file=out,
+                file=err,
             )
         print(
             "# Register on the Windows jump host (schtasks asks for the service account's\n"
@@ -527,7 +670,9 @@ def emit(
             f"/RU {user} /RP *\n"
             "# The job reads WinRM credentials from that account's keyring: run once as it\n"
             "#   keyring set cmrunbook <winrm user>\n"
-            "# and set `credentials: {source: keyring, username: <winrm user>}` in the inventory.",
-            file=out,
+            "# and set `credentials: {source: keyring, username: <winrm user>}` in the inventory.\n"
+            f"# The keyring needs the {KEYRING_EXTRA!r} extra there: pip install "
+            f"'cmrunbook[{KEYRING_EXTRA}]' (or: pipx inject cmrunbook keyring).",
+            file=err,
         )
     return written

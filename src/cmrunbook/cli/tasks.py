@@ -124,7 +124,6 @@ def run_runbook(
             plan, catalog, sys.stdout, show_scripts=show_scripts, out_dir=Path(out) if out else None
         )
         return EXIT_OK
-    from cmrunbook.load.project import project_root
     from cmrunbook.run.connect import credentials_for, open_host
     from cmrunbook.run.orchestrate import execute_plan
 
@@ -139,7 +138,7 @@ def run_runbook(
         catalog,
         plan,
         opts,
-        runs_dir=Path(runs) if runs else project_root() / "runs",
+        runs_dir=Path(runs) if runs else catalog.work_dir / "runs",
         connect=lambda name: open_host(inv.hosts[name], inv, creds),
         resume=state,
         request=request,
@@ -229,11 +228,10 @@ def check(
 ) -> None:
     """Run a read-only check runbook; exit 1 when any host is non-compliant or unreachable."""
     options = {k: v for k, v in locals().items() if k not in ("c", "name")}  # for remediate
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.project import Project
 
     help_if_asked(name, "check")
-    known = Catalog(project_root()).ids()
+    known = Project.find().ids()
     runbook = next((r for r in (name, f"{name}-check", f"{name}-precheck") if r in known), "")
     if not runbook:
         checks = [r for r in known if r.endswith(("-check", "-precheck"))]
@@ -245,16 +243,14 @@ def check(
 @cli_errors
 def validate(c: Any, inventory: str | None = None) -> None:
     """Check every runbook, the log catalog and the inventories; list all errors, exit 2 if any."""
-    from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.inventory import load_inventory
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.project import Project
     from cmrunbook.load.schema import stale_schemas
     from cmrunbook.plan.planner import retyped_vars
 
-    root = project_root()
-    catalog = Catalog(root)
-    loaded, problems = catalog.load_all()
-    inventories = [Path(inventory)] if inventory else sorted((root / "inventory").glob("*.yaml"))
+    project = Project.find()
+    loaded, problems = project.load_all()
+    inventories = [Path(inventory)] if inventory else project.inventories()
     for path in inventories:
         try:
             inv = load_inventory(path)
@@ -262,7 +258,7 @@ def validate(c: Any, inventory: str | None = None) -> None:
             problems.extend(exc.problems)
         else:
             problems.extend(retyped_vars(inv, [lr.runbook for lr in loaded]))
-    for name in stale_schemas(root / "schema"):
+    for name in stale_schemas(project.schema_dir):
         print(f"error: schema/{name} is stale: run `invoke schema`", file=sys.stderr)
         problems.append(None)  # type: ignore[arg-type]
     for p in problems:
@@ -280,10 +276,10 @@ def validate(c: Any, inventory: str | None = None) -> None:
 @cli_errors
 def schema(c: Any) -> None:
     """Regenerate schema/*.schema.json from the runbook and inventory models."""
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.project import Project
     from cmrunbook.load.schema import write_schemas
 
-    for path in write_schemas(project_root() / "schema"):
+    for path in write_schemas(Project.find().schema_dir):
         print(f"wrote {path}")
 
 
@@ -307,14 +303,12 @@ def log_check(
     """
     import re
 
-    from cmrunbook.cli.operations import _root
-    from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.logcatalog import PATTERN_KINDS
-    from cmrunbook.load.project import project_root
+    from cmrunbook.load.project import Project
     from cmrunbook.run.monitor import check_file, make_watch
 
     help_if_asked(file, "log-check")
-    logs = Catalog(_root(project_root)).logs
+    logs = Project.find().logs
     if not log or not event:
         raise UsageError(
             f"log-check needs --log NAME and --event EVENT; logs: {', '.join(logs.logs)}"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cmrunbook.filenames import safe_name
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Probe
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
@@ -253,7 +253,7 @@ def _not_applicable(ps: PlannedStep, host: str) -> str | None:
     return f"condition '{ps.step.when}' is false for {host} in the inventory"
 
 
-def _waits(catalog: Catalog, ps: PlannedStep) -> list[LogWaitView]:
+def _waits(catalog: Project, ps: PlannedStep) -> list[LogWaitView]:
     w = ps.step.wait
     if w is None:
         return []
@@ -309,7 +309,7 @@ def _stage_texts(plan: Plan, stages: list[Any], index: int) -> tuple[str | None,
 
 
 def _host(
-    catalog: Catalog,
+    catalog: Project,
     plan: Plan,
     hp: HostPlan,
     journal: Journal | None,
@@ -444,7 +444,7 @@ def _host(
 
 
 def build_checklist(
-    catalog: Catalog,
+    catalog: Project,
     plan: Plan,
     *,
     journal: Journal | None = None,

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook.text import PrintableStream
@@ -34,7 +34,7 @@ def _flags(ps: PlannedStep) -> str:
     return ", ".join(flags)
 
 
-def describe_step(n: int, ps: PlannedStep, catalog: Catalog) -> list[str]:
+def describe_step(n: int, ps: PlannedStep, catalog: Project) -> list[str]:
     """The lines that present one step: where it would run, or why it is skipped, and its waits."""
     step = ps.step
     flags = _flags(ps)
@@ -93,7 +93,7 @@ def _host_header(plan: Plan, hp: HostPlan) -> str:
 
 def print_dry_run(
     plan: Plan,
-    catalog: Catalog,
+    catalog: Project,
     out: TextIO,
     *,
     show_scripts: bool = False,

@@ -1,4 +1,4 @@
-"""Loading every runbook and cross-checking it against templates, probes and the log catalog.
+"""Cross-checking a runbook against templates, probes and the log catalog.
 
 Everything that could fail on the 37th host at run time (a missing template, an undefined
 template variable, an include of steps that do not exist) is found here, before any host.
@@ -11,19 +11,32 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import jinja2
 import jinja2.nodes
 
-from cmrunbook.errors import ConfigError, Problem, UsageError
+from cmrunbook.errors import Problem
 from cmrunbook.load.context import context_attrs
-from cmrunbook.load.logcatalog import LogCatalog, load_log_catalog
+from cmrunbook.load.logcatalog import LogCatalog
 from cmrunbook.load.runbook import TEXT_TYPES, Include, Runbook, Step, parse_range
-from cmrunbook.load.sourcemap import SourceMap, load_yaml
-from cmrunbook.load.validation import parse, text_problems
+from cmrunbook.load.sourcemap import SourceMap
+from cmrunbook.load.validation import text_problems
 from cmrunbook.render.templates import CONTEXT_NAMES, Renderer
+
+
+class CheckContext(Protocol):
+    """What the checker reads of the project that loads a runbook (its renderer and log
+    catalog), named here so that the project, which loads through this module, is not imported
+    back by it."""
+
+    @property
+    def renderer(self) -> Renderer: ...
+
+    @property
+    def logs(self) -> LogCatalog: ...
+
 
 LOG_CATALOG = "_logs.yaml"
 WHEN_NAMES = frozenset({"host", "target", "site", "params"})
@@ -38,65 +51,16 @@ class Loaded:
     smap: SourceMap
 
 
-class Catalog:
-    """The project's runbooks/ and templates/ folders."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.runbooks_dir = root / "runbooks"
-        self.renderer = Renderer(root / "templates")
-
-    def runbook_paths(self) -> list[Path]:
-        return sorted(p for p in self.runbooks_dir.glob("*.yaml") if not p.name.startswith("_"))
-
-    def ids(self) -> list[str]:
-        return [p.stem for p in self.runbook_paths()]
-
-    @cached_property
-    def logs(self) -> LogCatalog:
-        path = self.runbooks_dir / LOG_CATALOG
-        return load_log_catalog(path, self._display(path))
-
-    def load(self, runbook_id: str) -> Loaded:
-        """One runbook by id (its file name), fully checked."""
-        path = self.runbooks_dir / f"{runbook_id}.yaml"
-        if not path.is_file():
-            known = ", ".join(self.ids())
-            raise UsageError(f"no runbook '{runbook_id}' in {self.runbooks_dir}; known: {known}")
-        return self.load_path(path)
-
-    def load_path(self, path: Path) -> Loaded:
-        data, smap = load_yaml(path, display=self._display(path))
-        rb = parse(Runbook, data, smap)
-        problems = list(_Checker(rb, smap, self).problems())
-        if rb.id != path.stem:
-            problems.insert(
-                0, smap.problem(("id",), f"id '{rb.id}' must match file name '{path.stem}'")
-            )
-        if problems:
-            raise ConfigError(problems)
-        return Loaded(rb, path, smap)
-
-    def load_all(self) -> tuple[list[Loaded], list[Problem]]:
-        """Every runbook, with all problems of all files collected (for `invoke validate`)."""
-        loaded: list[Loaded] = []
-        problems: list[Problem] = []
-        try:
-            _ = self.logs
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-        for path in self.runbook_paths():
-            try:
-                loaded.append(self.load_path(path))
-            except ConfigError as exc:
-                problems.extend(exc.problems)
-        return loaded, problems
-
-    def _display(self, path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return str(path)
+def runbook_problems(
+    rb: Runbook, smap: SourceMap, path: Path, project: CheckContext
+) -> list[Problem]:
+    """Every cross-reference problem of one parsed runbook file, the id/file-name match first."""
+    problems = list(_Checker(rb, smap, project).problems())
+    if rb.id != path.stem:
+        problems.insert(
+            0, smap.problem(("id",), f"id '{rb.id}' must match file name '{path.stem}'")
+        )
+    return problems
 
 
 def all_steps(rb: Runbook) -> Iterator[tuple[tuple[str | int, ...], Step]]:
@@ -137,10 +101,10 @@ def resolve_include(rb: Runbook, inc: Include) -> list[Step]:
 class _Checker:
     """Cross-references inside one runbook, each reported at its own line."""
 
-    def __init__(self, rb: Runbook, smap: SourceMap, catalog: Catalog) -> None:
+    def __init__(self, rb: Runbook, smap: SourceMap, project: CheckContext) -> None:
         self.rb = rb
         self.smap = smap
-        self.catalog = catalog
+        self.project = project
 
     def problems(self) -> Iterator[Problem]:
         yield from self._ids()
@@ -265,7 +229,7 @@ class _Checker:
         if step.template:
             yield from self._template(path, step.template, set(step.vars), item_fields)
         if step.wait:
-            logs = self.catalog.logs.logs
+            logs = self.project.logs.logs
             for i, log in enumerate(step.wait.logs):
                 if log not in logs:
                     yield self.smap.problem(
@@ -318,7 +282,7 @@ class _Checker:
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:
         if expr is None:
             return
-        conditions = self.catalog.renderer.conditions
+        conditions = self.project.renderer.conditions
         try:
             ast = conditions.parse(expr)
         except jinja2.TemplateSyntaxError as exc:
@@ -377,7 +341,7 @@ class _Checker:
         var_names: set[str],
         item_fields: set[str] | None,
     ) -> Iterator[Problem]:
-        renderer = self.catalog.renderer
+        renderer = self.project.renderer
         if not renderer.exists(template):
             yield self.smap.problem(
                 (*path, "template"), f"template '{template}' not found under templates/"

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, TextIO
 
 from cmrunbook.errors import ConfigError
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Runbook, Symptom
 from cmrunbook.load.sourcemap import load_yaml
 from cmrunbook.load.validation import parse
@@ -170,7 +170,7 @@ class Diagnosis:
 # -- signatures ------------------------------------------------------------------------------
 
 
-def load_signatures(catalog: Catalog) -> tuple[list[Signature], list[str]]:
+def load_signatures(catalog: Project) -> tuple[list[Signature], list[str]]:
     """Every runbook's symptoms, compiled; and warnings for runbooks that had problems.
 
     A runbook that fails the full check (say a template another change has not added yet) still

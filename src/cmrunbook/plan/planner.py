@@ -15,9 +15,10 @@ from typing import Any
 import jinja2
 
 from cmrunbook.errors import ConfigError, Problem, UsageError
-from cmrunbook.load.catalog import Catalog, Loaded, resolve_include
+from cmrunbook.load.catalog import Loaded, resolve_include
 from cmrunbook.load.context import site_context
 from cmrunbook.load.inventory import HostView, Inventory
+from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Runbook, Step
 from cmrunbook.load.validation import text_problems
 
@@ -202,7 +203,7 @@ def parse_overrides(rb: Runbook, pairs: Sequence[str]) -> dict[str, str]:
 class Planner:
     """Builds plans; holds the compiled `when` expressions of one runbook."""
 
-    def __init__(self, catalog: Catalog, loaded: Loaded, inventory: Inventory) -> None:
+    def __init__(self, catalog: Project, loaded: Loaded, inventory: Inventory) -> None:
         self.catalog = catalog
         self.loaded = loaded
         self.rb = loaded.runbook

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.errors import ConfigError, UsageError
-from cmrunbook.load.catalog import Catalog
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
 from cmrunbook.record.markup import environment
@@ -401,7 +401,7 @@ def render_html(report: dict[str, Any], templates_root: Path) -> str:
 
 
 def plan_from_journal(
-    catalog: Catalog, journal: Journal, inventory: str | None = None
+    catalog: Project, journal: Journal, inventory: str | None = None
 ) -> Plan | None:
     """The run's plan again (for steps it never reached), or None when it cannot be rebuilt."""
     from cmrunbook.load.inventory import load_inventory
@@ -426,7 +426,7 @@ def plan_from_journal(
 
 
 def write_reports(
-    run_dir: Path, catalog: Catalog, plan: Plan | None = None, *, inventory: str | None = None
+    run_dir: Path, catalog: Project, plan: Plan | None = None, *, inventory: str | None = None
 ) -> list[Path]:
     """Read `run_dir/journal.jsonl`; write report.json, junit.xml, report.html, cmrunbook.log.
 
@@ -448,7 +448,7 @@ def write_reports(
     tree.write(path, encoding="utf-8", xml_declaration=True)
     paths.append(path)
     path = out / "report.html"
-    path.write_text(render_html(report, catalog.root / "templates"), encoding="utf-8")
+    path.write_text(render_html(report, catalog.templates_dir()), encoding="utf-8")
     paths.append(path)
     path = out / "cmrunbook.log"
     path.write_bytes(b"\xef\xbb\xbf" + build_cmtrace(journal).encode("utf-8"))

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.context import site_context
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import HostPlan, Plan
 from cmrunbook.render.steps import script_header
 
@@ -29,7 +29,7 @@ class EngineScript(NamedTuple):
 class EngineScripts:
     """The engine's scripts for one target host of a plan; `on` is the host a script runs on."""
 
-    catalog: Catalog
+    catalog: Project
     plan: Plan
     hp: HostPlan
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.context import site_context
+from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Probe
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 
@@ -45,7 +45,7 @@ def placeholder_item(probe: Probe) -> dict[str, str]:
 
 
 def render_step(
-    catalog: Catalog,
+    catalog: Project,
     plan: Plan,
     hp: HostPlan,
     ps: PlannedStep,
@@ -62,7 +62,7 @@ def render_step(
     return catalog.renderer.script(ps.step.template, step_context(plan, hp, ps, item), header)
 
 
-def render_probe(catalog: Catalog, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
+def render_probe(catalog: Project, plan: Plan, hp: HostPlan, probe: Probe) -> tuple[str, str]:
     """(host it runs on, script) for a probe."""
     runner = plan.inventory.provider_of(hp.target) if probe.on == "site_server" else hp.target
     ctx: dict[str, Any] = {

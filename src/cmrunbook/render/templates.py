@@ -9,7 +9,7 @@ Every script is the same prelude, the step's body, and one machine-readable resu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,16 @@ def _ps_join(values: Iterable[Any], sep: str = ", ") -> pwsh.Raw:
 
 
 class Renderer:
-    """One Jinja2 environment over templates/, shared by every render of a run."""
+    """One Jinja2 environment over templates/, shared by every render of a run.
 
-    def __init__(self, templates_dir: Path) -> None:
-        self.templates_dir = templates_dir
+    `templates_dirs` are searched in order, so an admin's folder shadows a shipped template of
+    the same name.
+    """
+
+    def __init__(self, templates_dirs: Sequence[Path]) -> None:
+        self.templates_dirs = list(templates_dirs)
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(templates_dir)),
+            loader=jinja2.FileSystemLoader([str(d) for d in self.templates_dirs]),
             undefined=jinja2.StrictUndefined,
             finalize=pwsh.literal,
             autoescape=False,
@@ -56,7 +60,7 @@ class Renderer:
         self.conditions = Conditions()
 
     def exists(self, name: str) -> bool:
-        return (self.templates_dir / name).is_file()
+        return any((d / name).is_file() for d in self.templates_dirs)
 
     def script(self, template: str, context: dict[str, Any], header: str) -> str:
         """A complete script: prelude, body, result line."""

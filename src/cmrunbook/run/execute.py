@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cmrunbook.load.catalog import Catalog, all_steps
+from cmrunbook.load.catalog import all_steps
+from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Probe, SiteStateSpec
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
@@ -215,7 +216,7 @@ class Console(Protocol):
 class Runner:
     """Runs one plan; `run()` returns each target's outcome."""
 
-    catalog: Catalog
+    catalog: Project
     plan: Plan
     sessions: Sessions
     journal: JournalWriter

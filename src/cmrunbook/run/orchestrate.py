@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.errors import EnvironmentFailure, LockHeld, UsageError, os_error_text
-from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import HostView
+from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
@@ -72,7 +72,7 @@ def confirm_destructive(plan: Plan, options: Options, console: TextConsole) -> N
 
 
 def execute_plan(
-    catalog: Catalog,
+    catalog: Project,
     plan: Plan,
     options: Options,
     *,
@@ -132,7 +132,7 @@ def _journaled(run_dir: Path) -> bool:
 
 
 def _execute(
-    catalog: Catalog,
+    catalog: Project,
     plan: Plan,
     options: Options,
     *,
