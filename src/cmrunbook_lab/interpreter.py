@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from cmrunbook_lab.hosts import SimHost
     from cmrunbook_lab.world import Lab
 
+# The order the operations were tried in before each simulator owned its list; the matchers are
+# meant to be disjoint, and a fixed order keeps it so that any overlap resolves the same way.
 OPERATIONS: tuple[Operation, ...] = (
     *bootsect.OPERATIONS,
     *multicast.OPERATIONS,

@@ -6,12 +6,13 @@ mslex implements them: backslashes count only before a double quote (2n backslas
 n backslashes and a delimiter; 2n+1: n backslashes and a literal quote), spaces and tabs separate
 arguments outside quotes (learn.microsoft.com, "Parsing C command-line arguments").
 
-The one rule the C runtimes disagree on is a doubled quote inside a quoted argument: Microsoft's
-page documents ``a"b"" c d`` as ``ab"``, ``c``, ``d`` for the current runtime, while older ones
-keep the quote open. Which one powershell.exe's startup follows is UNCONFIRMED, so a command line
-on which the two disagree is refused (:class:`AmbiguousCommandLine`) instead of guessed; the
-engine's own command lines contain no doubled quote. cmd.exe's rewriting (``^``, ``%VAR%``)
-happens before, and the lab does not simulate it.
+The one rule the C runtimes disagree on is a doubled quote inside a quoted argument: for
+``a"b"" c d`` mslex's legacy-msvcrt rule gives ``ab"``, ``c``, ``d`` (the split Microsoft's page
+shows) and its UCRT rule gives ``ab" c d``. Which one powershell.exe's startup follows is
+UNCONFIRMED, so a command line on which the two disagree is refused
+(:class:`AmbiguousCommandLine`) instead of guessed; the engine's own command lines contain no
+doubled quote. cmd.exe's rewriting (``^``, ``%VAR%``) happens before, and the lab does not
+simulate it.
 """
 
 from __future__ import annotations

@@ -66,7 +66,9 @@ TIMED_OUT_TEXT = (
 class WSManFault(Exception):
     """A SOAP fault as Windows' WinRM service sends it (always with HTTP status 500)."""
 
-    def __init__(self, subcode: str, reason: str, code: int | None = None, sender: bool = False):
+    def __init__(
+        self, subcode: str, reason: str, code: int | None = None, sender: bool = False
+    ) -> None:
         super().__init__(reason)
         self.subcode = subcode
         self.reason = reason
@@ -86,6 +88,7 @@ class WSManFault(Exception):
 
 
 def envelope(action: str, relates_to: str | None, body: str) -> str:
+    """A reply envelope as Windows sends it: every namespace declared, a fresh MessageID."""
     namespaces = " ".join(f"xmlns:{prefix}={quoteattr(uri)}" for prefix, uri in NS.items())
     relates = f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>" if relates_to else ""
     return (
@@ -100,6 +103,7 @@ _DURATION = re.compile(r"^PT(?:(\d+(?:\.\d*)?)H)?(?:(\d+(?:\.\d*)?)M)?(?:(\d+(?:
 
 
 def _parse_duration(text: str | None, default: float) -> float:
+    """Seconds in an xs:duration such as ``PT60.000S``; ``default`` if absent or unreadable."""
     match = _DURATION.match((text or "").strip())
     if not text or not match:
         return default
@@ -108,11 +112,14 @@ def _parse_duration(text: str | None, default: float) -> float:
 
 
 def codec(codepage: int) -> str:
+    """The Python codec of a shell's WINRS_CODEPAGE (65001 is UTF-8)."""
     return "utf-8" if codepage == 65001 else f"cp{codepage}"
 
 
 @dataclass
 class Request:
+    """One WS-Man request, reduced to what the shell operations read from it."""
+
     action: str  # one of ACTIONS
     message_id: str
     resource_uri: str
@@ -124,6 +131,7 @@ class Request:
 
 
 def parse_request(data: bytes) -> Request:
+    """The request in a plain SOAP envelope; WSManFault (a Sender fault) if it is not one."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
@@ -164,6 +172,7 @@ def parse_request(data: bytes) -> Request:
 
 
 def quota_fault(action: str) -> WSManFault:
+    """Windows' w:QuotaLimit fault: too many shells on Create, too many operations otherwise."""
     if action == "Create":
         return WSManFault(
             "w:QuotaLimit",
