@@ -166,6 +166,7 @@ def _load_operations() -> None:
         ops_checks,
         ops_engine,
         ops_fleet,
+        ops_inventory,
         ops_multicast,
     )
 
