@@ -406,11 +406,14 @@ def lab(
 
 def _collection() -> Collection:
     from cmrunbook.cli.documents import checklist, report
+    from cmrunbook.cli.inventory import inventory
     from cmrunbook.cli.operations import diagnose, schedule
 
-    return Collection(
+    collection = Collection(
         remediate, check, checklist, diagnose, report, schedule, validate, schema, lab, log_check
     )
+    collection.add_task(inventory)
+    return collection
 
 
 ns = _collection()
