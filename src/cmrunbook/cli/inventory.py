@@ -272,14 +272,11 @@ def build_inventory(
             )
             found.pxe = found.multicast = False
         if not found.roles:
-            warnings.append(f"{found.name}: no role the inventory knows; not written")
+            warnings.append(f"{found.name}: no role the inventory knows; written with roles: []")
     systems = {_key(str(s["name"])): s for s in answer["systems"]}
     undetermined: list[str] = []
     out_hosts: dict[str, Any] = {}
-    for found in sorted(hosts.values(), key=lambda f: (not f.roles & {"site_server"}, "client"
-                                                       in f.roles, f.name)):  # fmt: skip
-        if not found.roles:
-            continue
+    for found in sorted(hosts.values(), key=_order):
         os_version, arch = _os_of(found.name, systems.get(found.name), stated, undetermined)
         entry: dict[str, Any] = {
             "address": found.address,
@@ -315,6 +312,11 @@ def build_inventory(
         data["groups"] = {f"collection-{str(collection['id']).lower()}": {"hosts": clients}}
     data["hosts"] = out_hosts
     return SiteAnswer(data, warnings, undetermined)
+
+
+def _order(found: Found) -> tuple[bool, bool, str]:
+    """Written order: the site server, the other site systems, then clients; by name."""
+    return ("site_server" not in found.roles, "client" in found.roles, found.name)
 
 
 def _os_of(
