@@ -6,6 +6,8 @@ end-to-end tests (tests/e2e/test_from_site.py) get the same data from the lab ov
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,33 @@ def test_the_written_file_is_validated_and_holds_no_password(tmp_path: Path) -> 
     assert inv.file.sites["P12"].provider == "cm12-site01"
     assert "password:" not in out.read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir()] == ["site.yaml"]  # no temporary file left
+
+
+def test_text_from_the_site_cannot_write_yaml_into_the_file(tmp_path: Path) -> None:
+    """A role name with a line break lands in a warning, and every warning is a header comment:
+    it must stay one comment line, not become inventory content."""
+    resources = [
+        *_answer()["resources"],
+        {"role": "Odd\nhosts: {evil: {site: P12, roles: [], os: {version: xp}}}",
+         "server": "cm12-dp01.corp.example", "remote": "",
+         "nal": _nal("cm12-dp01.corp.example", "P12"), "site": "P12"},
+    ]  # fmt: skip
+    built = build_inventory(_answer(resources=resources), _seed(), "cm12-site01", {})
+    out = write_checked(tmp_path / "site.yaml", built, "cm12-site01", "P12")
+    assert sorted(load_inventory(out).file.hosts) == ["cm12-dp01", "cm12-site01"]
+
+
+def test_a_stated_os_that_is_no_windows_version_is_refused(tmp_path: Path) -> None:
+    """Refused before any host is contacted (exit 2, nothing written)."""
+    out = tmp_path / "site.yaml"
+    invoke = str(Path(sys.executable).with_name("invoke"))
+    res = subprocess.run(
+        [invoke, "inventory", "from-site", "--provider", "cm07-site01", "--site", "C07",
+         "--out", str(out), "--os", "cm07-dp01=2016r2/x64"],
+        cwd=ROOT, text=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--os 'cm07-dp01=2016r2/x64': expected HOST=VERSION/ARCH with VERSION one of" in (
+        res.stderr
+    )
+    assert not out.exists()

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from invoke.exceptions import Exit
@@ -27,6 +27,7 @@ from invoke.tasks import task
 
 from cmrunbook.cli.common import EXIT_FAILED, cli_errors, help_if_asked
 from cmrunbook.errors import UsageError
+from cmrunbook.run.console import printable
 
 TEMPLATE = "inventory/from_site.ps1.j2"
 #: Seconds allowed for the provider script (a few WMI queries).
@@ -120,10 +121,10 @@ def inventory(
     )
     built = build_inventory(answer, seed, provider, stated)
     for line in built.warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {printable(line)}", file=sys.stderr)
     if built.undetermined:
         for line in built.undetermined:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         raise UsageError(
             f"{len(built.undetermined)} host(s) without a known OS or architecture; state them "
             f"with --os HOST=VERSION/ARCH (e.g. --os cm07-dp01=2008r2/x64); {out} not written"
@@ -135,12 +136,18 @@ def inventory(
 
 
 def _stated_os(values: list[str]) -> dict[str, tuple[str, str]]:
+    """`--os HOST=VERSION/ARCH` options as {host: (version, arch)}, checked against the
+    inventory's Windows versions so a typo is named here, not in the written file."""
+    from cmrunbook.load.inventory import WindowsVersion
+
+    known = get_args(WindowsVersion)
     out: dict[str, tuple[str, str]] = {}
     for value in values:
         m = re.fullmatch(r"([^=\s]+)=([0-9a-z.]+)/(x86|x64)", value.strip())
-        if m is None:
+        if m is None or m[2] not in known:
             raise UsageError(
-                f"--os {value!r}: expected HOST=VERSION/ARCH, e.g. cm07-dp01=2008r2/x64"
+                f"--os {value!r}: expected HOST=VERSION/ARCH with VERSION one of "
+                f"{', '.join(known)}, e.g. cm07-dp01=2008r2/x64"
             )
         out[m[1].lower()] = (m[2], m[3])
     return out
@@ -351,7 +358,8 @@ def write_checked(path: Path, built: SiteAnswer, provider: str, site: str) -> Pa
         f"# Inventory of site {site}, written by `invoke inventory from-site` from the SMS "
         f"Provider on {provider}.",
         "# Credentials are never written: `credentials` only says where they come from.",
-        *(f"# warning: {w}" for w in built.warnings),
+        # One line each: text from the site must not end the comment and become YAML.
+        *(f"# warning: {' '.join(w.split())}" for w in built.warnings),
     ]
     text = "\n".join(header) + "\n" + yaml.safe_dump(built.data, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
