@@ -129,13 +129,13 @@ def test_the_written_file_is_validated_and_holds_no_password(tmp_path: Path) -> 
 
 
 def test_text_from_the_site_cannot_write_yaml_into_the_file(tmp_path: Path) -> None:
-    """A role name with a line break lands in a warning, and every warning is a header comment:
-    it must stay one comment line, not become inventory content."""
+    """A server name with line breaks lands in a warning (a site system of another site), and
+    every warning is a header comment: it must stay one comment line, not inventory content."""
+    evil = "x\nhosts: {evil: {site: P12, roles: [], os: {version: xp}}}\n#"
     resources = [
         *_answer()["resources"],
-        {"role": "Odd\nhosts: {evil: {site: P12, roles: [], os: {version: xp}}}",
-         "server": "cm12-dp01.corp.example", "remote": "",
-         "nal": _nal("cm12-dp01.corp.example", "P12"), "site": "P12"},
+        {"role": "SMS Distribution Point", "server": evil, "remote": "",
+         "nal": _nal(evil, "S13"), "site": "S13"},
     ]  # fmt: skip
     built = build_inventory(_answer(resources=resources), _seed(), "cm12-site01", {})
     out = write_checked(tmp_path / "site.yaml", built, "cm12-site01", "P12")
