@@ -53,7 +53,7 @@ def from_site(ctx: Context) -> None:
         "provider": {"machine": str(location["Machine"]),
                      "namespace": str(location["NamespacePath"]),
                      "local": bool(location["ProviderForLocalSite"])},
-        "surface": "2012r2" if rows and on_2012 else "2007",
+        "surface": ("2012r2" if on_2012 else "2007") if rows else None,
         "resources": [
             {"role": str(r["RoleName"]), "server": str(r["ServerName"]),
              "remote": str(r.get("ServerRemoteName") or ""), "nal": str(r["NALPath"]),

@@ -156,3 +156,15 @@ def test_a_stated_os_that_is_no_windows_version_is_refused(tmp_path: Path) -> No
         res.stderr
     )
     assert not out.exists()
+
+
+def test_the_version_is_not_guessed_when_no_site_system_is_listed() -> None:
+    """The 2007/2012 R2 surface is told by an SMS_SystemResourceList row; with none, the
+    version is undetermined unless --site-version states it."""
+    answer = _answer(resources=[], surface=None)
+    built = build_inventory(answer, _seed(), "cm12-site01", {})
+    assert [u for u in built.undetermined if u.startswith("site P12: ConfigMgr version")]
+    built = build_inventory(answer, _seed(), "cm12-site01", {}, "2012r2")
+    assert built.undetermined == []
+    assert built.data["sites"]["P12"]["version"] == "2012r2"
+    assert not any("inferred" in w for w in built.warnings)  # stated, not inferred

@@ -68,6 +68,7 @@ FROM_SITE_HELP = {
     "are used, and copied into the written file (default: inventory/example.yaml).",
     "collection": "Also write the members of this collection (8 letters and digits) as clients.",
     "os": "HOST=VERSION/ARCH for a host whose OS the site does not tell (repeatable).",
+    "site_version": "The ConfigMgr version (2007, 2012r2, ...) when the site does not tell it.",
     "non_interactive": "Never prompt for credentials.",
 }
 
@@ -103,6 +104,7 @@ def inventory(
     inventory: str | None = None,
     collection: str | None = None,
     os: list[str] | None = None,
+    site_version: str | None = None,
     non_interactive: bool = False,
 ) -> None:
     """Inventory tools: `invoke inventory from-site --provider HOST --site CODE --out FILE`."""
@@ -116,18 +118,25 @@ def inventory(
     if collection is not None and not re.fullmatch(r"[A-Za-z0-9]{8}", collection):
         raise UsageError(f"--collection {collection!r}: a collection ID is 8 letters and digits")
     stated = _stated_os(os or [])
+    if site_version is not None:
+        from cmrunbook.load.runbook import ConfigMgrVersion
+
+        if site_version not in get_args(ConfigMgrVersion):
+            known = ", ".join(get_args(ConfigMgrVersion))
+            raise UsageError(f"--site-version {site_version!r}: expected one of {known}")
     seed, answer = query_site(
         provider, site.upper(), inventory, collection, interactive=not non_interactive
     )
-    built = build_inventory(answer, seed, provider, stated)
+    built = build_inventory(answer, seed, provider, stated, site_version)
     for line in built.warnings:
         print(f"warning: {printable(line)}", file=sys.stderr)
     if built.undetermined:
         for line in built.undetermined:
             print(f"error: {printable(line)}", file=sys.stderr)
         raise UsageError(
-            f"{len(built.undetermined)} host(s) without a known OS or architecture; state them "
-            f"with --os HOST=VERSION/ARCH (e.g. --os cm07-dp01=2008r2/x64); {out} not written"
+            f"{len(built.undetermined)} fact(s) the site does not tell; state them with --os "
+            f"HOST=VERSION/ARCH (e.g. --os cm07-dp01=2008r2/x64) or --site-version; {out} not "
+            "written"
         )
     path = write_checked(Path(out), built, provider, site.upper())
     hosts = built.data["hosts"]
@@ -204,9 +213,14 @@ def _key(server: str) -> str:
 
 
 def build_inventory(
-    answer: dict[str, Any], seed: Any, provider: str, stated: dict[str, tuple[str, str]]
+    answer: dict[str, Any],
+    seed: Any,
+    provider: str,
+    stated: dict[str, tuple[str, str]],
+    site_version: str | None = None,
 ) -> SiteAnswer:
-    """Inventory data from the script's answer; warnings and undetermined hosts beside it."""
+    """Inventory data from the script's answer; warnings and what it could not settle beside
+    it. `stated` and `site_version` are what the user said with --os and --site-version."""
     site = str(answer["site"]).upper()
     warnings: list[str] = []
     hosts: dict[str, Found] = {}
@@ -298,8 +312,14 @@ def build_inventory(
             # Whether a client has WinRM is not in the site's data: not assumed.
             entry["winrm"] = False
         out_hosts[found.name] = entry
-    version = "2012r2" if answer["surface"] == "2012r2" else "2007"
-    if version == "2012r2":
+    surface = answer.get("surface")
+    version = site_version or str(surface or "")
+    if not version:
+        undetermined.append(
+            f"site {site}: ConfigMgr version not known (the provider listed no site system "
+            "role, whose class surface tells 2007 from 2012 R2); state it with --site-version"
+        )
+    elif not site_version and version == "2012r2":
         warnings.append(
             f"site {site}: version 2012r2 inferred from the 2012 class surface "
             "(SMS_SystemResourceList.SslState, hh458483); 2012 RTM/SP1 and current branch have it "
