@@ -230,3 +230,28 @@ def test_lab_from_inventory_round_trip(lab: Lab, tmp_path: Path) -> None:
     # The simulated site is the inventory's: its hosts and nothing of the default lab.
     served = load_inventory(state / "inventory.yaml")
     assert sorted(served.file.hosts) == sorted(load_inventory(first).file.hosts)
+
+
+def test_a_site_without_site_system_rows_needs_its_version_stated(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """Only an SMS_SystemResourceList row tells the 2007 surface from the 2012 R2 one: a site
+    that lists none (here: no DP) is not assumed to be 2007."""
+
+    def no_dps(data: dict[str, Any]) -> None:
+        for name in ("cm07-dp01", "cm07-dp02", "bak-cm07-dp02"):
+            del data["hosts"][name]
+        for image in data["sites"]["C07"]["boot_images"]:
+            image["dps"], image["pxe_dps"] = [], []
+
+    lab = make_lab(custom_lab_file(tmp_path, no_dps))
+    out = tmp_path / "c07.yaml"
+    res = from_site(lab, "C07", "cm07-site01", out)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "site C07: ConfigMgr version not known" in res.stderr
+    assert not out.exists()
+    res = from_site(lab, "C07", "cm07-site01", out, "--site-version", "2007")
+    assert res.returncode == 0, res.stdout + res.stderr
+    inv = load_inventory(out)
+    assert inv.file.sites["C07"].version == "2007"
+    assert sorted(inv.file.hosts) == ["cm07-site01"]
