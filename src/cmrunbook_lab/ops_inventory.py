@@ -41,6 +41,10 @@ def from_site(ctx: Context) -> None:
     if str(s.input("CmrbSiteCode")) != code:
         raise Unrecognized("the namespace is not the site's")
     version = site.version
+    # How the script tells the version, as the lab answers it below: no row, no version.
+    if not s.has("surface = $null", "$CmrbResult.data.surface = '2007'",
+                 "if ($null -ne $resource.PSObject.Properties['SslState']) {"):  # fmt: skip
+        raise Unrecognized("the version test is not the one the lab simulates")
     wmi.check_reads(s.body, "resource", "SMS_SystemResourceList", version)
     wmi.check_reads(s.body, "role", "SMS_SCI_SysResUse", version)
     wmi.check_reads(s.body, "system", "SMS_R_System", version)
