@@ -146,19 +146,33 @@ def test_unknown_site_code_is_refused_and_nothing_written(lab: Lab, tmp_path: Pa
         assert list(tmp_path.glob(".from-site-*")) == []
 
 
-def test_unreachable_provider_is_refused_and_nothing_written(lab: Lab, tmp_path: Path) -> None:
+def _closed_port_seed(lab: Lab, tmp_path: Path, **winrm: Any) -> Path:
+    """The lab's inventory with the provider's WinRM on a port nothing listens on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     data = yaml.safe_load(Path(lab.inventory).read_text(encoding="utf-8"))
-    data["hosts"]["cm07-site01"]["winrm"]["port"] = closed
+    data["hosts"]["cm07-site01"]["winrm"].update(port=closed, **winrm)
     seed = tmp_path / "seed.yaml"
     seed.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return seed
+
+
+def test_unreachable_provider_is_refused_and_nothing_written(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "c07.yaml"
+    seed = _closed_port_seed(lab, tmp_path)
     res = from_site(lab, "C07", "cm07-site01", out, inventory=str(seed))
     assert res.returncode == 1, res.stdout + res.stderr
     assert "cannot reach the SMS Provider" in res.stderr
+    assert "insecure" not in res.stderr
     assert not out.exists()
+
+
+def test_an_insecure_provider_setting_is_said_before_logging_on(lab: Lab, tmp_path: Path) -> None:
+    seed = _closed_port_seed(lab, tmp_path, auth="basic", allow_unencrypted=True)
+    res = from_site(lab, "C07", "cm07-site01", tmp_path / "c07.yaml", inventory=str(seed))
+    assert "warning: insecure: Basic over plain http" in res.stderr
+    assert "(cm07-site01)" in res.stderr
 
 
 def test_unknown_server_os_stops_unless_stated(

@@ -169,7 +169,7 @@ def query_site(
 
     A provider that cannot be reached or a script that fails ends the command (exit 1), with
     nothing written."""
-    from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.load.inventory import insecure_warnings, load_inventory
     from cmrunbook.load.project import inventory_path, project_root
     from cmrunbook.remote.winrm.host import TransportError
     from cmrunbook.render.templates import Renderer, parse_result
@@ -185,18 +185,21 @@ def query_site(
         {"site": {"code": site}, "params": {"collection_id": collection}},
         header=f"cmrunbook inventory from-site | {site} on {provider}",
     )
+    # It logs on as a run does: the same insecure settings are said first.
+    for line in insecure_warnings(seed, [provider]):
+        print(f"warning: {printable(line)}", file=sys.stderr)
     creds = credentials_for(seed, interactive=interactive)
     try:
         with open_host(host, seed, creds) as remote:
             reply = remote.run(script, deadline=DEADLINE)
     except TransportError as exc:
-        print(f"error: cannot reach the SMS Provider: {exc}", file=sys.stderr)
+        print(f"error: cannot reach the SMS Provider: {printable(str(exc))}", file=sys.stderr)
         raise Exit(code=EXIT_FAILED) from None
     result = parse_result(reply.stdout)
     if result is None or not result.ok or not isinstance(result.data, dict):
         why = result.message if result else (reply.stderr.strip() or f"exit {reply.exit_code}")
-        print(f"error: the SMS Provider on {provider} did not answer for site {site}: {why}",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: the SMS Provider on {provider} did not answer for site {site}: "
+              f"{printable(why)}", file=sys.stderr)  # fmt: skip
         raise Exit(code=EXIT_FAILED)
     return seed, result.data
 
