@@ -20,7 +20,7 @@ from cmrunbook_lab.scripts import (
     Unrecognized,
     clixml_error,
 )
-from cmrunbook_lab.sims import boot_image, bootsect, checks, engine, multicast
+from cmrunbook_lab.sims import boot_image, bootsect, checks, engine, inventory, multicast
 
 if TYPE_CHECKING:
     from cmrunbook_lab.hosts import SimHost
@@ -34,6 +34,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *boot_image.OPERATIONS,
     *engine.OPERATIONS,
     *checks.OPERATIONS,
+    *inventory.OPERATIONS,
 )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cmrunbook.load.inventory import Inventory
 from cmrunbook_lab.inventory_out import write_inventory
+from cmrunbook_lab.labfile import LabFile
 from cmrunbook_lab.winrm.server import LabServer
 from cmrunbook_lab.world import Lab
 
@@ -50,12 +51,14 @@ def start_lab(
     inventory_path: Path,
     *,
     lab_file: Path | None = None,
+    spec: LabFile | None = None,
     port: int = 0,
     speed: float | None = None,
     password: str | None = None,
 ) -> RunningLab:
-    """Load the lab file (default: the packaged one), serve it, and write its inventory."""
-    lab = Lab.load(lab_file)
+    """Load the lab file (default: the packaged one) unless `spec` gives the lab, serve it, and
+    write its inventory."""
+    lab = Lab(spec, source="<from inventory>") if spec is not None else Lab.load(lab_file)
     if speed:
         lab.speed = speed
     # What the lab changes is appended next to its inventory: <state>/changes.jsonl.

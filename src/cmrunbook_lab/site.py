@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cmrunbook_lab.labfile import SiteSpec
+from cmrunbook_lab.site_systems import server_resources, system_hardware
 
 if TYPE_CHECKING:
     from cmrunbook_lab.world import Lab
@@ -154,7 +155,9 @@ class SiteState:
             "Obsolete",
         )
         if cls == "SMS_R_System":
-            return [{k: c[k] for k in public} for c in self.clients]
+            return [{k: c[k] for k in public} for c in self.clients] + server_resources(lab, self)
+        if cls == "SMS_G_System_SYSTEM":
+            return system_hardware(lab, self)
         if cls == "SMS_G_System_SoftwareFile":
             return [{"ResourceID": c["ResourceId"], **f} for c in self.clients for f in c["_files"]]
         if cls == "SMS_G_System_OPERATING_SYSTEM":
@@ -225,6 +228,9 @@ class SiteState:
             ]
         if cls == "SMS_SystemResourceList":
             return self.system_resources()
+        if cls == "SMS_SCI_SysResUse":
+            # A query without a session handle reads the global copy (SMS-PROVIDER.md 5.1).
+            return [r.record() for r in self.scf]
         return []
 
     # -- distribution point records --------------------------------------------------------

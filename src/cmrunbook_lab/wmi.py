@@ -309,6 +309,24 @@ SURFACE: dict[str, ClassSurface] = {
         "SMS-PROVIDER.md 7.4 [practitioner; no SDK page]",
         ("ResourceID", "BuildNumber", "Caption", "CSDVersion", "Version"),
     ),
+    "SMS_G_System_SYSTEM": ClassSurface(
+        "SMS-PROVIDER.md 7.4 [cc145495]",
+        (
+            "Domain",
+            "GroupID",
+            "Name",
+            "ResourceID",
+            "RevisionID",
+            "SMSID",
+            "SystemRole",
+            "SystemType",
+            "TimeStamp",
+        ),
+    ),
+    "SMS_ProviderLocation": ClassSurface(
+        "SMS-PROVIDER.md 9 [cc145228; MD sms_providerlocation] (namespace root\\sms)",
+        ("Machine", "NamespacePath", "ProviderForLocalSite", "SiteCode"),
+    ),
     "SMS_G_System_LastSoftwareScan": ClassSurface(
         "SMS-PROVIDER.md 7.3 [cc143742]",
         ("ResourceID", "LastScanDate", "LastScanOpcode", "LastCollectedFileScanDate"),

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 from cmrunbook_lab import interpreter
-from cmrunbook_lab.sims import boot_image, bootsect, checks, engine, multicast
+from cmrunbook_lab.sims import boot_image, bootsect, checks, engine, inventory, multicast
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "src" / "cmrunbook_lab"
@@ -23,6 +23,7 @@ SIMULATORS = {
     "bootsect": bootsect,
     "checks": checks,
     "engine": engine,
+    "inventory": inventory,
     "multicast": multicast,
 }
 

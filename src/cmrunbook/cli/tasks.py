@@ -354,10 +354,14 @@ LAB_HELP = {
     "port": "Port on 127.0.0.1 for the WS-Management server (default 55985).",
     "speed": "Run the lab's delays this many times faster (default 1).",
     "state": "Folder for the lab's inventory and credentials file (default lab-state/).",
+    "from_inventory": "Simulate the sites and hosts of this inventory (e.g. one written by "
+    "`invoke inventory from-site`); --lab-file then adds images, host state, delays and faults.",
+    "fault": "With --from-inventory: HOST=KIND breaks a DP's multicast (image-flags, mcs-key, "
+    "wds; repeatable).",
 }
 
 
-@task(help=LAB_HELP, auto_shortflags=False)
+@task(help=LAB_HELP, iterable=["fault"], auto_shortflags=False)
 @cli_errors
 def lab(
     c: Any,
@@ -365,16 +369,27 @@ def lab(
     port: int = 55985,
     speed: float = 1.0,
     state: str = "lab-state",
+    from_inventory: str | None = None,
+    fault: list[str] | None = None,
 ) -> None:
     """Start the lab: simulated ConfigMgr hosts behind a WinRM server on 127.0.0.1 (Ctrl-C ends)."""
     import time
 
+    from cmrunbook_lab.from_inventory import lab_file_from_inventory, parse_faults
     from cmrunbook_lab.serve import start_lab
 
     folder = Path(state)
+    spec = None
+    if from_inventory:
+        spec = lab_file_from_inventory(
+            Path(from_inventory), Path(lab_file) if lab_file else None, parse_faults(fault or [])
+        )
+    elif fault:
+        raise UsageError("--fault needs --from-inventory (a lab file names its own faults)")
     running = start_lab(
         folder / "inventory.yaml",
         lab_file=Path(lab_file) if lab_file else None,
+        spec=spec,
         port=port,
         speed=speed,
     )
@@ -400,11 +415,14 @@ def lab(
 
 def _collection() -> Collection:
     from cmrunbook.cli.documents import checklist, report
+    from cmrunbook.cli.inventory import inventory
     from cmrunbook.cli.operations import diagnose, schedule
 
-    return Collection(
+    collection = Collection(
         remediate, check, checklist, diagnose, report, schedule, validate, schema, lab, log_check
     )
+    collection.add_task(inventory)
+    return collection
 
 
 ns = _collection()
