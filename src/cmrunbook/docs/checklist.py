@@ -29,7 +29,8 @@ from cmrunbook.filenames import safe_name
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.runbook import Probe
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
-from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, parse_time
+from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
+from cmrunbook.record.vocabulary import Status
 from cmrunbook.run.console import printable
 
 Format = Literal["html", "md"]
@@ -551,7 +552,7 @@ STATUS_MARK = {
     "skipped": "–",
     "failed": "✘",
     "non-compliant": "✘",
-    INTERRUPTED: "…",
+    Status.INTERRUPTED: "…",
 }
 
 
