@@ -114,6 +114,72 @@ def test_markdown_auto_says_where_to_stop() -> None:
     )  # fmt: skip
 
 
+def test_markdown_wait_for_patterns_are_one_bullet_a_line() -> None:
+    md = _render("md", method="3")
+    assert not re.search(r"\S {4}- ", md)  # no bullet glued to the end of another line
+    lines = md.splitlines()
+    start = lines.index(
+        "  - **Wait for** MCSSetup.log (uninstall), at most 30 min, a line such as:"
+    )
+    assert lines[start + 1].startswith("    - `mcs.msi exited with return code: 0` (regex ")
+    assert lines[start + 2] == (
+        "    - `De/Uninstallation was successful` (regex `(De\\|Un)installation was successful`)"
+    )
+    assert lines[start + 3].startswith("    - **Stop if:** ")
+
+
+def _body(script: str) -> str:
+    """A script's own lines: what `templates/_script.ps1.j2` puts between its try and catch."""
+    return script.split("\ntry {\n", 1)[1].rsplit("\n}\ncatch {\n", 1)[0]
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_appendix_prints_the_shared_wrapper_once_and_every_step_its_own_lines(
+    fmt: str, scripts: list[str]
+) -> None:
+    page = _render(fmt)
+    text = html.unescape(page) if fmt == "html" else page
+    assert len(scripts) > 20
+    for marker in ("Set-StrictMode -Version 2.0", "function ConvertTo-CmrbJson", "exit 1\n"):
+        assert text.count(marker) == 1, marker
+    assert text.count("Wrapper of every script") == 1
+    for script in scripts:
+        header = script.splitlines()[0]
+        assert f"{header}\n{_body(script)}" in text, header
+
+
+def test_a_script_with_another_wrapper_is_printed_whole() -> None:
+    from cmrunbook.docs.checklist import ScriptView, _shared_wrapper
+
+    same = "# one\nSet-StrictMode\ntry {\n$a = 1\n}\ncatch {\n$b\n}\nexit 1"
+    other = "# two\nSet-StrictMode -Off\ntry {\n$a = 2\n}\ncatch {\n$b\n}\nexit 1"
+    views = [ScriptView("a", "a", "h", same), ScriptView("b", "b", "h", other)]
+    assert _shared_wrapper(views) is None
+    assert [v.script for v in views] == [same, other]
+    views = [
+        ScriptView("a", "a", "h", same),
+        ScriptView("c", "c", "h", same.replace("1\n}", "3\n}")),
+    ]
+    wrapper = _shared_wrapper(views)
+    assert wrapper is not None and wrapper.prelude == "Set-StrictMode\ntry {"
+    assert [v.script for v in views] == ["# one\n$a = 1", "# one\n$a = 3"]
+
+
+def test_no_scripts_leaves_the_powershell_appendix_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for fmt in ("md", "html"):
+        checklist_task(Context(), "multicast", method="3", format=fmt, scripts=False)
+        page = capsys.readouterr().out
+        assert "KB971413" in page and "Disable multicast on the distribution point" in page
+        for gone in ("Appendix: PowerShell", "Set-StrictMode", "appendix, step"):
+            assert gone not in page, (fmt, gone)
+        checklist_task(Context(), "multicast", method="3", format=fmt)
+        page = capsys.readouterr().out
+        for kept in ("Appendix: PowerShell", "Set-StrictMode", "appendix, step"):
+            assert kept in page, (fmt, kept)
+
+
 def _text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
@@ -261,3 +327,28 @@ def test_screenshot(tmp_path: Path) -> None:
     _chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,1800", page.as_uri())
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def _pdf_pages(tmp: Path, name: str, page: str) -> tuple[int, str]:
+    """Print `page` with headless Chromium: its page count and its text."""
+    source = tmp / f"{name}.html"
+    source.write_text(page, encoding="utf-8")
+    pdf = tmp / f"{name}.pdf"
+    _chromium(tmp, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", source.as_uri())
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True)
+    return int(re.search(r"Pages:\s+(\d+)", info).group(1)), text.stdout  # type: ignore[union-attr]
+
+
+@needs_print
+def test_printed_without_scripts_is_the_steps_only(tmp_path: Path) -> None:
+    catalog, plan = _plan("auto")
+    pages = {}
+    for scripts in (True, False):
+        doc = build_checklist(catalog, plan, scripts=scripts)
+        page = render_checklist(doc, "html", ROOT / "templates")
+        pages[scripts], text = _pdf_pages(tmp_path, f"scripts-{scripts}", page)
+        assert ("Appendix: PowerShell" in text) == scripts
+        assert text.count("Set-StrictMode") == (1 if scripts else 0)
+    print(f"multicast --method auto, all hosts: {pages[True]} pages, --no-scripts {pages[False]}")
+    assert pages[False] < pages[True] / 2

@@ -123,6 +123,15 @@ class ScriptView:
 
 
 @dataclass
+class WrapperView:
+    """The lines every script the engine sends has around its own (strict mode, the JSON
+    writer for PowerShell 2.0, the result line): printed once, not once per step."""
+
+    prelude: str
+    epilogue: str
+
+
+@dataclass
 class ParamView:
     name: str
     value: str
@@ -164,6 +173,10 @@ class Checklist:
     paper: str
     run: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    #: The PowerShell appendix is printed (`--scripts`, the default; `--no-scripts` leaves it
+    #: out: it is most of the pages and the change board reads the steps, not the scripts).
+    scripts: bool = True
+    wrapper: WrapperView | None = None
 
 
 # ---------------------------------------------------------------- readable patterns
@@ -318,6 +331,7 @@ def _host(
     hp: HostPlan,
     journal: Journal | None,
     rollback: HostPlan | None,
+    with_scripts: bool,
 ) -> HostView:
     rb = plan.runbook
     t = hp.target
@@ -341,9 +355,9 @@ def _host(
             runner, script = render_probe(catalog, plan, hp, probe)
             anchor = _anchor(name, "probe", probe.id)
             probes.append((probe.id, probe.title, runner, anchor))
-            scripts.append(
-                ScriptView(anchor, f"Probe {probe.id}: {probe.title} (read-only)", runner, script)
-            )
+            if with_scripts:
+                label = f"Probe {probe.id}: {probe.title} (read-only)"
+                scripts.append(ScriptView(anchor, label, runner, script))
     rec = journal.host(name) if journal else None
     seen_keys: set[str] = set()
     n = 0
@@ -354,7 +368,7 @@ def _host(
         for ps in stage_steps:
             n += 1
             anchor = None
-            if not ps.skip_reason and ps.step.template:
+            if with_scripts and not ps.skip_reason and ps.step.template:
                 script = render_step(catalog, plan, host_plan, ps)
                 if script is not None:
                     anchor = _anchor(name, "step", str(n))
@@ -454,8 +468,10 @@ def build_checklist(
     journal: Journal | None = None,
     rollback_plan: Plan | None = None,
     paper: str = "a4",
+    scripts: bool = True,
 ) -> Checklist:
-    """The checklist of a plan; with `journal`, filled in from that run.
+    """The checklist of a plan; with `journal`, filled in from that run; with `scripts`, the
+    PowerShell appendix (the wrapper every script shares printed once, before them).
 
     `rollback_plan` (the same runbook planned with `rollback=True`) adds a rollback section per
     host; pass it only when the runbook has rollback steps and the plan is the procedure itself.
@@ -476,7 +492,7 @@ def build_checklist(
             recorded = (journal.run.get("params") or {}).get(hp.target.name)
             if isinstance(recorded, dict):
                 hp = HostPlan(hp.target, {**hp.params, **recorded}, hp.stages)
-        hosts.append(_host(catalog, plan, hp, journal, rollbacks.get(hp.target.name)))
+        hosts.append(_host(catalog, plan, hp, journal, rollbacks.get(hp.target.name), scripts))
     run = None
     if journal is not None:
         run = {
@@ -510,7 +526,45 @@ def build_checklist(
         paper=PAPERS.get(paper, "A4"),
         run=run,
         problems=list(journal.problems) if journal else [],
+        scripts=scripts,
+        wrapper=_shared_wrapper([sc for h in hosts for sc in h.scripts]),
     )
+
+
+#: Where the wrapper (`templates/_script.ps1.j2`) hands over to a script's own lines, and
+#: where it takes over again: its `try {` is the first at the start of a line, its `catch` the
+#: last (a script's own try/catch sits between them).
+_BODY_START = "\ntry {\n"
+_BODY_END = "\n}\ncatch {\n"
+
+
+def _shared_wrapper(scripts: list[ScriptView]) -> WrapperView | None:
+    """Cut the common wrapper out of `scripts` (in place) and return it once.
+
+    Each script keeps its header comment line (which names the step and host) and its own
+    lines. When any script does not have exactly the same wrapper, none is cut: the appendix
+    then shows every script whole, as sent, rather than a shortened one that is not.
+    """
+    parts = []
+    for sc in scripts:
+        header, newline, rest = sc.script.partition("\n")
+        start, end = rest.find(_BODY_START), rest.rfind(_BODY_END)
+        if not newline or start < 0 or end < start:
+            return None
+        parts.append(
+            (
+                header,
+                rest[: start + len(_BODY_START)],
+                rest[start + len(_BODY_START) : end],
+                rest[end:],
+            )
+        )
+    if not parts or len({(p[1], p[3]) for p in parts}) != 1:
+        return None
+    for sc, (header, _, body, _) in zip(scripts, parts, strict=True):
+        sc.script = f"{header}\n{body}"
+    _, prelude, _, epilogue = parts[0]
+    return WrapperView(prelude.rstrip("\n"), epilogue.lstrip("\n"))
 
 
 # ---------------------------------------------------------------- rendering
