@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from invoke.context import Context
 from invoke.exceptions import Exit
 
 from cmrunbook.cli.common import build_plan
 from cmrunbook.cli.documents import checklist as checklist_task
-from cmrunbook.docs.checklist import build_checklist, readable_pattern, render_checklist
+from cmrunbook.docs.checklist import (
+    build_checklist,
+    is_read_only_check,
+    readable_pattern,
+    render_checklist,
+)
 from cmrunbook.plan.planner import render_probe, render_step
 from cmrunbook.record.journal_read import load_journal
 
@@ -178,6 +184,60 @@ def test_no_scripts_leaves_the_powershell_appendix_out(
         page = capsys.readouterr().out
         for kept in ("Appendix: PowerShell", "Set-StrictMode", "appendix, step"):
             assert kept in page, (fmt, kept)
+
+
+def _fleet_inventory(tmp: Path, clients: int = 50) -> Path:
+    """The example inventory and `clients` more Windows XP clients, half of them with WinRM."""
+    data = yaml.safe_load((ROOT / "inventory" / "example.yaml").read_text("utf-8"))
+    for n in range(clients):
+        data["hosts"][f"xp-fleet{n:03d}"] = {
+            "site": "P12", "roles": ["client"], "os": {"version": "xp", "arch": "x86"},
+            "winrm": n % 2 == 0,
+        }  # fmt: skip
+    path = tmp / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _check_page(tmp: Path, fmt: str, scripts: bool = False) -> str:
+    catalog, plan = build_plan(
+        "client-hotfix-check", inventory=str(_fleet_inventory(tmp)), method=None, hosts=None,
+        overrides=[],
+    )  # fmt: skip
+    assert len(plan.hosts) == 52 and is_read_only_check(plan.runbook)
+    doc = build_checklist(catalog, plan, scripts=scripts)
+    return render_checklist(doc, fmt, ROOT / "templates")
+
+
+def test_a_read_only_check_is_its_steps_once_and_one_row_per_host(tmp_path: Path) -> None:
+    md = _check_page(tmp_path, "md")
+    assert md.count("| Performed by |") == 1  # one sign-off, not one per client
+    assert md.count("- **1. Read TSCore.dll") == 1 and md.count("- **2. Look up") == 1
+    rows = [ln for ln in md.splitlines() if ln.startswith("| [ ] | ")]
+    assert len(rows) == 52
+    # Each row: the step that applies to that client, and where it is checked.
+    assert "xp-fleet000 | P12 · xp x86 | 1 | xp-fleet000 | ☐ yes ☐ no ☐ unknown |" in md
+    assert "xp-fleet001 | P12 · xp x86 | 2 | cm12-site01 | ☐ yes ☐ no ☐ unknown |" in md
+    page = _check_page(tmp_path, "html")
+    assert page.count("<th>Performed by</th>") == 1
+    assert len(re.findall(r'<tr id="xp-[^"]+"><td class="t-box">☐</td>', page)) == 52
+    assert '<section class="host"' not in page
+
+
+def test_a_check_that_could_change_something_keeps_a_sign_off_per_host() -> None:
+    _, plan = build_plan(
+        "client-hotfix-check", inventory=None, method=None, hosts=None, overrides=[]
+    )
+    rb = plan.runbook
+    assert is_read_only_check(rb)
+    for change in (
+        {"steps": [rb.steps[0].model_copy(update={"destructive": True}), *rb.steps[1:]]},
+        {"steps": [rb.steps[0].model_copy(update={"reboot": "always"}), *rb.steps[1:]]},
+        {"id": "client-hotfix"},
+    ):
+        assert not is_read_only_check(rb.model_copy(update=change))
+    # Procedures (multicast, a change) are never printed as a check table.
+    assert not is_read_only_check(_plan("auto")[1].runbook)
 
 
 def _text(page: str) -> str:
@@ -352,3 +412,23 @@ def test_printed_without_scripts_is_the_steps_only(tmp_path: Path) -> None:
         assert text.count("Set-StrictMode") == (1 if scripts else 0)
     print(f"multicast --method auto, all hosts: {pages[True]} pages, --no-scripts {pages[False]}")
     assert pages[False] < pages[True] / 2
+
+
+@needs_print
+def test_a_52_client_check_prints_on_a_few_pages_and_page_1_is_used(tmp_path: Path) -> None:
+    pages, text = _pdf_pages(tmp_path, "check", _check_page(tmp_path, "html"))
+    flat = " ".join(text.split())
+    print(f"client-hotfix-check over 52 clients, --no-scripts: {pages} A4 pages")
+    assert pages <= 4  # 269 with a page and a sign-off per client and every script
+    assert all(f"xp-fleet{n:03d}" in flat for n in range(50))
+    # A procedure: the first host starts under the header, not on a page of its own.
+    catalog, plan = build_plan(
+        "boot-image-update", inventory=None, method=None, hosts=None, overrides=[]
+    )
+    doc = build_checklist(catalog, plan)
+    page = render_checklist(doc, "html", ROOT / "templates")
+    first = tmp_path / "procedure"
+    first.mkdir()
+    _, text = _pdf_pages(first, "procedure", page)
+    page_1 = " ".join(text.split("\f")[0].split())
+    assert "Guidance" in page_1 and doc.hosts[0].facts in page_1  # the host's own section

@@ -27,7 +27,7 @@ import markupsafe
 
 from cmrunbook.filenames import safe_name
 from cmrunbook.load.catalog import Catalog
-from cmrunbook.load.runbook import Probe
+from cmrunbook.load.runbook import Probe, Runbook
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
 from cmrunbook.record.vocabulary import Status
@@ -101,6 +101,9 @@ class StepView:
     waits: list[LogWaitView]
     script_anchor: str | None
     actual: ActualView | None = None
+    #: The runbook's inventory condition for the step (`target.winrm`), host-independent.
+    applies_when: str | None = None
+    on_site_server: bool = False
 
 
 @dataclass
@@ -149,6 +152,13 @@ class HostView:
     scripts: list[ScriptView]
     result: dict[str, str] | None = None
     extra_steps: list[StepView] = field(default_factory=list)
+    #: Site, OS and architecture: the host's cell in a check's table.
+    brief: str = ""
+
+    @property
+    def applicable_steps(self) -> list[StepView]:
+        """The steps the inventory does not rule out for this host (its row of a check)."""
+        return [st for section in self.sections for st in section.steps if not st.not_applicable]
 
 
 @dataclass
@@ -177,6 +187,10 @@ class Checklist:
     #: out: it is most of the pages and the change board reads the steps, not the scripts).
     scripts: bool = True
     wrapper: WrapperView | None = None
+    #: A read-only check (see `is_read_only_check`): its steps are printed once, then one
+    #: table row per host to tick, not a page and a sign-off per host.
+    read_only: bool = False
+    check_steps: list[StepView] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- readable patterns
@@ -401,6 +415,8 @@ def _host(
                 note=ps.note,
                 waits=_waits(catalog, ps),
                 script_anchor=anchor,
+                applies_when=ps.step.when,
+                on_site_server=ps.step.on == "site_server",
             )
             if rec is not None:
                 seen_keys.add(ps.key)
@@ -456,8 +472,9 @@ def _host(
                         False, False, None, None, None, None, None, [], None, [], None, _actual(s),
                     )
                 )  # fmt: skip
+    brief = f"{t.site_code} · {t.os.version} {t.os.arch}"
     return HostView(
-        name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra
+        name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra, brief
     )
 
 
@@ -528,7 +545,42 @@ def build_checklist(
         problems=list(journal.problems) if journal else [],
         scripts=scripts,
         wrapper=_shared_wrapper([sc for h in hosts for sc in h.scripts]),
+        read_only=is_read_only_check(plan.runbook),
+        check_steps=_steps_once(hosts),
     )
+
+
+#: The runbook ids `invoke check` runs: a check (`*-check`) or a pre-check (`*-precheck`).
+CHECK_SUFFIXES = ("-check", "-precheck")
+
+
+def is_read_only_check(rb: Runbook) -> bool:
+    """A check that reads and changes nothing: named as one, and with nothing a person signs
+    off per host (no method, rollback, site-wide state, destructive, manual, restart or log-wait
+    step). Both, since a script step's name cannot say whether it writes."""
+    steps = [*rb.prechecks, *rb.steps]
+    return (
+        rb.id.endswith(CHECK_SUFFIXES)
+        and not (rb.methods or rb.rollback or rb.site_states)
+        and all(
+            s.kind == "script" and not s.destructive and s.reboot is None and s.site_state is None
+            for s in steps
+        )
+    )
+
+
+def _steps_once(hosts: list[HostView]) -> list[StepView]:
+    """Each step of the plan once, as shown for the first host it applies to (numbers are the
+    same on every host: each host's plan has the same steps, some ruled out)."""
+    once: dict[int, StepView] = {}
+    for h in hosts:
+        for section in h.sections:
+            for st in section.steps:
+                if st.number not in once or (
+                    once[st.number].not_applicable and not st.not_applicable
+                ):
+                    once[st.number] = st
+    return [once[n] for n in sorted(once)]
 
 
 #: Where the wrapper (`templates/_script.ps1.j2`) hands over to a script's own lines, and
