@@ -432,3 +432,18 @@ def test_a_52_client_check_prints_on_a_few_pages_and_page_1_is_used(tmp_path: Pa
     _, text = _pdf_pages(first, "procedure", page)
     page_1 = " ".join(text.split("\f")[0].split())
     assert "Guidance" in page_1 and doc.hosts[0].facts in page_1  # the host's own section
+
+
+def test_a_run_record_speaks_kb_words_and_dates_and_shows_found_faults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The record of a real `--method auto` run (tests/data/journals): ids and WMI times out."""
+    run = JOURNALS / "20261202-164351-multicast-auto"
+    checklist_task(Context(), "multicast", from_run=str(run), format="md", scripts=False)
+    md = capsys.readouterr().out
+    assert not re.search(r"\b(?:verify|method):\d|precheck/|\d{14}\.\d+[+-]\d{3}", md)
+    assert "Restarts: on cm07-dp02: booted 2026-12-01 10:43:51 UTC, up since 2026-12-02" in md
+    assert "restarted (Method 1, step 3 asked for a restart); back up since 2026-12-02" in md
+    results = re.findall(r"- \*\*Result: ([^*]+)\*\*", md)
+    assert results.count("FAULT FOUND, AS EXPECTED BEFORE ESCALATING") == 3
+    assert "FAILED" not in results

@@ -30,7 +30,7 @@ from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.runbook import Probe, Runbook
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
-from cmrunbook.record.vocabulary import Status
+from cmrunbook.record.vocabulary import FAULT_FOUND, Status, Wording
 from cmrunbook.run.console import printable
 
 Format = Literal["html", "md"]
@@ -77,6 +77,18 @@ class ActualView:
     log_lines: list[str]
     items: list[ItemView]
     done: bool
+    #: A verification that found the fault before the run escalated (not a failure).
+    found_fault: bool = False
+
+    @property
+    def label(self) -> str:
+        """The result as a person reads it."""
+        return FAULT_FOUND if self.found_fault else self.status
+
+    @property
+    def css(self) -> str:
+        """The style of the result: a found fault is not shown as a failure."""
+        return "found" if self.found_fault else self.status
 
 
 @dataclass
@@ -245,21 +257,23 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} min"
 
 
-def _actual(rec: StepRecord) -> ActualView:
+def _actual(rec: StepRecord, words: Wording) -> ActualView:
+    """A step's results, its messages in the KB's words (see `Wording`)."""
     return ActualView(
         status=rec.status,
         started=_fmt_time(rec.started),
         ended=_fmt_time(rec.ended),
         duration=_fmt_duration(rec.duration),
         on=rec.on or "",
-        message=rec.message,
+        message=words.text(rec.message),
         log_lines=rec.log_lines,
         items=[
-            ItemView(r.item, r.status, _fmt_time(r.time), r.message, r.log_lines)
+            ItemView(r.item, r.status, _fmt_time(r.time), words.text(r.message), r.log_lines)
             for r in rec.results
             if r.item is not None
         ],
         done=rec.done,
+        found_fault=rec.found_fault,
     )
 
 
@@ -373,6 +387,7 @@ def _host(
                 label = f"Probe {probe.id}: {probe.title} (read-only)"
                 scripts.append(ScriptView(anchor, label, runner, script))
     rec = journal.host(name) if journal else None
+    words = journal.wording() if journal else Wording(())
     seen_keys: set[str] = set()
     n = 0
 
@@ -422,7 +437,7 @@ def _host(
                 seen_keys.add(ps.key)
                 done = rec.step(ps.key)
                 if done is not None:
-                    view.actual = _actual(done)
+                    view.actual = _actual(done, words)
             out.append(view)
         return out
 
@@ -453,13 +468,15 @@ def _host(
     if rec is not None:
         result = {
             "status": rec.status,
-            "message": rec.message,
+            "message": words.text(rec.message),
             "steps_done": str(rec.steps_done),
             "duration": _fmt_duration(rec.duration),
             "started": _fmt_time(rec.first_time),
             "ended": _fmt_time(rec.end.get("time") if rec.end else rec.last_time),
             "reboots": "; ".join(
-                f"on {r.get('on') or name}: boot {r.get('before')} -> {r.get('after')}"
+                words.text(
+                    f"on {r.get('on') or name}: booted {r.get('before')}, up since {r.get('after')}"
+                )
                 for r in rec.reboots
             ),
         }
@@ -469,7 +486,8 @@ def _host(
                 extra.append(
                     StepView(
                         n, s.key, s.citation or "", s.title or s.key, "", s.on or "", None, None,
-                        False, False, None, None, None, None, None, [], None, [], None, _actual(s),
+                        False, False, None, None, None, None, None, [], None, [], None,
+                        _actual(s, words),
                     )
                 )  # fmt: skip
     brief = f"{t.site_code} · {t.os.version} {t.os.arch}"

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.errors import UsageError
-from cmrunbook.record.vocabulary import DONE_STATUSES, FAILED_STATUSES, STATUS_ORDER, Event, Status
+from cmrunbook.record.vocabulary import (
+    DONE_STATUSES,
+    FAILED_STATUSES,
+    STATUS_ORDER,
+    Event,
+    Status,
+    Wording,
+)
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -229,6 +236,10 @@ class Journal:
 
     def host(self, name: str) -> HostRecord:
         return self.hosts.get(name) or HostRecord(name)
+
+    def wording(self) -> Wording:
+        """The KB words for this run's step keys, for text people read."""
+        return Wording((s.key, s.citation) for rec in self.hosts.values() for s in rec.steps)
 
 
 def worst(statuses: Any) -> str:

@@ -419,11 +419,7 @@ def build_cmtrace(journal: Journal) -> str:
     threads: dict[str, int] = {}
     for name in journal.targets:
         threads.setdefault(name, len(threads) + 2)
-    words = Wording(
-        (str(e.get("key")), e.get("citation"))
-        for e in journal.events
-        if e.get("event") == Event.STEP_START
-    )
+    words = journal.wording()
     lines = []
     last = datetime.now(UTC)
     for e in journal.events:
