@@ -30,7 +30,7 @@ from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.runbook import Probe, Runbook
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, render_probe, render_step
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
-from cmrunbook.record.vocabulary import FAULT_FOUND, Status, Wording
+from cmrunbook.record.vocabulary import FAULT_FOUND, STATUS_MARK, Wording
 from cmrunbook.run.console import printable
 
 Format = Literal["html", "md"]
@@ -667,17 +667,6 @@ def md_fence(value: str, lang: str = "") -> str:
     ticks = max([3, *(len(m) + 1 for m in re.findall(r"^`{3,}", value, flags=re.M))])
     fence = "`" * ticks
     return f"{fence}{lang}\n{value.rstrip()}\n{fence}"
-
-
-STATUS_MARK = {
-    "ok": "✔",
-    "changed": "✔",
-    "manual-confirmed": "✔",
-    "skipped": "–",
-    "failed": "✘",
-    "non-compliant": "✘",
-    Status.INTERRUPTED: "…",
-}
 
 
 def _printable_value(value: Any) -> Any:

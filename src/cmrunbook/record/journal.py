@@ -24,8 +24,7 @@ from typing import Any
 from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
-from cmrunbook.record.vocabulary import SETTLED_STATUSES, Event
-from cmrunbook.run.sitestate import SITE_EVENTS
+from cmrunbook.record.vocabulary import SETTLED_STATUSES, SITE_EVENTS, Event
 
 
 def now_iso() -> str:

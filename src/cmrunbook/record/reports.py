@@ -48,7 +48,7 @@ from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal_read import Journal, StepRecord, load_journal, parse_time
 from cmrunbook.record.vocabulary import FAILED_STATUSES, FAULT_FOUND, Event, Status, Wording
 from cmrunbook.run.console import printable
-from cmrunbook.run.sitestate import SITE_CHANGED, SITE_RESTORED, SITE_STATE, Ledger
+from cmrunbook.run.sitestate import Ledger
 
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
@@ -379,11 +379,11 @@ def _event_text(e: dict[str, Any], journal: Journal, words: Wording) -> tuple[st
         said = "found the fault; escalating" if escalated else status
         type_ = 3 if status == Status.FAILED and not escalated else 1
         return f"{host}: {words.text(str(e.get('stage')))}: {said}", type_
-    if kind == SITE_STATE:
+    if kind == Event.SITE_STATE:
         return f"{host}: site {e.get('site')}: saved {e.get('probe')} read on {e.get('on')}", 1
-    if kind == SITE_CHANGED:
+    if kind == Event.SITE_CHANGED:
         return f"{host}: site {e.get('site')}: {e.get('state')} changed: {e.get('item')}", 1
-    if kind == SITE_RESTORED:
+    if kind == Event.SITE_RESTORED:
         return f"{host}: site {e.get('site')}: {e.get('state')} set back: {e.get('item')}", 1
     if kind == Event.HOST_END:
         status = str(e.get("status"))

@@ -32,6 +32,14 @@ class Event(StrEnum):
     LOG_ARMED = "log-armed"
     HOST_END = "host-end"
     HOST_RESUME = "host-resume"
+    SITE_STATE = "site-state"
+    """A site-wide state saved before the run first changes it (run/sitestate.py)."""
+    SITE_CHANGED = "site-changed"
+    SITE_RESTORED = "site-restored"
+
+
+#: The events `sitestate.Ledger.replay` rebuilds the site-wide state from.
+SITE_EVENTS = frozenset({Event.SITE_STATE, Event.SITE_CHANGED, Event.SITE_RESTORED})
 
 
 class Status(StrEnum):
@@ -77,6 +85,17 @@ STATUS_ORDER = (
     Status.OK,
     Status.SKIPPED,
 )
+
+#: The mark of a status in report.html and the checklist.
+STATUS_MARK = {
+    Status.OK: "✔",
+    Status.CHANGED: "✔",
+    Status.MANUAL_CONFIRMED: "✔",
+    Status.SKIPPED: "–",
+    Status.FAILED: "✘",
+    Status.NON_COMPLIANT: "✘",
+    Status.INTERRUPTED: "…",
+}
 
 #: What report.html, junit.xml and the CMTrace log say of a verification that found the fault
 #: before `--method auto` went on to the next method: that is what it is there for.

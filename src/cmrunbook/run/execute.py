@@ -32,6 +32,7 @@ from cmrunbook.plan.planner import (
     step_context,
 )
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
+from cmrunbook.record.vocabulary import Event
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
 from cmrunbook.render.templates import ScriptResult, parse_result
 from cmrunbook.run.monitor import (
@@ -42,7 +43,7 @@ from cmrunbook.run.monitor import (
     make_watch,
     wait_for_logs,
 )
-from cmrunbook.run.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
+from cmrunbook.run.sitestate import SiteStates
 
 
 class Remote(Protocol):
@@ -550,7 +551,7 @@ class HostRun:
         if not self.r.sites.open(self.site, self.name, self.r.stop, waiting):
             raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
         self.r.sites.record(
-            SITE_CHANGED, site=self.site, state=state.id, item=item_id, host=self.name,
+            Event.SITE_CHANGED, site=self.site, state=state.id, item=item_id, host=self.name,
             step=step_id(ps.key, item_id),
         )  # fmt: skip
 
@@ -562,8 +563,8 @@ class HostRun:
             return
         if item_id in self.r.sites.outstanding(self.site, effect.state):
             self.r.sites.record(
-                SITE_RESTORED, site=self.site, state=effect.state, item=item_id, host=self.name,
-                step=step_id(ps.key, item_id), compensated=compensated,
+                Event.SITE_RESTORED, site=self.site, state=effect.state, item=item_id,
+                host=self.name, step=step_id(ps.key, item_id), compensated=compensated,
             )  # fmt: skip
         if not self.r.sites.holds(self.site, self.name):
             self.r.sites.close(self.site, self.name)
