@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from invoke.context import Context
 from invoke.exceptions import Exit
 
 from cmrunbook.cli.common import build_plan
 from cmrunbook.cli.documents import checklist as checklist_task
-from cmrunbook.docs.checklist import build_checklist, readable_pattern, render_checklist
+from cmrunbook.docs.checklist import (
+    build_checklist,
+    is_read_only_check,
+    readable_pattern,
+    render_checklist,
+)
 from cmrunbook.record.journal_read import load_journal
 from cmrunbook.render.steps import render_probe, render_step
 
@@ -112,6 +118,126 @@ def test_markdown_auto_says_where_to_stop() -> None:
          "### Method 2", "### Verify after Method 2", "### Method 3", "### Verify after Method 3",
          "### Method 4", "### Verify after Method 4", "no method is left"],
     )  # fmt: skip
+
+
+def test_markdown_wait_for_patterns_are_one_bullet_a_line() -> None:
+    md = _render("md", method="3")
+    assert not re.search(r"\S {4}- ", md)  # no bullet glued to the end of another line
+    lines = md.splitlines()
+    start = lines.index(
+        "  - **Wait for** MCSSetup.log (uninstall), at most 30 min, a line such as:"
+    )
+    assert lines[start + 1].startswith("    - `mcs.msi exited with return code: 0` (regex ")
+    assert lines[start + 2] == (
+        "    - `De/Uninstallation was successful` (regex `(De\\|Un)installation was successful`)"
+    )
+    assert lines[start + 3].startswith("    - **Stop if:** ")
+
+
+def _body(script: str) -> str:
+    """A script's own lines: what `templates/_script.ps1.j2` puts between its try and catch."""
+    return script.split("\ntry {\n", 1)[1].rsplit("\n}\ncatch {\n", 1)[0]
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_appendix_prints_the_shared_wrapper_once_and_every_step_its_own_lines(
+    fmt: str, scripts: list[str]
+) -> None:
+    page = _render(fmt)
+    text = html.unescape(page) if fmt == "html" else page
+    assert len(scripts) > 20
+    for marker in ("Set-StrictMode -Version 2.0", "function ConvertTo-CmrbJson", "exit 1\n"):
+        assert text.count(marker) == 1, marker
+    assert text.count("Wrapper of every script") == 1
+    for script in scripts:
+        header = script.splitlines()[0]
+        assert f"{header}\n{_body(script)}" in text, header
+
+
+def test_a_script_with_another_wrapper_is_printed_whole() -> None:
+    from cmrunbook.docs.checklist import ScriptView, _shared_wrapper
+
+    same = "# one\nSet-StrictMode\ntry {\n$a = 1\n}\ncatch {\n$b\n}\nexit 1"
+    other = "# two\nSet-StrictMode -Off\ntry {\n$a = 2\n}\ncatch {\n$b\n}\nexit 1"
+    views = [ScriptView("a", "a", "h", same), ScriptView("b", "b", "h", other)]
+    assert _shared_wrapper(views) is None
+    assert [v.script for v in views] == [same, other]
+    views = [
+        ScriptView("a", "a", "h", same),
+        ScriptView("c", "c", "h", same.replace("1\n}", "3\n}")),
+    ]
+    wrapper = _shared_wrapper(views)
+    assert wrapper is not None and wrapper.prelude == "Set-StrictMode\ntry {"
+    assert [v.script for v in views] == ["# one\n$a = 1", "# one\n$a = 3"]
+
+
+def test_no_scripts_leaves_the_powershell_appendix_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for fmt in ("md", "html"):
+        checklist_task(Context(), "multicast", method="3", format=fmt, scripts=False)
+        page = capsys.readouterr().out
+        assert "KB971413" in page and "Disable multicast on the distribution point" in page
+        for gone in ("Appendix: PowerShell", "Set-StrictMode", "appendix, step"):
+            assert gone not in page, (fmt, gone)
+        checklist_task(Context(), "multicast", method="3", format=fmt)
+        page = capsys.readouterr().out
+        for kept in ("Appendix: PowerShell", "Set-StrictMode", "appendix, step"):
+            assert kept in page, (fmt, kept)
+
+
+def _fleet_inventory(tmp: Path, clients: int = 50) -> Path:
+    """The example inventory and `clients` more Windows XP clients, half of them with WinRM."""
+    data = yaml.safe_load((ROOT / "inventory" / "example.yaml").read_text("utf-8"))
+    for n in range(clients):
+        data["hosts"][f"xp-fleet{n:03d}"] = {
+            "site": "P12", "roles": ["client"], "os": {"version": "xp", "arch": "x86"},
+            "winrm": n % 2 == 0,
+        }  # fmt: skip
+    path = tmp / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _check_page(tmp: Path, fmt: str, scripts: bool = False) -> str:
+    catalog, plan = build_plan(
+        "client-hotfix-check", inventory=str(_fleet_inventory(tmp)), method=None, hosts=None,
+        overrides=[],
+    )  # fmt: skip
+    assert len(plan.hosts) == 52 and is_read_only_check(plan.runbook)
+    doc = build_checklist(catalog, plan, scripts=scripts)
+    return render_checklist(doc, fmt, ROOT / "templates")
+
+
+def test_a_read_only_check_is_its_steps_once_and_one_row_per_host(tmp_path: Path) -> None:
+    md = _check_page(tmp_path, "md")
+    assert md.count("| Performed by |") == 1  # one sign-off, not one per client
+    assert md.count("- **1. Read TSCore.dll") == 1 and md.count("- **2. Look up") == 1
+    rows = [ln for ln in md.splitlines() if ln.startswith("| [ ] | ")]
+    assert len(rows) == 52
+    # Each row: the step that applies to that client, and where it is checked.
+    assert "xp-fleet000 | P12 · xp x86 | 1 | xp-fleet000 | ☐ yes ☐ no ☐ unknown |" in md
+    assert "xp-fleet001 | P12 · xp x86 | 2 | cm12-site01 | ☐ yes ☐ no ☐ unknown |" in md
+    page = _check_page(tmp_path, "html")
+    assert page.count("<th>Performed by</th>") == 1
+    assert len(re.findall(r'<tr id="xp-[^"]+"><td class="t-box">☐</td>', page)) == 52
+    assert '<section class="host"' not in page
+
+
+def test_a_check_that_could_change_something_keeps_a_sign_off_per_host() -> None:
+    _, plan = build_plan(
+        "client-hotfix-check", inventory=None, method=None, hosts=None, overrides=[]
+    )
+    rb = plan.runbook
+    assert is_read_only_check(rb)
+    for change in (
+        {"steps": [rb.steps[0].model_copy(update={"destructive": True}), *rb.steps[1:]]},
+        {"steps": [rb.steps[0].model_copy(update={"reboot": "always"}), *rb.steps[1:]]},
+        {"id": "client-hotfix"},
+    ):
+        assert not is_read_only_check(rb.model_copy(update=change))
+    # Procedures (multicast, a change) are never printed as a check table.
+    assert not is_read_only_check(_plan("auto")[1].runbook)
 
 
 def _text(page: str) -> str:
@@ -261,3 +387,63 @@ def test_screenshot(tmp_path: Path) -> None:
     _chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,1800", page.as_uri())
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def _pdf_pages(tmp: Path, name: str, page: str) -> tuple[int, str]:
+    """Print `page` with headless Chromium: its page count and its text."""
+    source = tmp / f"{name}.html"
+    source.write_text(page, encoding="utf-8")
+    pdf = tmp / f"{name}.pdf"
+    _chromium(tmp, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", source.as_uri())
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True)
+    return int(re.search(r"Pages:\s+(\d+)", info).group(1)), text.stdout  # type: ignore[union-attr]
+
+
+@needs_print
+def test_printed_without_scripts_is_the_steps_only(tmp_path: Path) -> None:
+    catalog, plan = _plan("auto")
+    pages = {}
+    for scripts in (True, False):
+        doc = build_checklist(catalog, plan, scripts=scripts)
+        page = render_checklist(doc, "html", ROOT / "templates")
+        pages[scripts], text = _pdf_pages(tmp_path, f"scripts-{scripts}", page)
+        assert ("Appendix: PowerShell" in text) == scripts
+        assert text.count("Set-StrictMode") == (1 if scripts else 0)
+    print(f"multicast --method auto, all hosts: {pages[True]} pages, --no-scripts {pages[False]}")
+    assert pages[False] < pages[True] / 2
+
+
+@needs_print
+def test_a_52_client_check_prints_on_a_few_pages_and_page_1_is_used(tmp_path: Path) -> None:
+    pages, text = _pdf_pages(tmp_path, "check", _check_page(tmp_path, "html"))
+    flat = " ".join(text.split())
+    print(f"client-hotfix-check over 52 clients, --no-scripts: {pages} A4 pages")
+    assert pages <= 4  # 269 with a page and a sign-off per client and every script
+    assert all(f"xp-fleet{n:03d}" in flat for n in range(50))
+    # A procedure: the first host starts under the header, not on a page of its own.
+    catalog, plan = build_plan(
+        "boot-image-update", inventory=None, method=None, hosts=None, overrides=[]
+    )
+    doc = build_checklist(catalog, plan)
+    page = render_checklist(doc, "html", ROOT / "templates")
+    first = tmp_path / "procedure"
+    first.mkdir()
+    _, text = _pdf_pages(first, "procedure", page)
+    page_1 = " ".join(text.split("\f")[0].split())
+    assert "Guidance" in page_1 and doc.hosts[0].facts in page_1  # the host's own section
+
+
+def test_a_run_record_speaks_kb_words_and_dates_and_shows_found_faults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The record of a real `--method auto` run (tests/data/journals): ids and WMI times out."""
+    run = JOURNALS / "20261202-164351-multicast-auto"
+    checklist_task(Context(), "multicast", from_run=str(run), format="md", scripts=False)
+    md = capsys.readouterr().out
+    assert not re.search(r"\b(?:verify|method):\d|precheck/|\d{14}\.\d+[+-]\d{3}", md)
+    assert "Restarts: on cm07-dp02: booted 2026-12-01 10:43:51 UTC, up since 2026-12-02" in md
+    assert "restarted (Method 1, step 3 asked for a restart); back up since 2026-12-02" in md
+    results = re.findall(r"- \*\*Result: ([^*]+)\*\*", md)
+    assert results.count("FAULT FOUND, AS EXPECTED BEFORE ESCALATING") == 3
+    assert "FAILED" not in results

@@ -13,6 +13,7 @@ from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.record.journal import JournalWriter, ResumeState
 from cmrunbook.record.journal_read import JOURNAL_NAME as JOURNAL
 from cmrunbook.record.journal_read import read_events
+from cmrunbook.record.vocabulary import Event, Status
 from cmrunbook.run.locks import HostLocks
 
 
@@ -174,3 +175,22 @@ def test_a_saved_script_stays_in_the_run_folder_whatever_the_host_is_called(
     assert path.resolve().is_relative_to((run_dir / "scripts").resolve()), path
     assert path.read_text(encoding="utf-8") == "Write-Output 1"
     assert list(tmp_path.rglob("*.ps1")) == [path]
+
+
+def test_the_vocabulary_is_the_strings_on_disk(tmp_path: Path) -> None:
+    """Status and Event name the journal's and report.json's strings: renaming one is a format
+    change that old journals, --resume and the dashboards reading report.json would not follow."""
+    writer = JournalWriter(tmp_path)
+    writer.write(Event.STEP_END, host="h", key="k", status=Status.NON_COMPLIANT)
+    writer.close()
+    (line,) = read_events(tmp_path / JOURNAL)[0]
+    assert (line["event"], line["status"]) == ("step-end", "non-compliant")
+    assert {s.value for s in Status} == {
+        "ok", "changed", "skipped", "manual-confirmed", "non-compliant", "failed",
+        "interrupted", "unknown", "unreachable", "not-tried", "stopped",
+    }  # fmt: skip
+    assert {e.value for e in Event} == {
+        "run", "run-end", "probe", "step-start", "step-end", "stage-end", "reboot",
+        "restart-asked", "consent", "log-armed", "host-end", "host-resume", "site-state",
+        "site-changed", "site-restored",
+    }  # fmt: skip

@@ -15,8 +15,9 @@ from invoke.context import Context
 
 from cmrunbook.cli.documents import report as report_task
 from cmrunbook.load.project import Project
-from cmrunbook.record.journal_read import INTERRUPTED, JournalError, load_journal
+from cmrunbook.record.journal_read import JournalError, load_journal
 from cmrunbook.record.reports import REPORT_FILES, copy_reports, prune_reports, write_reports
+from cmrunbook.record.vocabulary import Status
 
 ROOT = Path(__file__).resolve().parents[2]
 JOURNALS = Path(__file__).resolve().parents[1] / "data" / "journals"
@@ -60,10 +61,10 @@ def test_journal_interleaved_hosts_are_kept_apart() -> None:
 
 def test_journal_killed_mid_step_still_loads() -> None:
     j = load_journal(JOURNALS / KILLED)
-    assert not j.complete and j.status == INTERRUPTED and j.exit_code is None
+    assert not j.complete and j.status == Status.INTERRUPTED and j.exit_code is None
     assert any("last line" in p for p in j.problems)
     dp02 = j.host("cm07-dp02")
-    assert dp02.status == INTERRUPTED and dp02.steps[-1].status == INTERRUPTED
+    assert dp02.status == Status.INTERRUPTED and dp02.steps[-1].status == Status.INTERRUPTED
     assert "disable-dp-multicast" in dp02.message
 
 
@@ -151,7 +152,7 @@ def test_killed_report(tmp_path: Path) -> None:
     write_reports(run, Project(ROOT), None)
     report = json.loads((run / "report.json").read_text("utf-8"))
     assert report["run"]["exit_code"] is None and report["run"]["complete"] is False
-    assert report["summary"]["by_status"] == {INTERRUPTED: 2}
+    assert report["summary"]["by_status"] == {Status.INTERRUPTED: 2}
     assert report["problems"]
     suites = ET.parse(run / "junit.xml").getroot()
     assert int(suites.get("errors", "0")) >= 3  # two hosts and dp02's open step
@@ -184,3 +185,125 @@ def test_report_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     report_task(Context(), str(run), reports=str(tmp_path / "share"), keep_runs=5)
     out = capsys.readouterr().out
     assert "wrote" in out and (tmp_path / "share" / COMPLETE / "junit.xml").is_file()
+
+
+# A real `--method auto` run against the lab (cm07-dp02, empty multicast key): the check before
+# any method and the ones after Methods 1 and 2 find the fault, Method 3 mends it; exit code 0.
+AUTO = "20261202-164351-multicast-auto"
+INTERNAL = re.compile(r"\b(?:verify|method):\d|precheck/")
+DMTF = re.compile(r"\d{14}\.\d+[+-]\d{3}")
+
+
+def _auto_reports(tmp_path: Path, journal: str | None = None) -> Path:
+    run = _run(tmp_path, AUTO)
+    if journal is not None:
+        (run / "journal.jsonl").write_text(journal, encoding="utf-8")
+    write_reports(run, Project(ROOT), None)
+    return run
+
+
+def test_verifications_that_found_the_fault_before_escalating_are_not_failures(
+    tmp_path: Path,
+) -> None:
+    run = _auto_reports(tmp_path)
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    jsonschema.validate(report, SCHEMA)
+    assert report["run"]["exit_code"] == 0
+    assert report["failures"] == [] and report["summary"]["steps_failed"] == 0
+    verify = [s for s in report["hosts"][0]["steps"] if s["key"].startswith("verify:")]
+    # On disk the status stays what the engine wrote; the report says why it is no failure.
+    assert [(s["status"], s["found_fault"]) for s in verify] == [
+        ("failed", True), ("failed", True), ("failed", True), ("ok", False),
+    ]  # fmt: skip
+    suites = ET.parse(run / "junit.xml").getroot()
+    assert (suites.get("failures"), suites.get("errors")) == ("0", "0")
+    page = (run / "report.html").read_text("utf-8")
+    assert 'class="st st-failed"' not in page and "Failures</h2>" not in page
+    assert page.count(">fault found</span>") == 3
+    log = (run / "cmrunbook.log").read_text("utf-8-sig")
+    assert 'type="3"' not in log
+
+
+def test_a_verification_the_run_stopped_at_is_still_a_failure(tmp_path: Path) -> None:
+    """Cut the auto run after the check following Method 2, as if it had ended there."""
+    lines = (JOURNALS / AUTO / "journal.jsonl").read_text("utf-8").splitlines()
+    cut = next(
+        n for n, line in enumerate(lines) if '"stage": "verify:2", "status": "failed"' in line
+    )
+    ends = [
+        '{"seq": 900, "time": "2026-12-02T16:44:18.000+00:00", "event": "host-end", "host": '
+        '"cm07-dp02", "status": "failed", "message": "still failing after Method 2", '
+        '"steps_done": 15, "duration": 26.0}',
+        '{"seq": 901, "time": "2026-12-02T16:44:18.001+00:00", "event": "run-end", '
+        '"status": "failed", "exit_code": 1}',
+    ]
+    run = _auto_reports(tmp_path, "\n".join([*lines[: cut + 1], *ends]) + "\n")
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    assert [f["key"] for f in report["failures"]] == ["verify:2/verify.multicast"]
+    assert report["summary"]["steps_failed"] == 1
+    suite = ET.parse(run / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "2"  # the host and its last check
+    failed = [c.get("name", "") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed[1].startswith("15 Verify after Method 2 (Note after each method): Verify")
+
+
+def test_report_text_names_steps_by_citation_and_times_as_dates(tmp_path: Path) -> None:
+    run = _auto_reports(tmp_path)
+    page = (run / "report.html").read_text("utf-8")
+    text = re.sub(r"<code>.*?</code>|<[^>]+>", " ", page, flags=re.S)
+    assert not INTERNAL.search(text), INTERNAL.findall(text)
+    assert not DMTF.search(page)
+    # The restart's boot times, as the journal holds them in WMI form, read as dates.
+    assert "up since 2026-12-02 16:44:02 UTC" in page
+    assert "restarted (Method 1, step 3 asked for a restart)" in page
+    assert "Stages: Is it still broken?: failed; Verify after Method 1: failed" in page
+    suites = ET.parse(run / "junit.xml").getroot()
+    human = [c.get("name", "") for c in suites.iter("testcase")]
+    human += [el.get("message", "") for el in suites.iter() if el.get("message")]
+    assert not any(INTERNAL.search(t) for t in human), [t for t in human if INTERNAL.search(t)]
+    assert "03 Is it still broken? (Note after each method): Verify multicast" in human[3]
+    messages = [
+        m["msg"] for line in (run / "cmrunbook.log").read_text("utf-8-sig").splitlines()
+        if (m := CMTRACE.match(line))
+    ]  # fmt: skip
+    assert not any(INTERNAL.search(m) or DMTF.search(m) for m in messages)
+
+
+def test_cmtrace_log_says_consent_restarts_and_the_run_duration_in_words(tmp_path: Path) -> None:
+    run = _auto_reports(tmp_path)
+    lines = (run / "cmrunbook.log").read_text("utf-8-sig").splitlines()
+    messages = [m["msg"] for line in lines if (m := CMTRACE.match(line))]
+    assert len(messages) == len(lines)
+    assert not any('"event":' in m for m in messages)  # no event dumped as raw JSON
+    assert messages[-1] == "Run ok, exit code 0, 27.3 s"
+    consent = [m for m in messages if "consent" in m]
+    assert consent[0].startswith("cm07-dp02: consent to Method 1 (--yes) for its destructive")
+    assert "cm07-dp02: restart asked: Method 1, step 3 asked for a restart" in messages
+
+
+def test_steps_done_counts_plan_steps_once_and_the_html_says_so(tmp_path: Path) -> None:
+    """The engine's host-end count is per loop item (25 here): against the plan's 32 steps it
+    read as more done than planned on runs with loops."""
+    run = _auto_reports(tmp_path)
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    (host,) = report["hosts"]
+    assert host["steps_planned"] == 32
+    done_keys = {s["key"] for s in host["steps"] if s["status"] in ("ok", "changed")}
+    done_keys |= {s["key"] for s in host["steps"] if s["status"] == "manual-confirmed"}
+    assert host["steps_done"] == len(done_keys) == 19
+    page = (run / "report.html").read_text("utf-8")
+    assert '<td class="n">19 / 32</td>' in page
+    assert "stops at the first method that verifies" in page
+
+
+def test_report_html_shows_the_site_wide_state(tmp_path: Path) -> None:
+    run = _auto_reports(tmp_path)
+    page = (run / "report.html").read_text("utf-8")
+    assert "Site-wide changes: none left outstanding (site C07: image-multicast)." in page
+    lines = (JOURNALS / AUTO / "journal.jsonl").read_text("utf-8").splitlines()
+    # Killed between clearing the images' multicast option and setting it back.
+    cut = next(n for n, line in enumerate(lines) if "m1.wait-image-multicast" in line)
+    run = _auto_reports(tmp_path / "killed", "\n".join(lines[:cut]) + "\n")
+    page = (run / "report.html").read_text("utf-8")
+    assert "Site C07: image-multicast NOT set back: C0700010, C0700011" in page
+    assert "none left outstanding" not in page

@@ -24,6 +24,7 @@ CHECKLIST_HELP = {
     "rollback": "The checklist of the runbook's rollback steps instead of the procedure.",
     "from_run": "A run folder (runs/<id>): the checklist with that run's results filled in.",
     "paper": "a4 or letter: the page size the HTML asks the printer for.",
+    "scripts": "Append the PowerShell each step sends (default); --no-scripts leaves it out.",
 }
 
 
@@ -41,6 +42,7 @@ def checklist(
     rollback: bool = False,
     from_run: str | None = None,
     paper: str = "a4",
+    scripts: bool = True,
 ) -> None:
     """Print a runbook as a per-host checklist to follow and sign (HTML or Markdown)."""
     from cmrunbook.docs.checklist import FORMATS, PAPERS, build_checklist, render_checklist
@@ -71,7 +73,9 @@ def checklist(
     rollback_plan = None
     if plan.runbook.rollback and not rollback:
         _, rollback_plan = build_plan(runbook, **request, rollback=True)
-    doc = build_checklist(catalog, plan, journal=journal, rollback_plan=rollback_plan, paper=paper)
+    doc = build_checklist(
+        catalog, plan, journal=journal, rollback_plan=rollback_plan, paper=paper, scripts=scripts
+    )
     text = render_checklist(doc, format, catalog.templates_dir())
     if out:
         path = Path(out)

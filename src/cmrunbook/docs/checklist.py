@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 from cmrunbook.filenames import safe_name
 from cmrunbook.load.project import Project
-from cmrunbook.load.runbook import Probe
+from cmrunbook.load.runbook import Probe, Runbook
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
 from cmrunbook.record.markup import environment
+from cmrunbook.record.vocabulary import FAULT_FOUND, Wording
 from cmrunbook.render.steps import render_probe, render_step
 
 Format = Literal["html", "md"]
@@ -73,6 +74,18 @@ class ActualView:
     log_lines: list[str]
     items: list[ItemView]
     done: bool
+    #: A verification that found the fault before the run escalated (not a failure).
+    found_fault: bool = False
+
+    @property
+    def label(self) -> str:
+        """The result as a person reads it."""
+        return FAULT_FOUND if self.found_fault else self.status
+
+    @property
+    def css(self) -> str:
+        """The style of the result: a found fault is not shown as a failure."""
+        return "found" if self.found_fault else self.status
 
 
 @dataclass
@@ -97,6 +110,9 @@ class StepView:
     waits: list[LogWaitView]
     script_anchor: str | None
     actual: ActualView | None = None
+    #: The runbook's inventory condition for the step (`target.winrm`), host-independent.
+    applies_when: str | None = None
+    on_site_server: bool = False
 
 
 @dataclass
@@ -119,6 +135,15 @@ class ScriptView:
 
 
 @dataclass
+class WrapperView:
+    """The lines every script the engine sends has around its own (strict mode, the JSON
+    writer for PowerShell 2.0, the result line): printed once, not once per step."""
+
+    prelude: str
+    epilogue: str
+
+
+@dataclass
 class ParamView:
     name: str
     value: str
@@ -136,6 +161,13 @@ class HostChecklistView:
     scripts: list[ScriptView]
     result: dict[str, str] | None = None
     extra_steps: list[StepView] = field(default_factory=list)
+    #: Site, OS and architecture: the host's cell in a check's table.
+    brief: str = ""
+
+    @property
+    def applicable_steps(self) -> list[StepView]:
+        """The steps the inventory does not rule out for this host (its row of a check)."""
+        return [st for section in self.sections for st in section.steps if not st.not_applicable]
 
 
 @dataclass
@@ -160,6 +192,14 @@ class Checklist:
     paper: str
     run: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    #: The PowerShell appendix is printed (`--scripts`, the default; `--no-scripts` leaves it
+    #: out: it is most of the pages and the change board reads the steps, not the scripts).
+    scripts: bool = True
+    wrapper: WrapperView | None = None
+    #: A read-only check (see `is_read_only_check`): its steps are printed once, then one
+    #: table row per host to tick, not a page and a sign-off per host.
+    read_only: bool = False
+    check_steps: list[StepView] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- readable patterns
@@ -214,21 +254,23 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} min"
 
 
-def _actual(rec: StepRecord) -> ActualView:
+def _actual(rec: StepRecord, words: Wording) -> ActualView:
+    """A step's results, its messages in the KB's words (see `Wording`)."""
     return ActualView(
         status=rec.status,
         started=_fmt_time(rec.started),
         ended=_fmt_time(rec.ended),
         duration=_fmt_duration(rec.duration),
         on=rec.on or "",
-        message=rec.message,
+        message=words.text(rec.message),
         log_lines=rec.log_lines,
         items=[
-            ItemView(r.item, r.status, _fmt_time(r.time), r.message, r.log_lines)
+            ItemView(r.item, r.status, _fmt_time(r.time), words.text(r.message), r.log_lines)
             for r in rec.results
             if r.item is not None
         ],
         done=rec.done,
+        found_fault=rec.found_fault,
     )
 
 
@@ -314,6 +356,7 @@ def _host(
     hp: HostPlan,
     journal: Journal | None,
     rollback: HostPlan | None,
+    with_scripts: bool,
 ) -> HostChecklistView:
     rb = plan.runbook
     t = hp.target
@@ -337,10 +380,11 @@ def _host(
             runner, script = render_probe(catalog, plan, hp, probe)
             anchor = _anchor(name, "probe", probe.id)
             probes.append((probe.id, probe.title, runner, anchor))
-            scripts.append(
-                ScriptView(anchor, f"Probe {probe.id}: {probe.title} (read-only)", runner, script)
-            )
+            if with_scripts:
+                label = f"Probe {probe.id}: {probe.title} (read-only)"
+                scripts.append(ScriptView(anchor, label, runner, script))
     rec = journal.host(name) if journal else None
+    words = journal.wording() if journal else Wording(())
     seen_keys: set[str] = set()
     n = 0
 
@@ -350,7 +394,7 @@ def _host(
         for ps in stage_steps:
             n += 1
             anchor = None
-            if not ps.skip_reason and ps.step.template:
+            if with_scripts and not ps.skip_reason and ps.step.template:
                 script = render_step(catalog, plan, host_plan, ps)
                 if script is not None:
                     anchor = _anchor(name, "step", str(n))
@@ -383,12 +427,14 @@ def _host(
                 note=ps.note,
                 waits=_waits(catalog, ps),
                 script_anchor=anchor,
+                applies_when=ps.step.when,
+                on_site_server=ps.step.on == "site_server",
             )
             if rec is not None:
                 seen_keys.add(ps.key)
                 done = rec.step(ps.key)
                 if done is not None:
-                    view.actual = _actual(done)
+                    view.actual = _actual(done, words)
             out.append(view)
         return out
 
@@ -419,13 +465,15 @@ def _host(
     if rec is not None:
         result = {
             "status": rec.status,
-            "message": rec.message,
+            "message": words.text(rec.message),
             "steps_done": str(rec.steps_done),
             "duration": _fmt_duration(rec.duration),
             "started": _fmt_time(rec.first_time),
             "ended": _fmt_time(rec.end.get("time") if rec.end else rec.last_time),
             "reboots": "; ".join(
-                f"on {r.get('on') or name}: boot {r.get('before')} -> {r.get('after')}"
+                words.text(
+                    f"on {r.get('on') or name}: booted {r.get('before')}, up since {r.get('after')}"
+                )
                 for r in rec.reboots
             ),
         }
@@ -435,11 +483,13 @@ def _host(
                 extra.append(
                     StepView(
                         n, s.key, s.citation or "", s.title or s.key, "", s.on or "", None, None,
-                        False, False, None, None, None, None, None, [], None, [], None, _actual(s),
+                        False, False, None, None, None, None, None, [], None, [], None,
+                        _actual(s, words),
                     )
                 )  # fmt: skip
+    brief = f"{t.site_code} · {t.os.version} {t.os.arch}"
     return HostChecklistView(
-        name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra
+        name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra, brief
     )
 
 
@@ -450,8 +500,10 @@ def build_checklist(
     journal: Journal | None = None,
     rollback_plan: Plan | None = None,
     paper: str = "a4",
+    scripts: bool = True,
 ) -> Checklist:
-    """The checklist of a plan; with `journal`, filled in from that run.
+    """The checklist of a plan; with `journal`, filled in from that run; with `scripts`, the
+    PowerShell appendix (the wrapper every script shares printed once, before them).
 
     `rollback_plan` (the same runbook planned with `rollback=True`) adds a rollback section per
     host; pass it only when the runbook has rollback steps and the plan is the procedure itself.
@@ -472,7 +524,7 @@ def build_checklist(
             recorded = (journal.run.get("params") or {}).get(hp.target.name)
             if isinstance(recorded, dict):
                 hp = HostPlan(hp.target, {**hp.params, **recorded}, hp.stages)
-        hosts.append(_host(catalog, plan, hp, journal, rollbacks.get(hp.target.name)))
+        hosts.append(_host(catalog, plan, hp, journal, rollbacks.get(hp.target.name), scripts))
     run = None
     if journal is not None:
         run = {
@@ -506,7 +558,80 @@ def build_checklist(
         paper=PAPERS.get(paper, "A4"),
         run=run,
         problems=list(journal.problems) if journal else [],
+        scripts=scripts,
+        wrapper=_shared_wrapper([sc for h in hosts for sc in h.scripts]),
+        read_only=is_read_only_check(plan.runbook),
+        check_steps=_steps_once(hosts),
     )
+
+
+#: The runbook ids `invoke check` runs: a check (`*-check`) or a pre-check (`*-precheck`).
+CHECK_SUFFIXES = ("-check", "-precheck")
+
+
+def is_read_only_check(rb: Runbook) -> bool:
+    """A check that reads and changes nothing: named as one, and with nothing a person signs
+    off per host (no method, rollback, site-wide state, destructive, manual, restart or log-wait
+    step). Both, since a script step's name cannot say whether it writes."""
+    steps = [*rb.prechecks, *rb.steps]
+    return (
+        rb.id.endswith(CHECK_SUFFIXES)
+        and not (rb.methods or rb.rollback or rb.site_states)
+        and all(
+            s.kind == "script" and not s.destructive and s.reboot is None and s.site_state is None
+            for s in steps
+        )
+    )
+
+
+def _steps_once(hosts: list[HostChecklistView]) -> list[StepView]:
+    """Each step of the plan once, as shown for the first host it applies to (numbers are the
+    same on every host: each host's plan has the same steps, some ruled out)."""
+    once: dict[int, StepView] = {}
+    for h in hosts:
+        for section in h.sections:
+            for st in section.steps:
+                if st.number not in once or (
+                    once[st.number].not_applicable and not st.not_applicable
+                ):
+                    once[st.number] = st
+    return [once[n] for n in sorted(once)]
+
+
+#: Where the wrapper (`templates/_script.ps1.j2`) hands over to a script's own lines, and
+#: where it takes over again: its `try {` is the first at the start of a line, its `catch` the
+#: last (a script's own try/catch sits between them).
+_BODY_START = "\ntry {\n"
+_BODY_END = "\n}\ncatch {\n"
+
+
+def _shared_wrapper(scripts: list[ScriptView]) -> WrapperView | None:
+    """Cut the common wrapper out of `scripts` (in place) and return it once.
+
+    Each script keeps its header comment line (which names the step and host) and its own
+    lines. When any script does not have exactly the same wrapper, none is cut: the appendix
+    then shows every script whole, as sent, rather than a shortened one that is not.
+    """
+    parts = []
+    for sc in scripts:
+        header, newline, rest = sc.script.partition("\n")
+        start, end = rest.find(_BODY_START), rest.rfind(_BODY_END)
+        if not newline or start < 0 or end < start:
+            return None
+        parts.append(
+            (
+                header,
+                rest[: start + len(_BODY_START)],
+                rest[start + len(_BODY_START) : end],
+                rest[end:],
+            )
+        )
+    if not parts or len({(p[1], p[3]) for p in parts}) != 1:
+        return None
+    for sc, (header, _, body, _) in zip(scripts, parts, strict=True):
+        sc.script = f"{header}\n{body}"
+    _, prelude, _, epilogue = parts[0]
+    return WrapperView(prelude.rstrip("\n"), epilogue.lstrip("\n"))
 
 
 # ---------------------------------------------------------------- rendering

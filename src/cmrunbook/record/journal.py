@@ -24,10 +24,7 @@ from typing import Any
 from cmrunbook.errors import UsageError, naming
 from cmrunbook.filenames import safe_name
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
-from cmrunbook.record.sitestate import SITE_EVENTS
-
-#: A step that ended in one of these is not run again on resume (a failed one is).
-SETTLED_STATUSES = frozenset({"ok", "changed", "skipped", "manual-confirmed", "non-compliant"})
+from cmrunbook.record.vocabulary import SETTLED_STATUSES, SITE_EVENTS, Event
 
 
 def now_iso() -> str:
@@ -178,7 +175,7 @@ class ResumeState:
         since a lost step-end would run that step again."""
         path = run_dir / JOURNAL_NAME
         events = read_events(path, strict=True)[0] if path.is_file() else []
-        runs = [e for e in events if e.get("event") == "run"]
+        runs = [e for e in events if e.get("event") == Event.RUN]
         if not runs:
             raise UsageError(f"{run_dir} has no journal with a run event to resume")
         hosts: dict[str, HostState] = {}
@@ -188,21 +185,21 @@ class ResumeState:
                 continue
             st = hosts.setdefault(host, HostState())
             kind = e.get("event")
-            if kind == "step-end" and e.get("status") in SETTLED_STATUSES:
+            if kind == Event.STEP_END and e.get("status") in SETTLED_STATUSES:
                 st.done.add(step_id(e["key"], e.get("item")))
-            elif kind == "stage-end":
+            elif kind == Event.STAGE_END:
                 st.stages[e["stage"]] = e["status"]
-            elif kind == "probe":
+            elif kind == Event.PROBE:
                 st.probes[e["probe"]] = e.get("value")
-            elif kind == "log-armed":
+            elif kind == Event.LOG_ARMED:
                 st.armed[e["key"]] = e.get("logs", {})
-            elif kind == "restart-asked":
+            elif kind == Event.RESTART_ASKED:
                 st.restart_asked.append(str(e.get("reason")))
-            elif kind == "reboot":
+            elif kind == Event.REBOOT:
                 st.restart_asked = []
-            elif kind == "host-end":
+            elif kind == Event.HOST_END:
                 st.finished = e.get("status")
-            elif kind == "host-resume":
+            elif kind == Event.HOST_RESUME:
                 st.finished = None
         site_events = [e for e in events if e.get("event") in SITE_EVENTS]
         return cls(run_dir, runs[0], hosts, _last_seq(events), site_events)

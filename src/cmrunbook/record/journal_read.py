@@ -19,23 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.errors import UsageError
+from cmrunbook.record.vocabulary import (
+    DONE_STATUSES,
+    FAILED_STATUSES,
+    STATUS_ORDER,
+    Event,
+    Status,
+    Wording,
+)
 
 JOURNAL_NAME = "journal.jsonl"
-INTERRUPTED = "interrupted"
-"""Status of a step, host or run whose end the journal does not record (the run was killed)."""
-
-STATUS_ORDER = (
-    "failed",
-    "non-compliant",
-    INTERRUPTED,
-    "changed",
-    "manual-confirmed",
-    "ok",
-    "skipped",
-)
-"""Worst first: a step that looped over several items takes the worst status of its items."""
-
-DONE_STATUSES = frozenset({"ok", "changed", "manual-confirmed"})
 
 
 class JournalError(UsageError):
@@ -66,12 +59,20 @@ class StepRecord:
     on: str | None
     started: str | None
     results: list[ItemResult] = field(default_factory=list)
+    #: A verification that failed, after which the run went on to the next method: it found
+    #: the fault, as `--method auto` expects before escalating, so it is not a failure.
+    found_fault: bool = False
+
+    @property
+    def stage(self) -> str:
+        """The plan stage the step belongs to (`method:3` of `method:3/m3.disable-...`)."""
+        return self.key.split("/", 1)[0]
 
     @property
     def status(self) -> str:
         """The worst status of its results; "interrupted" when it started and never ended."""
         if not self.results:
-            return INTERRUPTED
+            return Status.INTERRUPTED
         return worst(r.status for r in self.results)
 
     @property
@@ -101,6 +102,12 @@ class StepRecord:
     def done(self) -> bool:
         return self.status in DONE_STATUSES
 
+    @property
+    def failed(self) -> bool:
+        """It needs a person's attention: failed, non-compliant or cut off, and not a
+        verification that found the fault before escalating."""
+        return self.status in FAILED_STATUSES and not self.found_fault
+
 
 @dataclass
 class HostRecord:
@@ -117,7 +124,7 @@ class HostRecord:
 
     @property
     def status(self) -> str:
-        return str(self.end.get("status")) if self.end else INTERRUPTED
+        return str(self.end.get("status")) if self.end else Status.INTERRUPTED
 
     @property
     def message(self) -> str:
@@ -130,9 +137,10 @@ class HostRecord:
 
     @property
     def steps_done(self) -> int:
-        if self.end and isinstance(self.end.get("steps_done"), int):
-            return int(self.end["steps_done"])
-        return sum(1 for s in self.steps if s.done)
+        """Steps of the plan this host got done, each counted once: a loop step is one step
+        whatever its items, and a step run again on resume is one step. (The engine's own
+        count in host-end is per item, which made "39 / 35 steps" against the plan's count.)"""
+        return len({s.key for s in self.steps if s.done})
 
     @property
     def duration(self) -> float | None:
@@ -145,7 +153,20 @@ class HostRecord:
         return next((s for s in reversed(self.steps) if s.key == key), None)
 
     def failures(self) -> list[StepRecord]:
-        return [s for s in self.steps if s.status in ("failed", "non-compliant", INTERRUPTED)]
+        return [s for s in self.steps if s.failed]
+
+    def mark_found_faults(self) -> None:
+        """Mark each failed step of a failed verification the run escalated past (a later step
+        of another stage started on this host) as having found the fault."""
+        failed_stages = {
+            str(s.get("stage")) for s in self.stages if s.get("status") == Status.FAILED
+        }
+        for n, step in enumerate(self.steps):
+            stage = step.stage
+            if not stage.startswith("verify:") or stage not in failed_stages:
+                continue
+            escalated = any(later.stage != stage for later in self.steps[n + 1 :])
+            step.found_fault = escalated and step.status == Status.FAILED
 
 
 @dataclass
@@ -183,7 +204,7 @@ class Journal:
 
     @property
     def status(self) -> str:
-        return str(self.end.get("status")) if self.end else INTERRUPTED
+        return str(self.end.get("status")) if self.end else Status.INTERRUPTED
 
     @property
     def exit_code(self) -> int | None:
@@ -216,12 +237,16 @@ class Journal:
     def host(self, name: str) -> HostRecord:
         return self.hosts.get(name) or HostRecord(name)
 
+    def wording(self) -> Wording:
+        """The KB words for this run's step keys, for text people read."""
+        return Wording((s.key, s.citation) for rec in self.hosts.values() for s in rec.steps)
+
 
 def worst(statuses: Any) -> str:
     """The worst of several statuses by `STATUS_ORDER`; unknown statuses rank as failures."""
     ranked = list(statuses)
     if not ranked:
-        return "ok"
+        return Status.OK
 
     def rank(s: str) -> int:
         return STATUS_ORDER.index(s) if s in STATUS_ORDER else 0
@@ -310,32 +335,34 @@ def load_journal(run: Path) -> Journal:
 
     for event in events:
         kind = event.get("event")
-        if kind == "run":
+        if kind == Event.RUN:
             if not run_event:
                 run_event = event
                 for name in event.get("targets") or []:
                     hosts.setdefault(str(name), HostRecord(str(name)))
             continue
-        if kind == "run-end":
+        if kind == Event.RUN_END:
             end = event
             continue
         if "host" not in event:
             continue
         rec = host_of(event)
-        if kind == "probe":
+        if kind == Event.PROBE:
             rec.probes[str(event.get("probe"))] = event
-        elif kind == "step-start":
+        elif kind == Event.STEP_START:
             _start(rec, event)
-        elif kind == "step-end":
+        elif kind == Event.STEP_END:
             _end(rec, event)
-        elif kind == "reboot":
+        elif kind == Event.REBOOT:
             rec.reboots.append(event)
-        elif kind == "stage-end":
+        elif kind == Event.STAGE_END:
             rec.stages.append(event)
-        elif kind == "host-end":
+        elif kind == Event.HOST_END:
             rec.end = event
     if not run_event:
         problems.insert(0, f"{path.name}: no 'run' event; runbook and method are unknown")
+    for rec in hosts.values():
+        rec.mark_found_faults()
     return Journal(path, run_event, hosts, end, events, problems)
 
 
@@ -375,7 +402,7 @@ def _end(rec: HostRecord, event: dict[str, Any]) -> None:
     step.results.append(
         ItemResult(
             item=None if event.get("item") is None else str(event.get("item")),
-            status=str(event.get("status") or "failed"),
+            status=str(event.get("status") or Status.FAILED),
             message=str(event.get("message") or ""),
             data=event.get("data"),
             duration=float(duration) if isinstance(duration, int | float) else None,

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from cmrunbook.record.journal_read import INTERRUPTED
+from cmrunbook.record.vocabulary import STATUS_MARK
 from cmrunbook.text import printable
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<|&~])")
@@ -45,17 +45,6 @@ def md_fence(value: str, lang: str = "") -> str:
     ticks = max([3, *(len(m) + 1 for m in re.findall(r"^`{3,}", value, flags=re.M))])
     fence = "`" * ticks
     return f"{fence}{lang}\n{value.rstrip()}\n{fence}"
-
-
-STATUS_MARK = {
-    "ok": "✔",
-    "changed": "✔",
-    "manual-confirmed": "✔",
-    "skipped": "–",
-    "failed": "✘",
-    "non-compliant": "✘",
-    INTERRUPTED: "…",
-}
 
 
 def _printable_value(value: Any) -> Any:

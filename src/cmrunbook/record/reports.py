@@ -8,20 +8,23 @@
   or null when the journal has no run-end, complete), `summary` (host count, hosts per status,
   steps done, steps failed), `hosts` (per host: status, message, steps_done, steps_planned or
   null, duration, started, ended, reboots, stages, and `steps`: key, citation, title, on,
-  status, started, ended, duration, message, items of loop steps, log_lines), `failures` (one
-  per failed, non-compliant or interrupted step: host, key, citation, title, status, message,
-  `last_log_lines`, plus one per failed host with no failed step), `site_states` (per site and
-  site-wide state the run changed: `restored`, the items set back after a stop, and
-  `outstanding`, those still changed) and `problems` (journal lines that could not be read).
-  Times are ISO 8601 as the journal wrote them.
+  status, found_fault, started, ended, duration, message, items of loop steps, log_lines;
+  steps_done counts each step of the plan once, however many items it looped over),
+  `failures` (one per failed, non-compliant or interrupted step that is not a verification
+  which found the fault before `--method auto` escalated: host, key, citation, title,
+  status, message, `last_log_lines`, plus one per failed host with no failed step),
+  `site_states` (per site and site-wide state the run changed: `restored`, the items set
+  back after a stop, and `outstanding`, those still changed) and `problems` (journal lines
+  that could not be read). Times are ISO 8601 as the journal wrote them.
 - `junit.xml`: one `<testsuite>` per host holding one `<testcase>` for the host itself and one
-  per step (`classname` = `<runbook>.<host>`); failed and non-compliant steps are `<failure>`,
-  interrupted ones `<error>`, skipped and never-reached ones `<skipped>`; log lines go to
-  `<system-out>`. The common Jenkins/GitLab/Azure DevOps JUnit shape.
-- `report.html`: one self-contained page: summary table, per-host timeline, failures with the
-  last log lines read.
-- `cmrunbook.log`: one CMTrace entry per journal event (type 3 for failures, 2 for warnings),
-  one thread number per host, `file` = host, so CMTrace or OneTrace filters and highlights it.
+  per step, named by its KB citation and title (`classname` = `<runbook>.<host>`); a
+  verification that found the fault before escalating passes; failed and non-compliant
+  steps are `<failure>`, interrupted ones `<error>`, skipped and never-reached ones
+  `<skipped>`; log lines go to `<system-out>`. The common Jenkins/GitLab/Azure DevOps shape.
+- `report.html`: one self-contained page: summary table, site-wide state, per-host timeline,
+  failures with the last log lines read; steps named by citation, times as dates.
+- `cmrunbook.log`: one CMTrace entry per journal event, in words (type 3 for failures, 2 for
+  warnings), one thread number per host, `file` = host, so CMTrace or OneTrace filters it.
 
 `copy_reports` copies them to a reports folder (`--reports DIR`, one sub-folder per run) and
 `prune_reports` applies retention there for scheduled runs. Nothing here contacts a host.
@@ -41,15 +44,15 @@ from typing import Any
 from cmrunbook.errors import ConfigError, UsageError
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan
-from cmrunbook.record.journal_read import INTERRUPTED, Journal, StepRecord, load_journal, parse_time
+from cmrunbook.record.journal_read import Journal, StepRecord, load_journal, parse_time
 from cmrunbook.record.markup import environment
 from cmrunbook.record.sitestate import Ledger
+from cmrunbook.record.vocabulary import FAILED_STATUSES, FAULT_FOUND, Event, Status, Wording
 from cmrunbook.text import printable
 
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
 LAST_LOG_LINES = 20
-FAILED = frozenset({"failed", "non-compliant", INTERRUPTED, "unreachable", "not-tried", "stopped"})
 RUN_ID = re.compile(r"^(\d{8}-\d{6})-")
 
 
@@ -63,6 +66,7 @@ def _step_json(s: StepRecord) -> dict[str, Any]:
         "title": s.title,
         "on": s.on,
         "status": s.status,
+        "found_fault": s.found_fault,
         "started": s.started,
         "ended": s.ended,
         "duration": s.duration,
@@ -120,7 +124,7 @@ def build_report(journal: Journal, plan: Plan | None = None) -> dict[str, Any]:
                 "steps": steps,
             }
         )
-        failed_steps = [s for s in rec.steps if s.status in FAILED]
+        failed_steps = rec.failures()
         for s in failed_steps:
             failures.append(
                 {
@@ -133,7 +137,7 @@ def build_report(journal: Journal, plan: Plan | None = None) -> dict[str, Any]:
                     "last_log_lines": s.log_lines[-LAST_LOG_LINES:],
                 }
             )
-        if rec.status in FAILED and not failed_steps:
+        if rec.status in FAILED_STATUSES and not failed_steps:
             failures.append(
                 {
                     "host": name,
@@ -202,11 +206,22 @@ def _secs(value: float | None) -> str:
     return f"{value or 0.0:.3f}"
 
 
+def report_wording(report: dict[str, Any]) -> Wording:
+    """The human names of a report's steps (from its hosts' steps and failures)."""
+    return Wording(
+        (step["key"], step["citation"]) for host in report["hosts"] for step in host["steps"]
+    )
+
+
 def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
-    """JUnit XML: a suite per host, a case for the host and one per step (planned or run)."""
+    """JUnit XML: a suite per host, a case for the host and one per step (planned or run).
+
+    Cases are named by KB citation and title, as the checklist names the steps; a verification
+    that found the fault before `--method auto` escalated passes (it did its job)."""
     run = report["run"]
     runbook = run["runbook"] or "run"
     planned = _planned_keys(plan)
+    words = report_wording(report)
     root = ET.Element("testsuites", name=f"cmrunbook {runbook} {run['id']}")
     totals = Counter[str]()
     for host in report["hosts"]:
@@ -227,21 +242,30 @@ def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
             classname=classname,
             time=_secs(host["duration"]),
         )
-        _outcome(case, host["status"], host["message"], [], counts)
+        _outcome(case, host["status"], words.text(host["message"]), [], counts)
         seen = set()
         for n, step in enumerate(host["steps"], 1):
             seen.add(step["key"])
-            label = f"{n:02d} {step['key']}: {step['title'] or ''}".rstrip(": ")
+            label = f"{n:02d} {words.step(step['key'])}: {step['title'] or ''}".rstrip(": ")
             case = ET.SubElement(
                 suite, "testcase", name=label, classname=classname, time=_secs(step["duration"])
             )
-            _outcome(case, step["status"], step["message"], step["log_lines"], counts)
+            message = words.text(step["message"])
+            if step["found_fault"]:
+                out = ET.SubElement(case, "system-out")
+                out.text = "\n".join([f"status: {step['status']} ({FAULT_FOUND})", message])
+                continue
+            _outcome(case, step["status"], message, step["log_lines"], counts)
         for key, citation, title in planned.get(host["name"], []):
             if key not in seen:
                 case = ET.SubElement(
-                    suite, "testcase", name=f"-- {key}: {title}", classname=classname, time="0.000"
+                    suite,
+                    "testcase",
+                    name=f"-- {words.step(key) if citation is None else citation}: {title}",
+                    classname=classname,
+                    time="0.000",
                 )
-                ET.SubElement(case, "skipped", message=f"not reached ({citation})")
+                ET.SubElement(case, "skipped", message="not reached")
                 counts["skipped"] += 1
         counts["tests"] = len(suite.findall("testcase"))
         for k in ("tests", "failures", "errors", "skipped"):
@@ -267,18 +291,18 @@ def _printable_xml(root: ET.Element) -> ET.Element:
 def _outcome(
     case: ET.Element, status: str, message: str, log_lines: list[str], counts: Counter[str]
 ) -> None:
-    if status in FAILED - {INTERRUPTED}:
+    if status in FAILED_STATUSES - {Status.INTERRUPTED}:
         el = ET.SubElement(case, "failure", message=message[:500], type=status)
         el.text = "\n".join([message, *log_lines[-LAST_LOG_LINES:]])
         counts["failures"] += 1
-    elif status == INTERRUPTED:
+    elif status == Status.INTERRUPTED:
         el = ET.SubElement(case, "error", message=message[:500], type=status)
         el.text = "\n".join([message, *log_lines[-LAST_LOG_LINES:]])
         counts["errors"] += 1
-    elif status == "skipped":
+    elif status == Status.SKIPPED:
         ET.SubElement(case, "skipped", message=message[:500])
         counts["skipped"] += 1
-    if log_lines or status not in ("skipped",):
+    if log_lines or status != Status.SKIPPED:
         out = ET.SubElement(case, "system-out")
         out.text = "\n".join([f"status: {status}", message, *log_lines])
 
@@ -298,10 +322,17 @@ def cmtrace_entry(message: str, when: datetime, type_: int, thread: int, file: s
     )
 
 
-def _event_text(e: dict[str, Any]) -> tuple[str, int]:
+def _seconds(value: Any) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "unknown duration"
+
+
+def _event_text(e: dict[str, Any], journal: Journal, words: Wording) -> tuple[str, int]:
+    """One journal event as a CMTrace message and type (1 information, 2 warning, 3 error)."""
     kind = e.get("event")
-    host = e.get("host", "")
-    if kind == "run":
+    host = str(e.get("host", ""))
+    item = f" [{e['item']}]" if e.get("item") else ""
+    step = words.step(str(e.get("key")))
+    if kind == Event.RUN:
         return (
             f"Run of {e.get('runbook')} ({e.get('kb')}), method {e.get('method')}, on "
             f"{', '.join(e.get('targets') or [])} by {e.get('user')}"
@@ -309,46 +340,78 @@ def _event_text(e: dict[str, Any]) -> tuple[str, int]:
             f"{' '.join(map(str, e.get('argv') or []))}",
             1,
         )
-    if kind == "probe":
+    if kind == Event.PROBE:
         return f"{host}: probe {e.get('probe')} on {e.get('on')} = {json.dumps(e.get('value'))}", 1
-    if kind == "step-start":
-        item = f" [{e['item']}]" if e.get("item") else ""
+    if kind == Event.STEP_START:
+        return f"{host}: start {step}{item} on {e.get('on')}: {e.get('title')}", 1
+    if kind == Event.STEP_END:
+        status = str(e.get("status"))
+        record = journal.host(host).step(str(e.get("key")))
+        found = record is not None and record.found_fault
+        lines = e.get("log_lines") or []
+        failed = status in FAILED_STATUSES and not found
+        tail = f" | log: {' | '.join(map(str, lines[-5:]))}" if lines and failed else ""
+        type_ = 1 if found or not failed else 2 if status == Status.NON_COMPLIANT else 3
+        said = f"{status} ({FAULT_FOUND})" if found else status
         return (
-            f"{host}: start {e.get('key')}{item} ({e.get('citation')}) on {e.get('on')}: "
-            f"{e.get('title')}",
+            f"{host}: {said} {step}{item} ({_seconds(e.get('duration'))}): "
+            f"{words.text(str(e.get('message') or ''))}{tail}",
+            type_,
+        )
+    if kind == Event.REBOOT:
+        return words.text(
+            f"{host}: restarted {e.get('on')} (booted {e.get('before')}, now {e.get('after')})"
+        ), 2
+    if kind == Event.RESTART_ASKED:
+        return f"{host}: restart asked: {words.text(str(e.get('reason')))}", 1
+    if kind == Event.CONSENT:
+        steps = "; ".join(str(x) for x in e.get("steps") or [])
+        return (
+            f"{host}: consent to {words.text(str(e.get('stage')))} ({e.get('answer')}) "
+            f"for its destructive steps: {steps}",
             1,
         )
-    if kind == "step-end":
+    if kind == Event.STAGE_END:
         status = str(e.get("status"))
-        item = f" [{e['item']}]" if e.get("item") else ""
-        lines = e.get("log_lines") or []
-        tail = f" | log: {' | '.join(map(str, lines[-5:]))}" if lines and status in FAILED else ""
-        type_ = 3 if status in ("failed", INTERRUPTED) else 2 if status == "non-compliant" else 1
-        return (
-            f"{host}: {status} {e.get('key')}{item} ({e.get('duration')} s): "
-            f"{e.get('message')}{tail}",
-            type_,
+        escalated = status == Status.FAILED and any(
+            s.found_fault for s in journal.host(host).steps if s.stage == e.get("stage")
         )
-    if kind == "reboot":
-        return f"{host}: restarted {e.get('on')} (boot {e.get('before')} -> {e.get('after')})", 2
-    if kind == "stage-end":
-        status = str(e.get("status"))
-        return f"{host}: stage {e.get('stage')} {status}", 3 if status == "failed" else 1
-    if kind == "host-end":
-        status = str(e.get("status"))
-        type_ = 3 if status in FAILED else 1
-        return (
-            f"{host}: host {status} after {e.get('steps_done')} step(s), {e.get('duration')} s: "
-            f"{e.get('message')}",
-            type_,
-        )
-    if kind == "run-end":
+        said = "found the fault; escalating" if escalated else status
+        type_ = 3 if status == Status.FAILED and not escalated else 1
+        return f"{host}: {words.text(str(e.get('stage')))}: {said}", type_
+    if kind == Event.SITE_STATE:
+        return f"{host}: site {e.get('site')}: saved {e.get('probe')} read on {e.get('on')}", 1
+    if kind == Event.SITE_CHANGED:
+        return f"{host}: site {e.get('site')}: {e.get('state')} changed: {e.get('item')}", 1
+    if kind == Event.SITE_RESTORED:
+        return f"{host}: site {e.get('site')}: {e.get('state')} set back: {e.get('item')}", 1
+    if kind == Event.HOST_END:
         status = str(e.get("status"))
         return (
-            f"Run {status}, exit code {e.get('exit_code')}, {e.get('duration')} s",
-            3 if status != "ok" else 1,
+            f"{host}: host {status} after {_seconds(e.get('duration'))}: "
+            f"{words.text(str(e.get('message') or ''))}",
+            3 if status in FAILED_STATUSES else 1,
         )
-    return f"{host + ': ' if host else ''}{kind}: {json.dumps(e)}", 1
+    if kind == Event.RUN_END:
+        status = str(e.get("status"))
+        return (
+            f"Run {status}, exit code {e.get('exit_code')}, {_seconds(journal.duration)}",
+            3 if status != Status.OK else 1,
+        )
+    if kind == Event.LOG_ARMED:
+        logs = e.get("logs") if isinstance(e.get("logs"), dict) else {}
+        marks = "; ".join(
+            f"{name} ({mark.get('path')}, from byte {mark.get('size')})"
+            if isinstance(mark, dict)
+            else str(name)
+            for name, mark in logs.items()
+        )
+        return f"{host}: {step}: reading only what is written after now: {marks}", 1
+    # Any other event: its fields as words, not the journal's JSON.
+    fields = ", ".join(
+        f"{k} {v}" for k, v in e.items() if k not in ("seq", "time", "event", "host")
+    )
+    return words.text(f"{host + ': ' if host else ''}{kind}: {fields}"), 1
 
 
 def build_cmtrace(journal: Journal) -> str:
@@ -356,6 +419,7 @@ def build_cmtrace(journal: Journal) -> str:
     threads: dict[str, int] = {}
     for name in journal.targets:
         threads.setdefault(name, len(threads) + 2)
+    words = journal.wording()
     lines = []
     last = datetime.now(UTC)
     for e in journal.events:
@@ -363,7 +427,7 @@ def build_cmtrace(journal: Journal) -> str:
         last = when
         host = str(e.get("host") or "")
         thread = threads.setdefault(host, len(threads) + 2) if host else 1
-        text, type_ = _event_text(e)
+        text, type_ = _event_text(e, journal, words)
         lines.append(cmtrace_entry(text, when, type_, thread, host or "cmrunbook"))
     for p in journal.problems:
         lines.append(cmtrace_entry(f"journal: {p}", last, 2, 1, "cmrunbook"))
@@ -371,7 +435,8 @@ def build_cmtrace(journal: Journal) -> str:
         for name in journal.targets:
             rec = journal.host(name)
             if rec.end is None:
-                lines.append(cmtrace_entry(f"{name}: {rec.message}", last, 3, threads[name], name))
+                text = f"{name}: {words.text(rec.message)}"
+                lines.append(cmtrace_entry(text, last, 3, threads[name], name))
         lines.append(
             cmtrace_entry(
                 "The journal ends before the run did: the run was stopped", last, 3, 1, "cmrunbook"
@@ -388,12 +453,24 @@ def _hhmmss(value: str | None) -> str:
     return t.strftime("%H:%M:%S") if t else ""
 
 
+def _when(value: str | None) -> str:
+    t = parse_time(value)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t and t.tzinfo else value or ""
+
+
 def render_html(report: dict[str, Any], templates_root: Path) -> str:
+    """report.html: names, times and messages in the words of the KB (see `Wording`)."""
+    words = report_wording(report)
     env = environment(templates_root / "report", "html")
     env.filters["hhmmss"] = _hhmmss
+    env.filters["when"] = _when
+    env.filters["human"] = lambda text: words.text(str(text or ""))
+    env.filters["step_name"] = words.step
     env.filters["dur"] = lambda s: "" if s is None else f"{s:.1f} s"
     return env.get_template("report.html.j2").render(
-        r=report, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        r=report,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        found_fault=FAULT_FOUND,
     )
 
 

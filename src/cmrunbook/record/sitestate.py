@@ -25,8 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-SITE_STATE, SITE_CHANGED, SITE_RESTORED = "site-state", "site-changed", "site-restored"
-SITE_EVENTS = frozenset({SITE_STATE, SITE_CHANGED, SITE_RESTORED})
+from cmrunbook.record.vocabulary import Event
 
 
 class Writer(Protocol):
@@ -57,15 +56,15 @@ class Ledger:
 
     def apply(self, e: dict[str, Any]) -> None:
         kind = e.get("event")
-        if kind == SITE_STATE:
+        if kind == Event.SITE_STATE:
             self.snapshots[(str(e["site"]), str(e["probe"]), str(e["digest"]))] = e.get("value")
             return
-        if kind not in (SITE_CHANGED, SITE_RESTORED):
+        if kind not in (Event.SITE_CHANGED, Event.SITE_RESTORED):
             return
         key = (str(e["site"]), str(e["state"]))
         item, host = str(e["item"]), str(e["host"])
         changed = self._changed_by.setdefault((*key, item), set())
-        if kind == SITE_CHANGED:
+        if kind == Event.SITE_CHANGED:
             self.outstanding.setdefault(key, {})[item] = host
             changed.add((host, str(e["step"])))
             self.reopen.get(host, set()).discard(str(e["step"]))
@@ -105,7 +104,7 @@ class SiteStates:
         with self._lock:
             self._journal.write(event, durable=durable, **fields)
             self.ledger.apply({"event": event, **fields})
-            if event == SITE_RESTORED and fields.get("compensated"):
+            if event == Event.SITE_RESTORED and fields.get("compensated"):
                 key = (str(fields["site"]), str(fields["state"]))
                 self.restored_now.setdefault(key, []).append(str(fields["item"]))
 
@@ -121,7 +120,7 @@ class SiteStates:
                 return self.ledger.snapshots[key]
             on, value = take()
             self.record(
-                SITE_STATE, durable=True, site=site, probe=probe, digest=digest, on=on,
+                Event.SITE_STATE, durable=True, site=site, probe=probe, digest=digest, on=on,
                 host=host, value=value,
             )  # fmt: skip
             return value

@@ -23,7 +23,8 @@ from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Probe, SiteStateSpec
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
-from cmrunbook.record.sitestate import SITE_CHANGED, SITE_RESTORED, SiteStates
+from cmrunbook.record.sitestate import SiteStates
+from cmrunbook.record.vocabulary import Event
 from cmrunbook.remote import CommandResult, Remote, TransportError
 from cmrunbook.render.engine import EngineScript, EngineScripts
 from cmrunbook.render.result import ScriptResult, parse_result
@@ -548,7 +549,7 @@ class HostRun:
         if not self.r.sites.open(self.site, self.name, self.r.stop, waiting):
             raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
         self.r.sites.record(
-            SITE_CHANGED, site=self.site, state=state.id, item=item_id, host=self.name,
+            Event.SITE_CHANGED, site=self.site, state=state.id, item=item_id, host=self.name,
             step=step_id(ps.key, item_id),
         )  # fmt: skip
 
@@ -560,8 +561,8 @@ class HostRun:
             return
         if item_id in self.r.sites.outstanding(self.site, effect.state):
             self.r.sites.record(
-                SITE_RESTORED, site=self.site, state=effect.state, item=item_id, host=self.name,
-                step=step_id(ps.key, item_id), compensated=compensated,
+                Event.SITE_RESTORED, site=self.site, state=effect.state, item=item_id,
+                host=self.name, step=step_id(ps.key, item_id), compensated=compensated,
             )  # fmt: skip
         if not self.r.sites.holds(self.site, self.name):
             self.r.sites.close(self.site, self.name)
