@@ -12,7 +12,7 @@ multicast fault on top.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from cmrunbook.errors import UsageError
 from cmrunbook.load.inventory import load_inventory
@@ -37,7 +37,7 @@ def lab_file_from_inventory(
     sites: dict[str, SiteSpec] = {}
     for code, site in inv.file.sites.items():
         known = base.sites.get(code) if base else None
-        fields = {
+        fields: dict[str, Any] = {
             "version": site.version,
             "release": site.release,
             "server": site.provider,
@@ -91,11 +91,11 @@ def lab_file_from_inventory(
         kinds = get_args(MulticastFault)
         if kind not in kinds:
             raise UsageError(f"--fault {name}={kind}: unknown fault; known: {', '.join(kinds)}")
-        spec = hosts.get(name)
-        if spec is None or spec.dp is None:
+        dp_host = hosts.get(name)
+        if dp_host is None or dp_host.dp is None:
             raise UsageError(f"--fault {name}={kind}: {name} is not a DP of {inventory}")
-        hosts[name] = spec.model_copy(
-            update={"dp": spec.dp.model_copy(update={"multicast_fault": kind})}
+        hosts[name] = dp_host.model_copy(
+            update={"dp": dp_host.dp.model_copy(update={"multicast_fault": kind})}
         )
     spec = LabFile(
         speed=base.speed if base else 1.0,

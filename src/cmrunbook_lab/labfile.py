@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -136,7 +136,7 @@ class DPSpec(Strict):
     multicast: bool = False
     pxe: bool = False
     wds: list[WdsFeature] = Field(
-        default_factory=lambda: ["WDS", "WDS-Deployment", "WDS-Transport"],
+        default_factory=lambda: list(get_args(WdsFeature)),
         description="Installed WDS features at start.",
     )
     multicast_fault: MulticastFault = "none"

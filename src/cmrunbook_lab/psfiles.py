@@ -144,7 +144,8 @@ def expand_path(candidate: object, install_dir: str) -> str:
 
 def resolve_candidates(fs: FileSystem, paths: list[Any], install_dir: str) -> dict[str, list[str]]:
     """Resolve-CmrbCandidates (with Expand-CmrbPath: {install_dir} only)."""
-    found, absent = [], []
+    found: list[str] = []
+    absent: list[str] = []
     for candidate in paths:
         path = expand_path(candidate, install_dir)
         (found if leaf(fs, path) is not None else absent).append(path)

@@ -84,7 +84,7 @@ class Lab:
         self.lock = threading.RLock()
         self.speed = spec.speed
         self.faults = FaultBook(spec.faults)
-        self.on_host_down: list[Callable[[str], None]] = []
+        self.on_host_down: list[Callable[[str], object]] = []
         self.hosts: dict[str, SimHost] = {}
         self.dps: dict[str, DPState] = {}
         # Every change the lab applied, in order (`record_change`); also appended to
@@ -111,13 +111,13 @@ class Lab:
             )
             for code, s in spec.sites.items()
         }
-        for site in self.sites.values():
-            for image in site.boot_images.values():
+        for state in self.sites.values():
+            for image in state.boot_images.values():
                 image["LastRefreshTime"] = dmtf(self.clock.wall(0) - timedelta(days=40))
         for host in self.hosts.values():
             self._init_host(host)
         self.changes.clear()  # the starting state is not a change
-        self._backends: dict[str, object] = {}
+        self._backends: dict[str, LabBackend] = {}
 
     @classmethod
     def load(cls, path: Path | None = None, clock: SiteClock | None = None) -> Lab:
@@ -776,7 +776,9 @@ def _generated_clients(spec: LabFile) -> dict[str, HostSpec]:
     """Hosts of each `clients:` generator: versions cycle by weight, WinRM missing every n-th."""
     out: dict[str, HostSpec] = {}
     for gen in spec.clients:
-        cycle = [v for v, weight in gen.tscore_versions.items() for _ in range(weight)] or [None]
+        cycle: list[str | None] = [
+            v for v, weight in gen.tscore_versions.items() for _ in range(weight)
+        ] or [None]
         width = max(3, len(str(gen.count)))
         for i in range(1, gen.count + 1):
             name = f"{gen.prefix}{i:0{width}d}"

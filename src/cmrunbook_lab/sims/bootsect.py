@@ -457,7 +457,7 @@ def restore(ctx: Context) -> None:
         if problem is not None:
             raise PSError("The backup is not intact, nothing was restored: " + problem)
     block = _loop_block(s, "foreach ($entry in $manifest)")
-    report = []
+    report: list[dict[str, str | None]] = []
     for entry in manifest:
         path, original = str(entry["Path"]), str(entry["Sha256"]).upper()
         before = pf.sha256(fs, path) if pf.leaf(fs, path) is not None else ""

@@ -301,7 +301,7 @@ def image_flag_wait(ctx: Context) -> None:
         host.fs.mkdir(backup)
         file = host.fs.put(File(marker, data=bytearray(now.isoformat().encode("utf-8"))))
         ctx.lab.record_change(host.name, "file written", path=marker)
-    started = datetime.fromisoformat(bytes(file.data).decode("utf-8"))
+    started = datetime.fromisoformat(bytes(file.data or b"").decode("utf-8"))
     elapsed = (now - started).total_seconds() * ctx.lab.speed  # lab time runs `speed` x
     ctx.result.data = {"started": started.isoformat(), "elapsed": int(elapsed), "wait": wait}
     if elapsed < wait:
