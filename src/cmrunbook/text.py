@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TextIO
+from typing import TextIO, cast
 
 #: What a terminal or a viewer would act on rather than show: C0 controls (ESC starts colour,
 #: cursor and title sequences, CR returns over a line), DEL, C1 controls (0x9B is a one-byte
@@ -46,3 +46,9 @@ class PrintableStream(io.TextIOBase):
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def printable_stream(stream: TextIO) -> TextIO:
+    """`stream` behind a :class:`PrintableStream`, typed as the text stream it stands in for
+    (a TextIOBase is one at run time; the typing module's TextIO is a separate nominal type)."""
+    return cast(TextIO, PrintableStream(stream))

@@ -14,7 +14,7 @@ from cmrunbook.filenames import safe_name
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.render.steps import render_probe, render_step
-from cmrunbook.text import PrintableStream
+from cmrunbook.text import printable_stream
 
 
 def _flags(ps: PlannedStep) -> str:
@@ -100,7 +100,7 @@ def print_dry_run(
     out_dir: Path | None = None,
 ) -> int:
     """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count."""
-    out = PrintableStream(out)  # inventory names and values, shown as text
+    out = printable_stream(out)  # inventory names and values, shown as text
     rb = plan.runbook
     mode = (
         "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")
@@ -170,9 +170,11 @@ def print_dry_run(
                 for line in describe_step(n, ps, catalog):
                     print(line, file=out)
                 wanted = (show_scripts or out_dir) and not ps.skip_reason
-                script = render_step(catalog, plan, hp, ps) if wanted else None
-                if script is not None:
-                    rendered += _emit(out, out_dir, hp, f"{n:02d}-{ps.key}", script, show_scripts)
+                step_script = render_step(catalog, plan, hp, ps) if wanted else None
+                if step_script is not None:
+                    rendered += _emit(
+                        out, out_dir, hp, f"{n:02d}-{ps.key}", step_script, show_scripts
+                    )
     if rb.rollback and not plan.rollback:
         print("", file=out)
         print(f"Rollback: {len(rb.rollback)} step(s), run with --rollback.", file=out)

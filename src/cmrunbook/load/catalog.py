@@ -164,13 +164,13 @@ class _Checker:
                         (*where, "default"), f"default {p.default!r} is not one of the choices"
                     )
         if self.rb.methods:
-            p = self.rb.parameters.get("method")
+            method = self.rb.parameters.get("method")
             wanted = [m.id for m in self.rb.methods] + ["auto"]
-            if p is None or p.type != "choice":
+            if method is None or method.type != "choice":
                 yield self.smap.problem(
                     ("parameters",), "a runbook with methods needs a choice parameter 'method'"
                 )
-            elif sorted(map(str, p.choices or [])) != sorted(wanted):
+            elif sorted(map(str, method.choices or [])) != sorted(wanted):
                 yield self.smap.problem(
                     ("parameters", "method", "choices"), f"method choices must be {wanted}"
                 )
@@ -267,16 +267,16 @@ class _Checker:
             effect = step.site_state
             if effect is None:
                 continue
-            state = self.rb.site_state(effect.state)
-            if state is None:
+            declared = self.rb.site_state(effect.state)
+            if declared is None:
                 yield self.smap.problem(
                     (*path, "site_state", "state"), f"unknown site state '{effect.state}'"
                 )
-            elif step.for_each != state.items or step.on != "site_server":
+            elif step.for_each != declared.items or step.on != "site_server":
                 yield self.smap.problem(
                     (*path, "site_state"),
-                    f"a step that changes site state '{state.id}' runs on: site_server and "
-                    f"loops over its items (for_each: {state.items})",
+                    f"a step that changes site state '{declared.id}' runs on: site_server and "
+                    f"loops over its items (for_each: {declared.items})",
                 )
 
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:

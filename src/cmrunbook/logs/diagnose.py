@@ -37,7 +37,7 @@ from cmrunbook.load.runbook import Runbook, Symptom
 from cmrunbook.load.sourcemap import load_yaml
 from cmrunbook.load.validation import parse
 from cmrunbook.logs.cmtrace import LogFormatError, LogReader, Record
-from cmrunbook.text import PrintableStream
+from cmrunbook.text import printable_stream
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_UNREADABLE = 0, 1, 2
 
@@ -192,7 +192,7 @@ def load_signatures(catalog: Project) -> tuple[list[Signature], list[str]]:
                 f"runbook {path.stem} has problems; its symptoms are used anyway{first}"
             )
         except ConfigError as exc:
-            first = exc.problems[0] if exc.problems else "invalid"
+            first = str(exc.problems[0]) if exc.problems else "invalid"
             warnings.append(
                 f"runbook {path.stem} is not readable; its symptoms are skipped: {first}"
             )
@@ -463,7 +463,7 @@ def _one_line(text: str, limit: int = SHOW_CHARS) -> str:
 def print_report(diag: Diagnosis, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
     """The human-readable result: per known failure its KB, lines, cause and command. The log
     lines are the host's: shown as text, never as terminal controls."""
-    out, err = PrintableStream(out), PrintableStream(err)
+    out, err = printable_stream(out), printable_stream(err)
     for w in diag.warnings:
         print(f"warning: {w}", file=err)
     for f in diag.files:

@@ -132,7 +132,7 @@ def retyped_vars(inv: Inventory, runbooks: Sequence[Runbook]) -> list[Problem]:
         for name, p in rb.parameters.items()
         if p.type in TEXT_TYPES
     }
-    layers = [(("vars",), inv.file.vars)]
+    layers: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("vars",), inv.file.vars)]
     layers += [(("groups", g, "vars"), grp.vars) for g, grp in inv.file.groups.items()]
     layers += [(("hosts", h, "vars"), host.vars) for h, host in inv.file.hosts.items()]
     return [

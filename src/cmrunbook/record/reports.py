@@ -399,7 +399,9 @@ def _event_text(e: dict[str, Any], journal: Journal, words: Wording) -> tuple[st
             3 if status != Status.OK else 1,
         )
     if kind == Event.LOG_ARMED:
-        logs = e.get("logs") if isinstance(e.get("logs"), dict) else {}
+        logs = e.get("logs")
+        if not isinstance(logs, dict):
+            logs = {}
         marks = "; ".join(
             f"{name} ({mark.get('path')}, from byte {mark.get('size')})"
             if isinstance(mark, dict)
