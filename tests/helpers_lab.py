@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from cmrunbook.load.project import Project
 from cmrunbook.remote.winrm.host import BOOTSTRAP_ARGUMENTS, POWERSHELL
 from cmrunbook.render.result import parse_result
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.labfile import LabFile, load_lab_file
 from cmrunbook_lab.world import Lab
+
+PROJECT = Project(Path(__file__).resolve().parents[1])
 
 
 def sim_lab(edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[Lab, ManualClock]:
@@ -32,3 +36,17 @@ def run(lab: Lab, host: str, script: str) -> tuple[dict[str, Any] | None, bytes,
         return None, err, None
     result = parse_result(out.decode("utf-8"))
     return (result.__dict__ if result else None), err, code
+
+
+def make_lab(**dp_changes: dict[str, Any]) -> tuple[Lab, ManualClock]:
+    """The lab with some DPs' `dp` settings changed (e.g. a multicast fault)."""
+
+    def change(data: dict[str, Any]) -> None:
+        for host, changes in dp_changes.items():
+            data["hosts"][host]["dp"].update(changes)
+
+    return sim_lab(change)
+
+
+def engine_script(name: str, header: str, **ctx: Any) -> str:
+    return PROJECT.renderer.script(f"engine/{name}.ps1.j2", ctx, f"cmrunbook engine | {header}")

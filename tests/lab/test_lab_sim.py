@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_lab import run, sim_lab
+from helpers_lab import engine_script, make_lab, run
 
 from cmrunbook.load.inventory import load_inventory
 from cmrunbook.load.project import Project
@@ -28,20 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 CATALOG = Project(REPO)
 INVENTORY = load_inventory(REPO / "inventory" / "example.yaml")
 _CMTRACE = re.compile(r"<!\[LOG\[(?P<msg>.*?)\]LOG\]!>")
-
-
-def make_lab(**dp_changes: dict[str, Any]) -> tuple[Lab, ManualClock]:
-    """The lab with some DPs' `dp` settings changed (e.g. a multicast fault)."""
-
-    def change(data: dict[str, Any]) -> None:
-        for host, changes in dp_changes.items():
-            data["hosts"][host]["dp"].update(changes)
-
-    return sim_lab(change)
-
-
-def engine_script(name: str, header: str, **ctx: Any) -> str:
-    return CATALOG.renderer.script(f"engine/{name}.ps1.j2", ctx, f"cmrunbook engine | {header}")
 
 
 def messages(data: bytes) -> list[str]:

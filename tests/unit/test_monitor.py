@@ -7,8 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from helpers_lab import run
-from test_lab_sim import engine_script, make_lab
+from helpers_lab import engine_script, make_lab, run
 
 from cmrunbook.load.logcatalog import Expectation, Pattern
 from cmrunbook.load.project import Project
