@@ -153,9 +153,12 @@ class _Checker:
                 )
             if p.type in TEXT_TYPES and p.default is not None:
                 yield from text_problems(
-                    f"default of '{name}'", p.default, (*where, "default"), self.smap,
+                    f"default of '{name}'",
+                    p.default,
+                    (*where, "default"),
+                    self.smap,
                     listed=p.type == "list",
-                )  # fmt: skip
+                )
             if p.type == "choice":
                 if not p.choices:
                     yield self.smap.problem(where, f"choice parameter '{name}' needs 'choices'")

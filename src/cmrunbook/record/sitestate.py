@@ -120,9 +120,15 @@ class SiteStates:
                 return self.ledger.snapshots[key]
             on, value = take()
             self.record(
-                Event.SITE_STATE, durable=True, site=site, probe=probe, digest=digest, on=on,
-                host=host, value=value,
-            )  # fmt: skip
+                Event.SITE_STATE,
+                durable=True,
+                site=site,
+                probe=probe,
+                digest=digest,
+                on=on,
+                host=host,
+                value=value,
+            )
             return value
 
     def outstanding(self, site: str, state: str) -> dict[str, str]:

@@ -99,20 +99,58 @@ class Renderer:
 #: few filters and tests; no multiplication either (`'x' * 10**9` is a memory bomb). Everything
 #: else is refused when the runbook is loaded.
 CONDITION_NODES = (
-    jinja2.nodes.Name, jinja2.nodes.Const, jinja2.nodes.List, jinja2.nodes.Tuple,
-    jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.Compare, jinja2.nodes.Operand,
-    jinja2.nodes.And, jinja2.nodes.Or, jinja2.nodes.Not, jinja2.nodes.Neg, jinja2.nodes.Pos,
-    jinja2.nodes.Add, jinja2.nodes.Sub, jinja2.nodes.Concat, jinja2.nodes.CondExpr,
-    jinja2.nodes.Filter, jinja2.nodes.Test,
-)  # fmt: skip
+    jinja2.nodes.Name,
+    jinja2.nodes.Const,
+    jinja2.nodes.List,
+    jinja2.nodes.Tuple,
+    jinja2.nodes.Getattr,
+    jinja2.nodes.Getitem,
+    jinja2.nodes.Compare,
+    jinja2.nodes.Operand,
+    jinja2.nodes.And,
+    jinja2.nodes.Or,
+    jinja2.nodes.Not,
+    jinja2.nodes.Neg,
+    jinja2.nodes.Pos,
+    jinja2.nodes.Add,
+    jinja2.nodes.Sub,
+    jinja2.nodes.Concat,
+    jinja2.nodes.CondExpr,
+    jinja2.nodes.Filter,
+    jinja2.nodes.Test,
+)
 CONDITION_FILTERS = frozenset(
     {"length", "lower", "upper", "trim", "int", "string", "first", "last"}
 )
 CONDITION_TESTS = frozenset(
-    {"defined", "undefined", "none", "true", "false", "in", "eq", "ne", "equalto", "sameas",
-     "==", "!=", "<", "<=", ">", ">=", "lt", "le", "gt", "ge", "number", "string", "lower",
-     "upper", "sequence"}
-)  # fmt: skip
+    {
+        "defined",
+        "undefined",
+        "none",
+        "true",
+        "false",
+        "in",
+        "eq",
+        "ne",
+        "equalto",
+        "sameas",
+        "==",
+        "!=",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "number",
+        "string",
+        "lower",
+        "upper",
+        "sequence",
+    }
+)
 
 
 class Conditions:
@@ -155,8 +193,10 @@ class Conditions:
             ):
                 out.append(f"item '{child.arg.value}' is not allowed (no names starting with _)")
             elif isinstance(child, jinja2.nodes.Filter) and child.name not in CONDITION_FILTERS:
-                out.append(f"filter '{child.name}' is not allowed (known: "
-                           f"{', '.join(sorted(CONDITION_FILTERS))})")  # fmt: skip
+                out.append(
+                    f"filter '{child.name}' is not allowed (known: "
+                    f"{', '.join(sorted(CONDITION_FILTERS))})"
+                )
             elif isinstance(child, jinja2.nodes.Test) and child.name not in CONDITION_TESTS:
                 out.append(f"test '{child.name}' is not allowed")
         return list(dict.fromkeys(out))
