@@ -245,6 +245,21 @@ def test_a_verification_the_run_stopped_at_is_still_a_failure(tmp_path: Path) ->
     assert suite is not None and suite.get("failures") == "2"  # the host and its last check
     failed = [c.get("name", "") for c in suite.iter("testcase") if c.find("failure") is not None]
     assert failed[1].startswith("15 Verify after Method 2 (Note after each method): Verify")
+    skipped = {el.get("message") for el in suite.iter("skipped")}
+    assert skipped == {"not reached"}  # Method 3 and on would have run: the host failed
+
+
+def test_junit_says_an_auto_run_did_not_need_the_later_methods(tmp_path: Path) -> None:
+    run = _auto_reports(tmp_path)
+    suite = ET.parse(run / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    unrun = [c for c in suite.iter("testcase") if c.find("skipped") is not None]
+    names = [c.get("name", "") for c in unrun]  # Method 4 and the check after it
+    assert len(names) == 10 and all(n.startswith("-- Method 4") for n in names[:-1])
+    assert names[-1].startswith("-- Verify after Method 4 (Note after each method): Verify")
+    assert {c.find("skipped").get("message") for c in unrun} == {  # type: ignore[union-attr]
+        "not needed: an earlier verification passed"
+    }
 
 
 def test_report_text_names_steps_by_citation_and_times_as_dates(tmp_path: Path) -> None:
