@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
@@ -322,3 +323,24 @@ def test_report_html_shows_the_site_wide_state(tmp_path: Path) -> None:
     page = (run / "report.html").read_text("utf-8")
     assert "Site C07: image-multicast NOT set back: C0700010, C0700011" in page
     assert "none left outstanding" not in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and shutil.which("pdftotext")), reason="needs chromium and poppler-utils"
+)
+def test_report_html_page_1_holds_the_first_host_timeline(tmp_path: Path) -> None:
+    """A one-host run: the summary is short, so its timeline starts under it on page 1."""
+    run = _auto_reports(tmp_path)
+    pdf = tmp_path / "report.pdf"
+    subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={pdf}",
+         "--no-pdf-header-footer", (run / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True)
+    page_1 = " ".join(text.stdout.split("\f")[0].split())
+    assert "Summary" in page_1 and "Confirm the site reset after KB971413" in page_1
