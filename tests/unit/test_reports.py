@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,6 +246,21 @@ def test_a_verification_the_run_stopped_at_is_still_a_failure(tmp_path: Path) ->
     assert suite is not None and suite.get("failures") == "2"  # the host and its last check
     failed = [c.get("name", "") for c in suite.iter("testcase") if c.find("failure") is not None]
     assert failed[1].startswith("15 Verify after Method 2 (Note after each method): Verify")
+    skipped = {el.get("message") for el in suite.iter("skipped")}
+    assert skipped == {"not reached"}  # Method 3 and on would have run: the host failed
+
+
+def test_junit_says_an_auto_run_did_not_need_the_later_methods(tmp_path: Path) -> None:
+    run = _auto_reports(tmp_path)
+    suite = ET.parse(run / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    unrun = [c for c in suite.iter("testcase") if c.find("skipped") is not None]
+    names = [c.get("name", "") for c in unrun]  # Method 4 and the check after it
+    assert len(names) == 10 and all(n.startswith("-- Method 4") for n in names[:-1])
+    assert names[-1].startswith("-- Verify after Method 4 (Note after each method): Verify")
+    assert {c.find("skipped").get("message") for c in unrun} == {  # type: ignore[union-attr]
+        "not needed: an earlier verification passed"
+    }
 
 
 def test_report_text_names_steps_by_citation_and_times_as_dates(tmp_path: Path) -> None:
@@ -307,3 +323,24 @@ def test_report_html_shows_the_site_wide_state(tmp_path: Path) -> None:
     page = (run / "report.html").read_text("utf-8")
     assert "Site C07: image-multicast NOT set back: C0700010, C0700011" in page
     assert "none left outstanding" not in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and shutil.which("pdftotext")), reason="needs chromium and poppler-utils"
+)
+def test_report_html_page_1_holds_the_first_host_timeline(tmp_path: Path) -> None:
+    """A one-host run: the summary is short, so its timeline starts under it on page 1."""
+    run = _auto_reports(tmp_path)
+    pdf = tmp_path / "report.pdf"
+    subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={pdf}",
+         "--no-pdf-header-footer", (run / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True)
+    page_1 = " ".join(text.stdout.split("\f")[0].split())
+    assert "Summary" in page_1 and "Confirm the site reset after KB971413" in page_1

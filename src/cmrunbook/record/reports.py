@@ -206,11 +206,13 @@ def _secs(value: float | None) -> str:
     return f"{value or 0.0:.3f}"
 
 
-def report_wording(report: dict[str, Any]) -> Wording:
-    """The human names of a report's steps (from its hosts' steps and failures)."""
-    return Wording(
-        (step["key"], step["citation"]) for host in report["hosts"] for step in host["steps"]
-    )
+def report_wording(report: dict[str, Any], plan: Plan | None = None) -> Wording:
+    """The human names of a report's steps, and of the plan's steps it never reached."""
+    ran = [(step["key"], step["citation"]) for host in report["hosts"] for step in host["steps"]]
+    planned = [
+        (key, citation) for keys in _planned_keys(plan).values() for key, citation, _ in keys
+    ]
+    return Wording([*planned, *ran])
 
 
 def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
@@ -221,7 +223,7 @@ def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
     run = report["run"]
     runbook = run["runbook"] or "run"
     planned = _planned_keys(plan)
-    words = report_wording(report)
+    words = report_wording(report, plan)
     root = ET.Element("testsuites", name=f"cmrunbook {runbook} {run['id']}")
     totals = Counter[str]()
     for host in report["hosts"]:
@@ -256,16 +258,16 @@ def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
                 out.text = "\n".join([f"status: {step['status']} ({FAULT_FOUND})", message])
                 continue
             _outcome(case, step["status"], message, step["log_lines"], counts)
-        for key, citation, title in planned.get(host["name"], []):
+        for key, _, title in planned.get(host["name"], []):
             if key not in seen:
                 case = ET.SubElement(
                     suite,
                     "testcase",
-                    name=f"-- {words.step(key) if citation is None else citation}: {title}",
+                    name=f"-- {words.step(key)}: {title}",
                     classname=classname,
                     time="0.000",
                 )
-                ET.SubElement(case, "skipped", message="not reached")
+                ET.SubElement(case, "skipped", message=_not_run(run, host))
                 counts["skipped"] += 1
         counts["tests"] = len(suite.findall("testcase"))
         for k in ("tests", "failures", "errors", "skipped"):
@@ -275,6 +277,14 @@ def build_junit(report: dict[str, Any], plan: Plan | None = None) -> ET.Element:
         root.set(k, str(totals[k]))
     root.set("time", _secs(run["duration"]))
     return root
+
+
+def _not_run(run: dict[str, Any], host: dict[str, Any]) -> str:
+    """Why a planned step has no result: `--method auto` plans every method and stops at the
+    first that verifies, so on a host that ended ok the later methods were not needed."""
+    if run["method"] == "auto" and host["status"] == Status.OK:
+        return "not needed: an earlier verification passed"
+    return "not reached"
 
 
 def _printable_xml(root: ET.Element) -> ET.Element:
