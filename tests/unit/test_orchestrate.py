@@ -10,6 +10,7 @@ import io
 import json
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,16 @@ class CtrlCOnSleep(ManualClock):
         return super().sleep(seconds, stop)
 
 
+@pytest.fixture
+def ctrl_c_handler() -> Iterator[None]:
+    """Python's own Ctrl-C handler, as in a terminal: a suite started as a background job
+    starts with SIGINT ignored, and the signal would never reach the run."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_handler")
 def test_ctrl_c_stops_every_host_and_exits_130(tmp_path: Path) -> None:
     fake = site()
     fake.clock = CtrlCOnSleep()
