@@ -1,7 +1,7 @@
 """Shared pieces of the invoke tasks: error-to-exit-code mapping, loading and planning.
 
-Kept apart from tasks.py so the task modules (cli_docs, cli_ops) and tasks.py import them
-without importing each other.
+Kept apart from the task modules (remediate, documents, diagnose, ...) so that they import
+it without importing each other.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
@@ -82,6 +83,19 @@ def help_if_asked(value: str, task_name: str) -> None:
     show invoke's own help for the task instead of looking for a runbook called `--help`."""
     if value in ("--help", "-h"):
         os.execvp(sys.argv[0], [sys.argv[0], "--help", task_name])
+
+
+def project_folder() -> Path:
+    """The project folder; when run from elsewhere, the one this package was installed from."""
+    from cmrunbook.load.project import project_root
+
+    try:
+        return Path(project_root())
+    except UsageError:
+        here = Path(__file__).resolve().parents[3]
+        if (here / "runbooks").is_dir():
+            return here
+        raise
 
 
 def setup(runbook: str, inventory: str | None) -> tuple[Any, Any, Any]:

@@ -12,6 +12,6 @@ from cmrunbook import __version__
 
 
 def main() -> None:
-    from cmrunbook.cli.tasks import ns
+    from cmrunbook.cli.collection import ns
 
     Program(namespace=ns, version=__version__, name="cmrunbook", binary="cmrunbook").run()

@@ -1,4 +1,4 @@
-"""The invoke collection: `invoke remediate`, `check`, `validate`, `schema`, and the rest.
+"""`invoke remediate` and `invoke check`: plan a runbook, then dry-run it or run it over WinRM.
 
 Each task is thin: it parses options, calls the engine, and turns engine errors into the
 documented exit codes (0 ok, 1 failed or non-compliant, 2 usage or configuration error,
@@ -11,19 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from cmrunbook.cli.common import (
     COMMON_HELP,
     EXIT_OK,
-    EXIT_USAGE,
     build_plan,
     cli_errors,
     help_if_asked,
 )
-from cmrunbook.errors import ConfigError, UsageError
+from cmrunbook.errors import UsageError
 
 REMEDIATE_HELP = {
     **COMMON_HELP,
@@ -239,178 +237,3 @@ def check(
         checks = [r for r in known if r.endswith(("-check", "-precheck"))]
         raise UsageError(f"no check '{name}'; known: {', '.join(checks)}")
     remediate.body(c, runbook, **options)
-
-
-@task(help={"inventory": "Also check this inventory (default: every file under inventory/)."})
-@cli_errors
-def validate(c: Any, inventory: str | None = None) -> None:
-    """Check every runbook, the log catalog and the inventories; list all errors, exit 2 if any."""
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.inventory import load_inventory
-    from cmrunbook.load.project import project_root
-    from cmrunbook.load.schema import stale_schemas
-    from cmrunbook.plan.planner import retyped_vars
-
-    root = project_root()
-    catalog = Catalog(root)
-    loaded, problems = catalog.load_all()
-    inventories = [Path(inventory)] if inventory else sorted((root / "inventory").glob("*.yaml"))
-    for path in inventories:
-        try:
-            inv = load_inventory(path)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-        else:
-            problems.extend(retyped_vars(inv, [lr.runbook for lr in loaded]))
-    for name in stale_schemas(root / "schema"):
-        print(f"error: schema/{name} is stale: run `invoke schema`", file=sys.stderr)
-        problems.append(None)  # type: ignore[arg-type]
-    for p in problems:
-        if p is not None:
-            print(f"error: {p}", file=sys.stderr)
-    for lr in loaded:
-        rb = lr.runbook
-        print(f"ok  {rb.id:<22} {rb.source.kb:<10} {rb.title}")
-    print(f"ok  {len(inventories)} inventory file(s)" if not problems else "")
-    if problems:
-        raise Exit(code=EXIT_USAGE)
-
-
-@task
-@cli_errors
-def schema(c: Any) -> None:
-    """Regenerate schema/*.schema.json from the runbook and inventory models."""
-    from cmrunbook.load.project import project_root
-    from cmrunbook.load.schema import write_schemas
-
-    for path in write_schemas(project_root() / "schema"):
-        print(f"wrote {path}")
-
-
-LOG_CHECK_HELP = {
-    "file": "A saved site-system log (MCSSetup.log, MCSMSI.log, distmgr.log, ...).",
-    "log": "Catalog log name the file is (runbooks/_logs.yaml), e.g. MCSSetup.log.",
-    "event": "The wait's expectation in the catalog, e.g. install, uninstall, boot-image-updated.",
-    "package_id": "For distmgr.log: the package (boot image) ID the wait is for.",
-}
-
-
-@task(positional=["file"], help=LOG_CHECK_HELP, auto_shortflags=False)
-@cli_errors
-def log_check(
-    c: Any, file: str, log: str = "", event: str = "", package_id: str | None = None
-) -> None:
-    """Judge a saved log with the log monitor's rules; the last line is the verdict.
-
-    Confirms the catalog's UNCONFIRMED patterns on a site before a real run: exit 0 success or
-    reboot, 1 failure or pending (no line of the patterns seen), 2 bad input.
-    """
-    import re
-
-    from cmrunbook.cli.operations import _root
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.logcatalog import PATTERN_KINDS
-    from cmrunbook.load.project import project_root
-    from cmrunbook.run.monitor import check_file, make_watch
-
-    help_if_asked(file, "log-check")
-    logs = Catalog(_root(project_root)).logs
-    if not log or not event:
-        raise UsageError(
-            f"log-check needs --log NAME and --event EVENT; logs: {', '.join(logs.logs)}"
-        )
-    if log not in logs.logs:
-        raise UsageError(f"--log {log!r} is not in the catalog; known: {', '.join(logs.logs)}")
-    if event not in logs.logs[log].expect:
-        known = ", ".join(logs.logs[log].expect)
-        raise UsageError(f"--event {event!r}: {log} has no such expectation; known: {known}")
-    exp = logs.expectation(log, event)
-    needs_id = any("{PackageID}" in p.re for k in PATTERN_KINDS for p in getattr(exp, k))
-    if needs_id and not re.fullmatch(r"[A-Za-z0-9]{8}", package_id or ""):
-        raise UsageError(f"{log} {event} needs --package-id, 8 letters and digits (a PackageID)")
-    path = Path(file)
-    if not path.is_file():
-        raise UsageError(f"{file}: no such file")
-    item = {"PackageID": package_id.upper()} if package_id else None
-    w = check_file(path, make_watch(log, exp, item, path=str(path), offset=0))
-    print(f"{path}: judged as {log} {event} by runbooks/_logs.yaml")
-    for line in w.errors:
-        print(f"  error entry, no pattern (does not decide): {line}")
-    if w.outcome == "unreadable":
-        print(f"failure: {log} cannot be read as a log: {w.matched}")
-        raise Exit(code=1)
-    if w.outcome is None:
-        print(f"pending: no line of the {log} {event} patterns seen; a run would wait until its "
-              "timeout and say it cannot tell")  # fmt: skip
-        raise Exit(code=1)
-    pattern = getattr(exp, w.outcome)[w.pattern]
-    evidence = f"seen in {pattern.seen_in}"
-    if pattern.seen_in is None:
-        evidence = f"UNCONFIRMED: {pattern.unconfirmed}; this file is such a log if it is real"
-    print(f"  decided by {w.outcome} pattern {pattern.re!r} ({evidence})")
-    if exp.confirm and w.outcome != "failure":
-        print(f"  note: a run also waits for the {exp.confirm} before it ends")
-    print(f"{w.outcome}: line {w.matched_line}: {w.matched}")
-    if w.outcome == "failure":
-        raise Exit(code=1)
-
-
-LAB_HELP = {
-    "lab_file": "Lab file (YAML) describing sites, hosts, faults and delays (default: built in).",
-    "port": "Port on 127.0.0.1 for the WS-Management server (default 55985).",
-    "speed": "Run the lab's delays this many times faster (default 1).",
-    "state": "Folder for the lab's inventory and credentials file (default lab-state/).",
-}
-
-
-@task(help=LAB_HELP, auto_shortflags=False)
-@cli_errors
-def lab(
-    c: Any,
-    lab_file: str | None = None,
-    port: int = 55985,
-    speed: float = 1.0,
-    state: str = "lab-state",
-) -> None:
-    """Start the lab: simulated ConfigMgr hosts behind a WinRM server on 127.0.0.1 (Ctrl-C ends)."""
-    import time
-
-    from cmrunbook_lab.serve import start_lab
-
-    folder = Path(state)
-    running = start_lab(
-        folder / "inventory.yaml",
-        lab_file=Path(lab_file) if lab_file else None,
-        port=port,
-        speed=speed,
-    )
-    env_file = running.write_env_file(folder / "credentials.env")
-    hosts = running.inventory.hosts
-    print(
-        f"Lab listening on http://127.0.0.1:{running.server.port}/wsman/<host> ({len(hosts)} hosts)"
-    )
-    print(f"Inventory: {running.inventory_path}")
-    print("In another terminal:")
-    print(f"  . {env_file}")
-    print(f"  invoke remediate multicast --method 4 --inventory {running.inventory_path} --yes")
-    print(f"  invoke check client-hotfix --inventory {running.inventory_path}")
-    print("Ctrl-C stops the lab.")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("lab stopped")
-    finally:
-        running.stop()
-
-
-def _collection() -> Collection:
-    from cmrunbook.cli.documents import checklist, report
-    from cmrunbook.cli.operations import diagnose, schedule
-
-    return Collection(
-        remediate, check, checklist, diagnose, report, schedule, validate, schema, lab, log_check
-    )
-
-
-ns = _collection()

@@ -1,4 +1,4 @@
-"""The operator tasks around the runbooks: `invoke diagnose` and `invoke schedule`.
+"""`invoke diagnose`: which known failure is in these logs, local files or fetched over WinRM.
 
 Thin, like every task: options in, engine calls, documented exit codes out. `diagnose` exits
 like grep (0 nothing known found, 1 a known failure found, 2 a file or host could not be read),
@@ -21,7 +21,7 @@ from typing import Any
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from cmrunbook.cli.common import COMMON_HELP, EXIT_USAGE, cli_errors
+from cmrunbook.cli.common import COMMON_HELP, cli_errors, project_folder
 from cmrunbook.errors import UsageError
 
 _LOG_SUFFIXES = (".log", ".lo_")
@@ -84,7 +84,6 @@ def diagnose(
 ) -> None:
     """Which known failure is in these logs: KB, matching lines, cause, and the fixing command."""
     from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.project import project_root
     from cmrunbook.logs import diagnose as dx
 
     remainder = getattr(c, "remainder", "") or ""
@@ -93,7 +92,7 @@ def diagnose(
     if host:
         # With --host the positional names the logs to fetch, not local files.
         wanted, given = _wanted_logs(given), []
-    catalog = Catalog(_root(project_root))
+    catalog = Catalog(project_folder())
     signatures, warnings = dx.load_signatures(catalog)
     if not signatures:
         raise UsageError(f"no runbook in {catalog.runbooks_dir} has symptoms to match")
@@ -137,17 +136,6 @@ def _wanted_logs(names: list[str]) -> list[str]:
                 f"with --host, name the logs to fetch: smsts.log, OSDLaunch.log or all (got {n!r})"
             )
     return sorted(out)
-
-
-def _root(project_root: Any) -> Path:
-    """The project folder; when run from elsewhere, the one this package was installed from."""
-    try:
-        return Path(project_root())
-    except UsageError:
-        here = Path(__file__).resolve().parents[2]
-        if (here / "runbooks").is_dir():
-            return here
-        raise
 
 
 def _from_hosts(
@@ -217,73 +205,3 @@ def _from_hosts(
             continue
         reports.extend(dx.diagnose_fetched(log, signatures) for log in logs)
     return reports
-
-
-SCHEDULE_HELP = {
-    "runbook": "Runbook id to run on schedule.",
-    "every": "15m, 30m, 1h, 6h, hourly, daily, daily@02:30, weekly, weekly@sun 03:00.",
-    "format": "systemd (default on Linux), cron, or windows (Task Scheduler XML).",
-    "install": "Write the unit files (systemd), add the crontab line (cron), or write the XML.",
-    "unit_dir": "systemd: where the units go (default ~/.config/systemd/user); windows: the "
-    "folder for the XML.",
-    "action": "remediate or check: the task the job runs (default: check for a -check or "
-    "-precheck runbook, else remediate).",
-    "inventory": COMMON_HELP["inventory"],
-    "hosts": COMMON_HELP["hosts"],
-    "method": "Method to run (remediate only), e.g. auto.",
-    "reports": "Folder for the run reports (default: reports/ in the project).",
-    "env_file": "File holding CMRUNBOOK_USER/CMRUNBOOK_PASSWORD for the job (never printed).",
-    "run_as": "windows: the service account the task runs as (its keyring holds the password).",
-    "name": "Name of the job (default: cmrunbook-<action>-<runbook>).",
-}
-
-
-@task(positional=["runbook"], help=SCHEDULE_HELP)
-@cli_errors
-def schedule(
-    c: Any,
-    runbook: str,
-    every: str | None = None,
-    format: str | None = None,
-    install: bool = False,
-    unit_dir: str | None = None,
-    action: str | None = None,
-    inventory: str | None = None,
-    hosts: str | None = None,
-    method: str | None = None,
-    reports: str | None = None,
-    env_file: str | None = None,
-    run_as: str | None = None,
-    name: str | None = None,
-) -> None:
-    """Run a runbook on a schedule from the jump host: systemd timer, cron line, or Windows task."""
-    from cmrunbook.cli import scheduling as sched
-    from cmrunbook.load.catalog import Catalog
-    from cmrunbook.load.project import project_root
-
-    if not every:
-        raise UsageError("--every is required, e.g. --every 15m, --every daily@02:30")
-    root = _root(project_root)
-    Catalog(root).load(runbook)  # an unknown or broken runbook fails now, not at 02:30
-    if action is None:
-        # A read-only check is scheduled as `invoke check`, as a person would run it.
-        action = "check" if runbook.endswith(("-check", "-precheck")) else "remediate"
-    job = sched.Job.build(
-        root=root,
-        runbook=runbook,
-        every=every,
-        action=action,
-        inventory=inventory,
-        hosts=hosts,
-        method=method,
-        reports=reports,
-        env_file=env_file,
-        run_as=run_as,
-        name=name,
-    )
-    fmt = format or sched.default_format()
-    try:
-        sched.emit(job, fmt, install=install, unit_dir=unit_dir, out=sys.stdout)
-    except sched.InstallError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise Exit(code=EXIT_USAGE) from None

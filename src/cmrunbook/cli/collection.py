@@ -1,0 +1,17 @@
+"""The task collection that `invoke` (through tasks.py) and `cmrunbook` both run."""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+from cmrunbook.cli.diagnose import diagnose
+from cmrunbook.cli.documents import checklist, report
+from cmrunbook.cli.lab import lab
+from cmrunbook.cli.logcheck import log_check
+from cmrunbook.cli.remediate import check, remediate
+from cmrunbook.cli.schedule import schedule
+from cmrunbook.cli.validate import schema, validate
+
+ns = Collection(
+    remediate, check, checklist, diagnose, report, schedule, validate, schema, lab, log_check
+)

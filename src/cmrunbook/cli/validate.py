@@ -1,0 +1,59 @@
+"""`invoke validate` and `invoke schema`: check the project's files, regenerate the schemas."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from cmrunbook.cli.common import EXIT_USAGE, cli_errors
+from cmrunbook.errors import ConfigError
+
+
+@task(help={"inventory": "Also check this inventory (default: every file under inventory/)."})
+@cli_errors
+def validate(c: Any, inventory: str | None = None) -> None:
+    """Check every runbook, the log catalog and the inventories; list all errors, exit 2 if any."""
+    from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.inventory import load_inventory
+    from cmrunbook.load.project import project_root
+    from cmrunbook.load.schema import stale_schemas
+    from cmrunbook.plan.planner import retyped_vars
+
+    root = project_root()
+    catalog = Catalog(root)
+    loaded, problems = catalog.load_all()
+    inventories = [Path(inventory)] if inventory else sorted((root / "inventory").glob("*.yaml"))
+    for path in inventories:
+        try:
+            inv = load_inventory(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        else:
+            problems.extend(retyped_vars(inv, [lr.runbook for lr in loaded]))
+    for name in stale_schemas(root / "schema"):
+        print(f"error: schema/{name} is stale: run `invoke schema`", file=sys.stderr)
+        problems.append(None)  # type: ignore[arg-type]
+    for p in problems:
+        if p is not None:
+            print(f"error: {p}", file=sys.stderr)
+    for lr in loaded:
+        rb = lr.runbook
+        print(f"ok  {rb.id:<22} {rb.source.kb:<10} {rb.title}")
+    print(f"ok  {len(inventories)} inventory file(s)" if not problems else "")
+    if problems:
+        raise Exit(code=EXIT_USAGE)
+
+
+@task
+@cli_errors
+def schema(c: Any) -> None:
+    """Regenerate schema/*.schema.json from the runbook and inventory models."""
+    from cmrunbook.load.project import project_root
+    from cmrunbook.load.schema import write_schemas
+
+    for path in write_schemas(project_root() / "schema"):
+        print(f"wrote {path}")
