@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
-from cmrunbook.cli.common import COMMON_HELP, cli_errors, project_folder
+from cmrunbook.cli.common import COMMON_HELP, cli_task, project_folder
 from cmrunbook.errors import UsageError
 
 _LOG_SUFFIXES = (".log", ".lo_")
@@ -71,8 +70,7 @@ def expand_files(given: list[str]) -> list[str]:
     return out
 
 
-@task(positional=["file"], help=DIAGNOSE_HELP)
-@cli_errors
+@cli_task(positional=["file"], help=DIAGNOSE_HELP)
 def diagnose(
     c: Any,
     file: str,

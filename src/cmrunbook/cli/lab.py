@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from invoke.tasks import task
-
-from cmrunbook.cli.common import cli_errors
+from cmrunbook.cli.common import cli_task
 
 LAB_HELP = {
     "lab_file": "Lab file (YAML) describing sites, hosts, faults and delays (default: built in).",
@@ -17,8 +15,7 @@ LAB_HELP = {
 }
 
 
-@task(help=LAB_HELP, auto_shortflags=False)
-@cli_errors
+@cli_task(help=LAB_HELP)
 def lab(
     c: Any,
     lab_file: str | None = None,

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
-from cmrunbook.cli.common import cli_errors, help_if_asked, project_folder
+from cmrunbook.cli.common import cli_task, project_folder
 from cmrunbook.errors import UsageError
 
 LOG_CHECK_HELP = {
@@ -19,8 +18,7 @@ LOG_CHECK_HELP = {
 }
 
 
-@task(positional=["file"], help=LOG_CHECK_HELP, auto_shortflags=False)
-@cli_errors
+@cli_task(positional=["file"], help=LOG_CHECK_HELP)
 def log_check(
     c: Any, file: str, log: str = "", event: str = "", package_id: str | None = None
 ) -> None:
@@ -35,7 +33,6 @@ def log_check(
     from cmrunbook.load.logcatalog import PATTERN_KINDS
     from cmrunbook.run.monitor import check_file, make_watch
 
-    help_if_asked(file, "log-check")
     logs = Catalog(project_folder()).logs
     if not log or not event:
         raise UsageError(

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
 from cmrunbook.cli.common import (
     COMMON_HELP,
     EXIT_OK,
     build_plan,
-    cli_errors,
-    help_if_asked,
+    cli_task,
 )
 from cmrunbook.errors import UsageError
 
@@ -159,8 +157,7 @@ def _reports_hook(catalog: Any, plan: Any, reports: str | None, keep_days: int) 
     return write
 
 
-@task(positional=["runbook"], iterable=["set"], help=REMEDIATE_HELP, auto_shortflags=False)
-@cli_errors
+@cli_task(positional=["runbook"], iterable=["set"], help=REMEDIATE_HELP)
 def remediate(
     c: Any,
     runbook: str,
@@ -184,7 +181,6 @@ def remediate(
     time_scale: float = 1.0,
 ) -> None:
     """Fix a known OSD failure with a runbook: dry run, or run over WinRM on the inventory."""
-    help_if_asked(runbook, "remediate")
     code = run_runbook(
         runbook, method=method, inventory=inventory, hosts=hosts, overrides=list(set or []),
         dry_run=dry_run, show_scripts=show_scripts, out=out, rollback=rollback, yes=yes,
@@ -204,8 +200,7 @@ CHECK_HELP["name"] = (
 )
 
 
-@task(positional=["name"], iterable=["set"], help=CHECK_HELP, auto_shortflags=False)
-@cli_errors
+@cli_task(positional=["name"], iterable=["set"], help=CHECK_HELP)
 def check(
     c: Any,
     name: str,
@@ -230,7 +225,6 @@ def check(
     from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.project import project_root
 
-    help_if_asked(name, "check")
     known = Catalog(project_root()).ids()
     runbook = next((r for r in (name, f"{name}-check", f"{name}-precheck") if r in known), "")
     if not runbook:

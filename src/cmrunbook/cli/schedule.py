@@ -6,9 +6,8 @@ import sys
 from typing import Any
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
-from cmrunbook.cli.common import COMMON_HELP, EXIT_USAGE, cli_errors, project_folder
+from cmrunbook.cli.common import COMMON_HELP, EXIT_USAGE, cli_task, project_folder
 from cmrunbook.errors import UsageError
 
 SCHEDULE_HELP = {
@@ -30,8 +29,7 @@ SCHEDULE_HELP = {
 }
 
 
-@task(positional=["runbook"], help=SCHEDULE_HELP)
-@cli_errors
+@cli_task(positional=["runbook"], help=SCHEDULE_HELP)
 def schedule(
     c: Any,
     runbook: str,

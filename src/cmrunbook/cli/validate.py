@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
-from cmrunbook.cli.common import EXIT_USAGE, cli_errors
+from cmrunbook.cli.common import EXIT_USAGE, cli_task
 from cmrunbook.errors import ConfigError
 
 
-@task(help={"inventory": "Also check this inventory (default: every file under inventory/)."})
-@cli_errors
+@cli_task(help={"inventory": "Also check this inventory (default: every file under inventory/)."})
 def validate(c: Any, inventory: str | None = None) -> None:
     """Check every runbook, the log catalog and the inventories; list all errors, exit 2 if any."""
     from cmrunbook.load.catalog import Catalog
@@ -48,8 +46,7 @@ def validate(c: Any, inventory: str | None = None) -> None:
         raise Exit(code=EXIT_USAGE)
 
 
-@task
-@cli_errors
+@cli_task()
 def schema(c: Any) -> None:
     """Regenerate schema/*.schema.json from the runbook and inventory models."""
     from cmrunbook.load.project import project_root
