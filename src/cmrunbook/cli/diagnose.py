@@ -91,7 +91,7 @@ def diagnose(
         # With --host the positional names the logs to fetch, not local files.
         wanted, given = _wanted_logs(given), []
     catalog = Catalog(project_folder())
-    signatures, warnings = dx.load_signatures(catalog)
+    signatures, warnings = dx.load_signatures(catalog, inventory)
     if not signatures:
         raise UsageError(f"no runbook in {catalog.runbooks_dir} has symptoms to match")
     result = dx.Diagnosis(warnings=warnings)

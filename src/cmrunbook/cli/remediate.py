@@ -224,10 +224,12 @@ def check(
     options = {k: v for k, v in locals().items() if k not in ("c", "name")}  # for remediate
     from cmrunbook.load.catalog import Catalog
     from cmrunbook.load.project import project_root
+    from cmrunbook.load.runbook import CHECK_SUFFIXES
 
     known = Catalog(project_root()).ids()
-    runbook = next((r for r in (name, f"{name}-check", f"{name}-precheck") if r in known), "")
+    candidates = (name, *(name + suffix for suffix in CHECK_SUFFIXES))
+    runbook = next((r for r in candidates if r in known), "")
     if not runbook:
-        checks = [r for r in known if r.endswith(("-check", "-precheck"))]
+        checks = [r for r in known if r.endswith(CHECK_SUFFIXES)]
         raise UsageError(f"no check '{name}'; known: {', '.join(checks)}")
     remediate.body(c, runbook, **options)

@@ -49,6 +49,7 @@ def schedule(
     """Run a runbook on a schedule from the jump host: systemd timer, cron line, or Windows task."""
     from cmrunbook.cli import scheduling as sched
     from cmrunbook.load.catalog import Catalog
+    from cmrunbook.load.runbook import CHECK_SUFFIXES
 
     if not every:
         raise UsageError("--every is required, e.g. --every 15m, --every daily@02:30")
@@ -56,7 +57,7 @@ def schedule(
     Catalog(root).load(runbook)  # an unknown or broken runbook fails now, not at 02:30
     if action is None:
         # A read-only check is scheduled as `invoke check`, as a person would run it.
-        action = "check" if runbook.endswith(("-check", "-precheck")) else "remediate"
+        action = "check" if runbook.endswith(CHECK_SUFFIXES) else "remediate"
     job = sched.Job.build(
         root=root,
         runbook=runbook,
