@@ -9,9 +9,20 @@ from cmrunbook.cli.documents import checklist, report
 from cmrunbook.cli.lab import lab
 from cmrunbook.cli.logcheck import log_check
 from cmrunbook.cli.remediate import check, remediate
+from cmrunbook.cli.runbooks import list_runbooks
 from cmrunbook.cli.schedule import schedule
 from cmrunbook.cli.validate import schema, validate
 
 ns = Collection(
-    remediate, check, checklist, diagnose, report, schedule, validate, schema, lab, log_check
+    remediate,
+    check,
+    checklist,
+    diagnose,
+    report,
+    schedule,
+    validate,
+    schema,
+    lab,
+    log_check,
+    list_runbooks,
 )

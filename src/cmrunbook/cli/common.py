@@ -44,6 +44,7 @@ COMMON_HELP = {
 
 def cli_task(
     *,
+    name: str | None = None,
     positional: Sequence[str] = (),
     iterable: Sequence[str] = (),
     help: dict[str, str] | None = None,
@@ -56,8 +57,9 @@ def cli_task(
     codes (`guarded`)."""
 
     def make(fn: F) -> Task[Any]:
-        body = guarded(fn, tuple(positional))
+        body = guarded(fn, tuple(positional), name)
         return task(  # type: ignore[no-any-return]
+            name=name,
             positional=list(positional),
             iterable=list(iterable),
             help=help or {},
@@ -67,7 +69,7 @@ def cli_task(
     return make
 
 
-def guarded(fn: F, positional: tuple[str, ...] = ()) -> F:
+def guarded(fn: F, positional: tuple[str, ...] = (), task_name: str | None = None) -> F:
     """Checks before a task's body and the exit code after it.
 
     Before: a command line that is not UTF-8, a help flag the parser gave to a positional
@@ -78,7 +80,7 @@ def guarded(fn: F, positional: tuple[str, ...] = ()) -> F:
 
     @functools.wraps(fn)
     def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
-        name = fn.__name__.replace("_", "-")
+        name = task_name or fn.__name__.replace("_", "-")
         try:
             _check_utf8(sys.argv[1:])
             if any(kwargs.get(arg) in HELP_FLAGS for arg in positional):
