@@ -1,4 +1,8 @@
-"""The task collection that `invoke` (through tasks.py) and `cmrunbook` both run."""
+"""The task collection that `invoke` (through tasks.py) and `cmrunbook` both run.
+
+A new task module adds its import and its task (or sub-collection, e.g. `inventory` for
+`invoke inventory from-site`) here, and nowhere else.
+"""
 
 from __future__ import annotations
 
