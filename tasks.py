@@ -1,5 +1,5 @@
 """invoke entry point: the task collection lives in the cmrunbook package."""
 
-from cmrunbook.cli.tasks import ns
+from cmrunbook.cli.collection import ns
 
 __all__ = ["ns"]

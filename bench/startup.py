@@ -28,7 +28,7 @@ DRY_RUN = ["-m", "invoke", "remediate", "multicast", "--method", "3", "--dry-run
 COMMANDS: dict[str, list[str]] = {
     "invoke --list": ["-m", "invoke", "--list"],
     "dry run (multicast, method 3)": DRY_RUN,
-    "import cmrunbook.cli.tasks": ["-c", "import cmrunbook.cli.tasks"],
+    "import cmrunbook.cli.collection": ["-c", "import cmrunbook.cli.collection"],
 }
 _LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
 
@@ -85,7 +85,7 @@ def main() -> None:
         total = statistics.median(s[1] for s in samples)
         cells = " ".join(f"{'-' if v is None else f'{v:.0f}':>8}" for v in median.values())
         print(f"{label:<32} {statistics.median(walls) * 1000:>8.0f} {total:>10.0f}  {cells}")
-        if label != "import cmrunbook.cli.tasks":
+        if label != "import cmrunbook.cli.collection":
             leaked += [f"{label}: {h}" for h in TRANSPORT if median[h] is not None]
     print("(ms of cumulative import time per package where the command first imports it;")
     print(" '-' = not imported. Nested packages are also inside their importer's figure.)")

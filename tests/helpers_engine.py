@@ -106,7 +106,7 @@ def run_program(
     """
     from invoke import Program
 
-    from cmrunbook.cli.tasks import ns
+    from cmrunbook.cli.collection import ns
 
     out, err = io.StringIO(), io.StringIO()
     saved = os.environ.get("CMRUNBOOK_ROOT")

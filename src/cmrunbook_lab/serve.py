@@ -12,9 +12,10 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cmrunbook.errors import UsageError
 from cmrunbook.load.inventory import Inventory
+from cmrunbook_lab.from_inventory import lab_file_from_inventory, parse_faults
 from cmrunbook_lab.inventory_out import write_inventory
-from cmrunbook_lab.labfile import LabFile
 from cmrunbook_lab.winrm.server import LabServer
 from cmrunbook_lab.world import Lab
 
@@ -51,14 +52,22 @@ def start_lab(
     inventory_path: Path,
     *,
     lab_file: Path | None = None,
-    spec: LabFile | None = None,
+    from_inventory: Path | None = None,
+    faults: list[str] | None = None,
     port: int = 0,
     speed: float | None = None,
     password: str | None = None,
 ) -> RunningLab:
-    """Load the lab file (default: the packaged one) unless `spec` gives the lab, serve it, and
-    write its inventory."""
-    lab = Lab(spec, source="<from inventory>") if spec is not None else Lab.load(lab_file)
+    """Serve a lab and write its inventory. The lab is the lab file (default: the packaged one),
+    or with `from_inventory` the sites and hosts of that inventory, which the lab file then only
+    completes (images, host state, delays, faults); `faults` are `--fault HOST=KIND` values."""
+    if from_inventory is not None:
+        spec = lab_file_from_inventory(from_inventory, lab_file, parse_faults(faults or []))
+        lab = Lab(spec, source=str(from_inventory))
+    elif faults:
+        raise UsageError("--fault needs --from-inventory (a lab file names its own faults)")
+    else:
+        lab = Lab.load(lab_file)
     if speed:
         lab.speed = speed
     # What the lab changes is appended next to its inventory: <state>/changes.jsonl.

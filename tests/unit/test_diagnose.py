@@ -526,3 +526,23 @@ def test_cli_host_default_fetch_is_the_tail_that_fits_winrm_2_quota(lab: Lab) ->
     assert "note: only the last 4 MB were fetched" in done.stdout
     (read,) = [r for r in host.stats.log_reads if r["log"] == "smsts.log"]
     assert read["bytes"] == 4 << 20
+
+
+def test_fix_command_is_the_one_readme_teaches_with_the_inventory_given() -> None:
+    """A check runbook's fix is `invoke check <name>`, not `invoke remediate <id>-check`; with
+    --inventory the command carries it, and (placeholder filled in) it runs as printed."""
+    log = str(DATA / "kb2586709_smsts.log")
+    done = run_invoke("diagnose", log, "--inventory", "inventory/example.yaml")
+    assert done.returncode == 1, done.stderr
+    want = "invoke check site-hotfix --hosts site:<site code> --inventory inventory/example.yaml"
+    assert f"  fix:   {want}\n" in done.stdout
+    assert "remediate site-hotfix-check" not in done.stdout
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("  fix:")]
+    command = line.split("fix:", 1)[1].replace("<site code>", "C07").split()
+    assert command[:3] == ["invoke", "check", "site-hotfix"]
+    ran = run_invoke(*command[1:], "--dry-run")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "site-hotfix-check" in ran.stdout
+    without = run_invoke("diagnose", log)
+    assert "  fix:   invoke check site-hotfix --hosts site:<site code>\n" in without.stdout
+    assert "--inventory" not in without.stdout

@@ -1,19 +1,22 @@
 """Shared pieces of the invoke tasks: error-to-exit-code mapping, loading and planning.
 
-Kept apart from tasks.py so the task modules (cli_docs, cli_ops) and tasks.py import them
-without importing each other.
+Kept apart from the task modules (remediate, documents, diagnose, ...) so that they import
+it without importing each other.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
+from invoke.tasks import Task, task
 
 from cmrunbook.errors import (
     ConfigError,
@@ -27,6 +30,10 @@ from cmrunbook.text import printable
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
+#: The reader of stdout went away (`| head`): the status a shell gives a command killed by
+#: SIGPIPE (128 + 13), which Python turns into BrokenPipeError instead.
+EXIT_PIPE_CLOSED = 141
+HELP_FLAGS = ("--help", "-h")
 
 COMMON_HELP = {
     "inventory": "Inventory YAML (default: inventory/example.yaml).",
@@ -35,14 +42,63 @@ COMMON_HELP = {
 }
 
 
-def cli_errors(fn: F) -> F:
-    """Turn engine errors into a clear message on stderr and the documented exit code."""
+def cli_task(
+    *,
+    name: str | None = None,
+    positional: Sequence[str] = (),
+    iterable: Sequence[str] = (),
+    help: dict[str, str] | None = None,
+) -> Callable[[F], Task[Any]]:
+    """Every task's decorator, so that every task behaves alike on the command line.
+
+    Long options only (invoke's automatic short flags collided: `--=STRING` in a help), `-h` or
+    `--help` in place of a positional argument shows the task's help, invoke's `--dry` is
+    refused, a closed output pipe ends quietly, and engine errors become the documented exit
+    codes (`guarded`)."""
+
+    def make(fn: F) -> Task[Any]:
+        made: list[Task[Any]] = []  # the task, once made: its own help is shown from it
+        body = guarded(fn, tuple(positional), name, lambda: made[0])
+        made.append(
+            task(
+                name=name,
+                positional=list(positional),
+                iterable=list(iterable),
+                help=help or {},
+                auto_shortflags=False,
+            )(body)
+        )
+        return made[0]
+
+    return make
+
+
+def guarded(
+    fn: F,
+    positional: tuple[str, ...],
+    task_name: str | None,
+    the_task: Callable[[], Task[Any]],
+) -> F:
+    """Checks before a task's body and the exit code after it.
+
+    Before: a command line that is not UTF-8, a help flag the parser gave to a positional
+    argument, and invoke's `--dry`/`-R` (its help says "echo commands instead of running", but
+    no task runs a shell command, so the flag would silently run for real: #12). After: engine
+    errors become a clear message on stderr and the documented exit code, and a reader that
+    closed the pipe (`| head`) ends the task without a traceback."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
+        name = task_name or fn.__name__.replace("_", "-")
         try:
             _check_utf8(sys.argv[1:])
-            return fn(*args, **kwargs)
+            if any(kwargs.get(arg) in HELP_FLAGS for arg in positional):
+                show_task_help(the_task(), name)
+                return None
+            _refuse_dry(c, name, "dry_run" in inspect.signature(fn).parameters)
+            result = fn(c, *args, **kwargs)
+            sys.stdout.flush()
+            return result
         except ConfigError as exc:
             for p in exc.problems:
                 print(f"error: {printable(str(p))}", file=sys.stderr)
@@ -56,6 +112,9 @@ def cli_errors(fn: F) -> F:
         except EnvironmentFailure as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_ENVIRONMENT) from None
+        except BrokenPipeError:
+            stop_writing_stdout()
+            raise Exit(code=EXIT_PIPE_CLOSED) from None
         except OSError as exc:
             # A name too long comes from the inventory (a host name): the operator's to fix.
             print(f"error: {printable(os_error_text(exc))}", file=sys.stderr)
@@ -63,6 +122,48 @@ def cli_errors(fn: F) -> F:
             raise Exit(code=EXIT_USAGE if usage else EXIT_ENVIRONMENT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def stop_writing_stdout() -> None:
+    """After the reader of stdout went away: point stdout at /dev/null, so that Python's own
+    flush at exit does not print a second BrokenPipeError (Python's documented remedy)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return  # not a file (a test's StringIO): nothing to flush at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _refuse_dry(c: Any, name: str, has_dry_run: bool) -> None:
+    """Refuse invoke's core `--dry` (`-R`, or `run.dry` in an invoke config file): it only
+    changes invoke's own `c.run()`, which no task uses, so honouring it silently would mean
+    running for real. Nothing has been read, planned or contacted when this refuses."""
+    config = getattr(c, "config", None)
+    if not (config and config.get("run", {}).get("dry")):
+        return
+    instead = (
+        f"for a dry run that contacts no host use `{name} --dry-run`"
+        if has_dry_run
+        else f"{name} has no dry run"
+    )
+    raise UsageError(
+        f"--dry (-R) is invoke's option to echo shell commands, and {name} runs none: "
+        f"refused, nothing was done; {instead}"
+    )
+
+
+def show_task_help(shown: Task[Any], name: str) -> None:
+    """Print a task's help as `--help NAME` does, under the command that was run."""
+    from invoke.collection import Collection
+    from invoke.program import Program
+
+    binary = Path(sys.argv[0]).name if sys.argv else "invoke"
+    if binary != "cmrunbook":
+        binary = "inv[oke]"
+    program = Program(namespace=Collection(shown), binary=binary)
+    program.run([binary, "--help", name], exit=False)
 
 
 def _check_utf8(argv: list[str]) -> None:
@@ -75,13 +176,6 @@ def _check_utf8(argv: list[str]) -> None:
         except UnicodeEncodeError:
             raw = arg.encode("utf-8", "surrogateescape")
             raise UsageError(f"the command line argument {raw!r} is not UTF-8 text") from None
-
-
-def help_if_asked(value: str, task_name: str) -> None:
-    """`invoke remediate --help`: invoke's parser gives `--help` to a pending positional argument;
-    show invoke's own help for the task instead of looking for a runbook called `--help`."""
-    if value in ("--help", "-h"):
-        os.execvp(sys.argv[0], [sys.argv[0], "--help", task_name])
 
 
 def setup(runbook: str, inventory: str | None) -> tuple[Any, Any, Any]:

@@ -1,7 +1,7 @@
 """Tasks that write documents for people: `invoke checklist` and `invoke report`.
 
 Thin like every task: parse options, call `checklist` / `reports`, map errors to the documented
-exit codes through `cli_errors` (2 for a usage or configuration error).
+exit codes through `cli_task` (2 for a usage or configuration error).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invoke.tasks import task
-
-from cmrunbook.cli.common import COMMON_HELP, build_plan, cli_errors
+from cmrunbook.cli.common import COMMON_HELP, build_plan, cli_task
 from cmrunbook.errors import UsageError
 
 CHECKLIST_HELP = {
@@ -28,8 +26,7 @@ CHECKLIST_HELP = {
 }
 
 
-@task(positional=["runbook"], iterable=["set"], help=CHECKLIST_HELP)
-@cli_errors
+@cli_task(positional=["runbook"], iterable=["set"], help=CHECKLIST_HELP)
 def checklist(
     c: Any,
     runbook: str,
@@ -95,8 +92,7 @@ REPORT_HELP = {
 }
 
 
-@task(positional=["rundir"], help=REPORT_HELP)
-@cli_errors
+@cli_task(positional=["rundir"], help=REPORT_HELP)
 def report(
     c: Any,
     rundir: str,

@@ -23,9 +23,8 @@ from typing import Any, get_args
 
 import yaml
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
-from cmrunbook.cli.common import EXIT_FAILED, cli_errors, help_if_asked
+from cmrunbook.cli.common import EXIT_FAILED, cli_task
 from cmrunbook.errors import UsageError
 from cmrunbook.text import printable
 
@@ -100,8 +99,7 @@ class SiteAnswer:
     undetermined: list[str]
 
 
-@task(positional=["action"], iterable=["os"], help=FROM_SITE_HELP, auto_shortflags=False)
-@cli_errors
+@cli_task(positional=["action"], iterable=["os"], help=FROM_SITE_HELP)
 def inventory(
     c: Any,
     action: str,
@@ -115,7 +113,6 @@ def inventory(
     non_interactive: bool = False,
 ) -> None:
     """Inventory tools: `invoke inventory from-site --provider HOST --site CODE --out FILE`."""
-    help_if_asked(action, "inventory")
     if action != "from-site":
         raise UsageError(f"unknown inventory action {action!r}; known: from-site")
     if not provider or not site or not out:

@@ -23,6 +23,8 @@ ConfigMgrVersion = Literal["2003", "2007", "2012r2", "cb"]
 Role = Literal["site_server", "distribution_point", "client"]
 Confidence = Literal["seed", "docs", "community", "UNCONFIRMED"]
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+#: A runbook whose id ends so is a read-only check, run as `invoke check <id without it>`.
+CHECK_SUFFIXES = ("-check", "-precheck")
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
 
 

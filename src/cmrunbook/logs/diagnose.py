@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -33,7 +34,7 @@ from typing import Any, BinaryIO, TextIO
 
 from cmrunbook.errors import ConfigError
 from cmrunbook.load.project import Project
-from cmrunbook.load.runbook import Runbook, Symptom
+from cmrunbook.load.runbook import CHECK_SUFFIXES, Runbook, Symptom
 from cmrunbook.load.sourcemap import load_yaml
 from cmrunbook.load.validation import parse
 from cmrunbook.logs.cmtrace import LogFormatError, LogReader, Record
@@ -64,6 +65,7 @@ class Signature:
     any: tuple[re.Pattern[str], ...]
     all: tuple[re.Pattern[str], ...]
     none: tuple[re.Pattern[str], ...] = ()
+    inventory: str | None = None  # the one `diagnose --inventory` was given, for the command
 
     @property
     def logs(self) -> frozenset[str]:
@@ -75,13 +77,21 @@ class Signature:
 
     @property
     def command(self) -> str | None:
-        """The command that fixes it, `invoke remediate <runbook> <fix>`; None when no runbook
-        fixes it (the symptom gives the KB's `remedy` instead)."""
+        """The command that fixes it, as README teaches it: `invoke check <name>` for a read-only
+        check runbook (`site-hotfix` for site-hotfix-check), else `invoke remediate <runbook>`;
+        then the symptom's options and the inventory the diagnosis was given, so that it can be
+        copied as it is. None when no runbook fixes it (the symptom gives the KB's `remedy`)."""
         if self.symptom.remedy is not None:
             return None
-        return " ".join(
-            p for p in ("invoke remediate", self.runbook.id, self.symptom.fix.strip()) if p
-        )
+        words = ["invoke", "remediate", self.runbook.id]
+        for suffix in CHECK_SUFFIXES:
+            if self.runbook.id.endswith(suffix):
+                words = ["invoke", "check", self.runbook.id.removesuffix(suffix)]
+        if self.symptom.fix.strip():
+            words.append(self.symptom.fix.strip())
+        if self.inventory:
+            words += ["--inventory", shlex.quote(self.inventory)]
+        return " ".join(words)
 
 
 @dataclass
@@ -170,8 +180,11 @@ class Diagnosis:
 # -- signatures ------------------------------------------------------------------------------
 
 
-def load_signatures(catalog: Project) -> tuple[list[Signature], list[str]]:
+def load_signatures(
+    catalog: Project, inventory: str | None = None
+) -> tuple[list[Signature], list[str]]:
     """Every runbook's symptoms, compiled; and warnings for runbooks that had problems.
+    `inventory` goes into the fixing commands.
 
     A runbook that fails the full check (say a template another change has not added yet) still
     contributes its symptoms when its file parses as a runbook: `diagnose` needs only those, and
@@ -207,6 +220,7 @@ def load_signatures(catalog: Project) -> tuple[list[Signature], list[str]]:
                         tuple(compile_signature(p) for p in sym.any),
                         tuple(compile_signature(p) for p in sym.all),
                         tuple(compile_signature(p) for p in sym.none),
+                        inventory,
                     )
                 )
             except re.error as exc:
