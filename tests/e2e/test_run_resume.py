@@ -8,11 +8,12 @@ would find none left to set).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,23 @@ def journal_of(lab: Lab) -> Path | None:
     return dirs[0] / "journal.jsonl" if dirs else None
 
 
+@contextlib.contextmanager
+def lab_held(lab: Lab) -> Iterator[None]:
+    """Hold the lab's scheduled changes (the role's removal) until the run has been stopped.
+
+    A signal sent once the journal shows the moment must find the run still there: on a loaded
+    machine the test may read the journal only after the removal ended, the wait passed and the
+    run went on (or ended: exit 0 instead of 130). Held, the removal wait cannot end before the
+    signal reaches the run; it is released for the resumed run."""
+    schedule = lab.world.schedule
+    run_due = schedule.run_due
+    schedule.run_due = lambda: 0  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        schedule.run_due = run_due  # type: ignore[method-assign]
+
+
 def kill_when(
     lab: Lab, proc: subprocess.Popen[str], ready: Callable[[list[dict[str, Any]]], bool], sig: int
 ) -> tuple[list[dict[str, Any]], str]:
@@ -44,6 +62,7 @@ def kill_when(
         path = journal_of(lab)
         evs = events(path.parent) if path and path.is_file() else []
         if ready(evs):
+            assert proc.poll() is None, "the run ended before the moment to kill it"
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=60)
             return evs, err
@@ -68,6 +87,7 @@ MOMENTS = {
     "mid-wait-for-removal": after_step_start("method:3/m3.wait-mcs-uninstall"),
     "mid-wait-for-install": after_step_start("method:3/m3.wait-mcs-install"),
 }
+HELD = {"first-image-cleared", "mid-wait-for-removal"}
 
 
 @pytest.mark.parametrize(
@@ -84,8 +104,10 @@ def test_killed_run_resumes_after_the_last_completed_step(
     lab = make_lab(speed=SPEED)
     images = lab.world.sites["C07"].images
     multicast_before = {pid for pid, i in images.items() if i["PkgFlags"] & MULTICAST_BIT}
-    proc = lab.popen(*ARGS, time_scale=SCALE)
-    seen, err = kill_when(lab, proc, MOMENTS[moment], sig)
+    # Held where the moment is before the removal ends (see lab_held).
+    with lab_held(lab) if moment in HELD else contextlib.nullcontext():
+        proc = lab.popen(*ARGS, time_scale=SCALE)
+        seen, err = kill_when(lab, proc, MOMENTS[moment], sig)
     (run,) = lab.run_dirs()
     first = events(run)
     if sig == signal.SIGKILL:
