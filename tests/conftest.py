@@ -78,8 +78,13 @@ class Lab:
     def run_dirs(self) -> list[Path]:
         return sorted(p for p in self.runs.glob("*-*") if p.is_dir())
 
-    def popen(self, *args: str, time_scale: str = FAST[1]) -> subprocess.Popen[str]:
-        """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle.
+    def popen(
+        self, *args: str, time_scale: str = FAST[1], stdin: int = subprocess.DEVNULL,
+        stdout: int = subprocess.PIPE,
+    ) -> subprocess.Popen[str]:  # fmt: skip
+        """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle
+        (`stdin=subprocess.PIPE` to answer, or not, its questions; a pty's end as stdin and
+        stdout for a terminal).
 
         The run takes Ctrl-C (SIGINT) even when the tests do not: a shell starts a background
         job (`pytest ... &`) with SIGINT ignored, a child inherits an ignored signal (not a
@@ -90,8 +95,8 @@ class Lab:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env(), text=True, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cmd, cwd=ROOT, env=self.env(), text=True, stdin=stdin, stdout=stdout,
+                stderr=subprocess.PIPE,
             )  # fmt: skip
         finally:
             signal.signal(signal.SIGINT, previous)

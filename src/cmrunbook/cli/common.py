@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 from invoke.exceptions import Exit
 
 from cmrunbook.errors import (
+    EXIT_INTERRUPTED,
     ConfigError,
     EnvironmentFailure,
+    Interrupted,
     LockHeld,
     UsageError,
     os_error_text,
@@ -53,6 +55,9 @@ def cli_errors(fn: F) -> F:
         except LockHeld as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_LOCKED) from None
+        except Interrupted as exc:
+            print(f"interrupted: {printable(str(exc))}", file=sys.stderr)
+            raise Exit(code=EXIT_INTERRUPTED) from None
         except EnvironmentFailure as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_ENVIRONMENT) from None

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import io
 import re
+import select
+import shlex
 import sys
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 PROGRESS_EVERY = 30.0
@@ -56,10 +59,19 @@ class PrintableStream(io.TextIOBase):
         self.stream.flush()
 
 
+def resume_command(runbook: str, run_dir: Path, *flags: str) -> str:
+    """The command that continues a run, quoted so that it works as printed (a run folder
+    under a path with spaces or quotes stays one argument)."""
+    return shlex.join(["invoke", "remediate", runbook, *flags, "--resume", str(run_dir)])
+
+
 class TextConsole:
     def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if interactive is None else interactive
+        #: Set when the run is being stopped (Ctrl-C): a question waiting for its answer in a
+        #: host's thread gives up, so that the host can stop rather than hold the run open.
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._status: dict[str, str] = {}
         self._last_progress: dict[str, float] = {}
@@ -88,11 +100,28 @@ class TextConsole:
                 print(f"{stamp} {host:<16} ... {text}", file=self.stream, flush=True)
 
     def confirm(self, question: str) -> bool:
+        """Ask on the terminal; only "y" or "yes" is a yes. No answer (end of input, or the
+        run stopped while it waited) is a no: the caller checks whether the run is stopping."""
         with self._lock:
             self._clear()
             print(printable(question) + " [y/N] ", end="", file=self.stream, flush=True)
-        answer = sys.stdin.readline().strip().lower()
-        return answer in ("y", "yes")
+        answer = self._answer()
+        if answer is None:
+            print(file=self.stream, flush=True)  # end the question's line
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    def _answer(self) -> str | None:
+        """A line from stdin, or None once `stopping` is set. On a terminal it waits in short
+        slices, so that Ctrl-C reaches the main thread at once and a host's thread sees the
+        stop; a terminal hands over one line per read, so none waits unseen in stdin's buffer.
+        Piped answers (several lines may be buffered at once) are read as they come."""
+        if not sys.stdin.isatty():
+            return sys.stdin.readline()
+        while not self.stopping.is_set():
+            if select.select([sys.stdin], [], [], 0.1)[0]:
+                return sys.stdin.readline()
+        return None
 
     def _clear(self) -> None:
         if self.tty and self._status:

@@ -34,6 +34,7 @@ from cmrunbook.plan.planner import (
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
 from cmrunbook.render.templates import ScriptResult, parse_result
+from cmrunbook.run.console import resume_command
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,
@@ -432,7 +433,7 @@ class HostRun:
             raise StepFailed(
                 f"{stage.title} has destructive steps and --non-interactive cannot ask:\n  "
                 f"{shown}\nNothing of {stage.title} was run. Review them with --dry-run, then "
-                f"continue with --resume {j.run_dir} --yes.",
+                f"continue with: {resume_command(self.r.plan.runbook.id, j.run_dir, '--yes')}",
                 "stopped",
             )
         with self.r.prompt_lock:
@@ -440,6 +441,7 @@ class HostRun:
                 f"[{self.name}] {stage.title} removes or uninstalls something:\n  {shown}\n"
                 "Run them?"
             )
+        self._check_stop()  # a question cut short by Ctrl-C is no answer
         answer = "confirmed" if ok else "declined"
         j.write("consent", host=self.name, stage=stage.name, steps=listing, answer=answer)
         if not ok:
@@ -776,6 +778,7 @@ class HostRun:
                 f"[{self.name}] MANUAL: {step.title}\n  {step.click_path}\n"
                 f"  Expect: {step.expect}\n  Done?"
             )
+        self._check_stop()  # a question cut short by Ctrl-C is no answer
         if not ok:
             raise StepFailed(f"manual step not confirmed: {step.title}", "stopped")
         return "manual-confirmed", "confirmed by the operator", None, []

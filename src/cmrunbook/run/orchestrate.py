@@ -7,6 +7,7 @@ refuses before the first remote call, so a refused run changes nothing on any ho
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import getpass
 import os
@@ -16,13 +17,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cmrunbook.errors import EnvironmentFailure, LockHeld, UsageError, os_error_text
+from cmrunbook.errors import (
+    EXIT_INTERRUPTED,
+    EnvironmentFailure,
+    Interrupted,
+    LockHeld,
+    UsageError,
+    os_error_text,
+)
 from cmrunbook.load.catalog import Catalog
 from cmrunbook.load.inventory import HostView
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
-from cmrunbook.run.console import TextConsole, printable
+from cmrunbook.run.console import TextConsole, printable, resume_command
 from cmrunbook.run.execute import (
     HostOutcome,
     Options,
@@ -35,29 +43,50 @@ from cmrunbook.run.execute import (
 from cmrunbook.run.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
 
 EXIT_OK, EXIT_FAILED = 0, 1
-EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
-def destructive_steps(plan: Plan) -> list[str]:
-    """The destructive steps to confirm before the run starts.
+def destructive_steps(plan: Plan, resume: ResumeState | None = None) -> list[str]:
+    """The destructive steps to confirm before the run starts: on --resume, only those still
+    to run (a step the resumed run completed, or a host it finished, is not asked about again).
 
     An escalating (auto) plan enters a method only when verification says the failure is still
     there, so its methods' steps are confirmed as each is entered (`HostRun._consent`), not here.
     """
-    return [
-        line
-        for hp in plan.hosts
-        for stage in hp.stages
-        if not (plan.escalates and stage.kind == "method")
-        for line in destructive_listing(hp.target.name, stage.steps)
-    ]
+    lines = []
+    for hp in plan.hosts:
+        prior = resume.hosts.get(hp.target.name) if resume else None
+        if prior and prior.finished in ("ok", "non-compliant", "unknown"):
+            continue
+        done = prior.done if prior else set()
+        for stage in hp.stages:
+            if plan.escalates and stage.kind == "method":
+                continue
+            pending = [ps for ps in stage.steps if ps.key not in done]
+            lines += destructive_listing(hp.target.name, pending)
+    return lines
 
 
-def confirm_destructive(plan: Plan, options: Options, console: TextConsole) -> None:
-    """Refuse, or ask once listing every destructive step, before anything runs."""
-    steps = destructive_steps(plan)
-    if not steps or options.yes:
-        return
+def consent_of(resume: ResumeState | None) -> str | None:
+    """The consent the resumed run was given at its start: "--yes" (every destructive step,
+    also those an auto run asks about as it enters a method), "confirmed" (the steps listed
+    then), or None."""
+    return resume.run.get("consent") if resume else None
+
+
+def confirm_destructive(
+    plan: Plan, options: Options, console: TextConsole, resume: ResumeState | None = None
+) -> str | None:
+    """Refuse, or ask once listing every destructive step still to run, before anything runs.
+
+    Returns the consent to journal with the run ("--yes", "confirmed" or None when nothing was
+    asked). A resumed run keeps the consent its start was given, and asks only about steps
+    that the operator was not asked about then. Ctrl-C at the question is `Interrupted`."""
+    if options.yes:
+        return "--yes"
+    kept = set(resume.run.get("consented") or []) if resume else set()
+    steps = [line for line in destructive_steps(plan, resume) if line not in kept]
+    if not steps:
+        return consent_of(resume)
     listing = "\n  ".join(steps)
     if options.non_interactive:
         raise UsageError(
@@ -65,8 +94,13 @@ def confirm_destructive(plan: Plan, options: Options, console: TextConsole) -> N
             "Review them with --dry-run, then rerun with --yes. Nothing was changed."
         )
     console.print(f"These steps remove or uninstall something:\n  {listing}")
-    if not console.confirm("Run them?"):
+    try:
+        confirmed = console.confirm("Run them?")
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted at the question; nothing was changed") from None
+    if not confirmed:
         raise UsageError("not confirmed; nothing was changed")
+    return "confirmed"
 
 
 def execute_plan(
@@ -87,7 +121,11 @@ def execute_plan(
     ``warnings`` (insecure WinRM settings) go into the journal's run or resume event, from
     which report.json carries them."""
     console = console or TextConsole()
-    confirm_destructive(plan, options, console)
+    if consent_of(resume) == "--yes":
+        # --yes at the start answers for the whole run, however often it is resumed.
+        options = dataclasses.replace(options, yes=True)
+    consent = confirm_destructive(plan, options, console, resume)
+    consented = destructive_steps(plan) if consent == "confirmed" else []
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
     keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
@@ -95,6 +133,7 @@ def execute_plan(
         return _execute(
             catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect, resume=resume,
             request=request, console=console, after=after, warnings=warnings or [],
+            consent=(consent, consented),
         )  # fmt: skip
     except OSError as exc:
         raise _stopped(exc, run_dir, plan.runbook.id, new=resume is None) from exc
@@ -112,7 +151,7 @@ def _stopped(exc: OSError, run_dir: Path, runbook: str, *, new: bool) -> Excepti
         shutil.rmtree(run_dir, ignore_errors=True)
         then = "the run did not start"
     else:
-        then = f"the run stopped; continue with: invoke remediate {runbook} --resume {run_dir}"
+        then = f"the run stopped; continue with: {resume_command(runbook, run_dir)}"
     message = f"{os_error_text(exc)}; {then}"
     return UsageError(message) if exc.errno == errno.ENAMETOOLONG else EnvironmentFailure(message)
 
@@ -139,6 +178,7 @@ def _execute(
     console: TextConsole,
     after: Callable[[Path], None] | None,
     warnings: list[str],
+    consent: tuple[str | None, list[str]],
 ) -> int:
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(keys, run_dir, new=resume is None):
@@ -163,6 +203,8 @@ def _execute(
                     user=_user(),
                     dry_run=False,
                     warnings=warnings,
+                    consent=consent[0],
+                    consented=consent[1],
                 )
             else:
                 journal.write(
@@ -174,7 +216,9 @@ def _execute(
                 )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
-            runner = Runner(catalog, plan, sessions, journal, console, options, resume)
+            runner = Runner(
+                catalog, plan, sessions, journal, console, options, resume, stop=console.stopping
+            )
             interrupted = False
             try:
                 outcomes = runner.run()
@@ -202,14 +246,12 @@ def _execute(
     if after:
         after(run_dir)
     if interrupted:
-        print(
-            f"Interrupted. Continue with: invoke remediate {plan.runbook.id} --resume {run_dir}",
-            file=sys.stderr,
-        )
+        print(f"Interrupted. Continue with: {resume_command(plan.runbook.id, run_dir)}",
+              file=sys.stderr)  # fmt: skip
     if runner.sites.unresolved():
         print(
             "Site-wide changes are still outstanding. Set them back with: "
-            f"invoke remediate {plan.runbook.id} --rollback --resume {run_dir}",
+            + resume_command(plan.runbook.id, run_dir, "--rollback"),
             file=sys.stderr,
         )
     return code
