@@ -80,7 +80,7 @@ class Lab:
 
     def popen(
         self, *args: str, time_scale: str = FAST[1], stdin: int = subprocess.DEVNULL,
-        stdout: int = subprocess.PIPE,
+        stdout: int = subprocess.PIPE, env: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:  # fmt: skip
         """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle
         (`stdin=subprocess.PIPE` to answer, or not, its questions; a pty's end as stdin and
@@ -95,7 +95,7 @@ class Lab:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env(), text=True, stdin=stdin, stdout=stdout,
+                cmd, cwd=ROOT, env=env or self.env(), text=True, stdin=stdin, stdout=stdout,
                 stderr=subprocess.PIPE,
             )  # fmt: skip
         finally:

@@ -241,8 +241,8 @@ def _execute(
         site_lines = ["nothing to set back: the run left no site-wide change outstanding"]
     summary = "\n".join(([summary_table(outcomes)] if outcomes else []) + site_lines)
     (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
-    console.print("")
-    console.print(summary)
+    rows = [(o.host, o.status, o.message) for o in outcomes]
+    console.summary(summary, rows, check=plan.runbook.id.endswith(("-check", "-precheck")))
     if after:
         after(run_dir)
     if interrupted:
