@@ -11,6 +11,7 @@ import re
 import struct
 import termios
 from collections import Counter
+from collections.abc import Callable
 
 from conftest import Lab, events
 
@@ -24,7 +25,9 @@ TALLY = re.compile(
 )
 
 
-def on_terminal(lab: Lab, *args: str, columns: int, **env: str) -> tuple[int, str]:
+def on_terminal(
+    lab: Lab, *args: str, columns: int, time_scale: str = "0.02", **env: str
+) -> tuple[int, str]:
     """Run the CLI with its stdout on a pty `columns` wide: its exit code and what it wrote."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
@@ -32,7 +35,7 @@ def on_terminal(lab: Lab, *args: str, columns: int, **env: str) -> tuple[int, st
     inherited = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR")
     environment = {k: v for k, v in lab.env().items() if k not in inherited}
     environment.update(TERM="xterm-256color", **env)
-    proc = lab.popen(*args, stdout=slave, env=environment)
+    proc = lab.popen(*args, stdout=slave, env=environment, time_scale=time_scale)
     os.close(slave)
     chunks = []
     try:
@@ -96,3 +99,23 @@ def test_piped_output_is_plain_text_with_the_tally(lab: Lab) -> None:
     (tally,) = TALLY.findall(res.stdout)
     assert int(tally[2]) == statuses["non-compliant"]
     assert re.search(r"^host +steps done +result +duration +message", res.stdout, re.M)
+
+
+def test_a_restart_wait_says_whom_it_waits_for_and_how_long_not_a_transport_error(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Method 4 restarts cm07-dp01: while it is down, its status row reads "waiting for
+    cm07-dp01 to restart (Xs of Ym): not answering", never the refused connection."""
+    lab = make_lab(speed=200.0)  # the lab's 60 s role install takes 0.3 s
+    args = ("remediate", "multicast", "--method", "4", "--hosts", "cm07-dp01", "--yes",
+            "--non-interactive", "--assume-manual-done")  # fmt: skip
+    code, out = on_terminal(lab, *args, columns=120, time_scale="0.005")
+    assert code == 0, out
+    plain = ESCAPES.sub("", out)
+    rows = re.findall(r"cm07-dp01: (waiting for cm07-dp01 to restart[^\r\n]*)", plain)
+    assert rows, plain
+    # 900 s at time scale 0.005: 4.5 s, shown as 4s or 5s
+    row = re.compile(r"waiting for cm07-dp01 to restart \(\d+s of [45]s\): "
+                     r"(not answering|up, not restarted yet)")  # fmt: skip
+    assert all(row.fullmatch(r) for r in rows), rows
+    assert "not answering" in " ".join(rows)

@@ -66,6 +66,18 @@ class PrintableStream(io.TextIOBase):
         self.stream.flush()
 
 
+def span(seconds: float) -> str:
+    """A wait's time as an operator reads it: "45s", "2m10s", "15m", "1h05m"."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
 def resume_command(runbook: str, run_dir: Path, *flags: str) -> str:
     """The command that continues a run, quoted so that it works as printed (a run folder
     under a path with spaces or quotes stays one argument)."""

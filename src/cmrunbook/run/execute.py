@@ -34,7 +34,7 @@ from cmrunbook.plan.planner import (
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.remote.winrm.host import CommandResult, TransportError
 from cmrunbook.render.templates import ScriptResult, parse_result
-from cmrunbook.run.console import resume_command
+from cmrunbook.run.console import resume_command, span
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,
@@ -658,8 +658,12 @@ class HostRun:
         scale = self.r.options.time_scale
         until = time.monotonic() + ps.settle * scale
         poll = max(0.05, min(300.0, ps.settle / 10) * scale)
+        total = ps.settle * scale
         while not result.ok and time.monotonic() < until:
-            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
+            waited = span(total - (until - time.monotonic()))
+            self.r.console.progress(
+                self.name, f"not yet ({waited} of {span(total)}): {result.message[:80]}"
+            )
             self.r.stop.wait(min(poll, max(0.0, until - time.monotonic())))
             self._check_stop()
             result = self._script(ps.run_on, name, script)
@@ -844,9 +848,11 @@ class HostRun:
                 raise StepFailed(f"cannot read {', '.join(request)} on {ps.run_on}: {res.message}")
             return res.data or {}
 
+        logs = ", ".join(w.logs)
+
         def progress(elapsed: float, last: str) -> None:
             self.r.console.progress(
-                self.name, f"waiting {elapsed:.0f}s of {timeout:.0f}s; last: {last[:100]}"
+                self.name, f"waiting for {logs} ({span(elapsed)} of {span(timeout)}): {last[:100]}"
             )
 
         outcome = wait_for_logs(
@@ -914,7 +920,9 @@ class HostRun:
 
     def _await_boot(self, host: str, before: Any) -> Any:
         scale = self.r.options.time_scale
-        deadline = time.monotonic() + self.r.options.reboot_timeout * scale
+        total = self.r.options.reboot_timeout * scale
+        start = time.monotonic()
+        deadline = start + total
         time.sleep(min(5.0, 5.0 * scale))
         last_error = "no answer yet"
         while time.monotonic() < deadline:
@@ -924,11 +932,12 @@ class HostRun:
                 if now != before:
                     return now
                 last_error = "still the old boot time (not restarted yet)"
+                seen = "up, not restarted yet"
             except TransportError as exc:
-                last_error = str(exc)
-            self.r.console.progress(
-                self.name, f"waiting for {host} to come back: {last_error[:80]}"
-            )
+                last_error = str(exc)  # for the failure at the deadline
+                seen = "not answering"  # as a restarting host does: not a failure here
+            waited = f"{span(time.monotonic() - start)} of {span(total)}"
+            self.r.console.progress(self.name, f"waiting for {host} to restart ({waited}): {seen}")
             time.sleep(max(0.05, 5.0 * scale))
         raise StepFailed(
             f"{host} did not come back within {self.r.options.reboot_timeout * scale:.0f}s: "
