@@ -278,3 +278,30 @@ def test_ctrl_c_at_a_question_during_the_run_stops_it_with_130(
     ends = [(e["key"], e["status"]) for e in events(run) if e["event"] == "step-end"]
     assert ends == [("precheck/pre.site-reset", "interrupted")]
     assert events(run)[-1]["status"] == "interrupted"
+
+
+def test_a_second_ctrl_c_still_ends_with_the_summary_reports_and_130(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Ctrl-C twice in a row mid-wait (an impatient operator): the second one lands while the
+    host stops or while the run finishes; either way the journal ends, summary.txt and the
+    reports are written, the exit code is 130 and the command to continue is printed."""
+    lab = make_lab(speed=SPEED)
+    with lab_held(lab):
+        proc = lab.popen(*ARGS, time_scale=SCALE)
+        ready = MOMENTS["mid-wait-for-removal"]
+        deadline = time.monotonic() + 60
+        while not ready(events(path.parent) if (path := journal_of(lab)) and path.is_file()
+                        else []):  # fmt: skip
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    (run,) = lab.run_dirs()
+    assert events(run)[-1]["event"] == "run-end" and events(run)[-1]["exit_code"] == 130
+    assert (run / "summary.txt").is_file() and (run / "report.json").is_file()
+    assert "Interrupted. Continue with: invoke remediate multicast --resume" in err

@@ -12,9 +12,12 @@ import errno
 import getpass
 import os
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from cmrunbook.errors import (
@@ -130,11 +133,12 @@ def execute_plan(
     keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     try:
-        return _execute(
-            catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect, resume=resume,
-            request=request, console=console, after=after, warnings=warnings or [],
-            consent=(consent, consented),
-        )  # fmt: skip
+        with _ctrl_c_ends_at_the_summary() as finishing:
+            return _execute(
+                catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect,
+                resume=resume, request=request, console=console, after=after,
+                warnings=warnings or [], consent=(consent, consented), finishing=finishing,
+            )  # fmt: skip
     except OSError as exc:
         raise _stopped(exc, run_dir, plan.runbook.id, new=resume is None) from exc
 
@@ -179,6 +183,7 @@ def _execute(
     after: Callable[[Path], None] | None,
     warnings: list[str],
     consent: tuple[str | None, list[str]],
+    finishing: list[bool],
 ) -> int:
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(keys, run_dir, new=resume is None):
@@ -224,7 +229,13 @@ def _execute(
                 outcomes = runner.run()
             except RunInterrupted as exc:
                 outcomes, interrupted = exc.outcomes, True
+            except KeyboardInterrupt:
+                # A second Ctrl-C while the hosts were stopping: they have stopped (the run
+                # waited for their threads) and journaled their ends; the summary table has
+                # no rows, the reports read the journal.
+                outcomes, interrupted = [], True
             finally:
+                finishing[0] = True
                 sessions.close()
             # A check that could not decide (unknown) is reported, not failed; a site-wide
             # change left outstanding is a failure whatever the hosts did.
@@ -255,6 +266,33 @@ def _execute(
             file=sys.stderr,
         )
     return code
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_at_the_summary() -> Iterator[list[bool]]:
+    """While the run works, Ctrl-C interrupts it (a second one stops waiting for the hosts);
+    once it is finishing (the caller sets the flag it is given), Ctrl-C is only noted, so
+    that every run ends with its journal's end, summary, reports and exit code. Installed in
+    the main thread only, where Python handles signals, and not where SIGINT is ignored (a
+    background job's)."""
+    finishing = [False]
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        yield finishing
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if not finishing[0]:
+            raise KeyboardInterrupt
+        print("Ctrl-C: finishing the summary and reports first", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield finishing
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _site_servers(plan: Plan) -> list[HostView]:
