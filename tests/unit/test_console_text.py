@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from cmrunbook.run.console import span, tally
+from cmrunbook.run.console import TextConsole, span, tally
 
 
 @pytest.mark.parametrize(
@@ -22,3 +24,18 @@ def test_a_check_tally_counts_its_four_results_and_any_other() -> None:
 
 def test_a_remediation_tally_counts_only_what_happened() -> None:
     assert tally(["ok"], check=False).plain == "1 host: 1 ok"
+
+
+def test_on_a_terminal_the_site_wide_lines_follow_the_table_even_without_hosts() -> None:
+    """`--rollback --resume` has no host rows: its one line must still be shown."""
+    out = io.StringIO()
+    console = TextConsole(out, interactive=True)
+    note = "nothing to set back: the run left no site-wide change outstanding"
+    console.summary(note, [], [note], check=False)
+    assert note in out.getvalue()
+    out = io.StringIO()
+    console = TextConsole(out, interactive=True)
+    console.summary("table\nC0700010 set back", [("dp", "ok", "done")], ["C0700010 set back"],
+                    check=False)  # fmt: skip
+    shown = out.getvalue()
+    assert "C0700010 set back" in shown and "dp" in shown

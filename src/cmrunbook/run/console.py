@@ -209,31 +209,34 @@ class TextConsole:
             self.out.print(printable(text), soft_wrap=True)
             self._draw()
 
-    def summary(self, table: str, outcomes: list[tuple[str, str, str]], *, check: bool) -> None:
-        """The end of a run: the tally of results, then the table of hosts. On a terminal the
-        table is rich's, at most TABLE_WIDTH columns, each message cut to fit; on a pipe the
-        plain `table` (summary.txt's) as it is. `outcomes` are (host, result, message)."""
+    def summary(
+        self, text: str, outcomes: list[tuple[str, str, str]], notes: list[str], *, check: bool
+    ) -> None:
+        """The end of a run: the tally of results, then the table of hosts and the `notes`
+        (site-wide changes) below it. On a pipe the plain `text` (summary.txt's) as it is; on
+        a terminal rich's table, at most TABLE_WIDTH columns, each message cut to fit.
+        `outcomes` are (host, result, message)."""
         with self._lock:
             self._stop_live()
             self.out.print()
             if outcomes:
                 self.out.print(tally([status for _, status, _ in outcomes], check=check))
             if not self.tty:
-                self.out.print(printable(table))
+                self.out.print(printable(text))
                 return
-            grid = Table(width=min(self.out.width, TABLE_WIDTH), box=box.SIMPLE_HEAD)
-            grid.add_column("host", no_wrap=True)
-            grid.add_column("result", no_wrap=True)
-            grid.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
-            for host, status, message in outcomes:
-                grid.add_row(
-                    printable(host, lines=False),
-                    Text(status, style=STATUS_STYLES.get(status, "")),
-                    printable(message).split("\n")[0],
-                )
-            self.out.print(grid)
-            rest = table.split("\n")[len(outcomes) + 1 :]  # site-wide lines after the table
-            for line in rest:
+            if outcomes:
+                grid = Table(width=min(self.out.width, TABLE_WIDTH), box=box.SIMPLE_HEAD)
+                grid.add_column("host", no_wrap=True)
+                grid.add_column("result", no_wrap=True)
+                grid.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
+                for host, status, message in outcomes:
+                    grid.add_row(
+                        printable(host, lines=False),
+                        Text(status, style=STATUS_STYLES.get(status, "")),
+                        printable(message).split("\n")[0],
+                    )
+                self.out.print(grid)
+            for line in notes:
                 self.out.print(printable(line))
 
 

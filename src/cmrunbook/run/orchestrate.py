@@ -253,7 +253,8 @@ def _execute(
     summary = "\n".join(([summary_table(outcomes)] if outcomes else []) + site_lines)
     (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
     rows = [(o.host, o.status, o.message) for o in outcomes]
-    console.summary(summary, rows, check=plan.runbook.id.endswith(("-check", "-precheck")))
+    check = plan.runbook.id.endswith(("-check", "-precheck"))
+    console.summary(summary, rows, site_lines, check=check)
     if after:
         after(run_dir)
     if interrupted:
