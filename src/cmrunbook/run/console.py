@@ -168,8 +168,9 @@ class TextConsole:
         """A line from stdin, or None once `stopping` is set. On a terminal it waits in short
         slices, so that Ctrl-C reaches the main thread at once and a host's thread sees the
         stop; a terminal hands over one line per read, so none waits unseen in stdin's buffer.
-        Piped answers (several lines may be buffered at once) are read as they come."""
-        if not sys.stdin.isatty():
+        Piped answers (several lines may be buffered at once) are read as they come, and so
+        is a Windows console (whose select() takes sockets only)."""
+        if sys.platform == "win32" or not sys.stdin.isatty():
             return sys.stdin.readline()
         while not self.stopping.is_set():
             if select.select([sys.stdin], [], [], 0.1)[0]:
