@@ -119,3 +119,17 @@ def test_a_restart_wait_says_whom_it_waits_for_and_how_long_not_a_transport_erro
                      r"(not answering|up, not restarted yet)")  # fmt: skip
     assert all(row.fullmatch(r) for r in rows), rows
     assert "not answering" in " ".join(rows)
+
+
+def test_each_host_keeps_one_style_so_it_can_be_followed(lab: Lab) -> None:
+    """The client check's lines interleave several hosts: each host's name is always shown in
+    the same style, and the hosts do not all share one."""
+    code, out = on_terminal(lab, *CHECK, columns=200)
+    assert code == 1, out
+    hosts = {e["host"] for e in events(lab.run_dirs()[0]) if e["event"] == "host-end"}
+    styles: dict[str, set[str]] = {}
+    for sgr, name in re.findall(r"\d\d:\d\d:\d\d (\x1b\[[0-9;]*m)([\w.-]+) *\x1b\[0m", out):
+        styles.setdefault(name, set()).add(sgr)
+    assert set(styles) == hosts, (set(styles), hosts)
+    assert all(len(s) == 1 for s in styles.values()), styles
+    assert len({next(iter(s)) for s in styles.values()}) > 1, styles

@@ -102,6 +102,10 @@ STATUS_STYLES = {
 _STATUS_WORD = re.compile(r"^(?:  -> ([a-z-]+)|([A-Z][A-Z-]+)(?::|$))")
 #: The results a check's tally always counts, in this order, even when none had them.
 CHECK_TALLY = ("ok", "non-compliant", "unknown", "unreachable")
+#: Each host's name in its own style, so that one host of several can be followed down the
+#: interleaved lines; none is a result's colour (green, cyan, red, magenta, yellow).
+HOST_STYLES = ("blue", "bright_blue", "bold blue", "underline blue", "bold bright_blue",
+               "underline bright_blue")  # fmt: skip
 #: The summary table is read in mail and on narrow terminals: never wider than this.
 TABLE_WIDTH = 100
 
@@ -125,15 +129,24 @@ class TextConsole:
         self._status: dict[str, str] = {}
         self._last_progress: dict[str, float] = {}
         self._live: Live | None = None
+        self._host_styles: dict[str, str] = {}
 
     def step(self, host: str, text: str) -> None:
         with self._lock:
-            stamp = datetime.now().strftime("%H:%M:%S")
-            line = Text(f"{stamp} {printable(host, lines=False):<16} ")
+            name = printable(host, lines=False)
+            line = Text(datetime.now().strftime("%H:%M:%S") + " ")
+            line.append(f"{name:<16}", style=self._host_style(name))
+            line.append(" ")
             line.append_text(_styled(printable(text)))
-            self._status.pop(host, None)
+            self._status.pop(name, None)
             self.out.print(line)
             self._draw()
+
+    def _host_style(self, name: str) -> str:
+        """The host's style: given in the order hosts first print, the same for the run."""
+        if name not in self._host_styles:
+            self._host_styles[name] = HOST_STYLES[len(self._host_styles) % len(HOST_STYLES)]
+        return self._host_styles[name]
 
     def progress(self, host: str, text: str) -> None:
         with self._lock:
@@ -187,7 +200,7 @@ class TextConsole:
             self._stop_live()
             return
         rows = Text("\n").join(
-            Text(f"{h}: {t}", no_wrap=True, overflow="ellipsis")
+            Text.assemble((h, self._host_style(h)), f": {t}", no_wrap=True, overflow="ellipsis")
             for h, t in sorted(self._status.items())
         )
         if self._live is None:
