@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -77,14 +78,28 @@ class Lab:
     def run_dirs(self) -> list[Path]:
         return sorted(p for p in self.runs.glob("*-*") if p.is_dir())
 
-    def popen(self, *args: str, time_scale: str = FAST[1]) -> subprocess.Popen[str]:
-        """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle."""
+    def popen(
+        self, *args: str, time_scale: str = FAST[1], stdin: int = subprocess.DEVNULL,
+        stdout: int = subprocess.PIPE, env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[str]:  # fmt: skip
+        """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle
+        (`stdin=subprocess.PIPE` to answer, or not, its questions; a pty's end as stdin and
+        stdout for a terminal).
+
+        The run takes Ctrl-C (SIGINT) even when the tests do not: a shell starts a background
+        job (`pytest ... &`) with SIGINT ignored, a child inherits an ignored signal (not a
+        handler), and Python then never raises KeyboardInterrupt; the run would go on and end
+        0 where a Ctrl-C test expects 130. So the default handler is set while it is started."""
         cmd = [INVOKE, *args, "--inventory", self.inventory, "--runs", str(self.runs)]
         cmd += ["--time-scale", time_scale]
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env(), text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return subprocess.Popen(
+                cmd, cwd=ROOT, env=env or self.env(), text=True, stdin=stdin, stdout=stdout,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     @property
     def world(self) -> WorldLab:

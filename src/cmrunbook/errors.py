@@ -44,6 +44,14 @@ class LockHeld(Exception):
     """Another run holds a host's lock: exit code 3, and nothing was changed."""
 
 
+#: The exit code of a command ended by Ctrl-C, as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """Ctrl-C at a question asked before the run started: exit code 130, nothing was changed."""
+
+
 class EnvironmentFailure(Exception):
     """The jump host failed the tool (its disk is full, a file cannot be written): exit code 4.
 

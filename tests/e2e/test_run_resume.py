@@ -8,11 +8,16 @@ would find none left to set).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
+import select
+import shlex
 import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,23 @@ def journal_of(lab: Lab) -> Path | None:
     return dirs[0] / "journal.jsonl" if dirs else None
 
 
+@contextlib.contextmanager
+def lab_held(lab: Lab) -> Iterator[None]:
+    """Hold the lab's scheduled changes (the role's removal) until the run has been stopped.
+
+    A signal sent once the journal shows the moment must find the run still there: on a loaded
+    machine the test may read the journal only after the removal ended, the wait passed and the
+    run went on (or ended: exit 0 instead of 130). Held, the removal wait cannot end before the
+    signal reaches the run; it is released for the resumed run."""
+    schedule = lab.world.schedule
+    run_due = schedule.run_due
+    schedule.run_due = lambda: 0  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        schedule.run_due = run_due  # type: ignore[method-assign]
+
+
 def kill_when(
     lab: Lab, proc: subprocess.Popen[str], ready: Callable[[list[dict[str, Any]]], bool], sig: int
 ) -> tuple[list[dict[str, Any]], str]:
@@ -44,6 +66,7 @@ def kill_when(
         path = journal_of(lab)
         evs = events(path.parent) if path and path.is_file() else []
         if ready(evs):
+            assert proc.poll() is None, "the run ended before the moment to kill it"
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=60)
             return evs, err
@@ -68,6 +91,7 @@ MOMENTS = {
     "mid-wait-for-removal": after_step_start("method:3/m3.wait-mcs-uninstall"),
     "mid-wait-for-install": after_step_start("method:3/m3.wait-mcs-install"),
 }
+HELD = {"first-image-cleared", "mid-wait-for-removal"}
 
 
 @pytest.mark.parametrize(
@@ -79,13 +103,16 @@ MOMENTS = {
     ],
 )
 def test_killed_run_resumes_after_the_last_completed_step(
-    moment: str, sig: int, make_lab: Callable[..., Lab]
+    moment: str, sig: int, make_lab: Callable[..., Lab], tmp_path: Path
 ) -> None:
-    lab = make_lab(speed=SPEED)
+    # Run folders under a path with a space and a quote: the printed command must still work.
+    lab = Lab(make_lab(speed=SPEED).running, tmp_path / "run's folders")
     images = lab.world.sites["C07"].images
     multicast_before = {pid for pid, i in images.items() if i["PkgFlags"] & MULTICAST_BIT}
-    proc = lab.popen(*ARGS, time_scale=SCALE)
-    seen, err = kill_when(lab, proc, MOMENTS[moment], sig)
+    # Held where the moment is before the removal ends (see lab_held).
+    with lab_held(lab) if moment in HELD else contextlib.nullcontext():
+        proc = lab.popen(*ARGS, time_scale=SCALE)
+        seen, err = kill_when(lab, proc, MOMENTS[moment], sig)
     (run,) = lab.run_dirs()
     first = events(run)
     if sig == signal.SIGKILL:
@@ -95,7 +122,9 @@ def test_killed_run_resumes_after_the_last_completed_step(
         # Ctrl-C: the host stops at its next poll, says so, sets the cleared images back, and
         # the journal ends cleanly.
         assert proc.returncode == 130, err
-        assert f"Continue with: invoke remediate multicast --resume {run}" in err
+        (hint,) = [line for line in err.splitlines() if line.startswith("Interrupted.")]
+        command = shlex.split(hint.removeprefix("Interrupted. Continue with: "))
+        assert command == ["invoke", "remediate", "multicast", "--resume", str(run)]
         stopped = next(
             i
             for i, e in enumerate(first)
@@ -119,7 +148,14 @@ def test_killed_run_resumes_after_the_last_completed_step(
         started = [e["key"] for e in first[len(seen) :] if e["event"] == "step-start"]
         assert all(k == set_back for k in started), "steps ran after Ctrl-C"
 
-    res = lab.cli(*ARGS, "--resume", str(run), time_scale=SCALE)
+    # After Ctrl-C, the command printed; after a kill, the command line of the run with
+    # --resume but without --yes: the consent given at the start holds for the whole run
+    # (--non-interactive would refuse a destructive step it had to ask about).
+    again = (
+        command[1:] if sig == signal.SIGINT else [*(a for a in ARGS if a != "--yes"), "--resume",
+                                                  str(run)]
+    )  # fmt: skip
+    res = lab.cli(*again, time_scale=SCALE)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "verified after Method 3" in res.stdout
     assert lab.world.multicast_healthy(DP)
@@ -183,3 +219,89 @@ def test_a_second_run_on_a_locked_host_exits_3_and_changes_nothing(
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
     assert lab.world.multicast_healthy(DP)
+
+
+def read_until(fd: int, text: str, timeout: float = 60) -> str:
+    """What the run wrote on `fd` up to and including `text` (a question without a newline)."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        assert time.monotonic() < deadline, f"never saw {text!r}; saw:\n{seen}"
+        if select.select([fd], [], [], 0.1)[0]:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"the run closed its output before {text!r}; saw:\n{seen}"
+            seen += chunk.decode("utf-8", "replace")
+    return seen
+
+
+def test_ctrl_c_at_the_question_before_the_run_exits_130_and_changes_nothing(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Ctrl-C while the run asks about its destructive steps: exit 130, a message that says
+    nothing was changed, no run folder, the site as it was."""
+    lab = make_lab(speed=SPEED)
+    images = lab.world.sites["C07"].images
+    before = {pid: dict(i) for pid, i in images.items()}
+    args = [a for a in ARGS if a not in ("--yes", "--non-interactive")]
+    proc = lab.popen(*args, time_scale=SCALE, stdin=subprocess.PIPE)
+    assert proc.stdout is not None
+    read_until(proc.stdout.fileno(), "Run them? [y/N]")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at the question; nothing was changed" in err
+    assert "Traceback" not in err
+    assert lab.run_dirs() == []
+    assert {pid: dict(i) for pid, i in images.items()} == before
+
+
+def test_ctrl_c_at_a_question_during_the_run_stops_it_with_130(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Ctrl-C while a host's thread asks on the terminal (a manual step): the question gives
+    up, the host stops there (interrupted, not "declined"), the run ends 130 with the command
+    that continues it; it does not wait for an answer that will not come."""
+    lab = make_lab(speed=SPEED)
+    args = [a for a in ARGS if a != "--assume-manual-done" and a != "--non-interactive"]
+    master, slave = pty.openpty()
+    try:
+        proc = lab.popen(*args, time_scale=SCALE, stdin=slave, stdout=slave)
+        os.close(slave)
+        read_until(master, "Done? [y/N]")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 130, err
+    (run,) = lab.run_dirs()
+    assert f"Continue with: invoke remediate multicast --resume {shlex.quote(str(run))}" in err
+    ends = [(e["key"], e["status"]) for e in events(run) if e["event"] == "step-end"]
+    assert ends == [("precheck/pre.site-reset", "interrupted")]
+    assert events(run)[-1]["status"] == "interrupted"
+
+
+def test_a_second_ctrl_c_still_ends_with_the_summary_reports_and_130(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Ctrl-C twice in a row mid-wait (an impatient operator): the second one lands while the
+    host stops or while the run finishes; either way the journal ends, summary.txt and the
+    reports are written, the exit code is 130 and the command to continue is printed."""
+    lab = make_lab(speed=SPEED)
+    with lab_held(lab):
+        proc = lab.popen(*ARGS, time_scale=SCALE)
+        ready = MOMENTS["mid-wait-for-removal"]
+        deadline = time.monotonic() + 60
+        while not ready(events(path.parent) if (path := journal_of(lab)) and path.is_file()
+                        else []):  # fmt: skip
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    (run,) = lab.run_dirs()
+    assert events(run)[-1]["event"] == "run-end" and events(run)[-1]["exit_code"] == 130
+    assert (run / "summary.txt").is_file() and (run / "report.json").is_file()
+    assert "Interrupted. Continue with: invoke remediate multicast --resume" in err

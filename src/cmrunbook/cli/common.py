@@ -19,8 +19,10 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
 from cmrunbook.errors import (
+    EXIT_INTERRUPTED,
     ConfigError,
     EnvironmentFailure,
+    Interrupted,
     LockHeld,
     UsageError,
     os_error_text,
@@ -109,6 +111,9 @@ def guarded(
         except LockHeld as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_LOCKED) from None
+        except Interrupted as exc:
+            print(f"interrupted: {printable(str(exc))}", file=sys.stderr)
+            raise Exit(code=EXIT_INTERRUPTED) from None
         except EnvironmentFailure as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             raise Exit(code=EXIT_ENVIRONMENT) from None

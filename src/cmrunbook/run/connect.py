@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from cmrunbook.errors import UsageError
+from cmrunbook.errors import Interrupted, UsageError
 from cmrunbook.load.inventory import HostView, Inventory, WinRM, default_codepage
 from cmrunbook.remote.winrm.host import Credentials, Endpoint, WinRMHost
 
@@ -109,8 +109,12 @@ def credentials_for(
             elif not tty:
                 tried.append("no prompt (stdin is not a terminal)")
             else:
-                user = username or (ask_user or input)("WinRM user name: ").strip()
-                password = (prompt or getpass.getpass)(f"WinRM password for {user}: ")
+                try:
+                    user = username or (ask_user or input)("WinRM user name: ").strip()
+                    password = (prompt or getpass.getpass)(f"WinRM password for {user}: ")
+                except KeyboardInterrupt:
+                    why = "interrupted at the credentials prompt; nothing was changed"
+                    raise Interrupted(why) from None
                 if user and password:
                     return Credentials(user, password)
                 tried.append("prompt: no user name or password given")

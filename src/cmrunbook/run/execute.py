@@ -30,6 +30,7 @@ from cmrunbook.render.engine import EngineScript, EngineScripts
 from cmrunbook.render.result import ScriptResult, parse_result
 from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook.run.clock import Clock, SystemClock
+from cmrunbook.run.console import resume_command, span
 from cmrunbook.run.monitor import (
     READ_LIMIT,
     TAIL,
@@ -425,7 +426,7 @@ class HostRun:
             raise StepFailed(
                 f"{stage.title} has destructive steps and --non-interactive cannot ask:\n  "
                 f"{shown}\nNothing of {stage.title} was run. Review them with --dry-run, then "
-                f"continue with --resume {j.run_dir} --yes.",
+                f"continue with: {resume_command(self.r.plan.runbook.id, j.run_dir, '--yes')}",
                 "stopped",
             )
         with self.r.prompt_lock:
@@ -433,6 +434,7 @@ class HostRun:
                 f"[{self.name}] {stage.title} removes or uninstalls something:\n  {shown}\n"
                 "Run them?"
             )
+        self._check_stop()  # a question cut short by Ctrl-C is no answer
         answer = "confirmed" if ok else "declined"
         j.write("consent", host=self.name, stage=stage.name, steps=listing, answer=answer)
         if not ok:
@@ -656,8 +658,12 @@ class HostRun:
         clock = self.r.clock
         until = clock.now() + ps.settle * scale
         poll = max(0.05, min(300.0, ps.settle / 10) * scale)
+        total = ps.settle * scale
         while not result.ok and clock.now() < until:
-            self.r.console.progress(self.name, f"not yet ({result.message[:80]}); checking again")
+            waited = span(total - (until - clock.now()))
+            self.r.console.progress(
+                self.name, f"not yet ({waited} of {span(total)}): {result.message[:80]}"
+            )
             self._pause(min(poll, max(0.0, until - clock.now())))
             result = self._script(ps.run_on, name, script)
         return result
@@ -768,6 +774,7 @@ class HostRun:
                 f"[{self.name}] MANUAL: {step.title}\n  {step.click_path}\n"
                 f"  Expect: {step.expect}\n  Done?"
             )
+        self._check_stop()  # a question cut short by Ctrl-C is no answer
         if not ok:
             raise StepFailed(f"manual step not confirmed: {step.title}", "stopped")
         return "manual-confirmed", "confirmed by the operator", None, []
@@ -829,9 +836,11 @@ class HostRun:
                 raise StepFailed(f"cannot read {', '.join(request)} on {ps.run_on}: {res.message}")
             return res.data or {}
 
+        logs = ", ".join(w.logs)
+
         def progress(elapsed: float, last: str) -> None:
             self.r.console.progress(
-                self.name, f"waiting {elapsed:.0f}s of {timeout:.0f}s; last: {last[:100]}"
+                self.name, f"waiting for {logs} ({span(elapsed)} of {span(timeout)}): {last[:100]}"
             )
 
         outcome = wait_for_logs(
@@ -898,7 +907,9 @@ class HostRun:
     def _await_boot(self, host: str, before: Any) -> Any:
         scale = self.r.options.time_scale
         clock = self.r.clock
-        deadline = clock.now() + self.r.options.reboot_timeout * scale
+        total = self.r.options.reboot_timeout * scale
+        start = clock.now()
+        deadline = start + total
         self._pause(min(5.0, 5.0 * scale))
         last_error = "no answer yet"
         while clock.now() < deadline:
@@ -907,11 +918,12 @@ class HostRun:
                 if now != before:
                     return now
                 last_error = "still the old boot time (not restarted yet)"
+                seen = "up, not restarted yet"
             except TransportError as exc:
-                last_error = str(exc)
-            self.r.console.progress(
-                self.name, f"waiting for {host} to come back: {last_error[:80]}"
-            )
+                last_error = str(exc)  # for the failure at the deadline
+                seen = "not answering"  # as a restarting host does: not a failure here
+            waited = f"{span(clock.now() - start)} of {span(total)}"
+            self.r.console.progress(self.name, f"waiting for {host} to restart ({waited}): {seen}")
             self._pause(max(0.05, 5.0 * scale))
         raise StepFailed(
             f"{host} did not come back within {self.r.options.reboot_timeout * scale:.0f}s: "

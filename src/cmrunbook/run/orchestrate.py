@@ -7,16 +7,27 @@ refuses before the first remote call, so a refused run changes nothing on any ho
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import getpass
 import os
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from cmrunbook.errors import EnvironmentFailure, LockHeld, UsageError, os_error_text
+from cmrunbook.errors import (
+    EXIT_INTERRUPTED,
+    EnvironmentFailure,
+    Interrupted,
+    LockHeld,
+    UsageError,
+    os_error_text,
+)
 from cmrunbook.load.inventory import HostView
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan
@@ -24,7 +35,7 @@ from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
 from cmrunbook.remote import Remote
 from cmrunbook.run.clock import Clock, SystemClock
-from cmrunbook.run.console import TextConsole
+from cmrunbook.run.console import TextConsole, resume_command
 from cmrunbook.run.execute import (
     HostOutcome,
     Options,
@@ -37,29 +48,50 @@ from cmrunbook.run.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
 from cmrunbook.text import printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
-EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
-def destructive_steps(plan: Plan) -> list[str]:
-    """The destructive steps to confirm before the run starts.
+def destructive_steps(plan: Plan, resume: ResumeState | None = None) -> list[str]:
+    """The destructive steps to confirm before the run starts: on --resume, only those still
+    to run (a step the resumed run completed, or a host it finished, is not asked about again).
 
     An escalating (auto) plan enters a method only when verification says the failure is still
     there, so its methods' steps are confirmed as each is entered (`HostRun._consent`), not here.
     """
-    return [
-        line
-        for hp in plan.hosts
-        for stage in hp.stages
-        if not (plan.escalates and stage.kind == "method")
-        for line in destructive_listing(hp.target.name, stage.steps)
-    ]
+    lines = []
+    for hp in plan.hosts:
+        prior = resume.hosts.get(hp.target.name) if resume else None
+        if prior and prior.finished in ("ok", "non-compliant", "unknown"):
+            continue
+        done = prior.done if prior else set()
+        for stage in hp.stages:
+            if plan.escalates and stage.kind == "method":
+                continue
+            pending = [ps for ps in stage.steps if ps.key not in done]
+            lines += destructive_listing(hp.target.name, pending)
+    return lines
 
 
-def confirm_destructive(plan: Plan, options: Options, console: TextConsole) -> None:
-    """Refuse, or ask once listing every destructive step, before anything runs."""
-    steps = destructive_steps(plan)
-    if not steps or options.yes:
-        return
+def consent_of(resume: ResumeState | None) -> str | None:
+    """The consent the resumed run was given at its start: "--yes" (every destructive step,
+    also those an auto run asks about as it enters a method), "confirmed" (the steps listed
+    then), or None."""
+    return resume.run.get("consent") if resume else None
+
+
+def confirm_destructive(
+    plan: Plan, options: Options, console: TextConsole, resume: ResumeState | None = None
+) -> str | None:
+    """Refuse, or ask once listing every destructive step still to run, before anything runs.
+
+    Returns the consent to journal with the run ("--yes", "confirmed" or None when nothing was
+    asked). A resumed run keeps the consent its start was given, and asks only about steps
+    that the operator was not asked about then. Ctrl-C at the question is `Interrupted`."""
+    if options.yes:
+        return "--yes"
+    kept = set(resume.run.get("consented") or []) if resume else set()
+    steps = [line for line in destructive_steps(plan, resume) if line not in kept]
+    if not steps:
+        return consent_of(resume)
     listing = "\n  ".join(steps)
     if options.non_interactive:
         raise UsageError(
@@ -67,8 +99,13 @@ def confirm_destructive(plan: Plan, options: Options, console: TextConsole) -> N
             "Review them with --dry-run, then rerun with --yes. Nothing was changed."
         )
     console.print(f"These steps remove or uninstall something:\n  {listing}")
-    if not console.confirm("Run them?"):
+    try:
+        confirmed = console.confirm("Run them?")
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted at the question; nothing was changed") from None
+    if not confirmed:
         raise UsageError("not confirmed; nothing was changed")
+    return "confirmed"
 
 
 def execute_plan(
@@ -91,16 +128,32 @@ def execute_plan(
     which report.json carries them. ``clock`` is what the run's waits sleep on (real time
     unless a test drives it)."""
     console = console or TextConsole()
-    confirm_destructive(plan, options, console)
+    if consent_of(resume) == "--yes":
+        # --yes at the start answers for the whole run, however often it is resumed.
+        options = dataclasses.replace(options, yes=True)
+    consent = confirm_destructive(plan, options, console, resume)
+    consented = destructive_steps(plan) if consent == "confirmed" else []
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
     keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     try:
-        return _execute(
-            catalog, plan, options, keys=keys, run_dir=run_dir, connect=connect, resume=resume,
-            request=request, console=console, after=after, warnings=warnings or [],
-            clock=clock or SystemClock(),
-        )  # fmt: skip
+        with _ctrl_c_ends_at_the_summary() as finishing:
+            return _execute(
+                catalog,
+                plan,
+                options,
+                keys=keys,
+                run_dir=run_dir,
+                connect=connect,
+                resume=resume,
+                request=request,
+                console=console,
+                after=after,
+                warnings=warnings or [],
+                clock=clock or SystemClock(),
+                consent=(consent, consented),
+                finishing=finishing,
+            )
     except OSError as exc:
         raise _stopped(exc, run_dir, plan.runbook.id, new=resume is None) from exc
 
@@ -117,7 +170,7 @@ def _stopped(exc: OSError, run_dir: Path, runbook: str, *, new: bool) -> Excepti
         shutil.rmtree(run_dir, ignore_errors=True)
         then = "the run did not start"
     else:
-        then = f"the run stopped; continue with: invoke remediate {runbook} --resume {run_dir}"
+        then = f"the run stopped; continue with: {resume_command(runbook, run_dir)}"
     message = f"{os_error_text(exc)}; {then}"
     return UsageError(message) if exc.errno == errno.ENAMETOOLONG else EnvironmentFailure(message)
 
@@ -145,6 +198,8 @@ def _execute(
     after: Callable[[Path], None] | None,
     warnings: list[str],
     clock: Clock,
+    consent: tuple[str | None, list[str]],
+    finishing: list[bool],
 ) -> int:
     targets = [hp.target.name for hp in plan.hosts]
     with _locked(keys, run_dir, new=resume is None):
@@ -169,6 +224,8 @@ def _execute(
                     user=_user(),
                     dry_run=False,
                     warnings=warnings,
+                    consent=consent[0],
+                    consented=consent[1],
                 )
             else:
                 journal.write(
@@ -180,13 +237,29 @@ def _execute(
                 )
             console.print(f"Run folder: {run_dir}")
             sessions = Sessions(connect)
-            runner = Runner(catalog, plan, sessions, journal, console, options, resume, clock=clock)
+            runner = Runner(
+                catalog,
+                plan,
+                sessions,
+                journal,
+                console,
+                options,
+                resume,
+                clock=clock,
+                stop=console.stopping,
+            )
             interrupted = False
             try:
                 outcomes = runner.run()
             except RunInterrupted as exc:
                 outcomes, interrupted = exc.outcomes, True
+            except KeyboardInterrupt:
+                # A second Ctrl-C while the hosts were stopping: they have stopped (the run
+                # waited for their threads) and journaled their ends; the summary table has
+                # no rows, the reports read the journal.
+                outcomes, interrupted = [], True
             finally:
+                finishing[0] = True
                 sessions.close()
             # A check that could not decide (unknown) is reported, not failed; a site-wide
             # change left outstanding is a failure whatever the hosts did.
@@ -203,22 +276,48 @@ def _execute(
         site_lines = ["nothing to set back: the run left no site-wide change outstanding"]
     summary = "\n".join(([summary_table(outcomes)] if outcomes else []) + site_lines)
     (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
-    console.print("")
-    console.print(summary)
+    rows = [(o.host, o.status, o.message) for o in outcomes]
+    check = plan.runbook.id.endswith(("-check", "-precheck"))
+    console.summary(summary, rows, site_lines, check=check)
     if after:
         after(run_dir)
     if interrupted:
-        print(
-            f"Interrupted. Continue with: invoke remediate {plan.runbook.id} --resume {run_dir}",
-            file=sys.stderr,
-        )
+        print(f"Interrupted. Continue with: {resume_command(plan.runbook.id, run_dir)}",
+              file=sys.stderr)  # fmt: skip
     if runner.sites.unresolved():
         print(
             "Site-wide changes are still outstanding. Set them back with: "
-            f"invoke remediate {plan.runbook.id} --rollback --resume {run_dir}",
+            + resume_command(plan.runbook.id, run_dir, "--rollback"),
             file=sys.stderr,
         )
     return code
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_at_the_summary() -> Iterator[list[bool]]:
+    """While the run works, Ctrl-C interrupts it (a second one stops waiting for the hosts);
+    once it is finishing (the caller sets the flag it is given), Ctrl-C is only noted, so
+    that every run ends with its journal's end, summary, reports and exit code. Installed in
+    the main thread only, where Python handles signals, and not where SIGINT is ignored (a
+    background job's)."""
+    finishing = [False]
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        yield finishing
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if not finishing[0]:
+            raise KeyboardInterrupt
+        print("Ctrl-C: finishing the summary and reports first", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield finishing
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _site_servers(plan: Plan) -> list[HostView]:
