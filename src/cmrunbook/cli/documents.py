@@ -6,6 +6,7 @@ exit codes through `cli_task` (2 for a usage or configuration error).
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,16 +61,18 @@ def checklist(
         if inventory is None and recorded_inv and Path(str(recorded_inv)).is_file():
             inventory = str(recorded_inv)
         hosts = hosts or ",".join(journal.targets) or None
-    request = {
-        "inventory": inventory,
-        "method": method,
-        "hosts": hosts,
-        "overrides": list(set or []),
-    }
-    catalog, plan = build_plan(runbook, **request, rollback=rollback)
+    plan_for = functools.partial(
+        build_plan,
+        runbook,
+        inventory=inventory,
+        method=method,
+        hosts=hosts,
+        overrides=list(set or []),
+    )
+    catalog, plan = plan_for(rollback=rollback)
     rollback_plan = None
     if plan.runbook.rollback and not rollback:
-        _, rollback_plan = build_plan(runbook, **request, rollback=True)
+        _, rollback_plan = plan_for(rollback=True)
     doc = build_checklist(
         catalog, plan, journal=journal, rollback_plan=rollback_plan, paper=paper, scripts=scripts
     )

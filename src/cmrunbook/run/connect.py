@@ -139,7 +139,7 @@ def _keyring_getter() -> Callable[[str, str], str | None] | None:
         import keyring  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return None
-    return keyring.get_password  # type: ignore[no-any-return]
+    return keyring.get_password
 
 
 def _keyring_lookup(

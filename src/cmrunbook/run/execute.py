@@ -164,10 +164,11 @@ class Sessions:
                 else f"not tried: credentials rejected by {rejected_by}"
             )
             raise TransportError(host, "not-tried", why)
-        if cell[0] is None:
-            cell[0] = self._connect(host)
+        remote = cell[0]
+        if remote is None:
+            remote = cell[0] = self._connect(host)
         try:
-            result = action(cell[0])
+            result = action(remote)
         except TransportError as exc:
             self._drop(cell)
             if exc.kind == "unauthorized":
@@ -627,7 +628,7 @@ class HostRun:
             return self._wait(ps, item)
         script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
         assert script is not None
-        name = f"{ps.key}{'#' + _item_id(item) if item else ''}"
+        name = f"{ps.key}#{_item_id(item)}" if item else ps.key
         result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
         if result.reboot_required:
             self._restart_asked(f"{ps.key} asked for a restart")
@@ -851,8 +852,8 @@ class HostRun:
             self._restart_asked(f"{ps.key}: the log asked for a restart")
         if outcome.status != "ok":
             # A resumed wait goes on after the lines already judged, not back to the failure line.
-            for w in watches:
-                armed[w.log] = {**armed[w.log], "size": w.offset, "path": w.path}
+            for watch in watches:
+                armed[watch.log] = {**armed[watch.log], "size": watch.offset, "path": watch.path}
             self.r.journal.write("log-armed", host=self.name, key=aid, on=ps.run_on, logs=armed)
             shown = "\n    ".join(outcome.lines[-TAIL:]) or "(no new lines)"
             raise StepFailedWithLines(

@@ -354,7 +354,7 @@ def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]
 def summary_table(outcomes: list[HostOutcome]) -> str:
     """The summary printed and saved as summary.txt: host names and messages come from the
     inventory and the hosts, so every cell is shown as text (`printable`)."""
-    rows = [("host", "steps done", "result", "duration", "message")]
+    rows: list[tuple[str, ...]] = [("host", "steps done", "result", "duration", "message")]
     for o in outcomes:
         cells = (o.host, str(o.steps_done), o.status, f"{o.duration:.1f}s")
         # The message's first line, split after `printable`: a CR is shown, not a line end.
