@@ -294,10 +294,12 @@ def inventory_yaml(
         for d in range(dps_per_site):
             flags = (d % 2 == 0, d % 4 < 2)
             host(
-                f"{code.lower()}-dp{d:02d}", code, "distribution_point",
+                f"{code.lower()}-dp{d:02d}",
+                code,
+                "distribution_point",
                 "{version: 2012r2, arch: x64}",
                 f"\n    dp: {{multicast: {str(flags[0]).lower()}, pxe: {str(flags[1]).lower()}}}",
-            )  # fmt: skip
+            )
         names = [f"{code.lower()}-xp{c:04d}" for c in range(clients_per_site)]
         for c, name in enumerate(names):
             winrm = not (every and c % every == 0)

@@ -89,10 +89,13 @@ def main() -> None:
             leaked += [f"{label}: {h}" for h in TRANSPORT if median[h] is not None]
     print("(ms of cumulative import time per package where the command first imports it;")
     print(" '-' = not imported. Nested packages are also inside their importer's figure.)")
-    alone = {h: statistics.median(
-        import_costs(run(["-c", f"import {h}"], importtime=True)[1])[0].get(h, 0.0)
-        for _ in range(args.runs)
-    ) for h in TRANSPORT}  # fmt: skip
+    alone = {
+        h: statistics.median(
+            import_costs(run(["-c", f"import {h}"], importtime=True)[1])[0].get(h, 0.0)
+            for _ in range(args.runs)
+        )
+        for h in TRANSPORT
+    }
     print(
         "what the transport would add if imported: "
         + ", ".join(f"{h} {ms:.0f} ms" for h, ms in alone.items())

@@ -58,9 +58,15 @@ class Lab:
         env.update(extra)
         return env
 
-    def cli(self, *args: str, timeout: float = 240, env: dict[str, str] | None = None,
-            stdin: str | None = None, time_scale: str = FAST[1],
-            inventory: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 240,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+        time_scale: str = FAST[1],
+        inventory: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """`invoke ARGS --inventory <lab> --runs <tmp>` from the project folder, no TTY.
 
         `time_scale` replaces the default 0.02 (engine waits); `inventory` another inventory
@@ -71,17 +77,26 @@ class Lab:
             cmd += ["--inventory", inventory or self.inventory, "--runs", str(self.runs)]
             cmd += ["--time-scale", time_scale]
         return subprocess.run(
-            cmd, cwd=ROOT, env=env or self.env(), text=True, capture_output=True,
-            timeout=timeout, input=stdin if stdin is not None else "",
-        )  # fmt: skip
+            cmd,
+            cwd=ROOT,
+            env=env or self.env(),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            input=stdin if stdin is not None else "",
+        )
 
     def run_dirs(self) -> list[Path]:
         return sorted(p for p in self.runs.glob("*-*") if p.is_dir())
 
     def popen(
-        self, *args: str, time_scale: str = FAST[1], stdin: int = subprocess.DEVNULL,
-        stdout: int = subprocess.PIPE, env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[str]:  # fmt: skip
+        self,
+        *args: str,
+        time_scale: str = FAST[1],
+        stdin: int = subprocess.DEVNULL,
+        stdout: int = subprocess.PIPE,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[str]:
         """Start `invoke ARGS` (as `cli`) without waiting: for killing a run in the middle
         (`stdin=subprocess.PIPE` to answer, or not, its questions; a pty's end as stdin and
         stdout for a terminal).
@@ -95,9 +110,14 @@ class Lab:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return subprocess.Popen(
-                cmd, cwd=ROOT, env=env or self.env(), text=True, stdin=stdin, stdout=stdout,
+                cmd,
+                cwd=ROOT,
+                env=env or self.env(),
+                text=True,
+                stdin=stdin,
+                stdout=stdout,
                 stderr=subprocess.PIPE,
-            )  # fmt: skip
+            )
         finally:
             signal.signal(signal.SIGINT, previous)
 

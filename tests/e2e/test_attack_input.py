@@ -116,8 +116,13 @@ def measured_cli(*args: str, root: Path) -> dict[str, object]:
     env = {**os.environ, "CMRUNBOOK_ROOT": str(root)}
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, INVOKE, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -153,8 +158,9 @@ def test_attack_3_alias_bomb_refused(root: Path) -> None:
     result = as_result(bomb)
     located = re.search(
         rf"^error: {re.escape(str(inventory))}:(\d+):\d+: alias \*a\d would expand the file",
-        result.stderr, re.M,
-    )  # fmt: skip
+        result.stderr,
+        re.M,
+    )
     assert result.returncode == 2 and located, (result.returncode, result.stderr)
     assert first_alias <= int(located[1]) < first_alias + 7
     error_lines(result)
@@ -272,9 +278,16 @@ def test_attack_1b_typed_values_refused(root: Path) -> None:
     lines[n:n] = added
     inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run_cli(
-        "remediate", "multicast", "--method", "4", "--dry-run", "--show-scripts",
-        "--hosts", "cm07-dp01", root=root,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--show-scripts",
+        "--hosts",
+        "cm07-dp01",
+        root=root,
+    )
     for i, (name, _, expected) in enumerate(TYPED_VARS):
         assert_refused_at(result, inventory, n + 2 + i, f"{name} {expected}")
     list_line = n + 2 + len(TYPED_VARS)
@@ -300,9 +313,16 @@ def test_attack_1b_quoted_values_are_kept(root: Path) -> None:
     lines[n:n] = ["    vars:", "      pxe_share: 'yes'", "      backup_dir: '0x10'"]
     inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run_cli(
-        "remediate", "multicast", "--method", "4", "--dry-run", "--show-scripts",
-        "--hosts", "cm07-dp01", root=root,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--show-scripts",
+        "--hosts",
+        "cm07-dp01",
+        root=root,
+    )
     assert result.returncode == 0, result.stderr
     assert "$share = 'yes'" in result.stdout and "'0x10'" in result.stdout
 
@@ -334,9 +354,18 @@ def test_attack_1c_invalid_utf8_set(tmp_path: Path) -> None:
     """`--set $'pxe_share=\\xff\\xfe'`: one error line, exit 2, and no 0-byte script left."""
     out = tmp_path / "surr_out"
     result = run_cli(
-        "remediate", "multicast", "--method", "4", "--dry-run", "--hosts", "cm07-dp01",
-        "--set", os.fsdecode(b"pxe_share=\xff\xfe"), "--out", str(out),
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--hosts",
+        "cm07-dp01",
+        "--set",
+        os.fsdecode(b"pxe_share=\xff\xfe"),
+        "--out",
+        str(out),
+    )
     assert result.returncode == 2, result.stderr
     message = r"error: the command line argument b'pxe_share=\xff\xfe' is not UTF-8 text"
     assert error_lines(result) == [message]
@@ -384,9 +413,16 @@ def test_attack_2c_long_host_name(lab: Lab, tmp_path: Path) -> None:
     assert "run-end" in (run_dir / "journal.jsonl").read_text(encoding="utf-8")
     out = tmp_path / "longout"
     dry = run_cli(
-        "check", "client-hotfix", "--hosts", "xp-lll*", "--dry-run", "--out", str(out),
-        "--inventory", inventory,
-    )  # fmt: skip
+        "check",
+        "client-hotfix",
+        "--hosts",
+        "xp-lll*",
+        "--dry-run",
+        "--out",
+        str(out),
+        "--inventory",
+        inventory,
+    )
     assert "Traceback" not in dry.stderr, dry.stderr
     assert dry.returncode == 0 and list(out.rglob("*.ps1")), dry.stderr
 
@@ -422,9 +458,14 @@ def with_file_size_limit(
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return subprocess.run(
-        [INVOKE, *args], cwd=REPO, env=env, capture_output=True, text=True,
-        preexec_fn=limited, timeout=240,
-    )  # fmt: skip
+        [INVOKE, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+        timeout=240,
+    )
 
 
 def run_with_file_size_limit(lab: Lab, limit: int, *args: str) -> subprocess.CompletedProcess[str]:

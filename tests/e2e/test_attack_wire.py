@@ -452,9 +452,13 @@ def test_fidelity_f9_codepage_per_host_os(lab: Lab, tmp_path: Path) -> None:
     inventory = tmp_path / "codepage.yaml"
     inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     res = lab.cli(
-        "check", "client-hotfix", "--hosts", "xp-fleet001,xp-fleet002", "--non-interactive",
+        "check",
+        "client-hotfix",
+        "--hosts",
+        "xp-fleet001,xp-fleet002",
+        "--non-interactive",
         inventory=str(inventory),
-    )  # fmt: skip
+    )
     assert res.returncode == 1, res.stdout + res.stderr  # both are really non-compliant
     assert "5.0.7958.1000" in res.stdout
     assert set(server.shell_codepages("xp-fleet001")) == {850}

@@ -27,8 +27,19 @@ def task_args(lab: Lab, tmp: Path) -> dict[str, list[str]]:
     """Each task with arguments that, run for real, would contact the lab or write files."""
     inv = ["--inventory", lab.inventory]
     return {
-        "remediate": ["remediate", "multicast", "--method", "4", "--hosts", "cm07-dp01", "--yes",
-                      *inv, "--runs", str(tmp / "runs"), "--non-interactive"],
+        "remediate": [
+            "remediate",
+            "multicast",
+            "--method",
+            "4",
+            "--hosts",
+            "cm07-dp01",
+            "--yes",
+            *inv,
+            "--runs",
+            str(tmp / "runs"),
+            "--non-interactive",
+        ],
         "check": ["check", "client-hotfix", *inv, "--runs", str(tmp / "runs")],
         "diagnose": ["diagnose", "all", "--host", "cm07-dp01", *inv, "--non-interactive"],
         "checklist": ["checklist", "multicast", "--out", str(tmp / "checklist.html")],
@@ -37,9 +48,15 @@ def task_args(lab: Lab, tmp: Path) -> dict[str, list[str]]:
         "validate": ["validate"],
         "schema": ["schema"],
         "lab": ["lab", "--port", str(_free_port()), "--state", str(tmp / "lab-state")],
-        "log-check": ["log-check", str(DATA / "multicast_smsts.log"), "--log", "MCSSetup.log",
-                      "--event", "install"],
-    }  # fmt: skip
+        "log-check": [
+            "log-check",
+            str(DATA / "multicast_smsts.log"),
+            "--log",
+            "MCSSetup.log",
+            "--event",
+            "install",
+        ],
+    }
 
 
 def http_requests(lab: Lab) -> int:
@@ -49,18 +66,33 @@ def http_requests(lab: Lab) -> int:
 @pytest.mark.parametrize("flag", ["--dry", "-R"])
 @pytest.mark.parametrize(
     "name",
-    ["remediate", "check", "diagnose", "checklist", "report", "schedule", "validate", "schema",
-     "lab", "log-check"],
-)  # fmt: skip
+    [
+        "remediate",
+        "check",
+        "diagnose",
+        "checklist",
+        "report",
+        "schedule",
+        "validate",
+        "schema",
+        "lab",
+        "log-check",
+    ],
+)
 def test_core_dry_flag_is_refused_and_nothing_is_contacted_or_written(
     lab: Lab, tmp_path: Path, name: str, flag: str
 ) -> None:
     args = task_args(lab, tmp_path)[name]
     schemas = {p: p.read_bytes() for p in (ROOT / "schema").glob("*.json")}
     res = subprocess.run(
-        [INVOKE, flag, *args], cwd=ROOT, env=lab.env(), text=True, capture_output=True,
-        timeout=60, input="",
-    )  # fmt: skip
+        [INVOKE, flag, *args],
+        cwd=ROOT,
+        env=lab.env(),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        input="",
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "--dry (-R) is invoke's option to echo shell commands" in res.stderr
     assert "refused, nothing was done" in res.stderr
@@ -76,8 +108,13 @@ def test_cmrunbook_command_refuses_dry_too(lab: Lab) -> None:
     cmrunbook = str(Path(INVOKE).with_name("cmrunbook"))
     res = subprocess.run(
         [cmrunbook, "-R", "check", "client-hotfix", "--inventory", lab.inventory],
-        cwd=ROOT, env=lab.env(), text=True, capture_output=True, timeout=60, input="",
-    )  # fmt: skip
+        cwd=ROOT,
+        env=lab.env(),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        input="",
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "refused, nothing was done" in res.stderr
     assert http_requests(lab) == 0
@@ -87,10 +124,22 @@ def test_dry_in_an_invoke_config_file_is_refused_as_well(lab: Lab, tmp_path: Pat
     """`run.dry` can also come from invoke's environment variables or config files."""
     env = lab.env(INVOKE_RUN_DRY="1")
     res = subprocess.run(
-        [INVOKE, "check", "client-hotfix", "--inventory", lab.inventory,
-         "--runs", str(tmp_path / "runs")],
-        cwd=ROOT, env=env, text=True, capture_output=True, timeout=60, input="",
-    )  # fmt: skip
+        [
+            INVOKE,
+            "check",
+            "client-hotfix",
+            "--inventory",
+            lab.inventory,
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        input="",
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "refused, nothing was done" in res.stderr
     assert http_requests(lab) == 0

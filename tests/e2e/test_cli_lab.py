@@ -40,8 +40,11 @@ def started_lab(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
     with out.open("w") as sink:
         proc = subprocess.Popen(
             [INVOKE, "lab", "--speed", "100", "--port", str(_free_port()), "--state", str(state)],
-            cwd=ROOT, text=True, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=ROOT,
+            text=True,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
         while "Ctrl-C stops the lab." not in out.read_text() and proc.poll() is None:
@@ -74,8 +77,13 @@ def test_lab_prints_the_client_command_for_its_speed_and_it_runs_as_printed(
     env = {**os.environ, **_env_file_values(state / "credentials.env")}
     ran = subprocess.run(
         [INVOKE, *command[1:], "--runs", str(tmp_path / "runs")],
-        cwd=ROOT, env=env, text=True, capture_output=True, timeout=600, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "Traceback" not in ran.stderr
 
@@ -84,8 +92,12 @@ def test_second_lab_on_a_busy_port_says_so_and_names_port(lab: Lab, tmp_path: Pa
     port = lab.running.server.port
     res = subprocess.run(
         [INVOKE, "lab", "--port", str(port), "--state", str(tmp_path / "second")],
-        cwd=ROOT, text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"error: port {port} on 127.0.0.1 is in use" in res.stderr
     assert "--port N" in res.stderr

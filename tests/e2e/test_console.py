@@ -66,9 +66,12 @@ def test_a_check_on_a_terminal_colours_each_result_and_fits_its_width(lab: Lab) 
     # The tally counts what the hosts ended as, and says 0 for a result none had.
     (tally,) = TALLY.findall(ESCAPES.sub("", out))
     assert tuple(map(int, tally)) == (
-        sum(statuses.values()), statuses["ok"], statuses["non-compliant"], statuses["unknown"],
+        sum(statuses.values()),
+        statuses["ok"],
+        statuses["non-compliant"],
+        statuses["unknown"],
         statuses["unreachable"],
-    )  # fmt: skip
+    )
     assert statuses["ok"] and statuses["non-compliant"]
     # Each result in its own colour: ok green, non-compliant magenta, unknown yellow.
     assert re.search(r"\x1b\[32m\d+ ok\x1b\[0m", out), out
@@ -107,16 +110,27 @@ def test_a_restart_wait_says_whom_it_waits_for_and_how_long_not_a_transport_erro
     """Method 4 restarts cm07-dp01: while it is down, its status row reads "waiting for
     cm07-dp01 to restart (Xs of Ym): not answering", never the refused connection."""
     lab = make_lab(speed=200.0)  # the lab's 60 s role install takes 0.3 s
-    args = ("remediate", "multicast", "--method", "4", "--hosts", "cm07-dp01", "--yes",
-            "--non-interactive", "--assume-manual-done")  # fmt: skip
+    args = (
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--hosts",
+        "cm07-dp01",
+        "--yes",
+        "--non-interactive",
+        "--assume-manual-done",
+    )
     code, out = on_terminal(lab, *args, columns=120, time_scale="0.005")
     assert code == 0, out
     plain = ESCAPES.sub("", out)
     rows = re.findall(r"cm07-dp01: (waiting for cm07-dp01 to restart[^\r\n]*)", plain)
     assert rows, plain
     # 900 s at time scale 0.005: 4.5 s, shown as 4s or 5s
-    row = re.compile(r"waiting for cm07-dp01 to restart \(\d+s of [45]s\): "
-                     r"(not answering|up, not restarted yet)")  # fmt: skip
+    row = re.compile(
+        r"waiting for cm07-dp01 to restart \(\d+s of [45]s\): "
+        r"(not answering|up, not restarted yet)"
+    )
     assert all(row.fullmatch(r) for r in rows), rows
     assert "not answering" in " ".join(rows)
 

@@ -82,14 +82,46 @@ def console(make_lab: Callable[..., Lab], tmp_path: Path) -> tuple[Lab, list[str
     run("remediate", "boot-image-update", *yes, expect=1)  # the site server lacks the hotfix
     lab.running.server.faults.set("xp-fleet001", "refuse", count=None)
     lab.running.server.faults.set("xp-fleet002", "http500", count=None)
-    run("check", "client-hotfix", "--non-interactive", "--reports", str(tmp_path / "reports"),
-        expect=1)  # fmt: skip
-    run("remediate", "multicast", "--method", "3", "--hosts", "cm07-dp02", *yes,
-        env=lab.env(CMRUNBOOK_PASSWORD=WRONG), expect=1)  # fmt: skip
-    run("diagnose", "all", "--host", "xp-wks002", "--inventory", lab.inventory,
-        "--non-interactive", expect=1)  # fmt: skip
-    run("remediate", "multicast", "--method", "4", "--dry-run", "--show-scripts", "--out",
-        str(tmp_path / "scripts"), expect=0)  # fmt: skip
+    run(
+        "check",
+        "client-hotfix",
+        "--non-interactive",
+        "--reports",
+        str(tmp_path / "reports"),
+        expect=1,
+    )
+    run(
+        "remediate",
+        "multicast",
+        "--method",
+        "3",
+        "--hosts",
+        "cm07-dp02",
+        *yes,
+        env=lab.env(CMRUNBOOK_PASSWORD=WRONG),
+        expect=1,
+    )
+    run(
+        "diagnose",
+        "all",
+        "--host",
+        "xp-wks002",
+        "--inventory",
+        lab.inventory,
+        "--non-interactive",
+        expect=1,
+    )
+    run(
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--show-scripts",
+        "--out",
+        str(tmp_path / "scripts"),
+        expect=0,
+    )
     return lab, out
 
 

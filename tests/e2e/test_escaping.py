@@ -53,8 +53,13 @@ def test_attack_4g_escape_sequences_escaped(make_lab: Callable[..., Lab], tmp_pa
     ET.parse(run / "junit.xml")  # well-formed XML (raw controls are not XML 1.0)
     # The run record as a Markdown checklist: the same text, escaped.
     md = run_cli(
-        "checklist", "client-hotfix-check", "--from-run", str(run), "--format", "md",
-    )  # fmt: skip
+        "checklist",
+        "client-hotfix-check",
+        "--from-run",
+        str(run),
+        "--format",
+        "md",
+    )
     assert md.returncode == 0, md.stderr
     assert "PWNED-TITLE" in md.stdout and raw_controls(md.stdout) == []
 
@@ -83,9 +88,17 @@ def test_attack_1f_markdown_checklist_injection(lab: Lab, tmp_path: Path) -> Non
     inventory = tmp_path / "html.yaml"
     inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     res = run_cli(
-        "checklist", "multicast", "--method", "4", "--format", "md", "--hosts", "cm07-dp*",
-        "--inventory", str(inventory),
-    )  # fmt: skip
+        "checklist",
+        "multicast",
+        "--method",
+        "4",
+        "--format",
+        "md",
+        "--hosts",
+        "cm07-dp*",
+        "--inventory",
+        str(inventory),
+    )
     assert res.returncode == 0, res.stderr
     md = outside_code_blocks(res.stdout)  # a fenced block (the scripts) shows text as text
     assert "onerror" in md and "javascript" in md  # the name is there, as text

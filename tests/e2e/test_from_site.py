@@ -25,12 +25,22 @@ from conftest import INVOKE, ROOT, Lab, custom_lab_file
 from cmrunbook.load.inventory import load_inventory
 
 
-def from_site(lab: Lab, site: str, provider: str, out: Path, *extra: str,
-              inventory: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def from_site(
+    lab: Lab, site: str, provider: str, out: Path, *extra: str, inventory: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return lab.cli(
-        "inventory", "from-site", "--provider", provider, "--site", site, "--out", str(out),
-        "--inventory", inventory or lab.inventory, *extra,
-    )  # fmt: skip
+        "inventory",
+        "from-site",
+        "--provider",
+        provider,
+        "--site",
+        site,
+        "--out",
+        str(out),
+        "--inventory",
+        inventory or lab.inventory,
+        *extra,
+    )
 
 
 def expected_site(lab: Lab, code: str) -> dict[str, dict[str, Any]]:
@@ -41,18 +51,19 @@ def expected_site(lab: Lab, code: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     server = world.hosts[site.server]
     out[server.address.split(".")[0]] = {
-        "address": server.address, "roles": ["site_server"],
+        "address": server.address,
+        "roles": ["site_server"],
         "os": {"version": server.os_version, "arch": server.arch},
-    }  # fmt: skip
+    }
     for host, nal_name in site.dp_servers.items():
         h = world.hosts[host]
         dp = world.dps[host]
         out[nal_name.split(".")[0]] = {
-            "address": nal_name, "roles": ["distribution_point"],
+            "address": nal_name,
+            "roles": ["distribution_point"],
             "os": {"version": h.os_version, "arch": h.arch},
-            "dp": {"multicast": dp.roles["multicast"].installed,
-                   "pxe": dp.roles["pxe"].installed},
-        }  # fmt: skip
+            "dp": {"multicast": dp.roles["multicast"].installed, "pxe": dp.roles["pxe"].installed},
+        }
     return out
 
 
@@ -61,8 +72,10 @@ def written_hosts(path: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for name, h in inv.file.hosts.items():
         entry: dict[str, Any] = {
-            "address": h.address, "roles": list(h.roles), "os": h.os.model_dump(),
-        }  # fmt: skip
+            "address": h.address,
+            "roles": list(h.roles),
+            "os": h.os.model_dump(),
+        }
         if h.dp is not None:
             entry["dp"] = h.dp.model_dump()
         out[name] = entry
@@ -200,9 +213,13 @@ def _start_lab_cli(state: Path, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMRUNBOOK_")}
     proc = subprocess.Popen(
         [INVOKE, "lab", *args, "--port", "0", "--speed", "50", "--state", str(state)],
-        cwd=ROOT, env=env, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     end = time.monotonic() + 60
     while time.monotonic() < end:
@@ -230,10 +247,25 @@ def test_lab_from_inventory_round_trip(lab: Lab, tmp_path: Path) -> None:
     try:
         second = tmp_path / "second.yaml"
         res = subprocess.run(
-            [INVOKE, "inventory", "from-site", "--provider", "cm07-site01", "--site", "C07",
-             "--out", str(second), "--inventory", str(state / "inventory.yaml")],
-            cwd=ROOT, env=_lab_env(state), text=True, capture_output=True, timeout=240,
-        )  # fmt: skip
+            [
+                INVOKE,
+                "inventory",
+                "from-site",
+                "--provider",
+                "cm07-site01",
+                "--site",
+                "C07",
+                "--out",
+                str(second),
+                "--inventory",
+                str(state / "inventory.yaml"),
+            ],
+            cwd=ROOT,
+            env=_lab_env(state),
+            text=True,
+            capture_output=True,
+            timeout=240,
+        )
         assert res.returncode == 0, res.stdout + res.stderr
     finally:
         proc.terminate()

@@ -24,8 +24,15 @@ from cmrunbook.filenames import safe_name
 SPEED = 1.0  # the multicast role removal takes 45 s: run A stays in its log wait meanwhile
 SCALE = "0.01"
 DP = "cm07-dp02"
-ARGS = ("remediate", "multicast", "--method", "3", "--yes", "--non-interactive",
-        "--assume-manual-done")  # fmt: skip
+ARGS = (
+    "remediate",
+    "multicast",
+    "--method",
+    "3",
+    "--yes",
+    "--non-interactive",
+    "--assume-manual-done",
+)
 
 
 def inventory_with(lab: Lab, change: Callable[[dict[str, Any]], None], name: str) -> str:
@@ -53,12 +60,27 @@ def live_run(make_lab: Callable[..., Lab]) -> Iterator[LiveRun]:
     runs_a = lab.tmp / "runs-a"
 
     def start(*hosts: str, inventory: str | None = None) -> Path:
-        cmd = [INVOKE, *ARGS, "--hosts", ",".join(hosts), "--inventory", inventory or lab.inventory,
-               "--runs", str(runs_a), "--time-scale", SCALE]  # fmt: skip
+        cmd = [
+            INVOKE,
+            *ARGS,
+            "--hosts",
+            ",".join(hosts),
+            "--inventory",
+            inventory or lab.inventory,
+            "--runs",
+            str(runs_a),
+            "--time-scale",
+            SCALE,
+        ]
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=lab.env(), text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            cmd,
+            cwd=ROOT,
+            env=lab.env(),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         procs.append(proc)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -130,9 +152,13 @@ def test_attack_2a_self_lock_names_injective(lab: Lab) -> None:
     names = {"xp-fleet001": "corp/xp_fleet", "xp-fleet002": "corp xp_fleet"}
     inventory = inventory_with(lab, lambda d: rename(d, names), "collide.yaml")
     res = lab.cli(
-        "check", "client-hotfix", "--hosts", "corp/xp_fleet,corp xp_fleet", "--non-interactive",
+        "check",
+        "client-hotfix",
+        "--hosts",
+        "corp/xp_fleet,corp xp_fleet",
+        "--non-interactive",
         inventory=inventory,
-    )  # fmt: skip
+    )
     assert res.returncode == 1, res.stdout + res.stderr  # both non-compliant: no lock refusal
     assert "locked" not in res.stderr
     (run,) = lab.run_dirs()
@@ -146,9 +172,17 @@ def test_attack_2b_out_no_overwrite(lab: Lab) -> None:
     inventory = inventory_with(lab, lambda d: rename(d, names), "collide2.yaml")
     out = lab.tmp / "out"
     res = lab.cli(
-        "remediate", "multicast", "--method", "3", "--dry-run", "--hosts", "corp/dp,corp dp",
-        "--out", str(out), inventory=inventory,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "3",
+        "--dry-run",
+        "--hosts",
+        "corp/dp,corp dp",
+        "--out",
+        str(out),
+        inventory=inventory,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     written = int(res.stdout.split("Wrote ")[1].split(" ")[0])
     scripts = sorted(out.rglob("*.ps1"))
@@ -156,8 +190,10 @@ def test_attack_2b_out_no_overwrite(lab: Lab) -> None:
     per_host = {p.parent.name for p in scripts}
     assert len(per_host) == 2
     for folder in per_host:
-        header = {p.read_text(encoding="utf-8").split("target ")[1].split(" | ")[0]
-                  for p in (out / folder).glob("*.ps1")}  # fmt: skip
+        header = {
+            p.read_text(encoding="utf-8").split("target ")[1].split(" | ")[0]
+            for p in (out / folder).glob("*.ps1")
+        }
         assert len(header) == 1, header  # every script in a host's folder is for that host
 
 
@@ -198,9 +234,17 @@ def test_attack_2a_checklist_anchors_distinct(lab: Lab) -> None:
         ("md", r'<a id="([^"]+)"></a>\n\n## '),
     ):
         res = run_cli(
-            "checklist", "multicast", "--method", "4", "--format", fmt, "--hosts", "corp*",
-            "--inventory", inventory,
-        )  # fmt: skip
+            "checklist",
+            "multicast",
+            "--method",
+            "4",
+            "--format",
+            fmt,
+            "--hosts",
+            "corp*",
+            "--inventory",
+            inventory,
+        )
         assert res.returncode == 0, res.stderr
         anchors = re.findall(pattern, res.stdout)
         assert len(anchors) == len(set(anchors)) == 2, anchors

@@ -61,16 +61,23 @@ def test_boot_image_update_updates_one_image_at_a_time(
     site = lab.world.sites["P12"]
     versions = {p: int(site.boot_images[p]["SourceVersion"]) for p in ("P1200001", "P1200005")}
     res = lab.cli(
-        "remediate", "boot-image-update", "--yes", "--non-interactive", "--set", XP_IMAGES,
+        "remediate",
+        "boot-image-update",
+        "--yes",
+        "--non-interactive",
+        "--set",
+        XP_IMAGES,
         time_scale=SCALE,
-    )  # fmt: skip
+    )
     ok_run(res)
     (run,) = lab.run_dirs()
     evs = events(run)
     assert loop_trail(evs) == [
-        "upd.update-boot-image#P1200001", "upd.wait-distmgr#P1200001",
-        "upd.update-boot-image#P1200005", "upd.wait-distmgr#P1200005",
-    ]  # fmt: skip
+        "upd.update-boot-image#P1200001",
+        "upd.wait-distmgr#P1200001",
+        "upd.update-boot-image#P1200005",
+        "upd.wait-distmgr#P1200005",
+    ]
     # The second image was not touched before distmgr.log reported the first one processed.
     starts = [e for e in evs if e["event"] == "step-start" and e.get("item") == "P1200005"]
     first_done = next(
@@ -119,9 +126,14 @@ def test_boot_image_update_by_default_updates_every_distributed_image(
     distributed"; the ADK default images are warned about, not a reason to refuse the site."""
     lab = make_lab(custom_lab_file(tmp_path, hotfix_only), speed=SPEED)
     res = lab.cli(
-        "remediate", "boot-image-update", "--yes", "--non-interactive", "--set",
-        "xp_boot_images=P1200005", time_scale=SCALE,
-    )  # fmt: skip
+        "remediate",
+        "boot-image-update",
+        "--yes",
+        "--non-interactive",
+        "--set",
+        "xp_boot_images=P1200005",
+        time_scale=SCALE,
+    )
     ok_run(res)
     assert lab.world.sites["P12"].refreshes == ALL_DISTRIBUTED
     (run,) = lab.run_dirs()
@@ -134,9 +146,14 @@ def test_boot_image_update_by_default_updates_every_distributed_image(
     assert "Warning: P1200001 (Boot image (x86)) is OS version 6.3.9600.16384" in check["message"]
     # The XP task sequences' image is still held to the rule: naming an x64 one stops the run.
     refused = lab.cli(
-        "remediate", "boot-image-update", "--yes", "--non-interactive", "--set",
-        "xp_boot_images=P1200002", time_scale=SCALE,
-    )  # fmt: skip
+        "remediate",
+        "boot-image-update",
+        "--yes",
+        "--non-interactive",
+        "--set",
+        "xp_boot_images=P1200002",
+        time_scale=SCALE,
+    )
     assert refused.returncode == 1
     assert "a boot image of the Windows XP task sequences" in refused.stdout
     assert lab.world.sites["P12"].refreshes == ALL_DISTRIBUTED  # nothing more
@@ -147,9 +164,14 @@ def test_bootsect_downgrade_by_default_updates_every_distributed_image(
 ) -> None:
     lab = make_lab(speed=SPEED)
     res = lab.cli(
-        "remediate", "bootsect-downgrade", "--yes", "--non-interactive", "--set",
-        f"replacement_path={REPLACEMENT}", time_scale=SCALE,
-    )  # fmt: skip
+        "remediate",
+        "bootsect-downgrade",
+        "--yes",
+        "--non-interactive",
+        "--set",
+        f"replacement_path={REPLACEMENT}",
+        time_scale=SCALE,
+    )
     ok_run(res)
     assert lab.world.sites["P12"].refreshes == ALL_DISTRIBUTED
 
@@ -158,9 +180,7 @@ def test_boot_image_update_refuses_a_site_server_without_the_hotfix(
     make_lab: Callable[..., Lab],
 ) -> None:
     lab = make_lab(speed=SPEED)
-    res = lab.cli(
-        "remediate", "boot-image-update", "--yes", "--non-interactive", time_scale=SCALE
-    )  # fmt: skip
+    res = lab.cli("remediate", "boot-image-update", "--yes", "--non-interactive", time_scale=SCALE)
     assert res.returncode == 1
     assert "The KB2910552 hotfix is not on this site server" in res.stdout
     assert re.search(r"^\S+ cm12-site01 +FAILED: The KB2910552 hotfix", res.stdout, re.M)
@@ -179,8 +199,14 @@ def test_bootsect_downgrade_then_rollback_restores_the_originals(
     site = lab.world.sites["P12"]
     original = hashes(lab)
     assert original[OSD_BOOTSECT] != original[REPLACEMENT]
-    args = ("--yes", "--non-interactive", "--set", f"replacement_path={REPLACEMENT}", "--set",
-            XP_IMAGES)  # fmt: skip
+    args = (
+        "--yes",
+        "--non-interactive",
+        "--set",
+        f"replacement_path={REPLACEMENT}",
+        "--set",
+        XP_IMAGES,
+    )
     res = lab.cli("remediate", "bootsect-downgrade", *args, time_scale=SCALE)
     ok_run(res)
     replaced = hashes(lab)
@@ -189,9 +215,11 @@ def test_bootsect_downgrade_then_rollback_restores_the_originals(
     # The boot images were updated one at a time, and now carry the older bootsect.exe.
     (run,) = lab.run_dirs()
     assert loop_trail(events(run)) == [
-        "bs.update-boot-image#P1200001", "bs.wait-distmgr#P1200001",
-        "bs.update-boot-image#P1200005", "bs.wait-distmgr#P1200005",
-    ]  # fmt: skip
+        "bs.update-boot-image#P1200001",
+        "bs.wait-distmgr#P1200001",
+        "bs.update-boot-image#P1200005",
+        "bs.wait-distmgr#P1200005",
+    ]
     for pid in ("P1200001", "P1200005"):
         assert site.boot_images[pid]["Files"]["SMS\\bin\\i386\\bootsect.exe"] == "6.2.9200.16384"
     backup = r"C:\ProgramData\cmrunbook\backup\bootsect-downgrade"
@@ -202,9 +230,11 @@ def test_bootsect_downgrade_then_rollback_restores_the_originals(
     assert hashes(lab) == original
     run2 = lab.run_dirs()[-1]
     assert loop_trail(events(run2)) == [
-        "rb.update-boot-image#P1200001", "rb.wait-distmgr#P1200001",
-        "rb.update-boot-image#P1200005", "rb.wait-distmgr#P1200005",
-    ]  # fmt: skip
+        "rb.update-boot-image#P1200001",
+        "rb.wait-distmgr#P1200001",
+        "rb.update-boot-image#P1200005",
+        "rb.wait-distmgr#P1200005",
+    ]
     for pid in ("P1200001", "P1200005"):
         assert site.boot_images[pid]["Files"]["SMS\\bin\\i386\\bootsect.exe"] == "6.3.9600.16384"
     assert site.refreshes == ["P1200001", "P1200005"] * 2
@@ -250,9 +280,16 @@ def fleet_check(lab: Lab, *more: str, **kw: Any) -> tuple[Any, dict[str, Any], C
     inventory = lab.tmp / "inventory-two-down.yaml"
     inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     res = lab.cli(
-        "check", "client-hotfix", "--non-interactive", "--forks", "20", *more,
-        inventory=str(inventory), time_scale=SCALE, **kw,
-    )  # fmt: skip
+        "check",
+        "client-hotfix",
+        "--non-interactive",
+        "--forks",
+        "20",
+        *more,
+        inventory=str(inventory),
+        time_scale=SCALE,
+        **kw,
+    )
     (run,) = lab.run_dirs()
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     names = [h["name"] for h in report["hosts"]]
@@ -283,10 +320,7 @@ def test_client_hotfix_check_counts_match_the_fleet(make_lab: Callable[..., Lab]
     unknown = [h for h in report["hosts"] if h["status"] == "unknown"]
     assert all("not in the site's software inventory" in h["message"] for h in unknown)
     # The console summary says the same.
-    table = Counter(
-        m.group(1)
-        for m in re.finditer(r"^(?:xp-\S+) +\d+ +(\S+) ", res.stdout, re.M)
-    )  # fmt: skip
+    table = Counter(m.group(1) for m in re.finditer(r"^(?:xp-\S+) +\d+ +(\S+) ", res.stdout, re.M))
     assert table == expected
 
 

@@ -256,8 +256,13 @@ def test_rollback_resume_of_a_runbook_without_site_wide_changes_is_refused(tmp_p
     """bootsect-downgrade has its own --rollback; --rollback --resume would mean nothing there."""
     run = tmp_path / "20261202-000000-bootsect-downgrade"
     run.mkdir()
-    request = {"runbook": "bootsect-downgrade", "inventory": str(EXAMPLE_INVENTORY),
-               "hosts": "cm12-site01", "overrides": [], "rollback": False}  # fmt: skip
+    request = {
+        "runbook": "bootsect-downgrade",
+        "inventory": str(EXAMPLE_INVENTORY),
+        "hosts": "cm12-site01",
+        "overrides": [],
+        "rollback": False,
+    }
     event = {"seq": 1, "event": "run", "runbook": "bootsect-downgrade", "request": request}
     (run / "journal.jsonl").write_text(json.dumps(event) + "\n", encoding="utf-8")
     res = run_cli("remediate", "bootsect-downgrade", "--rollback", "--resume", str(run))

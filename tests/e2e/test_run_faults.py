@@ -110,48 +110,82 @@ PRECHECK = "precheck/pre.large-wim-hotfix"  # the first script that runs on the 
 
 CASES: dict[str, Case] = {
     "connection-refused": Case(
-        _refuse, 1, ["cm07-dp01: connection refused at http://127.0.0.1:", "is WinRM listening"],
-        PRECHECK, _heal_refuse,
+        _refuse,
+        1,
+        ["cm07-dp01: connection refused at http://127.0.0.1:", "is WinRM listening"],
+        PRECHECK,
+        _heal_refuse,
     ),
     "http-500": Case(
-        _server("http500", count=None), 1,
-        ["cm07-dp01: WS-Man fault", "(w:InternalError)", "internal error"], PRECHECK,
+        _server("http500", count=None),
+        1,
+        ["cm07-dp01: WS-Man fault", "(w:InternalError)", "internal error"],
+        PRECHECK,
     ),
     "hang": Case(
-        _server("hang", count=None), 1, ["cm07-dp01: no answer from", "(read timeout)"],
-        PRECHECK, _clear_server, args=["--step-timeout", "2"],
+        _server("hang", count=None),
+        1,
+        ["cm07-dp01: no answer from", "(read timeout)"],
+        PRECHECK,
+        _clear_server,
+        args=["--step-timeout", "2"],
     ),
     "reset": Case(
-        _server("reset", count=None), 1, ["cm07-dp01: connection to", "broke in the middle"],
+        _server("reset", count=None),
+        1,
+        ["cm07-dp01: connection to", "broke in the middle"],
         PRECHECK,
     ),
     "quota": Case(_server("quota", count=1), 0, [], None, happened=_second_shell),
     "log-failure": Case(
-        _host_fault(kind="log-failure", operation="uninstall", role="multicast"), 1,
-        ["MCSSetup.log reports failure: mcs.msi exited with return code: 1603",
-         "last lines read:", "Deinstalling the SMS_MULTICAST_SERVICE_POINT"], WAIT_UNINSTALL,
+        _host_fault(kind="log-failure", operation="uninstall", role="multicast"),
+        1,
+        [
+            "MCSSetup.log reports failure: mcs.msi exited with return code: 1603",
+            "last lines read:",
+            "Deinstalling the SMS_MULTICAST_SERVICE_POINT",
+        ],
+        WAIT_UNINSTALL,
     ),
     "log-hang": Case(
-        _host_fault(kind="log-hang", operation="uninstall", role="multicast"), 1,
-        ["timed out after 2s waiting for MCSSetup.log, MCSMSI.log", "last lines read:",
-         "MCSSetup.log: Running: msiexec.exe /i mcs.msi REMOVE=ALL"], WAIT_UNINSTALL,
+        _host_fault(kind="log-hang", operation="uninstall", role="multicast"),
+        1,
+        [
+            "timed out after 2s waiting for MCSSetup.log, MCSMSI.log",
+            "last lines read:",
+            "MCSSetup.log: Running: msiexec.exe /i mcs.msi REMOVE=ALL",
+        ],
+        WAIT_UNINSTALL,
         time_scale="0.001",
     ),
     "log-rollover": Case(
-        _host_fault(kind="log-rollover", operation="uninstall", role="multicast",
-                    log="MCSSetup.log"), 0, [], None, happened=_rolled_over,
+        _host_fault(
+            kind="log-rollover", operation="uninstall", role="multicast", log="MCSSetup.log"
+        ),
+        0,
+        [],
+        None,
+        happened=_rolled_over,
     ),
     "reboot-mid-step": Case(
-        _host_fault(kind="reboot-during", step="engine/log-read", down_seconds=60), 1,
-        ["cm07-dp01: http://127.0.0.1:", "closed the connection without answering",
-         "it answered earlier in this run, so it may be restarting; --resume when it is back"],
-        WAIT_UNINSTALL, _nothing,
+        _host_fault(kind="reboot-during", step="engine/log-read", down_seconds=60),
+        1,
+        [
+            "cm07-dp01: http://127.0.0.1:",
+            "closed the connection without answering",
+            "it answered earlier in this run, so it may be restarting; --resume when it is back",
+        ],
+        WAIT_UNINSTALL,
+        _nothing,
     ),
     "script-failure": Case(
-        _host_fault(kind="script-failure", step=PRECHECK, message="Injected failure: E_LAB"), 1,
-        ["Injected failure: E_LAB"], PRECHECK, _nothing,
+        _host_fault(kind="script-failure", step=PRECHECK, message="Injected failure: E_LAB"),
+        1,
+        ["Injected failure: E_LAB"],
+        PRECHECK,
+        _nothing,
     ),
-}  # fmt: skip
+}
 
 
 def two_dp_lab(make_lab: Callable[..., Lab], tmp_path: Path) -> Lab:
@@ -163,9 +197,18 @@ def two_dp_lab(make_lab: Callable[..., Lab], tmp_path: Path) -> Lab:
 
 def method_3(lab: Lab, case: Case, kw: dict[str, Any], *more: str) -> Any:
     return lab.cli(
-        "remediate", "multicast", "--method", "3", "--hosts", f"{SICK},{WELL}", *RUN,
-        *case.args, *more, time_scale=case.time_scale, **kw,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "3",
+        "--hosts",
+        f"{SICK},{WELL}",
+        *RUN,
+        *case.args,
+        *more,
+        time_scale=case.time_scale,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -233,9 +276,16 @@ def test_wrong_password_is_a_clear_401_for_each_host_and_changes_nothing(
     lab = two_dp_lab(make_lab, tmp_path)
     env = lab.env(CMRUNBOOK_PASSWORD="not-the-password")
     res = lab.cli(
-        "remediate", "multicast", "--method", "3", "--hosts", f"{SICK},{WELL}", *RUN, env=env,
+        "remediate",
+        "multicast",
+        "--method",
+        "3",
+        "--hosts",
+        f"{SICK},{WELL}",
+        *RUN,
+        env=env,
         time_scale=SCALE,
-    )  # fmt: skip
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     (run,) = lab.run_dirs()
     evs = events(run)

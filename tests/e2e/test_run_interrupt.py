@@ -37,9 +37,15 @@ class Terminal:
         master, slave = pty.openpty()
         cmd = [INVOKE, *args, "--inventory", lab.inventory, "--runs", str(lab.runs)]
         self.proc = subprocess.Popen(
-            [*cmd, "--time-scale", "1"], cwd=ROOT, env=lab.env(), stdin=slave, stdout=slave,
-            stderr=slave, start_new_session=True, preexec_fn=_take_terminal,
-        )  # fmt: skip
+            [*cmd, "--time-scale", "1"],
+            cwd=ROOT,
+            env=lab.env(),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=_take_terminal,
+        )
         os.close(slave)
         self.master = master
         self.output = b""
@@ -95,8 +101,18 @@ def test_ctrl_c_in_a_real_time_settle_wait_ends_the_run_within_a_second(
     # Method 1 mends the DP at once, but the MP never signs its key: the verification settles
     # for 4 hours, re-checking every 5 minutes.
     lab = signing_lab(make_lab, tmp_path, signing=1_000_000)
-    term = Terminal(lab, "remediate", "multicast", "--method", "1", "--hosts", "cm07-dp02", *RUN,
-                    "--set", "image_flag_wait=0")  # fmt: skip
+    term = Terminal(
+        lab,
+        "remediate",
+        "multicast",
+        "--method",
+        "1",
+        "--hosts",
+        "cm07-dp02",
+        *RUN,
+        "--set",
+        "image_flag_wait=0",
+    )
     term.wait_for("checking again")  # the first check failed: the wait has begun
     time.sleep(1.5)  # well into the wait, not at its first instant
     elapsed = term.ctrl_c()

@@ -27,9 +27,16 @@ SHORT_SETTLE = ("--set", "verify_settle=600")
 def multicast(lab: Lab, method: str, host: str, *more: str, scale: str = SCALE) -> Any:
     """`invoke remediate multicast --method M --hosts HOST --yes ...` against the lab."""
     return lab.cli(
-        "remediate", "multicast", "--method", method, "--hosts", host, *RUN, *more,
+        "remediate",
+        "multicast",
+        "--method",
+        method,
+        "--hosts",
+        host,
+        *RUN,
+        *more,
         time_scale=scale,
-    )  # fmt: skip
+    )
 
 
 def step_ends(evs: list[dict[str, Any]], *, status: str | None = None) -> list[str]:
@@ -57,9 +64,16 @@ def stage_trail(evs: list[dict[str, Any]]) -> list[str]:
 def test_method_3_fixes_the_mcs_key_fault_waiting_on_both_logs(lab: Lab) -> None:
     assert not lab.world.multicast_healthy("cm07-dp02")
     res = lab.cli(
-        "remediate", "multicast", "--method", "3", "--hosts", "cm07-dp02", "--yes",
-        "--non-interactive", "--assume-manual-done",
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "3",
+        "--hosts",
+        "cm07-dp02",
+        "--yes",
+        "--non-interactive",
+        "--assume-manual-done",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert lab.world.multicast_healthy("cm07-dp02")
     assert "verified after Method 3" in res.stdout
@@ -142,13 +156,19 @@ def test_method_2_mends_the_image_flags_fault_touching_only_the_images(
     ]
     # Fidelity F15: cleared and set again image_flag_wait (1800 s of site time) apart, as the
     # lab's record of changes shows, not within one script.
-    wait = next(e for e in events(run) if e["event"] == "step-end"
-                and e["key"] == "method:2/m2.wait-image-multicast")  # fmt: skip
+    wait = next(
+        e
+        for e in events(run)
+        if e["event"] == "step-end" and e["key"] == "method:2/m2.wait-image-multicast"
+    )
     assert wait["status"] == "ok" and wait["data"]["elapsed"] >= 1800
     flags = [c for c in lab.world.changes if c["what"] == "OS image flags changed"]
     assert [(c["package_id"], c["after"] & 0x08000000) for c in flags] == [
-        ("C0700010", 0), ("C0700011", 0), ("C0700010", 0x08000000), ("C0700011", 0x08000000),
-    ]  # fmt: skip
+        ("C0700010", 0),
+        ("C0700011", 0),
+        ("C0700010", 0x08000000),
+        ("C0700011", 0x08000000),
+    ]
     # The DP itself was left alone: same WDS features, not restarted.
     assert lab.world.host("cm07-dp02").features == features
     assert lab.world.host("cm07-dp02").boot_time == boot
@@ -210,9 +230,14 @@ def test_auto_escalates_through_methods_1_and_2_to_method_3(make_lab: Any) -> No
     (run,) = lab.run_dirs()
     evs = events(run)
     assert stage_trail(evs) == [
-        "verify:0 failed", "method:1", "verify:1 failed", "method:2", "verify:2 failed",
-        "method:3", "verify:3 passed",
-    ]  # fmt: skip
+        "verify:0 failed",
+        "method:1",
+        "verify:1 failed",
+        "method:2",
+        "verify:2 failed",
+        "method:3",
+        "verify:3 passed",
+    ]
     assert not any("method:4" in k or "verify:4" in k for k in step_ends(evs))
 
 

@@ -29,9 +29,16 @@ SCALE = "0.01"
 DP = "cm07-dp02"
 MULTICAST_BIT = 0x08000000
 ARGS = (
-    "remediate", "multicast", "--method", "3", "--hosts", DP, "--yes", "--non-interactive",
+    "remediate",
+    "multicast",
+    "--method",
+    "3",
+    "--hosts",
+    DP,
+    "--yes",
+    "--non-interactive",
     "--assume-manual-done",
-)  # fmt: skip
+)
 
 
 def journal_of(lab: Lab) -> Path | None:
@@ -136,12 +143,15 @@ def test_killed_run_resumes_after_the_last_completed_step(
             *(
                 (event, key, image)
                 for image in ("C0700010", "C0700011")
-                for event, key in [("step-start", set_back), ("step-end", set_back),
-                                   ("site-restored", None)]
+                for event, key in [
+                    ("step-start", set_back),
+                    ("step-end", set_back),
+                    ("site-restored", None),
+                ]
             ),
             ("host-end", None, None),
             ("run-end", None, None),
-        ]  # fmt: skip
+        ]
         assert {pid for pid, i in images.items() if i["PkgFlags"] & MULTICAST_BIT} == (
             multicast_before
         )
@@ -152,9 +162,10 @@ def test_killed_run_resumes_after_the_last_completed_step(
     # --resume but without --yes: the consent given at the start holds for the whole run
     # (--non-interactive would refuse a destructive step it had to ask about).
     again = (
-        command[1:] if sig == signal.SIGINT else [*(a for a in ARGS if a != "--yes"), "--resume",
-                                                  str(run)]
-    )  # fmt: skip
+        command[1:]
+        if sig == signal.SIGINT
+        else [*(a for a in ARGS if a != "--yes"), "--resume", str(run)]
+    )
     res = lab.cli(*again, time_scale=SCALE)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "verified after Method 3" in res.stdout
@@ -291,8 +302,9 @@ def test_a_second_ctrl_c_still_ends_with_the_summary_reports_and_130(
         proc = lab.popen(*ARGS, time_scale=SCALE)
         ready = MOMENTS["mid-wait-for-removal"]
         deadline = time.monotonic() + 60
-        while not ready(events(path.parent) if (path := journal_of(lab)) and path.is_file()
-                        else []):  # fmt: skip
+        while not ready(
+            events(path.parent) if (path := journal_of(lab)) and path.is_file() else []
+        ):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)

@@ -45,9 +45,16 @@ def test_the_dry_run_and_the_checklist_show_the_settle_and_where_it_is_set() -> 
     unconfirmed = next(x for x in dry.stdout.splitlines() if "UNCONFIRMED parameters" in x)
     assert "verify_settle=14400" in unconfirmed
     shorter = run_cli(
-        "remediate", "multicast", "--method", "1", "--hosts", "cm07-dp02", "--dry-run",
-        "--set", "verify_settle=1800",
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "1",
+        "--hosts",
+        "cm07-dp02",
+        "--dry-run",
+        "--set",
+        "verify_settle=1800",
+    )
     assert "for up to 30 min 0 s (parameter verify_settle=1800s)" in shorter.stdout
     md = run_cli(
         "checklist", "multicast", "--method", "3", "--hosts", "cm07-dp02", "--format", "md"
@@ -68,9 +75,16 @@ def test_x64_2007_dp_with_its_keys_under_wow6432node_verifies_healthy(
     assert reg.get(WOW_MCS, "SignedSerializedMCSKey") and not reg.key_exists(NATIVE_MCS)
     # auto without --yes: a healthy DP needs no consent, so --non-interactive does not refuse.
     res = lab.cli(
-        "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp01",
-        "--non-interactive", "--assume-manual-done", time_scale=SCALE,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "auto",
+        "--hosts",
+        "cm07-dp01",
+        "--non-interactive",
+        "--assume-manual-done",
+        time_scale=SCALE,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "multicast already works; nothing to do" in res.stdout
     (run,) = lab.run_dirs()
@@ -167,8 +181,18 @@ def test_ctrl_c_ends_a_settle_at_once(make_lab: Any, tmp_path: Path) -> None:
     ends it without waiting for the next check. (No wait between clearing and setting the
     images' option, which would take 30 minutes at this scale.)"""
     lab = signing_lab(make_lab, tmp_path, signing=1_000_000)
-    proc = lab.popen("remediate", "multicast", "--method", "1", "--hosts", "cm07-dp02", *RUN,
-                     "--set", "image_flag_wait=0", time_scale="1")  # fmt: skip
+    proc = lab.popen(
+        "remediate",
+        "multicast",
+        "--method",
+        "1",
+        "--hosts",
+        "cm07-dp02",
+        *RUN,
+        "--set",
+        "image_flag_wait=0",
+        time_scale="1",
+    )
     try:
         _, err = kill_when(lab, proc, after_step_start("verify:1/verify.multicast"), signal.SIGINT)
     finally:
@@ -219,10 +243,18 @@ def test_auto_non_interactive_without_yes_stops_before_method_1_listing_its_step
     flags = {k: i["PkgFlags"] for k, i in site.images.items()}
     features = set(lab.world.host("cm07-dp02").features)
     res = lab.cli(
-        "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp02",
-        "--non-interactive", "--assume-manual-done", "--set", "verify_settle=1800",
+        "remediate",
+        "multicast",
+        "--method",
+        "auto",
+        "--hosts",
+        "cm07-dp02",
+        "--non-interactive",
+        "--assume-manual-done",
+        "--set",
+        "verify_settle=1800",
         time_scale=SCALE,
-    )  # fmt: skip
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     out = res.stdout
     assert "Method 1 has destructive steps and --non-interactive cannot ask" in out
@@ -284,9 +316,16 @@ def test_method_4_restarts_for_the_wds_removal_and_for_the_pxe_setup_log(make_la
 
 def test_auto_asks_before_method_1_and_a_no_leaves_it_undone(lab: Lab) -> None:
     res = lab.cli(
-        "remediate", "multicast", "--method", "auto", "--hosts", "cm07-dp02",
-        "--assume-manual-done", stdin="n\n", time_scale=SCALE,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "auto",
+        "--hosts",
+        "cm07-dp02",
+        "--assume-manual-done",
+        stdin="n\n",
+        time_scale=SCALE,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     question = res.stdout.split("Method 1 removes or uninstalls something:", 1)[1]
     assert "Reinstall WDS (remove the WDS role services)" in question.split("Run them?")[0]

@@ -26,13 +26,29 @@ PROMPTS = ("password", "Password", "Done?", "Run them?", "[y/N]", "(y/n)")
 def scheduled(lab: Lab, reports: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`invoke check client-hotfix --non-interactive --reports DIR` with stdin closed, no TTY."""
     cmd = [
-        INVOKE, "check", "client-hotfix", "--non-interactive", "--reports", str(reports),
-        "--inventory", lab.inventory, "--runs", str(lab.runs), "--time-scale", SCALE,
-    ]  # fmt: skip
+        INVOKE,
+        "check",
+        "client-hotfix",
+        "--non-interactive",
+        "--reports",
+        str(reports),
+        "--inventory",
+        lab.inventory,
+        "--runs",
+        str(lab.runs),
+        "--time-scale",
+        SCALE,
+    ]
     return subprocess.run(
-        cmd, cwd=ROOT, env=env, text=True, capture_output=True, timeout=240,
-        stdin=subprocess.DEVNULL, start_new_session=True,  # no controlling terminal
-    )  # fmt: skip
+        cmd,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal
+    )
 
 
 def test_scheduled_client_check_exits_1_and_its_reports_match_the_lab(
@@ -47,8 +63,12 @@ def test_scheduled_client_check_exits_1_and_its_reports_match_the_lab(
 
     (folder,) = [p for p in reports.iterdir() if p.is_dir()]
     assert {p.name for p in folder.iterdir()} >= {
-        "report.json", "junit.xml", "report.html", "cmrunbook.log", "journal.jsonl",
-    }  # fmt: skip
+        "report.json",
+        "junit.xml",
+        "report.html",
+        "cmrunbook.log",
+        "journal.jsonl",
+    }
     report: dict[str, Any] = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     names = [h["name"] for h in report["hosts"]]
     expected = expected_compliance(lab, names, {DOWN})
@@ -96,10 +116,21 @@ def test_scheduled_check_without_credentials_exits_2_and_contacts_nothing(
 
 def test_schedule_prints_a_systemd_timer_running_the_check() -> None:
     res = subprocess.run(
-        [INVOKE, "schedule", "client-hotfix-check", "--every", "daily@02:30", "--format",
-         "systemd"],
-        cwd=ROOT, text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            INVOKE,
+            "schedule",
+            "client-hotfix-check",
+            "--every",
+            "daily@02:30",
+            "--format",
+            "systemd",
+        ],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 0, res.stderr
     units: dict[str, str] = {}
     for chunk in res.stdout.split("# ---- ")[1:]:

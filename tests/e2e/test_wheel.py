@@ -50,8 +50,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CMRUNBOOK_", "PYTHON"))}
     dist = base / "dist"
     pip = [sys.executable, "-m", "pip"]
-    built = _run(*pip, "wheel", tree, "--no-deps", "--no-build-isolation", "-q", "-w", dist,
-                 cwd=base, env=env)  # fmt: skip
+    built = _run(
+        *pip,
+        "wheel",
+        tree,
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        dist,
+        cwd=base,
+        env=env,
+    )
     assert built.returncode == 0, built.stderr
     wheel = next(dist.glob("cmrunbook-*.whl"))
     venv = base / "venv"
@@ -59,12 +69,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
     site = Path(
-        _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
-             cwd=base, env=env).stdout.strip()
-    )  # fmt: skip
+        _run(
+            python,
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+            cwd=base,
+            env=env,
+        ).stdout.strip()
+    )
     (site / "borrowed-deps.pth").write_text(sysconfig.get_path("purelib") + "\n", "utf-8")
-    done = _run(*pip, "--python", python, "install", "--no-deps", "--no-index", "-q", wheel,
-                cwd=base, env=env)  # fmt: skip
+    done = _run(
+        *pip,
+        "--python",
+        python,
+        "install",
+        "--no-deps",
+        "--no-index",
+        "-q",
+        wheel,
+        cwd=base,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     where = _run(python, "-c", "import cmrunbook; print(cmrunbook.__file__)", cwd=base, env=env)
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout + where.stderr
@@ -85,8 +110,9 @@ def test_dry_run_and_checklist_from_an_empty_folder(
     assert Path(inventory.removeprefix("Inventory: ")).is_relative_to(shipped), inventory
     assert inventory.endswith(str(Path("cmrunbook", "_shipped", "inventory", "example.yaml")))
     assert "== cm07-dp01 " in dry.stdout
-    checklist = _run(script, "checklist", "multicast", "--method", "4", "--format", "md",
-                     cwd=empty, env=env)  # fmt: skip
+    checklist = _run(
+        script, "checklist", "multicast", "--method", "4", "--format", "md", cwd=empty, env=env
+    )
     assert checklist.returncode == 0, checklist.stderr
     assert "## cm07-dp01" in checklist.stdout
     assert list(empty.iterdir()) == []  # a dry run and a checklist leave the folder as it was
@@ -112,8 +138,19 @@ def test_schedule_from_the_installed_tool_runs_the_cmrunbook_command(
     creds = tmp_path / "creds.env"
     creds.write_text("CMRUNBOOK_USER=x\n", "utf-8")
     creds.chmod(0o600)
-    done = _run(script, "schedule", "client-hotfix-check", "--every", "daily@02:30",
-                "--format", "systemd", "--env-file", creds, cwd=tmp_path, env=env)  # fmt: skip
+    done = _run(
+        script,
+        "schedule",
+        "client-hotfix-check",
+        "--every",
+        "daily@02:30",
+        "--format",
+        "systemd",
+        "--env-file",
+        creds,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     exec_start = next(ln for ln in done.stdout.splitlines() if ln.startswith("ExecStart="))
     assert exec_start.split()[0] == f"ExecStart={script}"

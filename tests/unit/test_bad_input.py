@@ -130,9 +130,13 @@ def test_unknown_key_in_a_step_suggests_the_right_one(root: Root) -> None:
     n = step_line(root, "m3.enable-dp-multicast", "click_path:")
     edit_line(root.runbook, n, "click_path:", "clik_path:")
     message = assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, "clik_path"),
-        "unknown key 'clik_path'", "did you mean 'click_path'?",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, "clik_path"),
+        "unknown key 'clik_path'",
+        "did you mean 'click_path'?",
+    )
     assert "expected one of:" in message
 
 
@@ -157,9 +161,12 @@ def test_missing_required_key(root: Root) -> None:
     start = line_of(root.runbook, "id: m3.enable-dp-multicast")
     delete_line(root.runbook, step_line(root, "m3.enable-dp-multicast", "title:"))
     assert_located(
-        root.dry_run(), root.runbook, start, col(root.runbook, start, "id:"),
+        root.dry_run(),
+        root.runbook,
+        start,
+        col(root.runbook, start, "id:"),
         "missing required key 'title'",
-    )  # fmt: skip
+    )
 
 
 def test_duplicate_step_id(root: Root) -> None:
@@ -167,9 +174,13 @@ def test_duplicate_step_id(root: Root) -> None:
     n = line_of(root.runbook, "id: m3.enable-dp-multicast")
     edit_line(root.runbook, n, "m3.enable-dp-multicast", "m3.disable-dp-multicast")
     assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, "m3.disable"),
-        "duplicate step id 'm3.disable-dp-multicast'", f"(first at line {first})",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, "m3.disable"),
+        "duplicate step id 'm3.disable-dp-multicast'",
+        f"(first at line {first})",
+    )
 
 
 def test_duplicate_yaml_key(root: Root) -> None:
@@ -184,9 +195,13 @@ def test_include_of_steps_that_do_not_exist(root: Root) -> None:
     n = line_of(root.runbook, "steps: 7-12")
     edit_line(root.runbook, n, "7-12", "7-13")
     assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, "7-13"),
-        "7-13", "that method has steps 1-12",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, "7-13"),
+        "7-13",
+        "that method has steps 1-12",
+    )
 
 
 def test_site_state_restored_by_a_step_that_does_not_restore(root: Root) -> None:
@@ -194,10 +209,13 @@ def test_site_state_restored_by_a_step_that_does_not_restore(root: Root) -> None
     n = line_of(root.runbook, "restore: m3.set-image-multicast")
     edit_line(root.runbook, n, "m3.set-image-multicast", "m3.clear-image-multicast")
     assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, "m3.clear"),
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, "m3.clear"),
         "'m3.clear-image-multicast' is not a step with site_state",
         "effect: restore",
-    )  # fmt: skip
+    )
 
 
 def test_site_state_change_on_a_step_that_does_not_loop_over_its_items(root: Root) -> None:
@@ -205,18 +223,24 @@ def test_site_state_change_on_a_step_that_does_not_loop_over_its_items(root: Roo
     edit_line(root.runbook, n, "multicast-images", "pxe-boot-images")
     m = step_line(root, "m3.clear-image-multicast", "site_state:")
     assert_located(
-        root.dry_run(), root.runbook, m, None,
+        root.dry_run(),
+        root.runbook,
+        m,
+        None,
         "loops over its items (for_each: multicast-images)",
-    )  # fmt: skip
+    )
 
 
 def test_template_that_does_not_exist(root: Root) -> None:
     n = step_line(root, "verify.multicast", "template:")
     edit_line(root.runbook, n, "verify_dp.ps1.j2", "verify_dq.ps1.j2")
     assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, "multicast/"),
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, "multicast/"),
         "template 'multicast/verify_dq.ps1.j2' not found",
-    )  # fmt: skip
+    )
 
 
 def test_template_variable_that_is_not_defined(root: Root) -> None:
@@ -225,9 +249,14 @@ def test_template_variable_that_is_not_defined(root: Root) -> None:
     path.write_text(path.read_text("utf-8") + "$x = {{ nosuchvar }}\n", encoding="utf-8")
     n = step_line(root, "verify.multicast", "template:")
     assert_located(
-        root.dry_run(), root.runbook, n, None,
-        "multicast/verify_dp.ps1.j2", "'nosuchvar'", "not defined",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        None,
+        "multicast/verify_dp.ps1.j2",
+        "'nosuchvar'",
+        "not defined",
+    )
 
 
 def test_template_parameter_that_is_not_defined(root: Root) -> None:
@@ -238,9 +267,14 @@ def test_template_parameter_that_is_not_defined(root: Root) -> None:
     template_line = len(text.splitlines()) + 1
     n = step_line(root, "verify.multicast", "template:")
     assert_located(
-        root.dry_run(), root.runbook, n, None,
-        f"multicast/verify_dp.ps1.j2:{template_line}", "params.nosuch", "not a parameter",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        None,
+        f"multicast/verify_dp.ps1.j2:{template_line}",
+        "params.nosuch",
+        "not a parameter",
+    )
 
 
 def test_template_host_attribute_that_is_not_defined(root: Root) -> None:
@@ -264,9 +298,13 @@ def test_when_with_an_unknown_name(root: Root) -> None:
     n = step_line(root, "m4.remove-pxe-boot-images", "when:")
     edit_line(root.runbook, n, "target.pxe", "tagret.pxe")
     assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, "tagret"),
-        "unknown name(s) ['tagret']", "expected",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, "tagret"),
+        "unknown name(s) ['tagret']",
+        "expected",
+    )
 
 
 def test_when_with_an_unknown_attribute(root: Root) -> None:
@@ -288,9 +326,13 @@ def test_invalid_yaml(root: Root) -> None:
     n = line_of(root.runbook, "    kb: Method 1")
     edit_line(root.runbook, n, "kb: Method 1", "kb: Method 1: first")
     assert_located(
-        root.dry_run(), root.runbook, n, col(root.runbook, n, ": first"),
-        "not valid YAML", "mapping values are not allowed",
-    )  # fmt: skip
+        root.dry_run(),
+        root.runbook,
+        n,
+        col(root.runbook, n, ": first"),
+        "not valid YAML",
+        "mapping values are not allowed",
+    )
 
 
 def test_end_to_end_located_error(root: Root) -> None:
@@ -334,18 +376,26 @@ def test_inventory_anchors_and_aliases(root: Root) -> None:
     assert_located(root.dry_run(), root.inventory, used, col(root.inventory, used, "*w2008"))
     edit_line(root.inventory, used, "*w2008", "*w2012")
     assert_located(
-        root.dry_run(), root.inventory, used, col(root.inventory, used, "*w2012"),
-        "not valid YAML", "undefined alias",
-    )  # fmt: skip
+        root.dry_run(),
+        root.inventory,
+        used,
+        col(root.inventory, used, "*w2012"),
+        "not valid YAML",
+        "undefined alias",
+    )
 
 
 def test_host_with_unknown_site(root: Root) -> None:
     n = inventory_case(root, "cm07-dp02", "site: C07")
     edit_line(root.inventory, n, "C07", "C99")
     assert_located(
-        root.dry_run(), root.inventory, n, col(root.inventory, n, "C99"),
-        "unknown site 'C99'", "known: C07, P12",
-    )  # fmt: skip
+        root.dry_run(),
+        root.inventory,
+        n,
+        col(root.inventory, n, "C99"),
+        "unknown site 'C99'",
+        "known: C07, P12",
+    )
 
 
 def test_host_with_unknown_group(root: Root) -> None:
@@ -360,27 +410,37 @@ def test_group_naming_an_unknown_host(root: Root) -> None:
     n = line_of(root.inventory, "hosts: [w7-wks101, w7-wks102]")
     edit_line(root.inventory, n, "w7-wks102", "w7-wks103")
     assert_located(
-        root.dry_run(), root.inventory, n, col(root.inventory, n, "w7-wks103"),
+        root.dry_run(),
+        root.inventory,
+        n,
+        col(root.inventory, n, "w7-wks103"),
         "unknown host 'w7-wks103'",
-    )  # fmt: skip
+    )
 
 
 def test_provider_that_is_not_a_site_server(root: Root) -> None:
     n = line_of(root.inventory, "provider: cm07-site01")
     edit_line(root.inventory, n, "cm07-site01", "cm07-dp01")
     assert_located(
-        root.dry_run(), root.inventory, n, col(root.inventory, n, "cm07-dp01"),
+        root.dry_run(),
+        root.inventory,
+        n,
+        col(root.inventory, n, "cm07-dp01"),
         "provider 'cm07-dp01' must have the role site_server",
-    )  # fmt: skip
+    )
 
 
 def test_inventory_unknown_key_suggests_the_right_one(root: Root) -> None:
     n = inventory_case(root, "cm07-dp02", "roles:")
     edit_line(root.inventory, n, "roles:", "role:")
     assert_located(
-        root.dry_run(), root.inventory, n, col(root.inventory, n, "role:"),
-        "unknown key 'role'", "did you mean 'roles'?",
-    )  # fmt: skip
+        root.dry_run(),
+        root.inventory,
+        n,
+        col(root.inventory, n, "role:"),
+        "unknown key 'role'",
+        "did you mean 'roles'?",
+    )
 
 
 def test_inventory_var_of_the_wrong_type_is_located(root: Root) -> None:

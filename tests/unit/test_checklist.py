@@ -112,12 +112,21 @@ def test_markdown_auto_says_where_to_stop() -> None:
     part = _host_part(md, "## cm07-dp01", "## cm07-dp02")
     _in_order(
         part,
-        ["### Is it still broken?", "stop here: nothing needs fixing", "### Method 1",
-         "### Verify after Method 1",
-         "If verification passes, stop here. Otherwise go on with Method 2",
-         "### Method 2", "### Verify after Method 2", "### Method 3", "### Verify after Method 3",
-         "### Method 4", "### Verify after Method 4", "no method is left"],
-    )  # fmt: skip
+        [
+            "### Is it still broken?",
+            "stop here: nothing needs fixing",
+            "### Method 1",
+            "### Verify after Method 1",
+            "If verification passes, stop here. Otherwise go on with Method 2",
+            "### Method 2",
+            "### Verify after Method 2",
+            "### Method 3",
+            "### Verify after Method 3",
+            "### Method 4",
+            "### Verify after Method 4",
+            "no method is left",
+        ],
+    )
 
 
 def test_markdown_wait_for_patterns_are_one_bullet_a_line() -> None:
@@ -191,9 +200,11 @@ def _fleet_inventory(tmp: Path, clients: int = 50) -> Path:
     data = yaml.safe_load((ROOT / "inventory" / "example.yaml").read_text("utf-8"))
     for n in range(clients):
         data["hosts"][f"xp-fleet{n:03d}"] = {
-            "site": "P12", "roles": ["client"], "os": {"version": "xp", "arch": "x86"},
+            "site": "P12",
+            "roles": ["client"],
+            "os": {"version": "xp", "arch": "x86"},
             "winrm": n % 2 == 0,
-        }  # fmt: skip
+        }
     path = tmp / "fleet.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -201,9 +212,12 @@ def _fleet_inventory(tmp: Path, clients: int = 50) -> Path:
 
 def _check_page(tmp: Path, fmt: str, scripts: bool = False) -> str:
     catalog, plan = build_plan(
-        "client-hotfix-check", inventory=str(_fleet_inventory(tmp)), method=None, hosts=None,
+        "client-hotfix-check",
+        inventory=str(_fleet_inventory(tmp)),
+        method=None,
+        hosts=None,
         overrides=[],
-    )  # fmt: skip
+    )
     assert len(plan.hosts) == 52 and is_read_only_check(plan.runbook)
     doc = build_checklist(catalog, plan, scripts=scripts)
     return render_checklist(doc, fmt, ROOT / "templates")
@@ -332,10 +346,18 @@ needs_print = pytest.mark.skipif(
 
 def _chromium(tmp: Path, *args: str) -> None:
     cmd = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp / 'chromium-profile'}", *args,
-    ]  # fmt: skip
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        *args,
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=180)
 
 

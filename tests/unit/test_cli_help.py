@@ -10,8 +10,18 @@ import subprocess
 import pytest
 from helpers_engine import INVOKE, REPO, run_cli
 
-TASKS = ["remediate", "check", "checklist", "diagnose", "report", "schedule", "validate",
-         "schema", "lab", "log-check"]  # fmt: skip
+TASKS = [
+    "remediate",
+    "check",
+    "checklist",
+    "diagnose",
+    "report",
+    "schedule",
+    "validate",
+    "schema",
+    "lab",
+    "log-check",
+]
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
@@ -77,7 +87,10 @@ def test_list_shows_each_runbook_with_its_kb_methods_and_command(command: list[s
     assert set(rows) == {p.stem for p in (REPO / "runbooks").glob("*.yaml")} - {"_logs"}
     multicast = rows["multicast"].split("  ")
     assert [c.strip() for c in multicast if c.strip()][:4] == [
-        "multicast", "KB971413", "1, 2, 3, 4, auto", "invoke remediate multicast"
-    ]  # fmt: skip
+        "multicast",
+        "KB971413",
+        "1, 2, 3, 4, auto",
+        "invoke remediate multicast",
+    ]
     assert "invoke check site-hotfix" in rows["site-hotfix-check"]
     assert "KB2586709" in rows["site-hotfix-check"]

@@ -35,7 +35,8 @@ def test_on_a_terminal_the_site_wide_lines_follow_the_table_even_without_hosts()
     assert note in out.getvalue()
     out = io.StringIO()
     console = TextConsole(out, interactive=True)
-    console.summary("table\nC0700010 set back", [("dp", "ok", "done")], ["C0700010 set back"],
-                    check=False)  # fmt: skip
+    console.summary(
+        "table\nC0700010 set back", [("dp", "ok", "done")], ["C0700010 set back"], check=False
+    )
     shown = out.getvalue()
     assert "C0700010 set back" in shown and "dp" in shown

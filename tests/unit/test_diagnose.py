@@ -489,8 +489,9 @@ def test_prelude_writes_base64_without_the_per_character_loop() -> None:
     import base64
     import os
 
-    prelude = Project(ROOT).renderer.script("engine/fetch_logs.ps1.j2",
-                                            {"paths": [], "max_bytes": 1}, header="h")  # fmt: skip
+    prelude = Project(ROOT).renderer.script(
+        "engine/fetch_logs.ps1.j2", {"paths": [], "max_bytes": 1}, header="h"
+    )
     branch = _json_string_branch(prelude)
     fast = re.search(
         r"if \(\$text -cmatch '(?P<re>[^']+)'\) \{\s*(?:#[^\n]*\n\s*)*"
@@ -519,8 +520,9 @@ def test_cli_host_default_fetch_is_the_tail_that_fits_winrm_2_quota(lab: Lab) ->
     )
     assert len(padding) > 6 << 20
     log.data = bytearray(padding + bytes(log.data))
-    done = lab.cli("diagnose", "all", "--host", "xp-wks002", "--inventory", lab.inventory,
-                   "--non-interactive")  # fmt: skip
+    done = lab.cli(
+        "diagnose", "all", "--host", "xp-wks002", "--inventory", lab.inventory, "--non-interactive"
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "KB2910552" in done.stdout
     assert "note: only the last 4 MB were fetched" in done.stdout

@@ -443,9 +443,16 @@ def test_dry_run_opens_no_connection(
     """A full dry run (auto, every script, files written) never connects anywhere."""
     env, log, loaded = netguard
     result = run_cli(
-        "remediate", "multicast", "--method", "auto", "--dry-run", "--show-scripts",
-        "--out", str(tmp_path / "out"), env=env,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "auto",
+        "--dry-run",
+        "--show-scripts",
+        "--out",
+        str(tmp_path / "out"),
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert "nothing will be changed and no host will be contacted" in result.stdout
     assert loaded.read_text("utf-8").strip(), "the guard was not active in the CLI process"

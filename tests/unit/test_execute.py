@@ -86,9 +86,15 @@ class Run:
         opts = {"yes": True, "non_interactive": True, "assume_manual_done": True, **options}
         journal = JournalWriter(self.dir)
         self.runner = Runner(
-            self.catalog, self.plan, Sessions(self.site.connect), journal, self.console,
-            Options(**opts), stop=self.stop, clock=self.clock,
-        )  # fmt: skip
+            self.catalog,
+            self.plan,
+            Sessions(self.site.connect),
+            journal,
+            self.console,
+            Options(**opts),
+            stop=self.stop,
+            clock=self.clock,
+        )
         try:
             return {o.host: o for o in self.runner.run()}
         finally:
@@ -269,8 +275,9 @@ def test_a_declined_method_runs_nothing_of_it(tmp_path: Path) -> None:
     console = Console(False)
     outcome = run(console, yes=False, non_interactive=False)[DP]
     assert (outcome.status, outcome.message) == (
-        "stopped", "Method 1 not confirmed; nothing of it was run"
-    )  # fmt: skip
+        "stopped",
+        "Method 1 not confirmed; nothing of it was run",
+    )
     (question,) = console.questions
     assert "Uninstall" in question or "uninstall" in question.lower()
     assert not any(k.startswith("method:") for k in site.sent())
@@ -356,8 +363,12 @@ def test_a_restart_asked_for_waits_for_a_new_boot_time(tmp_path: Path) -> None:
     site.on("verify.multicast", HEALTHY)
     site.on("m1.uninstall-wds", result_line(changed=True, reboot_required=True))
     down = TransportError(DP, "refused", "connection refused at http://x:5985/wsman")
-    booted = [result_line(data="20261202T0800"), result_line(data="20261202T0800"), down,
-              result_line(data="20261202T0815")]  # fmt: skip
+    booted = [
+        result_line(data="20261202T0800"),
+        result_line(data="20261202T0800"),
+        down,
+        result_line(data="20261202T0815"),
+    ]
     site.on("boot-time", *booted, host=DP)
     run = Run(tmp_path, site, "1")
     outcome = run()[DP]

@@ -33,18 +33,31 @@ def _answer(**extra: Any) -> dict[str, Any]:
         "provider": {"machine": "cm12-site01.corp.example", "namespace": "", "local": True},
         "surface": "2012r2",
         "resources": [
-            {"role": "SMS Distribution Point", "server": "cm12-dp01.corp.example", "remote": "",
-             "nal": _nal("cm12-dp01.corp.example", "P12"), "site": "P12"},
+            {
+                "role": "SMS Distribution Point",
+                "server": "cm12-dp01.corp.example",
+                "remote": "",
+                "nal": _nal("cm12-dp01.corp.example", "P12"),
+                "site": "P12",
+            },
         ],
         "roles": [],
         "systems": [
-            {"name": "CM12-SITE01", "resource_id": "1", "os": "Microsoft Windows NT Server 6.3",
-             "system_type": "x64-based PC"},
-            {"name": "CM12-DP01", "resource_id": "2", "os": "Microsoft Windows NT Server 6.3",
-             "system_type": "x64-based PC"},
+            {
+                "name": "CM12-SITE01",
+                "resource_id": "1",
+                "os": "Microsoft Windows NT Server 6.3",
+                "system_type": "x64-based PC",
+            },
+            {
+                "name": "CM12-DP01",
+                "resource_id": "2",
+                "os": "Microsoft Windows NT Server 6.3",
+                "system_type": "x64-based PC",
+            },
         ],
         "collection": None,
-    }  # fmt: skip
+    }
     data.update(extra)
     return data
 
@@ -52,8 +65,14 @@ def _answer(**extra: Any) -> dict[str, Any]:
 def test_2012r2_dp_entry_properties_give_pxe_and_multicast() -> None:
     """SMS-PROVIDER.md 5.5: on 2012 R2 PXE (IsPXE) and multicast (IsMulticast) are embedded
     properties of the DP's own site control file entry, not separate roles."""
-    roles = [{"role": "SMS Distribution Point", "nal": _nal("cm12-dp01.corp.example", "P12"),
-              "site": "P12", "props": {"IsPXE": 1, "IsMulticast": 1}}]  # fmt: skip
+    roles = [
+        {
+            "role": "SMS Distribution Point",
+            "nal": _nal("cm12-dp01.corp.example", "P12"),
+            "site": "P12",
+            "props": {"IsPXE": 1, "IsMulticast": 1},
+        }
+    ]
     built = build_inventory(_answer(roles=roles), _seed(), "cm12-site01", {})
     assert built.data["hosts"]["cm12-dp01"]["dp"] == {"multicast": True, "pxe": True}
     off = [{**roles[0], "props": {"IsPXE": 0, "IsMulticast": 0}}]
@@ -66,12 +85,22 @@ def test_a_site_system_of_another_site_is_not_mixed_in() -> None:
     must not put that DP into this site's inventory: it is named in a warning instead."""
     resources = [
         *_answer()["resources"],
-        {"role": "SMS Distribution Point", "server": "cm12-dp01b.corp.example", "remote": "",
-         "nal": _nal("cm12-dp01b.corp.example", "S13"), "site": "S13"},
+        {
+            "role": "SMS Distribution Point",
+            "server": "cm12-dp01b.corp.example",
+            "remote": "",
+            "nal": _nal("cm12-dp01b.corp.example", "S13"),
+            "site": "S13",
+        },
         # the row's SiteCode says P12, its NAL path another site: also refused
-        {"role": "SMS Distribution Point", "server": "xdp.corp.example", "remote": "",
-         "nal": _nal("xdp.corp.example", "S13"), "site": "P12"},
-    ]  # fmt: skip
+        {
+            "role": "SMS Distribution Point",
+            "server": "xdp.corp.example",
+            "remote": "",
+            "nal": _nal("xdp.corp.example", "S13"),
+            "site": "P12",
+        },
+    ]
     built = build_inventory(_answer(resources=resources), _seed(), "cm12-site01", {})
     assert sorted(built.data["hosts"]) == ["cm12-dp01", "cm12-site01"]
     assert any("cm12-dp01b.corp.example belongs to site S13" in w for w in built.warnings)
@@ -81,9 +110,14 @@ def test_a_site_system_of_another_site_is_not_mixed_in() -> None:
 def test_an_unmapped_role_is_a_warning_and_the_host_is_kept_without_it() -> None:
     resources = [
         *_answer()["resources"],
-        {"role": "SMS Management Point", "server": "cm12-dp01.corp.example", "remote": "",
-         "nal": _nal("cm12-dp01.corp.example", "P12"), "site": "P12"},
-    ]  # fmt: skip
+        {
+            "role": "SMS Management Point",
+            "server": "cm12-dp01.corp.example",
+            "remote": "",
+            "nal": _nal("cm12-dp01.corp.example", "P12"),
+            "site": "P12",
+        },
+    ]
     built = build_inventory(_answer(resources=resources), _seed(), "cm12-site01", {})
     assert built.data["hosts"]["cm12-dp01"]["roles"] == ["distribution_point"]
     assert any("'SMS Management Point' has no inventory meaning" in w for w in built.warnings)
@@ -94,21 +128,36 @@ def test_unknown_os_or_architecture_is_not_guessed() -> None:
     of the architecture; a host without a discovery record has neither: all three are listed
     as undetermined (the command then stops), unless stated with --os."""
     systems = [
-        {"name": "CM12-SITE01", "resource_id": "1", "os": "Microsoft Windows NT Server 10.0",
-         "system_type": "x64-based PC"},
-        {"name": "CM12-DP01", "resource_id": "2", "os": "Microsoft Windows NT Server 6.3",
-         "system_type": "ARM-based PC"},
-    ]  # fmt: skip
+        {
+            "name": "CM12-SITE01",
+            "resource_id": "1",
+            "os": "Microsoft Windows NT Server 10.0",
+            "system_type": "x64-based PC",
+        },
+        {
+            "name": "CM12-DP01",
+            "resource_id": "2",
+            "os": "Microsoft Windows NT Server 6.3",
+            "system_type": "ARM-based PC",
+        },
+    ]
     resources = [
         *_answer()["resources"],
-        {"role": "SMS Distribution Point", "server": "dp3.corp.example", "remote": "",
-         "nal": _nal("dp3.corp.example", "P12"), "site": "P12"},
-    ]  # fmt: skip
+        {
+            "role": "SMS Distribution Point",
+            "server": "dp3.corp.example",
+            "remote": "",
+            "nal": _nal("dp3.corp.example", "P12"),
+            "site": "P12",
+        },
+    ]
     answer = _answer(systems=systems, resources=resources)
     built = build_inventory(answer, _seed(), "cm12-site01", {})
     assert sorted(u.split(":")[0] for u in built.undetermined) == [
-        "cm12-dp01", "cm12-site01", "dp3"
-    ]  # fmt: skip
+        "cm12-dp01",
+        "cm12-site01",
+        "dp3",
+    ]
     stated = {
         "cm12-site01": ("2016", "x64"),
         "cm12-dp01": ("2012r2", "x64"),
@@ -134,9 +183,14 @@ def test_text_from_the_site_cannot_write_yaml_into_the_file(tmp_path: Path) -> N
     evil = "x\nhosts: {evil: {site: P12, roles: [], os: {version: xp}}}\n#"
     resources = [
         *_answer()["resources"],
-        {"role": "SMS Distribution Point", "server": evil, "remote": "",
-         "nal": _nal(evil, "S13"), "site": "S13"},
-    ]  # fmt: skip
+        {
+            "role": "SMS Distribution Point",
+            "server": evil,
+            "remote": "",
+            "nal": _nal(evil, "S13"),
+            "site": "S13",
+        },
+    ]
     built = build_inventory(_answer(resources=resources), _seed(), "cm12-site01", {})
     out = write_checked(tmp_path / "site.yaml", built, "cm12-site01", "P12")
     assert sorted(load_inventory(out).file.hosts) == ["cm12-dp01", "cm12-site01"]
@@ -147,10 +201,24 @@ def test_a_stated_os_that_is_no_windows_version_is_refused(tmp_path: Path) -> No
     out = tmp_path / "site.yaml"
     invoke = str(Path(sys.executable).with_name("invoke"))
     res = subprocess.run(
-        [invoke, "inventory", "from-site", "--provider", "cm07-site01", "--site", "C07",
-         "--out", str(out), "--os", "cm07-dp01=2016r2/x64"],
-        cwd=ROOT, text=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            invoke,
+            "inventory",
+            "from-site",
+            "--provider",
+            "cm07-site01",
+            "--site",
+            "C07",
+            "--out",
+            str(out),
+            "--os",
+            "cm07-dp01=2016r2/x64",
+        ],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "--os 'cm07-dp01=2016r2/x64': expected HOST=VERSION/ARCH with VERSION one of" in (
         res.stderr

@@ -358,9 +358,18 @@ def test_cli_set_value_lands_as_one_literal(payload: str, tmp_path: Path) -> Non
     """`invoke remediate ... --set pxe_share=<hostile> --out DIR`: the files hold it inert."""
     value = HOSTILE[payload]
     result = run_cli(
-        "remediate", "multicast", "--method", "4", "--dry-run", "--hosts", "cm07-dp01",
-        "--set", f"pxe_share={value}", "--out", str(tmp_path),
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--hosts",
+        "cm07-dp01",
+        "--set",
+        f"pxe_share={value}",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     files = sorted(tmp_path.rglob("*.ps1"))
     assert files

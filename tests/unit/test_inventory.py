@@ -173,9 +173,15 @@ def test_parameter_precedence(upto: str, tmp_path: Path) -> None:
     """default < inventory vars < group vars < host vars < --set, as the dry run shows it."""
     root, overrides = precedence_root(tmp_path, upto)
     result = run_program(
-        "remediate", "multicast", "--method", "4", "--dry-run", "--show-scripts",
-        *overrides, root=root,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--show-scripts",
+        *overrides,
+        root=root,
+    )
     assert result.returncode == 0, result.stderr
     share, limit = EXPECTED[upto]
     dp01 = host_section(result.stdout, "cm07-dp01")
@@ -195,9 +201,16 @@ def test_parameter_precedence_end_to_end(tmp_path: Path) -> None:
     """The same through the real `invoke` process, every level set at once: --set wins."""
     root, overrides = precedence_root(tmp_path, "set")
     result = run_cli(
-        "remediate", "multicast", "--method", "4", "--dry-run", "--hosts", "cm07-dp01",
-        *overrides, root=root,
-    )  # fmt: skip
+        "remediate",
+        "multicast",
+        "--method",
+        "4",
+        "--dry-run",
+        "--hosts",
+        "cm07-dp01",
+        *overrides,
+        root=root,
+    )
     assert result.returncode == 0, result.stderr
     assert "pxe_share='FROM-SET$'" in result.stdout
 

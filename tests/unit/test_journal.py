@@ -186,11 +186,32 @@ def test_the_vocabulary_is_the_strings_on_disk(tmp_path: Path) -> None:
     (line,) = read_events(tmp_path / JOURNAL)[0]
     assert (line["event"], line["status"]) == ("step-end", "non-compliant")
     assert {s.value for s in Status} == {
-        "ok", "changed", "skipped", "manual-confirmed", "non-compliant", "failed",
-        "interrupted", "unknown", "unreachable", "not-tried", "stopped",
-    }  # fmt: skip
+        "ok",
+        "changed",
+        "skipped",
+        "manual-confirmed",
+        "non-compliant",
+        "failed",
+        "interrupted",
+        "unknown",
+        "unreachable",
+        "not-tried",
+        "stopped",
+    }
     assert {e.value for e in Event} == {
-        "run", "run-end", "probe", "step-start", "step-end", "stage-end", "reboot",
-        "restart-asked", "consent", "log-armed", "host-end", "host-resume", "site-state",
-        "site-changed", "site-restored",
-    }  # fmt: skip
+        "run",
+        "run-end",
+        "probe",
+        "step-start",
+        "step-end",
+        "stage-end",
+        "reboot",
+        "restart-asked",
+        "consent",
+        "log-armed",
+        "host-end",
+        "host-resume",
+        "site-state",
+        "site-changed",
+        "site-restored",
+    }

@@ -36,8 +36,13 @@ def test_the_inventory_decides_hosts_roles_and_versions(tmp_path: Path) -> None:
         data["hosts"]["cm07-dp02"]["dp"] = {"multicast": False, "pxe": True}
 
     lab = Lab(lab_file_from_inventory(_inventory(tmp_path, only_c07)))
-    assert sorted(lab.hosts) == ["cm07-dp01", "cm07-dp02", "cm07-site01", "nt4-legacy01",
-                                 "xp-wks003"]  # fmt: skip
+    assert sorted(lab.hosts) == [
+        "cm07-dp01",
+        "cm07-dp02",
+        "cm07-site01",
+        "nt4-legacy01",
+        "xp-wks003",
+    ]
     assert lab.sites["C07"].version == "2007"
     dp02 = lab.dps["cm07-dp02"]
     assert (dp02.roles["multicast"].installed, dp02.roles["pxe"].installed) == (False, True)

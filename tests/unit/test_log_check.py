@@ -39,28 +39,88 @@ class Case(NamedTuple):
 
 
 CASES = [
-    Case("distmgr-boot-image-add-to-pxe-dp-RR200004-kb4468601.log", "distmgr.log",
-         "boot-image-updated", "RR200004", "pending", ""),
-    Case("distmgr-boot-image-distributed-ok-PS10000A-itpro-poc.log", "distmgr.log",
-         "boot-image-updated", "PS10000A", "success", 'ISTR1="PS10000A"'),
-    Case("distmgr-package-update-ok-PS100039-package-actions.log", "distmgr.log",
-         "boot-image-updated", "PS100039", "success", 'ID=2301 SEV=I'),
+    Case(
+        "distmgr-boot-image-add-to-pxe-dp-RR200004-kb4468601.log",
+        "distmgr.log",
+        "boot-image-updated",
+        "RR200004",
+        "pending",
+        "",
+    ),
+    Case(
+        "distmgr-boot-image-distributed-ok-PS10000A-itpro-poc.log",
+        "distmgr.log",
+        "boot-image-updated",
+        "PS10000A",
+        "success",
+        'ISTR1="PS10000A"',
+    ),
+    Case(
+        "distmgr-package-update-ok-PS100039-package-actions.log",
+        "distmgr.log",
+        "boot-image-updated",
+        "PS100039",
+        "success",
+        "ID=2301 SEV=I",
+    ),
     # The same log waited on for another package: its lines end no wait but their own.
-    Case("distmgr-package-update-ok-PS100039-package-actions.log", "distmgr.log",
-         "boot-image-updated", "PS10000A", "pending", ""),
-    Case("fsmmsi-configmgr-role-msi-install-ok-analogue.log", "MCSMSI.log", "install", None,
-         "success", "Installation success or error status: 0."),
-    Case("msi-verbose-install-fail-1603-nodejs-analogue.log", "MCSMSI.log", "install", None,
-         "failure", "Installation success or error status: 1603."),
-    Case("msi-verbose-uninstall-ok-nodejs-analogue.log", "MCSMSI.log", "uninstall", None,
-         "success", "Removal success or error status: 0."),
-    Case("smsdpprov-pxe-install-ok-cm2012r2-kb4468601.log", "smsdpprov.log", "pxe-install",
-         None, "success", "11:31:50]:Installed PXE"),
-    Case("supsetup-rolesetup-install-ok-2014-analogue.log", "MCSSetup.log", "install", None,
-         "success", "Installation was successful."),
-    Case("supsetup-rolesetup-install-ok-2014-analogue.log", "PXESetup.log", "install", None,
-         "success", "Installation was successful."),
-]  # fmt: skip
+    Case(
+        "distmgr-package-update-ok-PS100039-package-actions.log",
+        "distmgr.log",
+        "boot-image-updated",
+        "PS10000A",
+        "pending",
+        "",
+    ),
+    Case(
+        "fsmmsi-configmgr-role-msi-install-ok-analogue.log",
+        "MCSMSI.log",
+        "install",
+        None,
+        "success",
+        "Installation success or error status: 0.",
+    ),
+    Case(
+        "msi-verbose-install-fail-1603-nodejs-analogue.log",
+        "MCSMSI.log",
+        "install",
+        None,
+        "failure",
+        "Installation success or error status: 1603.",
+    ),
+    Case(
+        "msi-verbose-uninstall-ok-nodejs-analogue.log",
+        "MCSMSI.log",
+        "uninstall",
+        None,
+        "success",
+        "Removal success or error status: 0.",
+    ),
+    Case(
+        "smsdpprov-pxe-install-ok-cm2012r2-kb4468601.log",
+        "smsdpprov.log",
+        "pxe-install",
+        None,
+        "success",
+        "11:31:50]:Installed PXE",
+    ),
+    Case(
+        "supsetup-rolesetup-install-ok-2014-analogue.log",
+        "MCSSetup.log",
+        "install",
+        None,
+        "success",
+        "Installation was successful.",
+    ),
+    Case(
+        "supsetup-rolesetup-install-ok-2014-analogue.log",
+        "PXESetup.log",
+        "install",
+        None,
+        "success",
+        "Installation was successful.",
+    ),
+]
 
 
 def log_check(case: Case) -> tuple[int, list[str]]:
@@ -110,8 +170,11 @@ def test_every_seen_in_pattern_matches_a_line_of_the_sample_it_cites() -> None:
                     if pat.seen_in is None:
                         assert pat.unconfirmed, (log, event, pat.re)
                         continue
-                    files = [f for f in re.findall(r"[\w.-]+\.log", pat.seen_in)
-                             if (SHARED_LOGS / f).is_file()]  # fmt: skip
+                    files = [
+                        f
+                        for f in re.findall(r"[\w.-]+\.log", pat.seen_in)
+                        if (SHARED_LOGS / f).is_file()
+                    ]
                     assert files, f"{log} {event}: seen_in names no sample: {pat.seen_in}"
                     sample = files[0]
                     pid = re.search(r'"(PS\w{6})"', pat.seen_in)
@@ -128,22 +191,28 @@ def test_smsts_and_osdlaunch_samples_are_not_site_system_logs() -> None:
     """smsts.log and OSDLaunch.log are client logs read by `invoke diagnose`; no wait watches
     them, so log-check refuses them rather than judge them by some other log's patterns."""
     res = run_cli(
-        "log-check", str(SHARED_LOGS / "osdlaunch-nt4-kb930011.log"),
-        "--log", "OSDLaunch.log", "--event", "install",
-    )  # fmt: skip
+        "log-check",
+        str(SHARED_LOGS / "osdlaunch-nt4-kb930011.log"),
+        "--log",
+        "OSDLaunch.log",
+        "--event",
+        "install",
+    )
     assert res.returncode == 2 and "is not in the catalog" in res.stderr
 
 
 def test_bad_input_exits_2_and_says_what_is_expected(tmp_path: Path) -> None:
     log = tmp_path / "distmgr.log"
     log.write_text("nothing\n", encoding="utf-8")
-    missing_id = run_cli("log-check", str(log), "--log", "distmgr.log", "--event",
-                         "boot-image-updated")  # fmt: skip
+    missing_id = run_cli(
+        "log-check", str(log), "--log", "distmgr.log", "--event", "boot-image-updated"
+    )
     assert missing_id.returncode == 2 and "needs --package-id" in missing_id.stderr
     event = run_cli("log-check", str(log), "--log", "MCSSetup.log", "--event", "installed")
     assert event.returncode == 2 and "known: install, uninstall" in event.stderr
-    absent = run_cli("log-check", str(tmp_path / "no.log"), "--log", "MCSSetup.log",
-                     "--event", "install")  # fmt: skip
+    absent = run_cli(
+        "log-check", str(tmp_path / "no.log"), "--log", "MCSSetup.log", "--event", "install"
+    )
     assert absent.returncode == 2 and "no such file" in absent.stderr
 
 
@@ -162,7 +231,11 @@ def test_the_cmrunbook_program_has_log_check(tmp_path: Path) -> None:
     log.write_text("Failed to open WDS service.\nmcs.msi exited with return code 0\n")
     res = subprocess.run(
         [program, "log-check", str(log), "--log", "MCSSetup.log", "--event", "install"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[-1] == "success: line 2: mcs.msi exited with return code 0"

@@ -267,9 +267,11 @@ def test_a_cmtrace_error_entry_no_pattern_knows_does_not_end_the_wait(tmp_path: 
     res = run_wait(
         host,
         [w],
-        {0: ("MCSSetup.log", cm("Failed to open WDS service.", 3)),
-         1: ("MCSSetup.log", cm("mcs.msi exited with return code 0"))},
-    )  # fmt: skip
+        {
+            0: ("MCSSetup.log", cm("Failed to open WDS service.", 3)),
+            1: ("MCSSetup.log", cm("mcs.msi exited with return code 0")),
+        },
+    )
     assert res.status == "ok" and res.message == "MCSSetup.log: mcs.msi exited with return code 0"
 
 
@@ -279,8 +281,12 @@ def test_a_wait_no_pattern_ends_says_it_cannot_tell(tmp_path: Path) -> None:
     ticks = iter(range(0, 1000, 10))
     res = wait_for_logs(
         [catalog_watch("MCSSetup.log", "uninstall"), catalog_watch("MCSMSI.log", "uninstall")],
-        host.read, timeout=30, poll=10, sleep=lambda _: None, clock=lambda: float(next(ticks)),
-    )  # fmt: skip
+        host.read,
+        timeout=30,
+        poll=10,
+        sleep=lambda _: None,
+        clock=lambda: float(next(ticks)),
+    )
     assert res.status == "timeout"
     assert res.message.startswith(
         "timed out after 30s waiting for MCSSetup.log, MCSMSI.log (not required); "
@@ -318,11 +324,13 @@ def test_a_distmgr_failure_ends_only_the_wait_for_the_package_it_names(tmp_path:
     res = run_wait(
         host,
         [w],
-        {0: ("distmgr.log", statmsg(2302, "Other image", "PS10000B") + "\n"),
-         1: ("distmgr.log", statmsg(2301, "Other image", "PS10000B") + "\n"),
-         2: ("distmgr.log", statmsg(2301, "Zero Touch WinPE x64", "PS10000A") + "\n")},
+        {
+            0: ("distmgr.log", statmsg(2302, "Other image", "PS10000B") + "\n"),
+            1: ("distmgr.log", statmsg(2301, "Other image", "PS10000B") + "\n"),
+            2: ("distmgr.log", statmsg(2301, "Zero Touch WinPE x64", "PS10000A") + "\n"),
+        },
         confirm=lambda: ("success", "") if w.outcome else ("pending", ""),
-    )  # fmt: skip
+    )
     assert res.status == "ok" and 'ISTR1="PS10000A"' in res.message
 
 
@@ -380,10 +388,12 @@ def test_a_log_absent_at_arm_time_is_watched_in_every_candidate_folder() -> None
     dirs = [r"C:\SMS\Logs", r"E:\SMS\Logs", host.log_dir]
     assert host.fs.get(host.log_path("PXESetup.log")) is None
     armed, _, code = run(
-        lab, "cm07-dp02",
-        engine_script("log_arm", "x | arm", logs=["PXESetup.log"], dirs=dirs,
-                      host={"install_dir": "C:\\SMS"}),
-    )  # fmt: skip
+        lab,
+        "cm07-dp02",
+        engine_script(
+            "log_arm", "x | arm", logs=["PXESetup.log"], dirs=dirs, host={"install_dir": "C:\\SMS"}
+        ),
+    )
     assert code == 0 and armed is not None
     entry = armed["data"]["PXESetup.log"]
     assert entry["path"] is None and entry["exists"] is False
@@ -393,9 +403,10 @@ def test_a_log_absent_at_arm_time_is_watched_in_every_candidate_folder() -> None
 
     def read(request: dict[str, dict[str, Any]]) -> dict[str, Any]:
         result, _, _ = run(
-            lab, "cm07-dp02",
+            lab,
+            "cm07-dp02",
             engine_script("log_read", "x | read", watches=request, max_bytes=1 << 20),
-        )  # fmt: skip
+        )
         assert result is not None
         return result["data"]
 
@@ -403,8 +414,12 @@ def test_a_log_absent_at_arm_time_is_watched_in_every_candidate_folder() -> None
 
     def sleep(_: float) -> None:
         if next(polls) == 1:
-            append(host, "PXESetup.log", [Line("pxe.msi exited with return code: 0", "PXE")],
-                   datetime(2026, 12, 2))  # fmt: skip
+            append(
+                host,
+                "PXESetup.log",
+                [Line("pxe.msi exited with return code: 0", "PXE")],
+                datetime(2026, 12, 2),
+            )
 
     res = wait_for_logs([w], read, timeout=100, poll=1, sleep=sleep, clock=lambda: 0.0)
     assert res.status == "ok" and w.path == host.log_path("PXESetup.log")

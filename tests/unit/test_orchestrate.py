@@ -53,17 +53,25 @@ class Runs:
         self.out = io.StringIO()
 
     def __call__(
-        self, method: str = "1", hosts: str = DP, options: Options = UNATTENDED,
+        self,
+        method: str = "1",
+        hosts: str = DP,
+        options: Options = UNATTENDED,
         resume: Path | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         catalog, plan = build_plan(
             "multicast", inventory=None, method=method, hosts=hosts, overrides=[]
         )
         return execute_plan(
-            catalog, plan, options, runs_dir=self.folder, connect=self.fake.connect,
+            catalog,
+            plan,
+            options,
+            runs_dir=self.folder,
+            connect=self.fake.connect,
             resume=ResumeState.load(resume) if resume else None,
-            console=TextConsole(self.out, interactive=False), clock=self.fake.clock,
-        )  # fmt: skip
+            console=TextConsole(self.out, interactive=False),
+            clock=self.fake.clock,
+        )
 
     def dirs(self) -> list[Path]:
         return sorted(self.folder.glob("*-multicast*")) if self.folder.is_dir() else []
@@ -141,8 +149,10 @@ def test_resume_runs_only_what_the_stopped_run_left(tmp_path: Path) -> None:
     assert runs(resume=run) == EXIT_OK
     # The probes come from the journal and the done steps are not run again.
     assert fake.sent() == [
-        "method:1/m1.uninstall-wds", "method:1/m1.install-wds", "verify:1/verify.multicast"
-    ]  # fmt: skip
+        "method:1/m1.uninstall-wds",
+        "method:1/m1.install-wds",
+        "verify:1/verify.multicast",
+    ]
     resumed = runs.events("resume")
     assert len(resumed) == 1 and runs.events()[-1]["status"] == "ok"
     assert runs.dirs() == [run]

@@ -24,17 +24,24 @@ def test_ctrl_c_at_the_password_prompt_is_an_interruption() -> None:
 
     with pytest.raises(Interrupted, match="credentials prompt; nothing was changed"):
         credentials_for(
-            inv, env={}, prompt=ctrl_c, ask_user=lambda q: "admin", keyring_get=lambda s, u: None,
+            inv,
+            env={},
+            prompt=ctrl_c,
+            ask_user=lambda q: "admin",
+            keyring_get=lambda s, u: None,
             tty=True,
-        )  # fmt: skip
+        )
 
 
 def test_a_resumed_run_lists_only_the_destructive_steps_still_to_run() -> None:
     """A step the resumed run completed, or a host it finished, is not asked about again."""
     _, plan = build_plan(
-        "multicast", inventory=str(Project.find().inventory(None)), method="3",
-        hosts="cm07-dp02", overrides=[],
-    )  # fmt: skip
+        "multicast",
+        inventory=str(Project.find().inventory(None)),
+        method="3",
+        hosts="cm07-dp02",
+        overrides=[],
+    )
     everything = destructive_steps(plan)
     assert any("Disable multicast" in line for line in everything), everything
     (hp,) = plan.hosts

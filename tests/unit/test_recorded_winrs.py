@@ -70,9 +70,12 @@ class Windows:
         self.sent: list[str] = []
 
     def send(
-        self, adapter: requests.adapters.HTTPAdapter, request: requests.PreparedRequest,
-        *args: Any, **kwargs: Any,
-    ) -> requests.Response:  # fmt: skip
+        self,
+        adapter: requests.adapters.HTTPAdapter,
+        request: requests.PreparedRequest,
+        *args: Any,
+        **kwargs: Any,
+    ) -> requests.Response:
         body = request.body.decode("utf-8") if isinstance(request.body, bytes) else request.body
         assert body is not None
         action = _action(body)
@@ -83,11 +86,13 @@ class Windows:
         data = reply.encode("utf-8")
         raw = urllib3.HTTPResponse(
             body=io.BytesIO(data),
-            headers={"Content-Type": "application/soap+xml;charset=UTF-8",
-                     "Content-Length": str(len(data))},
+            headers={
+                "Content-Type": "application/soap+xml;charset=UTF-8",
+                "Content-Length": str(len(data)),
+            },
             status=500 if "<s:Fault>" in reply else 200,
             preload_content=False,
-        )  # fmt: skip
+        )
         return adapter.build_response(request, raw)
 
 
@@ -109,8 +114,9 @@ def windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def host() -> WinRMHost:
     """The recordings' server: https on 5986, where Basic is allowed."""
-    endpoint = Endpoint(host="win2016", address="192.168.56.11", port=5986, scheme="https",
-                        auth="basic")  # fmt: skip
+    endpoint = Endpoint(
+        host="win2016", address="192.168.56.11", port=5986, scheme="https", auth="basic"
+    )
     return WinRMHost(endpoint, Credentials("vagrant", "vagrant"))
 
 

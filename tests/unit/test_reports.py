@@ -214,8 +214,11 @@ def test_verifications_that_found_the_fault_before_escalating_are_not_failures(
     verify = [s for s in report["hosts"][0]["steps"] if s["key"].startswith("verify:")]
     # On disk the status stays what the engine wrote; the report says why it is no failure.
     assert [(s["status"], s["found_fault"]) for s in verify] == [
-        ("failed", True), ("failed", True), ("failed", True), ("ok", False),
-    ]  # fmt: skip
+        ("failed", True),
+        ("failed", True),
+        ("failed", True),
+        ("ok", False),
+    ]
     suites = ET.parse(run / "junit.xml").getroot()
     assert (suites.get("failures"), suites.get("errors")) == ("0", "0")
     page = (run / "report.html").read_text("utf-8")
@@ -279,9 +282,10 @@ def test_report_text_names_steps_by_citation_and_times_as_dates(tmp_path: Path) 
     assert not any(INTERNAL.search(t) for t in human), [t for t in human if INTERNAL.search(t)]
     assert "03 Is it still broken? (Note after each method): Verify multicast" in human[3]
     messages = [
-        m["msg"] for line in (run / "cmrunbook.log").read_text("utf-8-sig").splitlines()
+        m["msg"]
+        for line in (run / "cmrunbook.log").read_text("utf-8-sig").splitlines()
         if (m := CMTRACE.match(line))
-    ]  # fmt: skip
+    ]
     assert not any(INTERNAL.search(m) or DMTF.search(m) for m in messages)
 
 
@@ -336,11 +340,21 @@ def test_report_html_page_1_holds_the_first_host_timeline(tmp_path: Path) -> Non
     run = _auto_reports(tmp_path)
     pdf = tmp_path / "report.pdf"
     subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={pdf}",
-         "--no-pdf-header-footer", (run / "report.html").as_uri()],
-        check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--print-to-pdf={pdf}",
+            "--no-pdf-header-footer",
+            (run / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True)
     page_1 = " ".join(text.stdout.split("\f")[0].split())
     assert "Summary" in page_1 and "Confirm the site reset after KB971413" in page_1

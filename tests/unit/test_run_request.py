@@ -44,9 +44,13 @@ def test_resume_takes_the_recorded_plan_and_keeps_the_options_given_now() -> Non
         "ignored", {"set": ["a=1"], "forks": 2, "time_scale": 0.01, "resume": "runs/x"}
     )
     recorded = {
-        "runbook": "multicast", "method": "auto", "inventory": "inv.yaml", "hosts": "cm07-dp01",
-        "overrides": ["verify_settle=1800"], "rollback": False,
-    }  # fmt: skip
+        "runbook": "multicast",
+        "method": "auto",
+        "inventory": "inv.yaml",
+        "hosts": "cm07-dp01",
+        "overrides": ["verify_settle=1800"],
+        "rollback": False,
+    }
     resumed = given.resumed_from(recorded)
     assert resumed.journal_record() == recorded
     assert (resumed.forks, resumed.time_scale, resumed.resume) == (2, 0.01, "runs/x")

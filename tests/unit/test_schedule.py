@@ -102,9 +102,13 @@ def test_systemd_quoting_of_specifiers_and_spaces() -> None:
 def test_systemd_install_writes_units_and_prints_enable(tmp_path: Path) -> None:
     out = io.StringIO()
     written = sched.emit(
-        job(tmp_path), "systemd", install=True, unit_dir=str(tmp_path / "u"), out=out,
+        job(tmp_path),
+        "systemd",
+        install=True,
+        unit_dir=str(tmp_path / "u"),
+        out=out,
         err=io.StringIO(),
-    )  # fmt: skip
+    )
     assert sorted(p.name for p in written) == [
         "cmrunbook-remediate-multicast.service",
         "cmrunbook-remediate-multicast.timer",
@@ -259,10 +263,18 @@ def test_attack_1g_schedule_newline_refused(tmp_path: Path, fmt: str, option: st
     args = {"--hosts": "xp-fleet001", "--every": "daily@02:30", "--run-as": "CORP\\svc"}
     args[option] = value
     done = run_cli(
-        "schedule", "client-hotfix-check", "--format", fmt, "--install", "--unit-dir", str(units),
+        "schedule",
+        "client-hotfix-check",
+        "--format",
+        fmt,
+        "--install",
+        "--unit-dir",
+        str(units),
         *(a for kv in args.items() for a in kv),
-        root=ROOT, env={sched.CRONTAB_ENV: cmd}, timeout=120,
-    )  # fmt: skip
+        root=ROOT,
+        env={sched.CRONTAB_ENV: cmd},
+        timeout=120,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"error: {option} " in done.stderr and "control character" in done.stderr
     assert store.read_text() == before  # the crontab was not touched
@@ -271,9 +283,15 @@ def test_attack_1g_schedule_newline_refused(tmp_path: Path, fmt: str, option: st
 
 def test_attack_1g_windows_task_refuses_percent(tmp_path: Path) -> None:
     done = run_schedule(
-        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "windows",
-        "--hosts", "%COMSPEC%",
-    )  # fmt: skip
+        tmp_path,
+        "client-hotfix-check",
+        "--every",
+        "daily",
+        "--format",
+        "windows",
+        "--hosts",
+        "%COMSPEC%",
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "would expand the %" in done.stderr
 
@@ -294,9 +312,19 @@ def test_attack_6d_crontab_child_env(tmp_path: Path) -> None:
     creds.write_text("CMRUNBOOK_USER=CORP\\svc-cmrb\n", "utf-8")
     creds.chmod(0o600)
     done = run_cli(
-        "schedule", "client-hotfix-check", "--every", "daily@02:30", "--format", "cron",
-        "--install", "--env-file", str(creds), root=ROOT, env=env, timeout=120,
-    )  # fmt: skip
+        "schedule",
+        "client-hotfix-check",
+        "--every",
+        "daily@02:30",
+        "--format",
+        "cron",
+        "--install",
+        "--env-file",
+        str(creds),
+        root=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     recorded = seen.read_text()
     assert "PATH=" in recorded  # the recorder ran, twice (-l and -)
@@ -316,16 +344,25 @@ def schedule_bytes(
     full["CMRUNBOOK_ROOT"] = str(ROOT)
     full.update(env or {})
     return subprocess.run(
-        [str(INVOKE), "schedule", *args], cwd=cwd, env=full, capture_output=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [str(INVOKE), "schedule", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_cli_windows_task_is_utf16_xml_on_stdout_alone(tmp_path: Path) -> None:
     done = schedule_bytes(
-        ROOT, "multicast", "--every", "weekly@sun 03:00", "--format", "windows",
+        ROOT,
+        "multicast",
+        "--every",
+        "weekly@sun 03:00",
+        "--format",
+        "windows",
         env={"CMRUNBOOK_PASSWORD": SECRET},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout[:2] == b"\xff\xfe"  # the byte order mark of the UTF-16 it declares
     text = done.stdout.decode("utf-16")
@@ -350,10 +387,20 @@ def test_install_refuses_a_missing_credentials_file_and_says_how_to_create_it(
     missing = tmp_path / "nope" / "creds.env"
     reports = tmp_path / "reports"
     done = schedule_bytes(
-        ROOT, "client-hotfix-check", "--every", "daily@02:30", "--install",
-        "--unit-dir", str(units), "--env-file", str(missing), "--reports", str(reports),
-        "--inventory", str(ROOT / "inventory" / "example.yaml"),
-    )  # fmt: skip
+        ROOT,
+        "client-hotfix-check",
+        "--every",
+        "daily@02:30",
+        "--install",
+        "--unit-dir",
+        str(units),
+        "--env-file",
+        str(missing),
+        "--reports",
+        str(reports),
+        "--inventory",
+        str(ROOT / "inventory" / "example.yaml"),
+    )
     err = done.stderr.decode("utf-8")
     assert done.returncode == 2, err
     assert f"error: credentials file {missing} does not exist" in err
@@ -365,9 +412,17 @@ def test_install_refuses_a_missing_credentials_file_and_says_how_to_create_it(
 def test_print_warns_of_a_missing_credentials_file(tmp_path: Path) -> None:
     missing = tmp_path / "creds.env"
     done = schedule_bytes(
-        ROOT, "client-hotfix-check", "--every", "daily", "--format", "cron",
-        "--env-file", str(missing), "--reports", str(tmp_path / "r"),
-    )  # fmt: skip
+        ROOT,
+        "client-hotfix-check",
+        "--every",
+        "daily",
+        "--format",
+        "cron",
+        "--env-file",
+        str(missing),
+        "--reports",
+        str(tmp_path / "r"),
+    )
     err = done.stderr.decode("utf-8")
     assert done.returncode == 0, err
     assert f"warning: credentials file {missing} does not exist" in err
@@ -376,9 +431,15 @@ def test_print_warns_of_a_missing_credentials_file(tmp_path: Path) -> None:
 
 def test_missing_inventory_is_refused_with_how_to_create_it(tmp_path: Path) -> None:
     done = run_schedule(
-        tmp_path, "client-hotfix-check", "--every", "daily", "--inventory",
-        str(tmp_path / "prod.yaml"), "--reports", str(tmp_path / "r"),
-    )  # fmt: skip
+        tmp_path,
+        "client-hotfix-check",
+        "--every",
+        "daily",
+        "--inventory",
+        str(tmp_path / "prod.yaml"),
+        "--reports",
+        str(tmp_path / "r"),
+    )
     assert done.returncode == 2, done.stderr
     assert f"inventory {tmp_path / 'prod.yaml'} does not exist" in done.stderr
     assert "create it from" in done.stderr and "example.yaml" in done.stderr
@@ -400,17 +461,29 @@ def test_prompt_credentials_are_refused(tmp_path: Path) -> None:
 def test_reports_folder_is_created_and_user_timer_warns_about_linger(tmp_path: Path) -> None:
     reports = tmp_path / "deep" / "reports"
     done = run_schedule(
-        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "systemd",
-        "--reports", str(reports),
-    )  # fmt: skip
+        tmp_path,
+        "client-hotfix-check",
+        "--every",
+        "daily",
+        "--format",
+        "systemd",
+        "--reports",
+        str(reports),
+    )
     assert done.returncode == 0, done.stderr
     assert reports.is_dir()
     assert f"created {reports}" in done.stderr
     assert "sudo loginctl enable-linger" in done.stderr
     cron = run_schedule(
-        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "cron",
-        "--reports", str(reports),
-    )  # fmt: skip
+        tmp_path,
+        "client-hotfix-check",
+        "--every",
+        "daily",
+        "--format",
+        "cron",
+        "--reports",
+        str(reports),
+    )
     assert cron.returncode == 0, cron.stderr
     assert "enable-linger" not in cron.stderr  # cron needs no user manager
 
@@ -427,8 +500,16 @@ def test_credentials_file_readable_by_others_is_warned(tmp_path: Path) -> None:
     creds.write_text("CMRUNBOOK_USER=x\n", "utf-8")
     creds.chmod(0o644)
     done = run_schedule(
-        tmp_path, "client-hotfix-check", "--every", "daily", "--format", "cron",
-        "--env-file", str(creds), "--reports", str(tmp_path / "r"),
-    )  # fmt: skip
+        tmp_path,
+        "client-hotfix-check",
+        "--every",
+        "daily",
+        "--format",
+        "cron",
+        "--env-file",
+        str(creds),
+        "--reports",
+        str(tmp_path / "r"),
+    )
     assert done.returncode == 0, done.stderr
     assert f"warning: {creds} is readable by others; chmod 600 {creds}" in done.stderr

@@ -59,8 +59,10 @@ def log_check(
         print(f"failure: {log} cannot be read as a log: {w.matched}")
         raise Exit(code=1)
     if w.outcome is None:
-        print(f"pending: no line of the {log} {event} patterns seen; a run would wait until its "
-              "timeout and say it cannot tell")  # fmt: skip
+        print(
+            f"pending: no line of the {log} {event} patterns seen; a run would wait until its "
+            "timeout and say it cannot tell"
+        )
         raise Exit(code=1)
     pattern = getattr(exp, w.outcome)[w.pattern]
     evidence = f"seen in {pattern.seen_in}"

@@ -86,9 +86,13 @@ class RunRequest:
     def journal_record(self) -> dict[str, Any]:
         """What the journal keeps of the request: enough for `--resume` to plan the run again."""
         return {
-            "runbook": self.runbook, "method": self.method, "inventory": self.inventory,
-            "hosts": self.hosts, "overrides": list(self.set), "rollback": self.rollback,
-        }  # fmt: skip
+            "runbook": self.runbook,
+            "method": self.method,
+            "inventory": self.inventory,
+            "hosts": self.hosts,
+            "overrides": list(self.set),
+            "rollback": self.rollback,
+        }
 
     def resumed_from(self, recorded: dict[str, Any]) -> RunRequest:
         """This request with the plan of the run being resumed (its journal's record); the

@@ -196,12 +196,18 @@ class Job:
             raise UsageError("--method applies to --action remediate only")
         _refuse_control_characters(
             {
-                "runbook": runbook, "--every": every, "--inventory": inventory,
-                "--hosts": hosts, "--method": method, "--reports": reports,
-                "--env-file": env_file, "--run-as": run_as, "--name": name,
+                "runbook": runbook,
+                "--every": every,
+                "--inventory": inventory,
+                "--hosts": hosts,
+                "--method": method,
+                "--reports": reports,
+                "--env-file": env_file,
+                "--run-as": run_as,
+                "--name": name,
                 "the project folder": str(root),
             }
-        )  # fmt: skip
+        )
         parsed = parse_every(every)
         root = root.resolve()
         argv = [str(invoke or job_program(root)), action, runbook, "--non-interactive"]

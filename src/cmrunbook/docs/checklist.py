@@ -482,11 +482,28 @@ def _host(
                 n += 1
                 extra.append(
                     StepView(
-                        n, s.key, s.citation or "", s.title or s.key, "", s.on or "", None, None,
-                        False, False, None, None, None, None, None, [], None, [], None,
+                        n,
+                        s.key,
+                        s.citation or "",
+                        s.title or s.key,
+                        "",
+                        s.on or "",
+                        None,
+                        None,
+                        False,
+                        False,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        [],
+                        None,
+                        [],
+                        None,
                         _actual(s, words),
                     )
-                )  # fmt: skip
+                )
     brief = f"{t.site_code} · {t.os.version} {t.os.arch}"
     return HostChecklistView(
         name, _anchor(name), facts, unconfirmed, probes, sections, scripts, result, extra, brief

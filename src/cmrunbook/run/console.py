@@ -69,8 +69,14 @@ _STATUS_WORD = re.compile(r"^(?:  -> ([a-z-]+)|([A-Z][A-Z-]+)(?::|$))")
 CHECK_TALLY = ("ok", "non-compliant", "unknown", "unreachable")
 #: Each host's name in its own style, so that one host of several can be followed down the
 #: interleaved lines; none is a result's colour (green, cyan, red, magenta, yellow).
-HOST_STYLES = ("blue", "bright_blue", "bold blue", "underline blue", "bold bright_blue",
-               "underline bright_blue")  # fmt: skip
+HOST_STYLES = (
+    "blue",
+    "bright_blue",
+    "bold blue",
+    "underline blue",
+    "bold bright_blue",
+    "underline bright_blue",
+)
 #: The summary table is read in mail and on narrow terminals: never wider than this.
 TABLE_WIDTH = 100
 
@@ -84,9 +90,13 @@ class TextConsole:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if interactive is None else interactive
         self.out = Console(
-            file=self.stream, force_terminal=self.tty, highlight=False, markup=False,
-            emoji=False, soft_wrap=not self.tty,
-        )  # fmt: skip
+            file=self.stream,
+            force_terminal=self.tty,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            soft_wrap=not self.tty,
+        )
         #: Set when the run is being stopped (Ctrl-C): a question waiting for its answer in a
         #: host's thread gives up, so that the host can stop rather than hold the run open.
         self.stopping = threading.Event()
@@ -170,9 +180,13 @@ class TextConsole:
         )
         if self._live is None:
             self._live = Live(
-                rows, console=self.out, auto_refresh=False, transient=True,
-                redirect_stdout=False, redirect_stderr=False,
-            )  # fmt: skip
+                rows,
+                console=self.out,
+                auto_refresh=False,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.start()
         self._live.update(rows, refresh=True)
 

@@ -510,9 +510,15 @@ class HostRun:
             self._site_change(ps, item_id)
         j = self.r.journal
         j.write(
-            "step-start", host=self.name, key=ps.key, item=item_id, on=ps.run_on,
-            citation=ps.citation, title=step.title, durable=True,
-        )  # fmt: skip
+            "step-start",
+            host=self.name,
+            key=ps.key,
+            item=item_id,
+            on=ps.run_on,
+            citation=ps.citation,
+            title=step.title,
+            durable=True,
+        )
         self.r.console.step(
             self.name, f"[{ps.citation}] {step.title}" + (f" ({item_id})" if item_id else "")
         )
@@ -552,9 +558,13 @@ class HostRun:
         if not self.r.sites.open(self.site, self.name, self.r.stop, waiting):
             raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
         self.r.sites.record(
-            Event.SITE_CHANGED, site=self.site, state=state.id, item=item_id, host=self.name,
+            Event.SITE_CHANGED,
+            site=self.site,
+            state=state.id,
+            item=item_id,
+            host=self.name,
             step=step_id(ps.key, item_id),
-        )  # fmt: skip
+        )
 
     def _site_restored(self, ps: PlannedStep, item_id: str | None, *, compensated: bool) -> None:
         """After a completed restore: the item is set back; with nothing of the site left
@@ -564,9 +574,14 @@ class HostRun:
             return
         if item_id in self.r.sites.outstanding(self.site, effect.state):
             self.r.sites.record(
-                Event.SITE_RESTORED, site=self.site, state=effect.state, item=item_id,
-                host=self.name, step=step_id(ps.key, item_id), compensated=compensated,
-            )  # fmt: skip
+                Event.SITE_RESTORED,
+                site=self.site,
+                state=effect.state,
+                item=item_id,
+                host=self.name,
+                step=step_id(ps.key, item_id),
+                compensated=compensated,
+            )
         if not self.r.sites.holds(self.site, self.name):
             self.r.sites.close(self.site, self.name)
 
@@ -596,9 +611,12 @@ class HostRun:
         step = next(s for _, s in all_steps(self.r.plan.runbook) if s.id == state.restore)
         provider = self.r.plan.inventory.provider_of(self.hp.target)
         ps = PlannedStep(
-            key=f"set-back/{step.id}", step=step, citation=step.kb, run_on=provider.name,
+            key=f"set-back/{step.id}",
+            step=step,
+            citation=step.kb,
+            run_on=provider.name,
             note="set back after the run stopped",
-        )  # fmt: skip
+        )
         stage = Stage("set-back", "Set back site-wide changes", "set-back", [ps])
         saved = {_item_id(i): i for i in self._probe(state.items)}
         self.r.console.step(
@@ -674,14 +692,27 @@ class HostRun:
         self.r.journal.write("restart-asked", host=self.name, reason=why)
 
     def _end(
-        self, ps: PlannedStep, item_id: str | None, status: str, message: str, data: Any,
-        lines: list[str], started: float,
-    ) -> None:  # fmt: skip
+        self,
+        ps: PlannedStep,
+        item_id: str | None,
+        status: str,
+        message: str,
+        data: Any,
+        lines: list[str],
+        started: float,
+    ) -> None:
         duration = self.r.clock.now() - started
         self.r.journal.write(
-            "step-end", host=self.name, key=ps.key, item=item_id, status=status, message=message,
-            data=data, duration=round(duration, 3), log_lines=lines,
-        )  # fmt: skip
+            "step-end",
+            host=self.name,
+            key=ps.key,
+            item=item_id,
+            status=status,
+            message=message,
+            data=data,
+            duration=round(duration, 3),
+            log_lines=lines,
+        )
         if status not in ("failed", "interrupted", "stopped"):
             self.done.add(step_id(ps.key, item_id))
             self.outcome.steps_done += 1
@@ -695,9 +726,16 @@ class HostRun:
         if sid in self.done:
             return
         self.r.journal.write(
-            "step-end", host=self.name, key=ps.key, item=item_id, status="skipped", message=reason,
-            data=None, duration=0, log_lines=[],
-        )  # fmt: skip
+            "step-end",
+            host=self.name,
+            key=ps.key,
+            item=item_id,
+            status="skipped",
+            message=reason,
+            data=None,
+            duration=0,
+            log_lines=[],
+        )
         self.done.add(sid)
         self.r.console.step(self.name, f"[{ps.citation}] {ps.step.title}: skipped ({reason})")
 
@@ -822,9 +860,15 @@ class HostRun:
             exp = self.r.catalog.logs.expectation(log, w.expect)
             entry = armed[log]
             watches.append(
-                make_watch(log, exp, item, path=entry.get("path"), offset=int(entry["size"]),
-                           candidates=list(entry.get("candidates") or []))
-            )  # fmt: skip
+                make_watch(
+                    log,
+                    exp,
+                    item,
+                    path=entry.get("path"),
+                    offset=int(entry["size"]),
+                    candidates=list(entry.get("candidates") or []),
+                )
+            )
             if exp.confirm:
                 confirm = self._confirm(ps, item, list(entry.get("baseline") or []))
         scale = self.r.options.time_scale
@@ -845,9 +889,15 @@ class HostRun:
             )
 
         outcome = wait_for_logs(
-            watches, read, timeout=timeout, poll=poll, confirm=confirm, progress=progress,
-            sleep=self._pause, clock=self.r.clock.now,
-        )  # fmt: skip
+            watches,
+            read,
+            timeout=timeout,
+            poll=poll,
+            confirm=confirm,
+            progress=progress,
+            sleep=self._pause,
+            clock=self.r.clock.now,
+        )
         if outcome.reboot_requested:
             self._restart_asked(f"{ps.key}: the log asked for a restart")
         if outcome.status != "ok":

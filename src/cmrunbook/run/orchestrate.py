@@ -282,8 +282,10 @@ def _execute(
     if after:
         after(run_dir)
     if interrupted:
-        print(f"Interrupted. Continue with: {resume_command(plan.runbook.id, run_dir)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"Interrupted. Continue with: {resume_command(plan.runbook.id, run_dir)}",
+            file=sys.stderr,
+        )
     if runner.sites.unresolved():
         print(
             "Site-wide changes are still outstanding. Set them back with: "
@@ -337,8 +339,9 @@ def _locked(keys: dict[str, str], run_dir: Path, *, new: bool) -> Iterator[None]
     resume tries its folder first, to say that; a new run its hosts first, so that one refused
     by a held lock leaves no run folder behind."""
     hosts = HostLocks(lock_dir(), keys, run_dir.name)
-    folder = HostLocks(run_dir, {RUN_LOCK: f"run folder {run_dir} (a run still working in it)"},
-                       run_dir.name)  # fmt: skip
+    folder = HostLocks(
+        run_dir, {RUN_LOCK: f"run folder {run_dir} (a run still working in it)"}, run_dir.name
+    )
     with contextlib.ExitStack() as held:
         try:
             for locks in (hosts, folder) if new else (folder, hosts):
