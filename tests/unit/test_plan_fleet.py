@@ -7,6 +7,7 @@ operator reads per host: each host's own decision, and the output written before
 
 from __future__ import annotations
 
+import gc
 import io
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from helpers_engine import EXAMPLE_INVENTORY, REPO, dump_yaml_file, load_yaml_file
 
 from cmrunbook.docs.dryrun import print_dry_run
+from cmrunbook.errors import ConfigError
 from cmrunbook.load.inventory import load_inventory
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Planner
@@ -110,3 +112,28 @@ def test_dry_run_shows_control_characters_of_the_inventory_as_text(tmp_path: Pat
     printed = sink.getvalue()
     assert "ConfigMgr 2007 SP1\\x1b]0;PWNED\\x07\\x0d; Windows" in printed
     assert not [c for c in printed if ord(c) < 0x20 and c not in "\n\t"]
+
+
+@pytest.mark.parametrize("content", ["hosts: {}\nsites: {}\n", "hosts: [unclosed\n", None])
+def test_loading_and_planning_leave_the_garbage_collector_as_they_found_it(
+    tmp_path: Path, content: str | None
+) -> None:
+    """The collector is paused while an inventory is loaded and a plan built (for speed); it
+    must run again afterwards, whether the load succeeded or stopped on a bad file, and must not
+    be switched on where the caller had it off."""
+    path = EXAMPLE_INVENTORY
+    if content is not None:
+        path = tmp_path / "inv.yaml"
+        path.write_text(content)
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            try:
+                inv = load_inventory(path)
+            except ConfigError:
+                assert content is not None
+            else:
+                Planner(CATALOG, CATALOG.load("multicast"), inv).plan(method="auto")
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()

@@ -7,7 +7,9 @@ PyYAML silently overwrites, are reported, since a runbook with two `when:` lines
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,24 @@ MAX_DEPTH = 64
 #: MAX_VALUES in all.
 MAX_ALIASED = 100_000
 MAX_VALUES = 5_000_000
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large tree of new values is built.
+
+    Loading a 10,000-host inventory or planning over it creates hundreds of thousands of dicts,
+    lists and objects, none in a reference cycle; each allocation burst makes the collector
+    traverse the whole growing heap again, which cost a third of the load's CPU. Reference
+    counting still frees everything as usual; the collector resumes (if it ran before) at the end.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass
@@ -302,7 +322,8 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     name = display or str(path)
     text = _text(path, name)
     try:
-        data, builder = _read(text, name)
+        with collector_paused():
+            data, builder = _read(text, name)
     except yaml.reader.ReaderError as exc:
         line, col = _position(text, exc.position)
         what = f"not valid YAML: control character U+{exc.character:04X}"

@@ -20,6 +20,7 @@ from cmrunbook.load.context import site_context
 from cmrunbook.load.inventory import HostView, Inventory
 from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Runbook, Step
+from cmrunbook.load.sourcemap import collector_paused
 from cmrunbook.load.validation import text_problems
 
 
@@ -286,6 +287,14 @@ class Planner:
                 cli["method"] = method
         elif method is not None:
             raise UsageError(f"runbook {rb.id} has no methods; drop --method")
+        # Planning 10,000 hosts creates hundreds of thousands of objects: see collector_paused.
+        with collector_paused():
+            return self._plan_hosts(rb, cli, hosts, rollback)
+
+    def _plan_hosts(
+        self, rb: Runbook, cli: dict[str, str], hosts: str | None, rollback: bool
+    ) -> Plan:
+        """The plan of the selected hosts, once the method and overrides are checked."""
         plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
         targets: list[tuple[HostView, dict[str, Any]]] = []
         for host in self.inv.select(hosts):
