@@ -137,3 +137,34 @@ def test_loading_and_planning_leave_the_garbage_collector_as_they_found_it(
             assert gc.isenabled() is enabled
         finally:
             gc.enable()
+
+
+def test_each_host_gets_its_own_parameters_among_hosts_on_the_defaults(tmp_path: Path) -> None:
+    """A runbook's defaults are converted once per plan for the hosts no var changes; hosts
+    with their own vars, interleaved with those, still get their own values, the command line
+    still wins over the default, and no two hosts share one list."""
+    own: dict[str, list[str]] = {}
+
+    def xp_clients(data: dict[str, Any]) -> None:
+        for i in range(8):
+            name = f"xp-extra{i}"
+            data["hosts"][name] = {
+                "site": "P12",
+                "roles": ["client"],
+                "os": {"version": "xp", "arch": "x86"},
+            }
+            if i % 3 == 1:
+                own[name] = [f"C:\\{name}\\CCM"]
+                data["hosts"][name]["vars"] = {"client_dirs": own[name]}
+
+    inv = load_inventory(fleet_inventory(tmp_path, xp_clients))
+    check = CATALOG.load("client-hotfix-check")
+    plan = Planner(CATALOG, check, inv).plan(method=None, overrides=["tscore_version=5.0.1"])
+    params = {hp.target.name: hp.params for hp in plan.hosts}
+    assert set(own) < set(params) and len(params) > len(own) + 3
+    default = check.runbook.parameters["client_dirs"].default
+    for name, got in params.items():
+        assert got["tscore_version"] == "5.0.1", name
+        assert got["client_dirs"] == own.get(name, default), name
+    lists = [id(got["client_dirs"]) for got in params.values()]
+    assert len(set(lists)) == len(lists), "hosts share one list"

@@ -146,12 +146,20 @@ def retyped_vars(inv: Inventory, runbooks: Sequence[Runbook]) -> list[Problem]:
 
 
 def resolve_params(
-    rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv: Inventory
+    rb: Runbook,
+    host: HostView,
+    overrides: Mapping[str, Any],
+    inv: Inventory,
+    settled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runbook defaults, then inventory vars (global, group, host), then the command line.
 
     A wrongly typed inventory var is reported at its line in the inventory, wherever (top-level,
     group or host vars) the value this host sees was written.
+
+    `settled` keeps, for one runbook and one set of overrides, the value of each parameter that
+    no inventory var sets: it is the same for every host that has no such var, so a fleet's
+    defaults are converted once, not once per host (a list is copied for each host).
     """
     retyped = [
         problem
@@ -166,6 +174,10 @@ def resolve_params(
         raise ConfigError(retyped)
     params: dict[str, Any] = {}
     for name, p in rb.parameters.items():
+        if settled is not None and name in settled and name not in host.vars:
+            value = settled[name]
+            params[name] = value[:] if isinstance(value, list) else value
+            continue
         value = p.default
         if name in host.vars:
             where = inv.var_path(host.name, name)
@@ -181,6 +193,9 @@ def resolve_params(
         if name in overrides:
             value = coerce(name, p, overrides[name], "--set")
         params[name] = value if value is None else coerce(name, p, value, f"runbook {rb.id}")
+        if settled is not None and name not in host.vars:
+            value = params[name]
+            settled[name] = value[:] if isinstance(value, list) else value
     return params
 
 
@@ -297,13 +312,14 @@ class Planner:
         """The plan of the selected hosts, once the method and overrides are checked."""
         plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
         targets: list[tuple[HostView, dict[str, Any]]] = []
+        settled: dict[str, Any] = {}  # see resolve_params
         for host in self.inv.select(hosts):
             if rb.targets.role not in host.roles:
                 # Checked before the parameters: a host of another role is never a target, so
                 # its vars are not this runbook's business.
                 plan.skipped_hosts.append((host.name, f"not a {rb.targets.role}"))
                 continue
-            params = resolve_params(rb, host, cli, self.inv)
+            params = resolve_params(rb, host, cli, self.inv, settled)
             reason = self._not_target(host, params)
             if reason:
                 plan.skipped_hosts.append((host.name, reason))
