@@ -253,8 +253,12 @@ class Planner:
     ) -> bool:
         fn, reads = self._compile(expr)
         host_ctx, site = self._context(host)
-        names = {"host": host_ctx, "target": self._context(target)[0], "site": site}
-        names["params"] = params
+        names = {
+            "host": host_ctx,
+            "target": self._context(target)[0],
+            "site": site,
+            "params": params,
+        }
         # A condition is a pure function of the values it reads (the sandbox allows no call
         # with effects), and most hosts of a fleet read alike (the same OS, roles, site and
         # parameters): it is evaluated once per distinct set of those values. An evaluation
