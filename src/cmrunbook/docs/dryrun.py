@@ -6,6 +6,7 @@ connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -14,7 +15,7 @@ from cmrunbook.filenames import safe_name
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.render.steps import render_probe, render_step
-from cmrunbook.text import printable_stream
+from cmrunbook.text import printable
 
 
 def _flags(ps: PlannedStep) -> str:
@@ -99,50 +100,66 @@ def print_dry_run(
     show_scripts: bool = False,
     out_dir: Path | None = None,
 ) -> int:
-    """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count."""
-    out = printable_stream(out)  # inventory names and values, shown as text
+    """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count.
+
+    The lines are collected and written at once, through `printable` (inventory names and values
+    are shown as text): a 10,000-host plan is about a million characters in 100,000 lines, and
+    escaping and writing each line on its own cost more than planning it. What was collected
+    before an error is still written, as it was when each line was printed as it came.
+    """
+    lines: list[str] = []
+    try:
+        return _dry_run(plan, catalog, lines.append, show_scripts=show_scripts, out_dir=out_dir)
+    finally:
+        if lines:
+            out.write(printable("\n".join(lines) + "\n"))
+
+
+def _dry_run(
+    plan: Plan,
+    catalog: Project,
+    say: Callable[[str], None],
+    *,
+    show_scripts: bool,
+    out_dir: Path | None,
+) -> int:
+    """The dry run's lines, each passed to `say`; with `out_dir`, the scripts written."""
     rb = plan.runbook
     mode = (
         "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")
     )
-    print(
-        f"DRY RUN: {rb.id} ({mode}); nothing will be changed and no host will be contacted.",
-        file=out,
-    )
-    print(f"{rb.title}", file=out)
-    print(f"Source: {rb.source.kb}, {rb.source.title} [{rb.source.document}]", file=out)
-    print(f"Inventory: {plan.inventory.path}", file=out)
+    say(f"DRY RUN: {rb.id} ({mode}); nothing will be changed and no host will be contacted.")
+    say(f"{rb.title}")
+    say(f"Source: {rb.source.kb}, {rb.source.title} [{rb.source.document}]")
+    say(f"Inventory: {plan.inventory.path}")
     for g in rb.guidance:
-        print(f"  * {g}", file=out)
+        say(f"  * {g}")
     if plan.escalates:
-        print(
+        say(
             "  * auto: verification runs first and after each method; the first that passes ends "
-            "the host's run, a failure goes on to the next method.",
-            file=out,
+            "the host's run, a failure goes on to the next method."
         )
     if plan.selected:
         for name, reason in plan.skipped_hosts:
-            print(f"  - {name}: not a target ({reason})", file=out)
+            say(f"  - {name}: not a target ({reason})")
     elif plan.skipped_hosts:
-        print(
+        say(
             f"  {len(plan.skipped_hosts)} other inventory host(s) are not targets "
-            "(name them with --hosts to see why).",
-            file=out,
+            "(name them with --hosts to see why)."
         )
     rendered = 0
     for hp in plan.hosts:
-        print("", file=out)
-        print(_host_header(plan, hp), file=out)
+        say("")
+        say(_host_header(plan, hp))
         uncertain = [
             f"{k}={hp.params[k]!r}"
             for k, p in rb.parameters.items()
             if p.confidence == "UNCONFIRMED"
         ]
         if uncertain:
-            print(
+            say(
                 "  UNCONFIRMED parameters (override with --set or inventory vars): "
-                + ", ".join(uncertain),
-                file=out,
+                + ", ".join(uncertain)
             )
         n = 0
         probes_used = {s.step.for_each for s in hp.all_steps()} | {
@@ -155,41 +172,45 @@ def print_dry_run(
                     if probe.on == "site_server"
                     else hp.target.name
                 )
-                print(
+                say(
                     f"  probe {probe.id}: {probe.title} "
-                    f"(read-only, on {runner}, returns {probe.returns})",
-                    file=out,
+                    f"(read-only, on {runner}, returns {probe.returns})"
                 )
                 if show_scripts or out_dir:
                     _, script = render_probe(catalog, plan, hp, probe)
-                    rendered += _emit(out, out_dir, hp, f"probe-{probe.id}", script, show_scripts)
+                    rendered += _emit(say, out_dir, hp, f"probe-{probe.id}", script, show_scripts)
         for stage in hp.stages:
-            print(f"  -- {stage.title} --", file=out)
+            say(f"  -- {stage.title} --")
             for ps in stage.steps:
                 n += 1
                 for line in describe_step(n, ps, catalog):
-                    print(line, file=out)
+                    say(line)
                 wanted = (show_scripts or out_dir) and not ps.skip_reason
                 step_script = render_step(catalog, plan, hp, ps) if wanted else None
                 if step_script is not None:
                     rendered += _emit(
-                        out, out_dir, hp, f"{n:02d}-{ps.key}", step_script, show_scripts
+                        say, out_dir, hp, f"{n:02d}-{ps.key}", step_script, show_scripts
                     )
     if rb.rollback and not plan.rollback:
-        print("", file=out)
-        print(f"Rollback: {len(rb.rollback)} step(s), run with --rollback.", file=out)
+        say("")
+        say(f"Rollback: {len(rb.rollback)} step(s), run with --rollback.")
     if out_dir:
-        print(f"\nWrote {rendered} script(s) under {out_dir}", file=out)
+        say(f"\nWrote {rendered} script(s) under {out_dir}")
     return rendered
 
 
 def _emit(
-    out: TextIO, out_dir: Path | None, hp: HostPlan, name: str, script: str, show: bool
+    say: Callable[[str], None],
+    out_dir: Path | None,
+    hp: HostPlan,
+    name: str,
+    script: str,
+    show: bool,
 ) -> int:
     if show:
-        print("       ---- PowerShell ----", file=out)
+        say("       ---- PowerShell ----")
         for line in script.splitlines():
-            print(f"       | {line}", file=out)
+            say(f"       | {line}")
     if out_dir:
         path = out_dir / safe_name(hp.target.name) / f"{safe_name(name)}.ps1"
         # The names are sanitised, so this holds; checked anyway, since a script written outside

@@ -20,6 +20,7 @@ from cmrunbook.load.context import site_context
 from cmrunbook.load.inventory import HostView, Inventory
 from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import TEXT_TYPES, Parameter, Runbook, Step
+from cmrunbook.load.sourcemap import collector_paused
 from cmrunbook.load.validation import text_problems
 
 
@@ -145,12 +146,20 @@ def retyped_vars(inv: Inventory, runbooks: Sequence[Runbook]) -> list[Problem]:
 
 
 def resolve_params(
-    rb: Runbook, host: HostView, overrides: Mapping[str, Any], inv: Inventory
+    rb: Runbook,
+    host: HostView,
+    overrides: Mapping[str, Any],
+    inv: Inventory,
+    settled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runbook defaults, then inventory vars (global, group, host), then the command line.
 
     A wrongly typed inventory var is reported at its line in the inventory, wherever (top-level,
     group or host vars) the value this host sees was written.
+
+    `settled` keeps, for one runbook and one set of overrides, the value of each parameter that
+    no inventory var sets: it is the same for every host that has no such var, so a fleet's
+    defaults are converted once, not once per host (a list is copied for each host).
     """
     retyped = [
         problem
@@ -165,6 +174,10 @@ def resolve_params(
         raise ConfigError(retyped)
     params: dict[str, Any] = {}
     for name, p in rb.parameters.items():
+        if settled is not None and name in settled and name not in host.vars:
+            value = settled[name]
+            params[name] = value[:] if isinstance(value, list) else value
+            continue
         value = p.default
         if name in host.vars:
             where = inv.var_path(host.name, name)
@@ -180,6 +193,9 @@ def resolve_params(
         if name in overrides:
             value = coerce(name, p, overrides[name], "--set")
         params[name] = value if value is None else coerce(name, p, value, f"runbook {rb.id}")
+        if settled is not None and name not in host.vars:
+            value = params[name]
+            settled[name] = value[:] if isinstance(value, list) else value
     return params
 
 
@@ -208,8 +224,8 @@ class Planner:
         self.loaded = loaded
         self.rb = loaded.runbook
         self.inv = inventory
-        self._compiled: dict[str, Any] = {}
-        self._decided: dict[tuple[str, str, str], bool] = {}
+        self._compiled: dict[str, tuple[Any, tuple[tuple[str, str | None], ...]]] = {}
+        self._decided: dict[tuple[Any, ...], bool] = {}
         # Conditions only read these, so each host's are built once per plan, not per condition
         # (a 10,000-host plan evaluates tens of thousands of conditions).
         self._contexts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -221,34 +237,44 @@ class Planner:
             ctx = self._contexts[host.name] = (host.as_context(), site_context(host))
         return ctx
 
+    def _compile(self, expr: str) -> tuple[Any, tuple[tuple[str, str | None], ...]]:
+        """The compiled condition and what it reads, once per expression."""
+        compiled = self._compiled.get(expr)
+        if compiled is None:
+            conditions = self.catalog.renderer.conditions
+            compiled = self._compiled[expr] = (
+                conditions.compile(expr),
+                _reads(conditions.parse(expr)),
+            )
+        return compiled
+
     def condition(
         self, expr: str, host: HostView, target: HostView, params: dict[str, Any]
     ) -> bool:
-        fn = self._compiled.get(expr)
-        if fn is None:
-            fn = self._compiled[expr] = self.catalog.renderer.conditions.compile(expr)
-        # The same condition recurs for one host in every stage (Method 4 includes Method 3's
-        # steps; auto plans every method): evaluate it once per host pair. A target's parameters
-        # are fixed within one plan() call, which starts with an empty cache.
-        key = (expr, host.name, target.name)
-        cached = self._decided.get(key)
+        fn, reads = self._compile(expr)
+        host_ctx, site = self._context(host)
+        names = {
+            "host": host_ctx,
+            "target": self._context(target)[0],
+            "site": site,
+            "params": params,
+        }
+        # A condition is a pure function of the values it reads (the sandbox allows no call
+        # with effects), and most hosts of a fleet read alike (the same OS, roles, site and
+        # parameters): it is evaluated once per distinct set of those values. An evaluation
+        # that fails is not kept, so each host that fails reports itself.
+        key = _memo_key(expr, reads, names)
+        cached = self._decided.get(key) if key is not None else None
         if cached is not None:
             return cached
-        host_ctx, site = self._context(host)
         try:
-            decided = bool(
-                fn(
-                    host=host_ctx,
-                    target=self._context(target)[0],
-                    site=site,
-                    params=params,
-                )
-            )
+            decided = bool(fn(**names))
         except jinja2.TemplateError as exc:  # an undefined name, or the sandbox refusing
             raise ConfigError(
                 [self.loaded.smap.problem((), f"condition {expr!r} on host {host.name}: {exc}")]
             ) from exc
-        self._decided[key] = decided
+        if key is not None:
+            self._decided[key] = decided
         return decided
 
     def plan(
@@ -265,7 +291,6 @@ class Planner:
         `--set method=`, else an inventory var, else the runbook's default. It must come out
         the same for every target host, since a run follows one method (or auto) throughout.
         """
-        self._decided.clear()
         rb = self.rb
         cli = parse_overrides(rb, overrides)
         method = method or None
@@ -281,15 +306,24 @@ class Planner:
                 cli["method"] = method
         elif method is not None:
             raise UsageError(f"runbook {rb.id} has no methods; drop --method")
+        # Planning 10,000 hosts creates hundreds of thousands of objects: see collector_paused.
+        with collector_paused():
+            return self._plan_hosts(rb, cli, hosts, rollback)
+
+    def _plan_hosts(
+        self, rb: Runbook, cli: dict[str, str], hosts: str | None, rollback: bool
+    ) -> Plan:
+        """The plan of the selected hosts, once the method and overrides are checked."""
         plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
         targets: list[tuple[HostView, dict[str, Any]]] = []
+        settled: dict[str, Any] = {}  # see resolve_params
         for host in self.inv.select(hosts):
             if rb.targets.role not in host.roles:
                 # Checked before the parameters: a host of another role is never a target, so
                 # its vars are not this runbook's business.
                 plan.skipped_hosts.append((host.name, f"not a {rb.targets.role}"))
                 continue
-            params = resolve_params(rb, host, cli, self.inv)
+            params = resolve_params(rb, host, cli, self.inv, settled)
             reason = self._not_target(host, params)
             if reason:
                 plan.skipped_hosts.append((host.name, reason))
@@ -458,3 +492,51 @@ def _settle_words(step: Step, seconds: int) -> str:
     length = f"{hours} h {rest // 60:02d} min" if hours else f"{seconds // 60} min {seconds % 60} s"
     where = f" (parameter {step.settle}={seconds}s)" if isinstance(step.settle, str) else ""
     return f"checks again until it passes, for up to {length}{where}, then judges what it sees"
+
+
+#: A value a condition reads that is not in its context object (the evaluation then fails).
+_MISSING = object()
+
+
+def _reads(node: jinja2.nodes.Expr) -> tuple[tuple[str, str | None], ...]:
+    """What a condition reads: (name, attribute) for each `name.attribute`, and (name, None)
+    for a name used otherwise (`target['os']`, `params` alone), which reads all of it."""
+    nodes = [node, *node.find_all(jinja2.nodes.Node)]
+    attrs = [
+        (n.node, n.attr) for n in nodes
+        if isinstance(n, jinja2.nodes.Getattr) and isinstance(n.node, jinja2.nodes.Name)
+    ]  # fmt: skip
+    under_attr = {id(name) for name, _ in attrs}
+    bare = {n.name for n in nodes if isinstance(n, jinja2.nodes.Name) and id(n) not in under_attr}
+    reads: set[tuple[str, str | None]] = {(name, None) for name in bare}
+    reads |= {(name.name, attr) for name, attr in attrs if name.name not in bare}
+    return tuple(sorted(reads, key=lambda r: (r[0], r[1] or "")))
+
+
+def _frozen(value: Any) -> Any:
+    """`value` as a hashable key that tells apart what compares equal but reads differently in a
+    condition (True and 1, a list and a text): each scalar with its type."""
+    if isinstance(value, list | tuple):
+        return (type(value), tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
+    return (type(value), value)
+
+
+def _memo_key(
+    expr: str, reads: tuple[tuple[str, str | None], ...], names: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The key of a condition's result: the expression and every value it reads; None when a
+    value cannot be a key (then the condition is evaluated each time)."""
+    values: list[Any] = [expr]
+    for name, attr in reads:
+        obj = names.get(name, _MISSING)
+        if attr is not None and isinstance(obj, dict):
+            obj = obj.get(attr, _MISSING)
+        values.append(_frozen(obj))
+    key = tuple(values)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
