@@ -157,11 +157,13 @@ def main() -> None:
             json.loads(
                 subprocess.run(
                     [sys.executable, __file__, "--hosts", str(n), "--json"],
-                    check=True, capture_output=True, text=True,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 ).stdout
             )
             for n in (100, 1_000, 10_000)
-        ]  # fmt: skip
+        ]
         row = rows[-1]
         report(row)
         print()

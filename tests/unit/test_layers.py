@@ -56,3 +56,13 @@ def test_no_two_classes_share_a_name() -> None:
     assert where, "no classes found: the scan looks in the wrong place"
     duplicates = {name: places for name, places in where.items() if len(places) > 1}
     assert duplicates == {}
+
+
+def test_ruff_format_owns_every_python_file() -> None:
+    """No formatter pragma (skip, off): the formatter, not a hand, lays out the code, the lab, the
+    tests and the benches, so a diff shows what changed and not how it was spaced."""
+    for folder in (*PACKAGES, ROOT / "tests", ROOT / "bench"):
+        for path in folder.rglob("*.py"):
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                assert "fmt: " + "skip" not in line, f"{path.relative_to(ROOT)}:{number}"
+                assert "fmt: " + "off" not in line, f"{path.relative_to(ROOT)}:{number}"

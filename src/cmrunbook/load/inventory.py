@@ -18,9 +18,23 @@ from cmrunbook.load.sourcemap import SourceMap, collector_paused, load_yaml
 from cmrunbook.load.validation import parse
 
 WindowsVersion = Literal[
-    "nt4", "2000", "xp", "2003", "vista", "2008", "7", "2008r2", "8", "2012", "8.1", "2012r2",
-    "10", "2016", "2019", "2022",
-]  # fmt: skip
+    "nt4",
+    "2000",
+    "xp",
+    "2003",
+    "vista",
+    "2008",
+    "7",
+    "2008r2",
+    "8",
+    "2012",
+    "8.1",
+    "2012r2",
+    "10",
+    "2016",
+    "2019",
+    "2022",
+]
 SERVER_WITH_SERVERMANAGERCMD = {"2008"}
 SERVER_WITH_ADD_WINDOWSFEATURE = {"2008r2"}
 
@@ -85,9 +99,15 @@ class WinRM(Strict):
 #: What a host's WinRM settings are when neither the host nor the inventory says. The port is
 #: not here: it follows the scheme (5985 for http, 5986 for https) unless one is given.
 WINRM_DEFAULTS = WinRM(
-    scheme="http", auth="ntlm", path="/wsman", cert_validation=True, allow_unencrypted=False,
-    operation_timeout=20, read_timeout=30, max_reply_mb=64,
-)  # fmt: skip
+    scheme="http",
+    auth="ntlm",
+    path="/wsman",
+    cert_validation=True,
+    allow_unencrypted=False,
+    operation_timeout=20,
+    read_timeout=30,
+    max_reply_mb=64,
+)
 
 #: Windows versions whose WinRS shells break with code page 65001 (UTF-8): commands return at
 #: once with no output. Sources (fidelity F9): WinRb/WinRM #232 ("broken on any windows version

@@ -61,9 +61,10 @@ def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...]
                 current = chosen[0]
                 continue
             models = [
-                m for m in map(_strip, get_args(current)) if isinstance(m, type)
-                and issubclass(m, BaseModel)
-            ]  # fmt: skip
+                m
+                for m in map(_strip, get_args(current))
+                if isinstance(m, type) and issubclass(m, BaseModel)
+            ]
             current = models[0] if len(models) == 1 else None
         keys.append(part)
         owner = current

@@ -166,10 +166,13 @@ def resolve_params(
         for name, p in rb.parameters.items()
         if name in host.vars and p.type in TEXT_TYPES
         for problem in text_problems(
-            name, host.vars[name], inv.var_path(host.name, name), inv.smap,
+            name,
+            host.vars[name],
+            inv.var_path(host.name, name),
+            inv.smap,
             listed=p.type == "list",
         )
-    ]  # fmt: skip
+    ]
     if retyped:
         raise ConfigError(retyped)
     params: dict[str, Any] = {}
@@ -503,9 +506,10 @@ def _reads(node: jinja2.nodes.Expr) -> tuple[tuple[str, str | None], ...]:
     for a name used otherwise (`target['os']`, `params` alone), which reads all of it."""
     nodes = [node, *node.find_all(jinja2.nodes.Node)]
     attrs = [
-        (n.node, n.attr) for n in nodes
+        (n.node, n.attr)
+        for n in nodes
         if isinstance(n, jinja2.nodes.Getattr) and isinstance(n.node, jinja2.nodes.Name)
-    ]  # fmt: skip
+    ]
     under_attr = {id(name) for name, _ in attrs}
     bare = {n.name for n in nodes if isinstance(n, jinja2.nodes.Name) and id(n) not in under_attr}
     reads: set[tuple[str, str | None]] = {(name, None) for name in bare}
