@@ -113,7 +113,7 @@ def test_ctrl_c_in_a_real_time_settle_wait_ends_the_run_within_a_second(
         "--set",
         "image_flag_wait=0",
     )
-    term.wait_for("checking again")  # the first check failed: the wait has begun
+    term.wait_for("not yet (")  # the first check failed: the settle wait has begun
     time.sleep(1.5)  # well into the wait, not at its first instant
     elapsed = term.ctrl_c()
     assert term.proc.returncode == 130, term.text()
