@@ -417,11 +417,13 @@ def _collection() -> Collection:
     from cmrunbook.cli.documents import checklist, report
     from cmrunbook.cli.inventory import inventory
     from cmrunbook.cli.operations import diagnose, schedule
+    from cmrunbook.cli.publish import publish
 
     collection = Collection(
         remediate, check, checklist, diagnose, report, schedule, validate, schema, lab, log_check
     )
     collection.add_task(inventory)
+    collection.add_task(publish)
     return collection
 
 
