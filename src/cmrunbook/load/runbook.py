@@ -366,18 +366,6 @@ class Runbook(Strict):
         None, description="The check as a configuration baseline (`invoke publish`)."
     )
 
-    @model_validator(mode="after")
-    def _publish_parameter(self) -> Runbook:
-        if self.publish is None:
-            return self
-        name = self.publish.rule.parameter
-        param = self.parameters.get(name)
-        if param is None or param.type != "version":
-            raise ValueError(
-                f"publish.rule.parameter {name!r}: expected a parameter of type version"
-            )
-        return self
-
     def probe(self, probe_id: str) -> Probe | None:
         return next((p for p in self.probes if p.id == probe_id), None)
 
