@@ -137,7 +137,7 @@ def test_refused_without_a_publish_block_or_on_another_version(project: Project)
         definition(project, rb, "2007", baseline_element="<x>")
     params = {name: p.default for name, p in rb.parameters.items()}
     params["tscore_version"] = "5.0 or later"
-    with pytest.raises(UsageError, match="tscore_version='5.0 or later'.*dotted numbers"):
+    with pytest.raises(UsageError, match=r"tscore_version='5\.0 or later'.*dotted numbers"):
         build(rb, "2007", params, project.renderer.templates_dirs, {})
 
 

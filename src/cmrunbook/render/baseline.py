@@ -32,6 +32,8 @@ PUBLISH_VERSIONS = ("2007", "2012r2")
 #: always gets the same LogicalNames (3.1): a second publish finds the first one.
 _IDENTITY = uuid.uuid5(uuid.NAMESPACE_URL, "https://cmrunbook/publish")
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+#: A file version operand: up to four dotted numbers (3.5), checked before it reaches a site.
+_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,11 @@ def build(
         )
     values = fact_values(version, overrides)
     operand = _text(params[spec.rule.parameter])
+    if not _VERSION.match(operand):
+        raise UsageError(
+            f"{spec.rule.parameter}={operand!r}: the rule compares file versions; expected "
+            "dotted numbers such as 5.0.7958.1104"
+        )
     key = (runbook.id, spec.file, spec.rule.operator, operand)
     ci = {"logical_name": _logical("OperatingSystem", *key), "version": 1}
     baseline = {"logical_name": _logical("Baseline", *key), "version": 1}
