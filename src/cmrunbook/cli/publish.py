@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke.exceptions import Exit
 from invoke.tasks import task
@@ -21,6 +21,11 @@ from invoke.tasks import task
 from cmrunbook.cli.common import EXIT_FAILED, cli_errors, help_if_asked
 from cmrunbook.errors import UsageError
 from cmrunbook.text import printable
+
+if TYPE_CHECKING:
+    from cmrunbook.load.inventory import Inventory
+    from cmrunbook.load.project import Project
+    from cmrunbook.render.baseline import Definition
 
 TEMPLATE = "publish/publish.ps1.j2"
 DEADLINE = 300.0  # seconds for the script: a query, three Put() calls
@@ -125,7 +130,7 @@ def publish(
     )
 
 
-def write_definition(path: Path, definition: Any) -> list[Path]:
+def write_definition(path: Path, definition: Definition) -> list[Path]:
     """The two digests as files an administrator imports: UTF-16, as the SDK's export writes
     SDMPackageXML (CONFIGURATION-BASELINES.md 4.5). The baseline goes next to FILE."""
     baseline = path.with_name(f"{path.stem}-baseline{path.suffix or '.xml'}")
@@ -135,7 +140,9 @@ def write_definition(path: Path, definition: Any) -> list[Path]:
     return [path, baseline]
 
 
-def show(definition: Any, provider: str, site: str, collection: str, assignment: str) -> None:
+def show(
+    definition: Definition, provider: str, site: str, collection: str, assignment: str
+) -> None:
     """--dry-run: where it would go, the two documents, the calls, the UNCONFIRMED values."""
     print(f"DRY RUN: publish {definition.runbook} to site {site} ({definition.version}) through "
           f"the SMS Provider on {provider}; nothing is changed, no host is contacted.")  # fmt: skip
@@ -153,7 +160,7 @@ def show(definition: Any, provider: str, site: str, collection: str, assignment:
     _say_unconfirmed(definition, sys.stdout)
 
 
-def _say_unconfirmed(definition: Any, stream: Any) -> None:
+def _say_unconfirmed(definition: Definition, stream: TextIO) -> None:
     if not definition.unconfirmed:
         return
     print(f"\n{len(definition.unconfirmed)} value(s) UNCONFIRMED for {definition.version} "
@@ -177,13 +184,13 @@ def _confirm(name: str, site: str, collection: str, *, interactive: bool) -> Non
 
 
 def _run(
-    project: Any,
-    inv: Any,
+    project: Project,
+    inv: Inventory,
     provider: str,
     site: str,
     collection: str,
     assignment: str,
-    definition: Any,
+    definition: Definition,
     *,
     interactive: bool,
 ) -> dict[str, Any]:
