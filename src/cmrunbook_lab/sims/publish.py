@@ -28,12 +28,28 @@ NAMESPACE_2007 = (
 )
 #: RuleOperatorType (3.6).
 OPERATORS = frozenset(
-    {
-        "Equals", "NotEquals", "OneOf", "AllOf", "NoneOf", "GreaterThan", "LessThan",
-        "GreaterEquals", "LessEquals", "Between", "BeginsWith", "NotBeginsWith", "EndsWith",
-        "NotEndsWith", "Contains", "NotContains", "Matches", "NotMatches", "Other",
-    }
-)  # fmt: skip
+    [
+        "Equals",
+        "NotEquals",
+        "OneOf",
+        "AllOf",
+        "NoneOf",
+        "GreaterThan",
+        "LessThan",
+        "GreaterEquals",
+        "LessEquals",
+        "Between",
+        "BeginsWith",
+        "NotBeginsWith",
+        "EndsWith",
+        "NotEndsWith",
+        "Contains",
+        "NotContains",
+        "Matches",
+        "NotMatches",
+        "Other",
+    ]
+)
 DEPTHS = frozenset({"Base", "OneLevel", "Subtree"})  # SearchDepthType (3.4)
 BOOLEANS = frozenset({"true", "false", "1", "0"})
 #: First CI_ID and AssignmentID the lab hands out (the values are the site's, not documented).
