@@ -20,7 +20,15 @@ from cmrunbook_lab.scripts import (
     Unrecognized,
     clixml_error,
 )
-from cmrunbook_lab.sims import boot_image, bootsect, checks, engine, inventory, multicast
+from cmrunbook_lab.sims import (
+    boot_image,
+    bootsect,
+    checks,
+    engine,
+    inventory,
+    multicast,
+    publish,
+)
 
 if TYPE_CHECKING:
     from cmrunbook_lab.hosts import SimHost
@@ -35,6 +43,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *engine.OPERATIONS,
     *checks.OPERATIONS,
     *inventory.OPERATIONS,
+    *publish.OPERATIONS,
 )
 
 

@@ -139,6 +139,10 @@ class SiteState:
             cid.upper(): {"CollectionID": cid.upper(), "Name": c.name, "members": list(c.members)}
             for cid, c in spec.collections.items()
         }
+        # Configuration items (baselines too) and baseline assignments created through the
+        # provider (sims/publish.py), as SMS_ConfigurationItem / SMS_BaselineAssignment rows.
+        self.config_items: list[dict[str, Any]] = []
+        self.baseline_assignments: list[dict[str, Any]] = []
 
     # -- WMI classes of the SMS Provider ---------------------------------------------------
 
@@ -185,6 +189,12 @@ class SiteState:
                 for m in c["members"]
                 if m.lower() in by_host
             ]
+        if cls == "SMS_ConfigurationItem":
+            return [
+                {k: v for k, v in r.items() if not k.startswith("_")} for r in self.config_items
+            ]
+        if cls == "SMS_BaselineAssignment":
+            return [dict(r) for r in self.baseline_assignments]
         if cls == "SMS_BootImagePackage":
             out = []
             for b in self.boot_images.values():

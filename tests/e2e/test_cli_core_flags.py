@@ -56,6 +56,30 @@ def task_args(lab: Lab, tmp: Path) -> dict[str, list[str]]:
             "--event",
             "install",
         ],
+        "list": ["list"],
+        "inventory": [
+            "inventory",
+            "from-site",
+            "--provider",
+            "cm07-site01",
+            "--site",
+            "C07",
+            "--out",
+            str(tmp / "site.yaml"),
+            *inv,
+            "--non-interactive",
+        ],
+        "publish": [
+            "publish",
+            "client-hotfix-check",
+            "--site",
+            "C07",
+            "--collection",
+            "C0700014",
+            "--yes",
+            *inv,
+            "--non-interactive",
+        ],
     }
 
 
@@ -77,6 +101,9 @@ def http_requests(lab: Lab) -> int:
         "schema",
         "lab",
         "log-check",
+        "list",
+        "inventory",
+        "publish",
     ],
 )
 def test_core_dry_flag_is_refused_and_nothing_is_contacted_or_written(
@@ -143,3 +170,11 @@ def test_dry_in_an_invoke_config_file_is_refused_as_well(lab: Lab, tmp_path: Pat
     assert res.returncode == 2, res.stdout + res.stderr
     assert "refused, nothing was done" in res.stderr
     assert http_requests(lab) == 0
+
+
+def test_every_task_of_the_collection_is_checked(lab: Lab, tmp_path: Path) -> None:
+    """A task added to the collection is added here too, or this fails: none may run for real
+    under --dry."""
+    from cmrunbook.cli.collection import ns
+
+    assert set(ns.task_names) == set(task_args(lab, tmp_path))

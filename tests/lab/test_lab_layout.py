@@ -12,7 +12,15 @@ import ast
 from pathlib import Path
 
 from cmrunbook_lab import interpreter
-from cmrunbook_lab.sims import boot_image, bootsect, checks, engine, inventory, multicast
+from cmrunbook_lab.sims import (
+    boot_image,
+    bootsect,
+    checks,
+    engine,
+    inventory,
+    multicast,
+    publish,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "src" / "cmrunbook_lab"
@@ -25,6 +33,7 @@ SIMULATORS = {
     "engine": engine,
     "inventory": inventory,
     "multicast": multicast,
+    "publish": publish,
 }
 
 

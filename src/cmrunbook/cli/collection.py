@@ -13,6 +13,7 @@ from cmrunbook.cli.documents import checklist, report
 from cmrunbook.cli.inventory import inventory
 from cmrunbook.cli.lab import lab
 from cmrunbook.cli.logcheck import log_check
+from cmrunbook.cli.publish import publish
 from cmrunbook.cli.remediate import check, remediate
 from cmrunbook.cli.runbooks import list_runbooks
 from cmrunbook.cli.schedule import schedule
@@ -30,5 +31,6 @@ ns = Collection(
     lab,
     log_check,
     list_runbooks,
+    publish,
 )
 ns.add_task(inventory)

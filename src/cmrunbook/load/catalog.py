@@ -118,6 +118,7 @@ class _Checker:
         yield from self._includes()
         yield from self._arming()
         yield from self._site_states()
+        yield from self._publish()
 
     def _ids(self) -> Iterator[Problem]:
         seen: dict[str, tuple[str | int, ...]] = {}
@@ -281,6 +282,18 @@ class _Checker:
                     f"a step that changes site state '{declared.id}' runs on: site_server and "
                     f"loops over its items (for_each: {declared.items})",
                 )
+
+    def _publish(self) -> Iterator[Problem]:
+        """The published rule's operand is a runbook parameter holding a version."""
+        if self.rb.publish is None:
+            return
+        name = self.rb.publish.rule.parameter
+        param = self.rb.parameters.get(name)
+        if param is None or param.type != "version":
+            yield self.smap.problem(
+                ("publish", "rule", "parameter"),
+                f"'{name}': expected a parameter of type version of this runbook",
+            )
 
     def _expr(self, path: tuple[str | int, ...], expr: str | None) -> Iterator[Problem]:
         if expr is None:

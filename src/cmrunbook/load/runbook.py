@@ -278,6 +278,67 @@ class Targets(Strict):
     when: str | None = Field(None, description="Jinja2 expression over the inventory.")
 
 
+#: DCM rule operators a published check may use: RuleOperatorType (docs/reference/
+#: CONFIGURATION-BASELINES.md 3.6), the comparisons that apply to a file version.
+RuleOperator = Literal[
+    "Equals", "NotEquals", "GreaterThan", "LessThan", "GreaterEquals", "LessEquals"
+]
+_WILDCARDS = re.compile(r"[*?\\/]")
+
+
+class PublishFolder(Strict):
+    """A folder the file may be in: one File part of the configuration item."""
+
+    path: str = Field(min_length=1, description="Folder on the client; %windir% is allowed.")
+    only_64bit: bool = Field(
+        False,
+        description="The folder exists on 64-bit Windows only (the File part's Is64Bit, "
+        "CONFIGURATION-BASELINES.md 3.3).",
+    )
+
+
+class PublishRule(Strict):
+    """The rule the file must meet: a file property compared with a runbook parameter."""
+
+    property: Literal["Version"] = Field(
+        "Version", description="File property (FilePropertiesType Version, 3.5)."
+    )
+    operator: RuleOperator
+    parameter: str = Field(description="Runbook parameter (type version) holding the operand.")
+
+
+class PublishPlatform(Strict):
+    """The operating system the configuration item applies to (OSInfoType, 3.2)."""
+
+    major_version: int = Field(ge=0)
+    minor_version: int = Field(ge=0)
+    build_version: int = Field(ge=0)
+
+
+class Publish(Strict):
+    """How the check becomes a configuration item and baseline (`invoke publish`).
+
+    A runbook that declares this block can be published to a site; the definition is built by
+    cmrunbook (render/baseline.py), never written by hand in the runbook.
+    """
+
+    name: str = Field(min_length=1, description="Display name of the item and the baseline.")
+    description: str = ""
+    file: str = Field(min_length=1, description="File name, without folder or wildcards.")
+    folders: list[PublishFolder] = Field(min_length=1)
+    rule: PublishRule
+    platform: PublishPlatform
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # A filter without wildcards needs Depth Base (SearchDepthType, 3.4), which is what the
+        # definition uses: a wildcard would silently change the search.
+        if _WILDCARDS.search(v):
+            raise ValueError(f"{v!r}: a file name without folder or wildcards (* ? \\ /)")
+        return v
+
+
 class Runbook(Strict):
     """A KB procedure: identity, symptoms, parameters and ordered steps."""
 
@@ -302,6 +363,9 @@ class Runbook(Strict):
     rollback: list[Step] = Field(default_factory=list)
     site_states: list[SiteStateSpec] = Field(
         default_factory=list, description="Site-wide state that steps change and restore."
+    )
+    publish: Publish | None = Field(
+        None, description="The check as a configuration baseline (`invoke publish`)."
     )
 
     def probe(self, probe_id: str) -> Probe | None:
