@@ -317,6 +317,7 @@ class QuietConsole:
 
     def __init__(self) -> None:
         self.lines = 0
+        self.stopping = threading.Event()  # the engine's Ctrl-C flag; a bench never sets it
 
     def step(self, host: str, text: str) -> None:
         self.lines += 1
@@ -329,6 +330,11 @@ class QuietConsole:
 
     def print(self, text: str = "") -> None:
         self.lines += 1
+
+    def summary(
+        self, text: str, outcomes: list[tuple[str, str, str]], notes: list[str], *, check: bool
+    ) -> None:
+        self.lines += len(text.splitlines())
 
 
 def lab_connect(inventory: Any, **timeouts: float) -> Callable[[str], Any]:
