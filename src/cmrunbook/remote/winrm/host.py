@@ -10,9 +10,10 @@ run_ps has three properties that do not survive contact with real runbooks:
 * it waits for output forever (pywinrm retries WS-Man OperationTimeout faults indefinitely).
 
 So a :class:`WinRMHost` opens its shell lazily (code page 65001 unless the host's OS predates
-UTF-8 shells), keeps it for every later call,
-sends a short bootstrap on the command line and the script itself as UTF-8 over stdin, and builds
-an overall deadline out of single Receive requests. Each failure becomes a
+UTF-8 shells), keeps it for every later call, puts a script that fits on the command line
+(``-EncodedCommand``, as run_ps does: one request fewer than stdin) and sends any other as UTF-8
+over stdin behind a short bootstrap, and builds an overall deadline out of single Receive
+requests. Each failure becomes a
 :class:`TransportError` with a ``kind`` the engine can act on and a one-line message a person
 can act on; no message ever contains a password.
 
@@ -66,11 +67,13 @@ from cmrunbook.remote.winrm.shell import ShellProtocol
 __all__ = [
     "BOOTSTRAP_ARGUMENTS",
     "BOOTSTRAP_SCRIPT",
+    "INLINE_LIMIT",
     "POWERSHELL",
     "Credentials",
     "Endpoint",
     "WinRMHost",
     "bound_replies",
+    "inline_arguments",
     "refuse_plain_replies",
 ]
 
@@ -95,6 +98,15 @@ BOOTSTRAP_ARGUMENTS: tuple[str, ...] = (
     "-EncodedCommand",
     base64.b64encode(BOOTSTRAP_SCRIPT.encode("utf-16-le")).decode("ascii"),
 )
+
+#: The longest command line that carries a script itself. cmd.exe refuses a command line over
+#: 8,191 characters (learn.microsoft.com/troubleshoot/windows-client/shell-experience/
+#: command-line-string-limitation), and a WinRS command goes through cmd.exe unless
+#: WINRS_SKIP_CMD_SHELL. How much of the limit cmd.exe's own invocation takes is UNCONFIRMED, so
+#: 191 characters are left spare; a longer script takes the bootstrap and stdin, which always work.
+INLINE_LIMIT = 8000
+#: A script that reads its standard input must get it: it never goes on the command line.
+_READS_STDIN = ("OpenStandardInput", "$input")
 
 #: stdin is sent in pieces of this size: base64 of 64 KiB stays well inside the 150 KB
 #: MaxEnvelopeSize of WMF 2.0 hosts (XP, Server 2003), while a normal script takes one Send.
@@ -156,9 +168,9 @@ class Credentials:
 class WinRMHost:
     """One host's shell for one run: opened on the first :meth:`run`, reused until :meth:`close`.
 
-    After the first call, a short script costs three WS-Man requests (Command, Send, Receive) on
-    the one keep-alive TCP connection that NTLM authenticated. :attr:`requests` counts the WS-Man
-    requests sent so far, for benchmarks.
+    After the first call, a short script costs two WS-Man requests (Command, Receive), a long one
+    three (Command, Send, Receive), on the one keep-alive TCP connection that NTLM authenticated.
+    :attr:`requests` counts the WS-Man requests sent so far, for benchmarks.
     """
 
     def __init__(
@@ -195,7 +207,7 @@ class WinRMHost:
         end = time.monotonic() + deadline
         before = self.requests
         with self._translated():
-            stdout, stderr, exit_code = self._run(script.encode("utf-8"), end, deadline)
+            stdout, stderr, exit_code = self._run(script, end, deadline)
         return CommandResult(
             stdout=_decode(stdout),
             stderr=clixml.to_text(_decode(stderr)),
@@ -260,7 +272,8 @@ class WinRMHost:
         finally:
             self._limit(None)
 
-    def _run(self, payload: bytes, end: float, deadline: float) -> tuple[bytes, bytes, int]:
+    def _run(self, script: str, end: float, deadline: float) -> tuple[bytes, bytes, int]:
+        inline = inline_arguments(script)
         for attempt in (1, 2):
             protocol = self._require_protocol()
             try:
@@ -269,8 +282,13 @@ class WinRMHost:
                     self._shell_id = protocol.open_shell(codepage=self._codepage)
                 shell_id = self._shell_id
                 self._limit(end)
+                # With the script inline, stdin stays the console, as in run_ps (pywinrm's
+                # run_cmd default): nothing waits for a pipe that is never closed.
                 command_id = protocol.run_command(
-                    shell_id, POWERSHELL, BOOTSTRAP_ARGUMENTS, console_mode_stdin=False
+                    shell_id,
+                    POWERSHELL,
+                    inline or BOOTSTRAP_ARGUMENTS,
+                    console_mode_stdin=inline is not None,
                 )
                 break
             except WSManFaultError as fault:
@@ -278,11 +296,13 @@ class WinRMHost:
                     raise
                 log.info("%s: %s; opening a new shell", self.endpoint.host, fault.reason.strip())
                 self._drop_shell()
-        pieces = [payload[i : i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)]
-        pieces = pieces or [b""]  # an empty script still has to close stdin
-        for index, piece in enumerate(pieces, start=1):
-            self._limit(end)
-            protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces))
+        if inline is None:
+            payload = script.encode("utf-8")
+            pieces = [payload[i : i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)]
+            pieces = pieces or [b""]  # an empty script still has to close stdin
+            for index, piece in enumerate(pieces, start=1):
+                self._limit(end)
+                protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces))
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         while True:
@@ -490,6 +510,28 @@ class WinRMHost:
         if isinstance(exc, AssertionError | StopIteration | KeyError | ValueError | ET.ParseError):
             return error("http", f"unexpected reply from {url} ({type(exc).__name__}: {exc})")
         return None
+
+
+def inline_arguments(script: str) -> tuple[str, ...] | None:
+    """powershell.exe's arguments that carry ``script`` itself, or None when it must go over
+    stdin: the command line would pass INLINE_LIMIT, the script reads stdin, or it is empty
+    (``-EncodedCommand`` without a value is an error, not an empty script).
+
+    ``-EncodedCommand`` takes base64 of UTF-16LE, as pywinrm's ``Session.run_ps`` sends it, so a
+    script of up to about 3,000 characters fits.
+    """
+    if not script or any(token in script for token in _READS_STDIN):
+        return None
+    # 8 characters of base64 per 3 script characters: check the length before encoding.
+    if len(POWERSHELL) + len(" ".join(BOOTSTRAP_ARGUMENTS[:-1])) + 2 + len(script) * 8 // 3 > (
+        INLINE_LIMIT
+    ):
+        return None
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    arguments = (*BOOTSTRAP_ARGUMENTS[:-1], encoded)
+    if len(POWERSHELL) + 1 + len(" ".join(arguments)) > INLINE_LIMIT:
+        return None
+    return arguments
 
 
 def refuse_plain_replies(transport: winrm.transport.Transport) -> None:
