@@ -166,7 +166,13 @@ class RunbookBackend:
         self.backend = FunctionBackend(self._command)
 
     def _command(self, command: str, arguments: list[str], io: Any) -> int:
-        script = io.read_stdin().decode("utf-8")
+        """The script is on the command line (``-EncodedCommand``) unless that is the bootstrap
+        that reads it from stdin, as on a real host."""
+        from cmrunbook_lab.winrm.cmdline import command_line, encoded_command, split_command_line
+
+        script = encoded_command(split_command_line(command_line(command, arguments))) or ""
+        if "OpenStandardInput" in script:
+            script = io.read_stdin().decode("utf-8")
         runbook, key = header_of(script)
         for pattern, seconds in self.delays:
             if pattern.search(f"{runbook} {key}"):

@@ -16,9 +16,14 @@ the previous run's connections still weigh on this one.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
 import multiprocessing as mp
+import pstats
 import resource
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,12 +83,48 @@ def time_wait_sockets() -> int | None:
     return count
 
 
+class ThreadProfiles:
+    """cProfile in every thread the engine starts (cProfile sees only its own thread), merged.
+
+    The engine's CPU is spread over --forks worker threads; a profile of the main thread alone
+    would show them waiting.
+    """
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ThreadProfiles:
+        threading.setprofile(self._start)
+        self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        threading.setprofile(None)  # type: ignore[arg-type]
+        self.profiles[0].disable()
+
+    def _start(self, *_: object) -> None:
+        profile = cProfile.Profile(time.thread_time)  # CPU, not the waits
+        with self._lock:
+            self.profiles.append(profile)
+        profile.enable()  # replaces this hook in the calling thread
+
+    def report(self, top: int) -> None:
+        stats = pstats.Stats(self.profiles[0], stream=sys.stdout)
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+        stats.sort_stats("tottime").print_stats(top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--forks", type=int, default=100)
     parser.add_argument("--check-seconds", type=float, default=CHECK_SECONDS)
     parser.add_argument("--in-process", action="store_true", help="lab in this process too")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", help="profile the engine's threads; print the top N"
+    )
     args = parser.parse_args()
 
     from cmrunbook.load.inventory import load_inventory
@@ -133,15 +174,17 @@ def main() -> None:
             t_plan = time.perf_counter() - t0
             options = Options(forks=args.forks, yes=True, non_interactive=True)
             console = QuietConsole()
+            profiles = ThreadProfiles() if args.profile else None
             t1 = time.perf_counter()
-            code = execute_plan(
-                catalog,
-                plan,
-                options,
-                runs_dir=Path(tmp) / "runs",
-                connect=lab_connect(inventory, operation_timeout=20, read_timeout=30),
-                console=console,
-            )
+            with profiles or contextlib.nullcontext():
+                code = execute_plan(
+                    catalog,
+                    plan,
+                    options,
+                    runs_dir=Path(tmp) / "runs",
+                    connect=lab_connect(inventory, operation_timeout=20, read_timeout=30),
+                    console=console,
+                )
             t_run = time.perf_counter() - t1
             cpu = time.process_time() - cpu0
             summary = next((Path(tmp) / "runs").glob(f"*-{RUNBOOK}/summary.txt")).read_text()
@@ -176,6 +219,8 @@ def main() -> None:
     )
     ratio = t_run / ideal
     good = ratio <= TARGET_RATIO and ok_hosts == targets
+    if profiles is not None:
+        profiles.report(args.profile)
     headline(
         f"wall_over_ideal={ratio:.2f} ({t_run:.1f}s / {ideal:.1f}s, target <= {TARGET_RATIO}) "
         f"peak_rss={rss / 1024:.0f}MB {'PASS' if good else 'FAIL'}"
