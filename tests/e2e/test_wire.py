@@ -21,6 +21,7 @@ import winrm
 
 from cmrunbook.remote import TransportError
 from cmrunbook.remote.winrm import clixml
+from cmrunbook.remote.winrm import host as host_module
 from cmrunbook.remote.winrm.host import (
     BOOTSTRAP_ARGUMENTS,
     INLINE_LIMIT,
@@ -168,6 +169,19 @@ def test_a_script_travels_inline_only_while_the_command_line_fits(lab: LabServer
         assert lab.stats.snapshot()["echo-inline"].requests["Send"] == 0
         assert host.run(over, deadline=5).stdout == over
         assert lab.stats.snapshot()["echo-inline"].requests["Send"] == 1
+
+
+def test_a_bare_powershell_without_cmd_exe_is_not_found_and_stdin_takes_over(
+    lab: LabServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without cmd.exe the lab, like Windows, finds no bare powershell.exe (fault 2147942402);
+    the host then sends this and every later script over stdin through cmd.exe."""
+    monkeypatch.setattr(host_module, "POWERSHELL_PATH", "powershell.exe")
+    with connect(lab, "echo-no-path") as host:
+        assert host.run("Write-Output 1", deadline=5).stdout == "Write-Output 1"
+        assert host.run("Write-Output 2", deadline=5).requests == 3  # Command, Send, Receive
+    requests = lab.stats.snapshot()["echo-no-path"].requests
+    assert (requests["Command"], requests["Send"]) == (3, 2)
 
 
 def test_a_script_that_reads_stdin_or_is_empty_is_not_inline() -> None:

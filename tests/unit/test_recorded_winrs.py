@@ -139,6 +139,19 @@ def test_stdout_and_exit_code_0(windows: Any) -> None:
     assert result.requests == 3
 
 
+def test_a_host_without_powershell_at_the_full_path_gets_scripts_over_stdin(windows: Any) -> None:
+    """Windows faults a command it cannot find without cmd.exe (2147942402, recorded for a bare
+    powershell.exe): the script goes again through cmd.exe and stdin, and so do later ones."""
+    server = windows("test_winrs_no_cmd_shell")
+    with host() as h:
+        first = h.run(SCRIPT, deadline=30)
+        later = h.run(SCRIPT, deadline=30)
+    assert (first.stdout, first.exit_code) == ("hi\n", 0)
+    first_run = ["Create", "Command", "Command", "Send", "Receive"]  # inline, then stdin
+    assert server.sent == [*first_run, "Command", "Send", "Receive", "Delete"]
+    assert (first.requests, later.requests) == (5, 3)
+
+
 def test_stderr_and_a_non_zero_exit_code(windows: Any) -> None:
     windows("test_winrs_stderr_rc")
     with host() as h:

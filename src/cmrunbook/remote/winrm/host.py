@@ -68,6 +68,7 @@ __all__ = [
     "BOOTSTRAP_ARGUMENTS",
     "BOOTSTRAP_SCRIPT",
     "INLINE_LIMIT",
+    "POWERSHELL_PATH",
     "POWERSHELL",
     "Credentials",
     "Endpoint",
@@ -99,12 +100,22 @@ BOOTSTRAP_ARGUMENTS: tuple[str, ...] = (
     base64.b64encode(BOOTSTRAP_SCRIPT.encode("utf-16-le")).decode("ascii"),
 )
 
-#: The longest command line that carries a script itself. cmd.exe refuses a command line over
-#: 8,191 characters (learn.microsoft.com/troubleshoot/windows-client/shell-experience/
-#: command-line-string-limitation), and a WinRS command goes through cmd.exe unless
-#: WINRS_SKIP_CMD_SHELL. How much of the limit cmd.exe's own invocation takes is UNCONFIRMED, so
-#: 191 characters are left spare; a longer script takes the bootstrap and stdin, which always work.
-INLINE_LIMIT = 8000
+#: A script on the command line goes to powershell.exe by CreateProcess, without cmd.exe
+#: (WINRS_SKIP_CMD_SHELL): cmd.exe refuses command lines over 8,191 characters
+#: (learn.microsoft.com/troubleshoot/windows-client/shell-experience/
+#: command-line-string-limitation), CreateProcess takes 32,767 including the final null
+#: (learn.microsoft.com/windows/win32/api/processthreadsapi/nf-processthreadsapi-createprocessw),
+#: room for a check script of 12,000 characters. How WinRS assembles the line from Command and
+#: Arguments is UNCONFIRMED beyond the space between them, so 767 characters are left spare; a
+#: longer script takes the bootstrap and stdin, which always work.
+INLINE_LIMIT = 32000
+#: Without cmd.exe, WinRS does not search the PATH: a bare ``powershell.exe`` fails with "The
+#: system cannot find the file specified" (fault 2147942402) and the full path runs (recorded on
+#: Windows Server 2016: tests/data/recorded/test_winrs_no_cmd_shell.yml). That the Windows
+#: directory is C:\Windows on every host is UNCONFIRMED: on a host that answers the same fault,
+#: the script goes over stdin through cmd.exe, and so does every later one on that host.
+POWERSHELL_PATH = "C:\\Windows\\system32\\WindowsPowerShell\\v1.0\\powershell.exe"
+FILE_NOT_FOUND = 2147942402
 #: A script that reads its standard input must get it: it never goes on the command line.
 _READS_STDIN = ("OpenStandardInput", "$input")
 
@@ -192,6 +203,7 @@ class WinRMHost:
         self._max_reply = max_reply
         self._protocol: ShellProtocol | None = None
         self._shell_id: str | None = None
+        self._inline = True  # False once the host has no powershell.exe at POWERSHELL_PATH
         self.requests = 0
         self._check_config()
 
@@ -273,8 +285,9 @@ class WinRMHost:
             self._limit(None)
 
     def _run(self, script: str, end: float, deadline: float) -> tuple[bytes, bytes, int]:
-        inline = inline_arguments(script)
-        for attempt in (1, 2):
+        inline = inline_arguments(script) if self._inline else None
+        retried = False
+        while True:
             protocol = self._require_protocol()
             try:
                 self._limit(end)
@@ -282,18 +295,27 @@ class WinRMHost:
                     self._shell_id = protocol.open_shell(codepage=self._codepage)
                 shell_id = self._shell_id
                 self._limit(end)
-                # With the script inline, stdin stays the console, as in run_ps (pywinrm's
-                # run_cmd default): nothing waits for a pipe that is never closed.
-                command_id = protocol.run_command(
-                    shell_id,
-                    POWERSHELL,
-                    inline or BOOTSTRAP_ARGUMENTS,
-                    console_mode_stdin=inline is not None,
-                )
+                if inline is None:
+                    command_id = protocol.run_command(
+                        shell_id, POWERSHELL, BOOTSTRAP_ARGUMENTS, console_mode_stdin=False
+                    )
+                else:
+                    # stdin stays the console, as in run_ps (pywinrm's run_cmd default):
+                    # nothing waits for a pipe that is never closed.
+                    command_id = protocol.run_command(
+                        shell_id, POWERSHELL_PATH, inline, skip_cmd_shell=True
+                    )
                 break
             except WSManFaultError as fault:
-                if attempt == 2 or not _needs_new_shell(fault):
+                if inline is not None and fault.wsman_fault_code == FILE_NOT_FOUND:
+                    log.info(
+                        "%s: no %s; scripts go over stdin", self.endpoint.host, POWERSHELL_PATH
+                    )
+                    self._inline, inline = False, None
+                    continue
+                if retried or not _needs_new_shell(fault):
                     raise
+                retried = True
                 log.info("%s: %s; opening a new shell", self.endpoint.host, fault.reason.strip())
                 self._drop_shell()
         if inline is None:
@@ -518,18 +540,17 @@ def inline_arguments(script: str) -> tuple[str, ...] | None:
     (``-EncodedCommand`` without a value is an error, not an empty script).
 
     ``-EncodedCommand`` takes base64 of UTF-16LE, as pywinrm's ``Session.run_ps`` sends it, so a
-    script of up to about 3,000 characters fits.
+    script of up to about 12,000 characters fits.
     """
     if not script or any(token in script for token in _READS_STDIN):
         return None
     # 8 characters of base64 per 3 script characters: check the length before encoding.
-    if len(POWERSHELL) + len(" ".join(BOOTSTRAP_ARGUMENTS[:-1])) + 2 + len(script) * 8 // 3 > (
-        INLINE_LIMIT
-    ):
+    fixed = len(POWERSHELL_PATH) + len(" ".join(BOOTSTRAP_ARGUMENTS[:-1])) + 2
+    if fixed + len(script) * 8 // 3 > INLINE_LIMIT:
         return None
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
     arguments = (*BOOTSTRAP_ARGUMENTS[:-1], encoded)
-    if len(POWERSHELL) + 1 + len(" ".join(arguments)) > INLINE_LIMIT:
+    if len(POWERSHELL_PATH) + 1 + len(" ".join(arguments)) > INLINE_LIMIT:
         return None
     return arguments
 
