@@ -168,11 +168,9 @@ class RunbookBackend:
     def _command(self, command: str, arguments: list[str], io: Any) -> int:
         """The script is on the command line (``-EncodedCommand``) unless that is the bootstrap
         that reads it from stdin, as on a real host."""
-        from cmrunbook_lab.winrm.cmdline import command_line, encoded_command, split_command_line
+        from cmrunbook_lab.winrm.commands import script_of
 
-        script = encoded_command(split_command_line(command_line(command, arguments))) or ""
-        if "OpenStandardInput" in script:
-            script = io.read_stdin().decode("utf-8")
+        script = script_of(command, arguments, io)
         runbook, key = header_of(script)
         for pattern, seconds in self.delays:
             if pattern.search(f"{runbook} {key}"):

@@ -31,7 +31,13 @@ from cmrunbook.remote.winrm.host import (
     inline_arguments,
 )
 from cmrunbook_lab.winrm.cmdline import encoded_command, split_command_line
-from cmrunbook_lab.winrm.commands import CommandIO, EchoBackend, FunctionBackend, HostBackend
+from cmrunbook_lab.winrm.commands import (
+    CommandIO,
+    EchoBackend,
+    FunctionBackend,
+    HostBackend,
+    script_of,
+)
 from cmrunbook_lab.winrm.server import LabServer
 
 USER = "labadmin"
@@ -67,9 +73,7 @@ CLIXML_TEXT = (
 
 
 def _clixml_command(command: str, arguments: list[str], io: CommandIO) -> int:
-    script = encoded_command(split_command_line(f"{command} {' '.join(arguments)}")) or ""
-    if "OpenStandardInput" in script:  # the bootstrap: the script comes over stdin
-        io.read_stdin()
+    script_of(command, arguments, io)  # a bootstrap reads all of stdin before it fails
     io.write_stderr(CLIXML_STDERR)
     return 1
 
