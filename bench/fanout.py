@@ -296,6 +296,15 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"hosts: {HOSTS}")
+    # The engine holds lock files open per host for the whole run (run.locks; 10,000 hosts
+    # passed 20,000 descriptors) and a socket per fork: raise the limit as far as allowed.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(hard, 4 * args.hosts + 1024)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"open files limit: {soft} raised to {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}")
     sizes = args.growth or [args.hosts]
     rows = []
     for index, hosts in enumerate(sizes):
