@@ -166,7 +166,11 @@ class RunbookBackend:
         self.backend = FunctionBackend(self._command)
 
     def _command(self, command: str, arguments: list[str], io: Any) -> int:
-        script = io.read_stdin().decode("utf-8")
+        """The script is on the command line (``-EncodedCommand``) unless that is the bootstrap
+        that reads it from stdin, as on a real host."""
+        from cmrunbook_lab.winrm.commands import script_of
+
+        script = script_of(command, arguments, io)
         runbook, key = header_of(script)
         for pattern, seconds in self.delays:
             if pattern.search(f"{runbook} {key}"):
@@ -317,6 +321,7 @@ class QuietConsole:
 
     def __init__(self) -> None:
         self.lines = 0
+        self.stopping = threading.Event()  # the engine's Ctrl-C flag; a bench never sets it
 
     def step(self, host: str, text: str) -> None:
         self.lines += 1
@@ -329,6 +334,11 @@ class QuietConsole:
 
     def print(self, text: str = "") -> None:
         self.lines += 1
+
+    def summary(
+        self, text: str, outcomes: list[tuple[str, str, str]], notes: list[str], *, check: bool
+    ) -> None:
+        self.lines += len(text.splitlines())
 
 
 def lab_connect(inventory: Any, **timeouts: float) -> Callable[[str], Any]:

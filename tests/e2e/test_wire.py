@@ -21,14 +21,23 @@ import winrm
 
 from cmrunbook.remote import TransportError
 from cmrunbook.remote.winrm import clixml
+from cmrunbook.remote.winrm import host as host_module
 from cmrunbook.remote.winrm.host import (
     BOOTSTRAP_ARGUMENTS,
+    INLINE_LIMIT,
     Credentials,
     Endpoint,
     WinRMHost,
+    inline_arguments,
 )
 from cmrunbook_lab.winrm.cmdline import encoded_command, split_command_line
-from cmrunbook_lab.winrm.commands import CommandIO, EchoBackend, FunctionBackend, HostBackend
+from cmrunbook_lab.winrm.commands import (
+    CommandIO,
+    EchoBackend,
+    FunctionBackend,
+    HostBackend,
+    script_of,
+)
 from cmrunbook_lab.winrm.server import LabServer
 
 USER = "labadmin"
@@ -64,7 +73,7 @@ CLIXML_TEXT = (
 
 
 def _clixml_command(command: str, arguments: list[str], io: CommandIO) -> int:
-    io.read_stdin()
+    script_of(command, arguments, io)  # a bootstrap reads all of stdin before it fails
     io.write_stderr(CLIXML_STDERR)
     return 1
 
@@ -150,6 +159,44 @@ def test_a_large_script_is_sent_in_chunks_and_reassembled(lab: LabServer) -> Non
     assert lab.stats.snapshot()["echo-200kb"].requests["Send"] == 4
 
 
+def test_a_script_travels_inline_only_while_the_command_line_fits(lab: LabServer) -> None:
+    """The longest script that goes in the Command itself runs (the lab, like cmd.exe, fails a
+    command line over 8,191 characters); one character more goes over stdin, in one Send."""
+    low, high = 1, INLINE_LIMIT
+    while low < high:  # the longest "#...#" that inline_arguments still takes
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if inline_arguments("#" * middle) else (low, middle - 1)
+    fits, over = "#" * low, "#" * (low + 1)
+    assert inline_arguments(over) is None
+    with connect(lab, "echo-inline") as host:
+        assert host.run(fits, deadline=5).stdout == fits
+        assert lab.stats.snapshot()["echo-inline"].requests["Send"] == 0
+        assert host.run(over, deadline=5).stdout == over
+        assert lab.stats.snapshot()["echo-inline"].requests["Send"] == 1
+
+
+def test_a_bare_powershell_without_cmd_exe_is_not_found_and_stdin_takes_over(
+    lab: LabServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without cmd.exe the lab, like Windows, finds no bare powershell.exe (fault 2147942402);
+    the host then sends this and every later script over stdin through cmd.exe."""
+    monkeypatch.setattr(host_module, "POWERSHELL_PATH", "powershell.exe")
+    with connect(lab, "echo-no-path") as host:
+        assert host.run("Write-Output 1", deadline=5).stdout == "Write-Output 1"
+        assert host.run("Write-Output 2", deadline=5).requests == 3  # Command, Send, Receive
+    requests = lab.stats.snapshot()["echo-no-path"].requests
+    assert (requests["Command"], requests["Send"]) == (3, 2)
+
+
+def test_a_script_that_reads_stdin_or_is_empty_is_not_inline() -> None:
+    assert inline_arguments("$input | Write-Output") is None
+    assert inline_arguments("[Console]::OpenStandardInput()") is None
+    assert inline_arguments("") is None
+    arguments = inline_arguments("Write-Output 'é'")
+    assert arguments is not None and arguments[:-1] == BOOTSTRAP_ARGUMENTS[:-1]
+    assert encoded_command(["powershell.exe", *arguments]) == "Write-Output 'é'"
+
+
 def test_the_command_line_is_the_short_bootstrap(lab: LabServer) -> None:
     argv = ["powershell.exe", *split_command_line(" ".join(BOOTSTRAP_ARGUMENTS))]
     bootstrap = encoded_command(argv)
@@ -188,18 +235,21 @@ def test_clixml_decoder_edge_cases() -> None:
 # -- one shell and one connection per host per run -------------------------------------------
 
 
-def test_three_requests_per_run_after_the_first_and_one_connection(lab: LabServer) -> None:
+def test_two_requests_per_short_run_after_the_first_and_one_connection(lab: LabServer) -> None:
+    """A short script travels in the Command itself: Command and Receive, no Send."""
     with connect(lab, "echo-bench") as host:
-        costs = [host.run(f"Write-Output {i}", deadline=5).requests for i in range(10)]
+        outputs = [host.run(f"Write-Output {i}", deadline=5) for i in range(10)]
+        costs = [result.requests for result in outputs]
         assert host.requests == sum(costs)
         assert lab.open_shells("echo-bench") == 1
-    assert costs == [4] + [3] * 9
+    assert [result.stdout for result in outputs] == [f"Write-Output {i}" for i in range(10)]
+    assert costs == [3] + [2] * 9
     stats = lab.stats.snapshot()["echo-bench"]
     assert stats.connections == 1
     assert dict(stats.requests) == {
         "Create": 1,
         "Command": 10,
-        "Send": 10,
+        "Send": 0,
         "Receive": 10,
         "Signal": 0,
         "Delete": 1,
@@ -334,8 +384,10 @@ def test_injected_faults(lab: LabServer, fault: str, kind: str, action: str) -> 
     name = f"echo-fault-{fault}"
     lab.faults.set(name, fault, actions=[action])
     host = connect(lab, name, read_timeout=2)
+    # Only a script too long for the command line is sent over stdin, where a Send can hang.
+    script = "Write-Output x" + ("\n#" * INLINE_LIMIT if action == "Send" else "")
     with pytest.raises(TransportError) as caught:
-        host.run("Write-Output x", deadline=10)
+        host.run(script, deadline=10)
     assert caught.value.kind == kind, caught.value
     assert lab.faults.pending(name) == {}
     # the same host starts afresh, and so does a new one

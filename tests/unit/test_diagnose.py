@@ -408,15 +408,14 @@ def test_cli_host_fetches_the_logs_over_winrm(tmp_path: Path) -> None:
     import base64
 
     from cmrunbook.render.result import RESULT_MARKER
-    from cmrunbook_lab.winrm.commands import CommandIO, FunctionBackend
+    from cmrunbook_lab.winrm.commands import CommandIO, FunctionBackend, script_of
     from cmrunbook_lab.winrm.server import LabServer
 
     smsts = r"C:\_SMSTaskSequence\Logs\Smstslog\smsts.log"
     seen: list[str] = []
 
     def host(command: str, arguments: list[str], io: CommandIO) -> int:
-        script = io.read_stdin().decode("utf-8")
-        seen.append(script)
+        seen.append(script_of(command, arguments, io))
         data = {smsts: base64.b64encode((DATA / "kb2910552_smsts.log").read_bytes()).decode()}
         result = {"ok": True, "changed": False, "message": "1 of 7", "data": data}
         io.write_stdout(RESULT_MARKER + json.dumps(result) + "\r\n")

@@ -31,12 +31,14 @@ import urllib3
 import yaml
 
 from cmrunbook.remote import TransportError
-from cmrunbook.remote.winrm.host import Credentials, Endpoint, WinRMHost
+from cmrunbook.remote.winrm.host import INLINE_LIMIT, Credentials, Endpoint, WinRMHost
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests" / "data" / "recorded"
 SHARED = REPO.parent / "shared" / "recorded" / "winrs"
 SCRIPT = "Write-Output hi"
+#: Comment lines that make a script too long to travel on the command line.
+LONG = "\n#" * INLINE_LIMIT
 
 
 def _action(envelope: str) -> str:
@@ -133,8 +135,21 @@ def test_stdout_and_exit_code_0(windows: Any) -> None:
     with host() as h:
         result = h.run(SCRIPT, deadline=30)
     assert (result.stdout, result.stderr, result.exit_code) == ("hi\r\n", "", 0)
-    assert server.sent == ["Create", "Command", "Send", "Receive", "Delete"]
-    assert result.requests == 4
+    assert server.sent == ["Create", "Command", "Receive", "Delete"]  # the script is inline
+    assert result.requests == 3
+
+
+def test_a_host_without_powershell_at_the_full_path_gets_scripts_over_stdin(windows: Any) -> None:
+    """Windows faults a command it cannot find without cmd.exe (2147942402, recorded for a bare
+    powershell.exe): the script goes again through cmd.exe and stdin, and so do later ones."""
+    server = windows("test_winrs_no_cmd_shell")
+    with host() as h:
+        first = h.run(SCRIPT, deadline=30)
+        later = h.run(SCRIPT, deadline=30)
+    assert (first.stdout, first.exit_code) == ("hi\n", 0)
+    first_run = ["Create", "Command", "Command", "Send", "Receive"]  # inline, then stdin
+    assert server.sent == [*first_run, "Command", "Send", "Receive", "Delete"]
+    assert (first.requests, later.requests) == (5, 3)
 
 
 def test_stderr_and_a_non_zero_exit_code(windows: Any) -> None:
@@ -154,9 +169,9 @@ def test_utf8_output_stays_whole(windows: Any) -> None:
 def test_stdin_is_sent_and_the_output_read(windows: Any) -> None:
     server = windows("test_winrs_send")
     with host() as h:
-        result = h.run("Write-Output 'output 1'\nWrite-Output 'output 2'", deadline=30)
+        result = h.run("Write-Output 'output 1'\nWrite-Output 'output 2'" + LONG, deadline=30)
     assert (result.stdout, result.exit_code) == ("output 1\noutput 2\n", 0)
-    assert server.sent.count("Send") == 1  # a short script is one piece of stdin
+    assert server.sent.count("Send") == 1  # too long for the command line: one piece of stdin
 
 
 def test_operation_timeout_faults_are_waited_through(windows: Any) -> None:
@@ -166,7 +181,7 @@ def test_operation_timeout_faults_are_waited_through(windows: Any) -> None:
     with host() as h:
         result = h.run(SCRIPT, deadline=120)
     assert (result.stdout, result.exit_code) == ("hi\nhi again\n", 0)
-    assert server.sent == ["Create", "Command", "Send", *["Receive"] * 4, "Delete"]
+    assert server.sent == ["Create", "Command", *["Receive"] * 4, "Delete"]
 
 
 def test_a_bad_command_id_is_a_fault_with_its_code_and_reason(windows: Any) -> None:
@@ -182,4 +197,4 @@ def test_a_bad_command_id_is_a_fault_with_its_code_and_reason(windows: Any) -> N
     assert "request contained invalid selectors for the resource" in error.message
     # A fault comes on a working connection: the shell is kept, and deleted on close.
     h.close()
-    assert server.sent == ["Create", "Command", "Send", "Receive", "Delete"]
+    assert server.sent == ["Create", "Command", "Receive", "Delete"]

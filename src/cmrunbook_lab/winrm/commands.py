@@ -209,6 +209,15 @@ class FunctionBackend:
 _DIRECTIVE = re.compile(r"^\s*#\s*lab:\s*(?P<verb>[a-z]+)\b[ \t]?(?P<rest>.*)$", re.IGNORECASE)
 
 
+def script_of(command: str, arguments: list[str], io: CommandIO) -> str:
+    """The script a ``powershell -EncodedCommand`` runs: the encoded one itself, or stdin (read to
+    its end) when that is a bootstrap reading it (``OpenStandardInput``, ``$input``)."""
+    script = encoded_command(split_command_line(command_line(command, arguments)))
+    if script is not None and "OpenStandardInput" not in script and "$input" not in script:
+        return script
+    return io.read_stdin().decode("utf-8")
+
+
 class EchoBackend(FunctionBackend):
     """Echoes the script it was sent, and obeys ``# lab:`` directive lines in it.
 
@@ -226,11 +235,7 @@ class EchoBackend(FunctionBackend):
 
     @staticmethod
     def _echo(command: str, arguments: list[str], io: CommandIO) -> int:
-        script = encoded_command(split_command_line(command_line(command, arguments)))
-        if script is not None and "OpenStandardInput" not in script and "$input" not in script:
-            data = script.encode("utf-8")
-        else:
-            data = io.read_stdin()
+        data = script_of(command, arguments, io).encode("utf-8")
         io.write_stdout(data)
         exit_code = 0
         for line in data.decode("utf-8", "replace").splitlines():

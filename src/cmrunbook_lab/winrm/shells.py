@@ -22,6 +22,7 @@ from cmrunbook_lab.winrm.commands import Command, FinishedCommand, HostBackend
 from cmrunbook_lab.winrm.soap import (
     CMD_LINE_LIMIT,
     CMD_RESOURCE,
+    CODE_FILE_NOT_FOUND,
     CODE_FILENAME_TOO_LONG,
     CODE_OPERATION_TIMEOUT,
     CODE_SHELL_NOT_FOUND,
@@ -190,6 +191,15 @@ class ShellService:
         elif skip_cmd_shell and length > CREATE_PROCESS_LIMIT:
             raise WSManFault(
                 "w:InternalError", "The filename or extension is too long.", CODE_FILENAME_TOO_LONG
+            )
+        elif skip_cmd_shell and "\\" not in command:
+            # Without cmd.exe nothing searches the PATH: Windows Server 2016 faults a bare
+            # powershell.exe and runs it by its full path (tests/data/recorded/
+            # test_winrs_no_cmd_shell.yml, recorded by pypsrp).
+            raise WSManFault(
+                "w:InternalError",
+                "The system cannot find the file specified. ",
+                CODE_FILE_NOT_FOUND,
             )
         else:
             try:

@@ -10,9 +10,10 @@ run_ps has three properties that do not survive contact with real runbooks:
 * it waits for output forever (pywinrm retries WS-Man OperationTimeout faults indefinitely).
 
 So a :class:`WinRMHost` opens its shell lazily (code page 65001 unless the host's OS predates
-UTF-8 shells), keeps it for every later call,
-sends a short bootstrap on the command line and the script itself as UTF-8 over stdin, and builds
-an overall deadline out of single Receive requests. Each failure becomes a
+UTF-8 shells), keeps it for every later call, puts a script that fits on the command line
+(``-EncodedCommand``, as run_ps does: one request fewer than stdin) and sends any other as UTF-8
+over stdin behind a short bootstrap, and builds an overall deadline out of single Receive
+requests. Each failure becomes a
 :class:`TransportError` with a ``kind`` the engine can act on and a one-line message a person
 can act on; no message ever contains a password.
 
@@ -66,11 +67,14 @@ from cmrunbook.remote.winrm.shell import ShellProtocol
 __all__ = [
     "BOOTSTRAP_ARGUMENTS",
     "BOOTSTRAP_SCRIPT",
+    "INLINE_LIMIT",
     "POWERSHELL",
+    "POWERSHELL_PATH",
     "Credentials",
     "Endpoint",
     "WinRMHost",
     "bound_replies",
+    "inline_arguments",
     "refuse_plain_replies",
 ]
 
@@ -95,6 +99,25 @@ BOOTSTRAP_ARGUMENTS: tuple[str, ...] = (
     "-EncodedCommand",
     base64.b64encode(BOOTSTRAP_SCRIPT.encode("utf-16-le")).decode("ascii"),
 )
+
+#: A script on the command line goes to powershell.exe by CreateProcess, without cmd.exe
+#: (WINRS_SKIP_CMD_SHELL): cmd.exe refuses command lines over 8,191 characters
+#: (learn.microsoft.com/troubleshoot/windows-client/shell-experience/
+#: command-line-string-limitation), CreateProcess takes 32,767 including the final null
+#: (learn.microsoft.com/windows/win32/api/processthreadsapi/nf-processthreadsapi-createprocessw),
+#: room for a check script of 12,000 characters. How WinRS assembles the line from Command and
+#: Arguments is UNCONFIRMED beyond the space between them, so 767 characters are left spare; a
+#: longer script takes the bootstrap and stdin, which always work.
+INLINE_LIMIT = 32000
+#: Without cmd.exe, WinRS does not search the PATH: a bare ``powershell.exe`` fails with "The
+#: system cannot find the file specified" (fault 2147942402) and the full path runs (recorded on
+#: Windows Server 2016: tests/data/recorded/test_winrs_no_cmd_shell.yml). That the Windows
+#: directory is C:\Windows on every host is UNCONFIRMED: on a host that answers the same fault,
+#: the script goes over stdin through cmd.exe, and so does every later one on that host.
+POWERSHELL_PATH = "C:\\Windows\\system32\\WindowsPowerShell\\v1.0\\powershell.exe"
+FILE_NOT_FOUND = 2147942402
+#: A script that reads its standard input must get it: it never goes on the command line.
+_READS_STDIN = ("OpenStandardInput", "$input")
 
 #: stdin is sent in pieces of this size: base64 of 64 KiB stays well inside the 150 KB
 #: MaxEnvelopeSize of WMF 2.0 hosts (XP, Server 2003), while a normal script takes one Send.
@@ -156,9 +179,9 @@ class Credentials:
 class WinRMHost:
     """One host's shell for one run: opened on the first :meth:`run`, reused until :meth:`close`.
 
-    After the first call, a short script costs three WS-Man requests (Command, Send, Receive) on
-    the one keep-alive TCP connection that NTLM authenticated. :attr:`requests` counts the WS-Man
-    requests sent so far, for benchmarks.
+    After the first call, a short script costs two WS-Man requests (Command, Receive), a long one
+    three (Command, Send, Receive), on the one keep-alive TCP connection that NTLM authenticated.
+    :attr:`requests` counts the WS-Man requests sent so far, for benchmarks.
     """
 
     def __init__(
@@ -180,6 +203,7 @@ class WinRMHost:
         self._max_reply = max_reply
         self._protocol: ShellProtocol | None = None
         self._shell_id: str | None = None
+        self._inline = True  # False once the host has no powershell.exe at POWERSHELL_PATH
         self.requests = 0
         self._check_config()
 
@@ -195,7 +219,7 @@ class WinRMHost:
         end = time.monotonic() + deadline
         before = self.requests
         with self._translated():
-            stdout, stderr, exit_code = self._run(script.encode("utf-8"), end, deadline)
+            stdout, stderr, exit_code = self._run(script, end, deadline)
         return CommandResult(
             stdout=_decode(stdout),
             stderr=clixml.to_text(_decode(stderr)),
@@ -260,8 +284,10 @@ class WinRMHost:
         finally:
             self._limit(None)
 
-    def _run(self, payload: bytes, end: float, deadline: float) -> tuple[bytes, bytes, int]:
-        for attempt in (1, 2):
+    def _run(self, script: str, end: float, deadline: float) -> tuple[bytes, bytes, int]:
+        inline = inline_arguments(script) if self._inline else None
+        retried = False
+        while True:
             protocol = self._require_protocol()
             try:
                 self._limit(end)
@@ -269,20 +295,36 @@ class WinRMHost:
                     self._shell_id = protocol.open_shell(codepage=self._codepage)
                 shell_id = self._shell_id
                 self._limit(end)
-                command_id = protocol.run_command(
-                    shell_id, POWERSHELL, BOOTSTRAP_ARGUMENTS, console_mode_stdin=False
-                )
+                if inline is None:
+                    command_id = protocol.run_command(
+                        shell_id, POWERSHELL, BOOTSTRAP_ARGUMENTS, console_mode_stdin=False
+                    )
+                else:
+                    # stdin stays the console, as in run_ps (pywinrm's run_cmd default):
+                    # nothing waits for a pipe that is never closed.
+                    command_id = protocol.run_command(
+                        shell_id, POWERSHELL_PATH, inline, skip_cmd_shell=True
+                    )
                 break
             except WSManFaultError as fault:
-                if attempt == 2 or not _needs_new_shell(fault):
+                if inline is not None and fault.wsman_fault_code == FILE_NOT_FOUND:
+                    log.info(
+                        "%s: no %s; scripts go over stdin", self.endpoint.host, POWERSHELL_PATH
+                    )
+                    self._inline, inline = False, None
+                    continue
+                if retried or not _needs_new_shell(fault):
                     raise
+                retried = True
                 log.info("%s: %s; opening a new shell", self.endpoint.host, fault.reason.strip())
                 self._drop_shell()
-        pieces = [payload[i : i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)]
-        pieces = pieces or [b""]  # an empty script still has to close stdin
-        for index, piece in enumerate(pieces, start=1):
-            self._limit(end)
-            protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces))
+        if inline is None:
+            payload = script.encode("utf-8")
+            pieces = [payload[i : i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)]
+            pieces = pieces or [b""]  # an empty script still has to close stdin
+            for index, piece in enumerate(pieces, start=1):
+                self._limit(end)
+                protocol.send_command_input(shell_id, command_id, piece, end=index == len(pieces))
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         while True:
@@ -490,6 +532,27 @@ class WinRMHost:
         if isinstance(exc, AssertionError | StopIteration | KeyError | ValueError | ET.ParseError):
             return error("http", f"unexpected reply from {url} ({type(exc).__name__}: {exc})")
         return None
+
+
+def inline_arguments(script: str) -> tuple[str, ...] | None:
+    """powershell.exe's arguments that carry ``script`` itself, or None when it must go over
+    stdin: the command line would pass INLINE_LIMIT, the script reads stdin, or it is empty
+    (``-EncodedCommand`` without a value is an error, not an empty script).
+
+    ``-EncodedCommand`` takes base64 of UTF-16LE, as pywinrm's ``Session.run_ps`` sends it, so a
+    script of up to about 12,000 characters fits.
+    """
+    if not script or any(token in script for token in _READS_STDIN):
+        return None
+    # 8 characters of base64 per 3 script characters: check the length before encoding.
+    fixed = len(POWERSHELL_PATH) + len(" ".join(BOOTSTRAP_ARGUMENTS[:-1])) + 2
+    if fixed + len(script) * 8 // 3 > INLINE_LIMIT:
+        return None
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    arguments = (*BOOTSTRAP_ARGUMENTS[:-1], encoded)
+    if len(POWERSHELL_PATH) + 1 + len(" ".join(arguments)) > INLINE_LIMIT:
+        return None
+    return arguments
 
 
 def refuse_plain_replies(transport: winrm.transport.Transport) -> None:
