@@ -42,8 +42,9 @@ def lab_file(folder: Path, count: int) -> Path:
     return path
 
 
-def measure(folder: Path, count: int) -> tuple[float, int, int]:
-    """(wall seconds, WS-Man requests, exit code) of one check over `count` clients."""
+def measure(folder: Path, count: int) -> tuple[float, dict[str, int], int]:
+    """(wall seconds, WS-Man requests by action, exit code) of one check over `count`
+    clients."""
     running = start_lab(folder / f"lab{count}" / "inventory.yaml", lab_file=lab_file(folder, count))
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CMRUNBOOK_")}
@@ -55,7 +56,10 @@ def measure(folder: Path, count: int) -> tuple[float, int, int]:
         started = time.perf_counter()
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
-        requests = sum(s.total_requests for s in running.server.stats.snapshot().values())
+        requests: dict[str, int] = {}
+        for stats in running.server.stats.snapshot().values():
+            for action, n in stats.requests.items():
+                requests[action] = requests.get(action, 0) + n
         if res.returncode not in (0, 1):
             print(res.stdout[-2000:], res.stderr[-2000:], file=sys.stderr)
         return wall, requests, res.returncode
@@ -70,12 +74,14 @@ def main() -> None:
     print(f"{'clients':>8} {'wall s':>8} {'requests':>9} {'req/client':>11} {'ms/client':>10} exit")
     with tempfile.TemporaryDirectory() as tmp:
         for count in sizes:
-            wall, requests, code = measure(Path(tmp), count)
+            wall, by_action, code = measure(Path(tmp), count)
+            requests = sum(by_action.values())
             print(
                 f"{count:>8} {wall:>8.1f} {requests:>9} {requests / count:>11.4f} "
                 f"{1000 * wall / count:>10.2f} {code}",
                 flush=True,
             )
+            print("         by action: " + ", ".join(f"{a} {n}" for a, n in by_action.items() if n))
             if count >= 50_000:
                 verdict = "met" if wall <= TARGET_WALL else "MISSED"
                 print(f"target: {count} clients <= {TARGET_WALL:.0f} s wall: {verdict}")

@@ -313,7 +313,12 @@ def _block_queries(s: Script) -> list[str]:
         "function Get-CmrbWmiBlocks",
         "$searcher.Options.BlockSize = $blockSize",
         "foreach ($key in $systems.Keys)",
+        # The lines that decide, as client_tscore_site decides below.
+        r"$chosen = @($found | Where-Object { $_.folder -match '\\CCM\\?$' })",
         "if ($null -eq $lowest -or $entry.version -lt $lowest.version)",
+        "elseif (Test-CmrbVersionAtLeast -Version $lowest.version -Required $required) {"
+        " $CmrbResult.data.clients[$key] = @('compliant'",
+        "if (-not $systems.ContainsKey($key) -or $system.Obsolete -ne 1)",
     ),
 )
 def client_tscore_site(ctx: Context) -> None:
