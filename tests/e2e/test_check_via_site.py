@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cmrunbook.load.inventory import load_inventory
+from cmrunbook.run.locks import HostLocks, host_lock_keys, lock_dir
 from tests.conftest import Lab, custom_lab_file
 
 SITE_SERVER = "cm12-site01"
@@ -126,3 +128,17 @@ def test_auto_mixes_direct_and_site_with_the_reports_of_direct(
         assert "xp-fleet007" in (run / "report.html").read_text(encoding="utf-8")
     # One site script for the 100 clients without WinRM instead of one each.
     assert auto_site < direct_site / 10, (auto_site, direct_site)
+
+
+def test_a_client_read_only_from_its_site_is_not_locked(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    lab = make_lab(_fleet_lab(tmp_path, 20))
+    inv = load_inventory(Path(lab.inventory))
+    busy = inv.hosts["xp-fleet001"]  # has WinRM: checked directly unless --via site
+    with HostLocks(lock_dir(), host_lock_keys([busy], inv), "another-run"):
+        res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "site")
+        assert res.returncode == 1, res.stdout + res.stderr
+        res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "auto")
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "xp-fleet001 is locked by run another-run" in res.stderr

@@ -38,6 +38,20 @@ def replaced_by_site(ps: PlannedStep, hp: HostPlan, via: str) -> bool:
     return any(SITE_TEMPLATE in other.step.vars for other in hp.all_steps())
 
 
+def contacted(hp: HostPlan, via: str) -> bool:
+    """Whether a step may run on the target itself: a client read only from its site is never
+    contacted, so a run holds no lock on it (a run over 50,000 clients could not hold one
+    lock file for each)."""
+    if via == "direct":
+        return True
+    return any(
+        ps.run_on == hp.target.name
+        and not replaced_by_site(ps, hp, via)
+        and not ps.skip_reason
+        for ps in hp.all_steps()
+    )
+
+
 def netbios(name: str) -> str:
     """SMS_R_System.Name is the NetBIOS name: an inventory name written as an FQDN is cut at
     its first dot (an IP address is kept), as client_tscore_inventory does."""
