@@ -45,9 +45,7 @@ def contacted(hp: HostPlan, via: str) -> bool:
     if via == "direct":
         return True
     return any(
-        ps.run_on == hp.target.name
-        and not replaced_by_site(ps, hp, via)
-        and not ps.skip_reason
+        ps.run_on == hp.target.name and not replaced_by_site(ps, hp, via) and not ps.skip_reason
         for ps in hp.all_steps()
     )
 
