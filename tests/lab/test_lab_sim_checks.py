@@ -20,8 +20,9 @@ from cmrunbook.load.inventory import Inventory, load_inventory
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan, Planner
 from cmrunbook.render.fetch import fetch_script
+from cmrunbook.render.result import ScriptResult
 from cmrunbook.render.steps import render_probe, render_step
-from cmrunbook.run.sitebatch import SiteReadings
+from cmrunbook.run.sitebatch import SiteReadings, client_rows
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import Lab
 
@@ -482,7 +483,7 @@ def _site_reading(lab: Lab, inv: Inventory, edit: Any = None) -> tuple[dict[str,
 def test_client_hotfix_site_reading_agrees_with_each_client_query(lab: Lab, inv: Inventory) -> None:
     result, code = _site_reading(lab, inv)
     assert code == 0, result["message"]
-    clients = result["data"]["clients"]
+    clients = client_rows(ScriptResult(True, False, False, "", result["data"]))
     site_clients = [
         n
         for n, h in lab.hosts.items()
@@ -494,6 +495,8 @@ def test_client_hotfix_site_reading_agrees_with_each_client_query(lab: Lab, inv:
         state, version = clients[name.lower()][:2]
         assert (state, version) == (one["data"]["compliance"], one["data"]["version"]), name
     assert {row[0] for row in clients.values()} == {"compliant", "non-compliant", "unknown"}
+    # Clients are grouped by what they report: a few groups, not one entry per client.
+    assert len(result["data"]["groups"]) < len(site_clients) / 3
 
 
 def test_client_hotfix_site_reading_wrong_class_or_block_size_fails(

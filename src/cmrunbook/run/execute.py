@@ -681,13 +681,13 @@ class HostRun:
     def _from_site(self, ps: PlannedStep) -> ScriptResult:
         """This client's result from its site's one reading (made now if no target of the
         site has made it yet)."""
-        reading = self.r.readings.reading(
+        reading, rows = self.r.readings.reading(
             self.hp, ps, lambda script: self._script(ps.run_on, f"{ps.key}#site", script)
         )
         if not reading.ok:
             raise StepFailed(reading.message or f"{ps.run_on}: the site reading failed")
         required = reading.data.get("required") if isinstance(reading.data, dict) else None
-        return verdict(reading, self.name, str(required))
+        return verdict(reading, rows, self.name, str(required))
 
     def _settle(
         self, ps: PlannedStep, name: str, script: str, result: ScriptResult

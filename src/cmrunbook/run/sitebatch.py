@@ -59,13 +59,31 @@ def netbios(name: str) -> str:
     return parts[0]
 
 
-def verdict(site: ScriptResult, client: str, required: str) -> ScriptResult:
+def client_rows(site: ScriptResult) -> dict[str, list[str | None]]:
+    """Each client's [state, version, path, client version] from the site script's groups
+    ([state, version, path, client version, names one a line]); an empty text is None. A
+    malformed group is left out, so its clients are unknown."""
+    data = site.data if isinstance(site.data, dict) else {}
+    rows: dict[str, list[str | None]] = {}
+    for group in data.get("groups") or []:
+        if not isinstance(group, list) or len(group) != 5:
+            continue
+        row: list[str | None] = [str(v) if v else None for v in group[:4]]
+        for name in str(group[4] or "").split("\n"):
+            if name:
+                rows[name.lower()] = row
+    return rows
+
+
+def verdict(
+    site: ScriptResult, rows: dict[str, list[str | None]], client: str, required: str
+) -> ScriptResult:
     """One client's result from its site's reading, worded as the per-client step words it."""
     data = site.data if isinstance(site.data, dict) else {}
     file_name = str(data.get("file") or "the file")
     code = str(data.get("site") or "")
     name = netbios(client)
-    row = (data.get("clients") or {}).get(name.lower())
+    row = rows.get(name.lower())
     out: dict[str, Any] = {
         "compliance": "unknown",
         "client": name,
@@ -77,7 +95,7 @@ def verdict(site: ScriptResult, client: str, required: str) -> ScriptResult:
         "version": None,
         "client_version": None,
     }
-    if not isinstance(row, list) or len(row) != 4:
+    if row is None:
         message = (
             f"No SMS_R_System record named {name} in site {code}: the client is not "
             "discovered there, or has another name."
@@ -126,15 +144,17 @@ class SiteReadings:
 
     def reading(
         self, hp: HostPlan, ps: PlannedStep, run: Callable[[str], ScriptResult]
-    ) -> ScriptResult:
-        """The site's reading for this step: `run` sends the script, once per site server."""
+    ) -> tuple[ScriptResult, dict[str, list[str | None]]]:
+        """The site's reading for this step and its clients' rows: `run` sends the script,
+        once per site server."""
         key = (ps.run_on, ps.key)
         with self._guard:
             lock, cell = self._cells.setdefault(key, (threading.Lock(), []))
         with lock:
             if not cell:
                 try:
-                    cell.append(run(self.script(hp, ps)))
+                    result = run(self.script(hp, ps))
+                    cell.append((result, client_rows(result)))
                 except Exception as exc:
                     cell.append(exc)
             got = cell[0]

@@ -317,7 +317,10 @@ def _block_queries(s: Script) -> list[str]:
         r"$chosen = @($found | Where-Object { $_.folder -match '\\CCM\\?$' })",
         "if ($null -eq $lowest -or $entry.version -lt $lowest.version)",
         "elseif (Test-CmrbVersionAtLeast -Version $lowest.version -Required $required) {"
-        " $CmrbResult.data.clients[$key] = @('compliant'",
+        " $row = @('compliant'",
+        "$groupKey = [string]::Join([char]10, $row)",
+        "$CmrbResult.data.groups += ,($group.row + @([string]::Join([char]10, "
+        "$group.names.ToArray())))",
         "if (-not $systems.ContainsKey($key) -or $system.Obsolete -ne 1)",
     ),
 )
@@ -351,21 +354,22 @@ def client_tscore_site(ctx: Context) -> None:
                 "version": pf.vstr(parsed) if parsed else None,
             }
         )
-    clients: dict[str, list[str | None]] = {}
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
     for key, system in systems.items():
         lowest = _deciding_copy(files.get(int(system.get("ResourceId") or 0), []))
         client_version = str(system.get("ClientVersion") or "")
         if lowest is None:
-            clients[key] = ["unknown", None, None, client_version]
+            row = ("unknown", "", "", client_version)
         else:
             state = "compliant" if pf.at_least(lowest["version"], required) else "non-compliant"
-            clients[key] = [state, lowest["version"], lowest["path"], client_version]
+            row = (state, lowest["version"], lowest["path"], client_version)
+        groups.setdefault(row, []).append(key)
     ctx.result.data = {
         "site": site.code,
         "file": file_name,
         "required": pf.vstr(required),
         "source": "site inventory",
-        "clients": clients,
+        "groups": [[*row, "\n".join(names)] for row, names in groups.items()],
     }
     ctx.result.message = f"site {site.code}: {len(systems)} clients read from the SMS Provider"
 
