@@ -142,3 +142,10 @@ def test_a_client_read_only_from_its_site_is_not_locked(
         res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "auto")
         assert res.returncode == 3, res.stdout + res.stderr
         assert "xp-fleet001 is locked by run another-run" in res.stderr
+
+
+def test_an_unknown_via_is_refused_before_anything_runs(lab: Lab) -> None:
+    res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "sites")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--via sites: expected one of auto, direct, site" in res.stderr
+    assert lab.run_dirs() == []
