@@ -238,7 +238,7 @@ def _reports_hook(catalog: Any, plan: Any, reports: str | None, keep_days: int) 
     return write
 
 
-REMEDIATE_SIGNATURE, REMEDIATE_HELP = run_task_signature("runbook", omit=("via",))
+REMEDIATE_SIGNATURE, REMEDIATE_HELP = run_task_signature("runbook")
 
 
 @cli_task(positional=["runbook"], iterable=["set"], help=REMEDIATE_HELP)
