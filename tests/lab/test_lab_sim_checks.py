@@ -20,7 +20,9 @@ from cmrunbook.load.inventory import Inventory, load_inventory
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan, Planner
 from cmrunbook.render.fetch import fetch_script
+from cmrunbook.render.result import ScriptResult
 from cmrunbook.render.steps import render_probe, render_step
+from cmrunbook.run.sitebatch import SiteReadings, client_rows
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.world import Lab
 
@@ -461,6 +463,52 @@ def test_client_hotfix_inventory_wrong_class_fails(lab: Lab, inv: Inventory) -> 
         "client.tscore-inventory", edit=lambda s: s.replace("WHERE Name='", "WHERE Hostname='")
     )
     assert code == 1 and result["message"] == "Invalid query"
+
+
+def _client_inventory(lab: Lab, inv: Inventory, name: str) -> tuple[dict[str, Any], int | None]:
+    """One client's own query on the site (the inventory step), WinRM or not."""
+    return Runbook(lab, inv, "client-hotfix-check", name).run("client.tscore-inventory")
+
+
+def _site_reading(lab: Lab, inv: Inventory, edit: Any = None) -> tuple[dict[str, Any], int | None]:
+    """The site script of client-hotfix-check (--via site), run on the site server."""
+    rb = Runbook(lab, inv, "client-hotfix-check", "xp-wks001")
+    ps = next(s for s in rb.hp.all_steps() if s.step.id == "client.tscore-inventory")
+    script = SiteReadings(CATALOG, rb.plan).script(rb.hp, ps)
+    result, err, code = run(lab, ps.run_on, edit(script) if edit else script)
+    assert result is not None, err.decode("utf-8", "replace")
+    return result, code
+
+
+def test_client_hotfix_site_reading_agrees_with_each_client_query(lab: Lab, inv: Inventory) -> None:
+    result, code = _site_reading(lab, inv)
+    assert code == 0, result["message"]
+    clients = client_rows(ScriptResult(True, False, False, "", result["data"]))
+    site_clients = [
+        n
+        for n, h in lab.hosts.items()
+        if h.site_code == "P12" and h.spec.client and h.os_version == "xp"
+    ]
+    assert site_clients and {n.lower() for n in site_clients} <= set(clients)
+    for name in site_clients:
+        one, _ = _client_inventory(lab, inv, name)
+        state, version = clients[name.lower()][:2]
+        assert (state, version) == (one["data"]["compliance"], one["data"]["version"]), name
+    assert {row[0] for row in clients.values()} == {"compliant", "non-compliant", "unknown"}
+    # Clients are grouped by what they report: a few groups, not one entry per client.
+    assert len(result["data"]["groups"]) < len(site_clients) / 3
+
+
+def test_client_hotfix_site_reading_wrong_class_or_block_size_fails(
+    lab: Lab, inv: Inventory
+) -> None:
+    result, code = _site_reading(
+        lab, inv, lambda s: s.replace("SMS_G_System_SoftwareFile", "SMS_G_System_SoftwareFiles")
+    )
+    assert code == 1 and result["message"] == 'Invalid class "SMS_G_System_SoftwareFiles"'
+    no_blocks = "$blockSize = 0"
+    result, code = _site_reading(lab, inv, lambda s: s.replace("$blockSize = 1000", no_blocks))
+    assert code == 1 and "BlockSize" in result["message"]
 
 
 # -- site-hotfix-check ----------------------------------------------------------------------------

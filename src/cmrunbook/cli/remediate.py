@@ -76,6 +76,12 @@ class RunRequest:
     time_scale: float = _option(
         1.0, "Multiply log-wait timeouts, polls and reboot waits (e.g. 0.01 in the lab)."
     )
+    via: str = _option(
+        "auto",
+        "Client checks: direct (each client over WinRM, or its own query on the site), site "
+        "(every client from its site's inventory, one command per site), auto (WinRM clients "
+        "directly, the rest from their site). Default {default}.",
+    )
 
     @classmethod
     def from_task(cls, runbook: str, options: dict[str, Any]) -> RunRequest:
@@ -118,6 +124,7 @@ class RunRequest:
             step_timeout=float(self.step_timeout),
             time_scale=float(self.time_scale),
             restore_only=restore_only,
+            via=self.via,
         )
 
 
@@ -156,6 +163,10 @@ def run_runbook(request: RunRequest) -> int:
 
     `--rollback --resume RUN` sets back only the site-wide changes RUN left outstanding (see
     sitestate.py); the run stays resumable (a resumed target makes its changes again)."""
+    from cmrunbook.run.sitebatch import VIA_CHOICES
+
+    if request.via not in VIA_CHOICES:
+        raise UsageError(f"--via {request.via}: expected one of {', '.join(VIA_CHOICES)}")
     state = None
     restore_only = False
     if request.resume:

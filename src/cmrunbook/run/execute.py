@@ -39,6 +39,7 @@ from cmrunbook.run.monitor import (
     make_watch,
     wait_for_logs,
 )
+from cmrunbook.run.sitebatch import SiteReadings, batched, replaced_by_site, verdict
 
 
 class StepFailed(Exception):
@@ -102,6 +103,8 @@ class Options:
     time_scale: float = 1.0
     #: `--rollback --resume`: only set back the site-wide changes the run left outstanding.
     restore_only: bool = False
+    #: `--via`: how client checks reach the clients (see sitebatch.VIA_CHOICES).
+    via: str = "direct"
 
 
 @dataclass
@@ -233,6 +236,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.sites = SiteStates(self.journal, self.resume.site_events if self.resume else ())
+        self.readings = SiteReadings(self.catalog, self.plan)
 
     def run(self) -> list[HostOutcome]:
         try:
@@ -497,8 +501,14 @@ class HostRun:
             return True
         if not setting_back:
             self._check_stop()
-        if ps.skip_reason:
-            self._skip(ps, item_id, ps.skip_reason)
+        skip = ps.skip_reason
+        via = self.r.options.via
+        if replaced_by_site(ps, self.hp, via):
+            skip = "--via site: checked from the site's inventory"
+        elif via == "site" and batched(ps, via):
+            skip = None  # --via site reads every client from its site, WinRM or not
+        if skip:
+            self._skip(ps, item_id, skip)
             return True
         step = ps.step
         if step.when_probe:
@@ -644,10 +654,13 @@ class HostRun:
             return self._reboot(ps)
         if kind == "wait_log":
             return self._wait(ps, item)
-        script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
-        assert script is not None
-        name = f"{ps.key}#{_item_id(item)}" if item else ps.key
-        result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
+        if batched(ps, self.r.options.via):
+            result = self._from_site(ps)
+        else:
+            script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
+            assert script is not None
+            name = f"{ps.key}#{_item_id(item)}" if item else ps.key
+            result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
         if result.reboot_required:
             self._restart_asked(f"{ps.key} asked for a restart")
         data = result.data
@@ -664,6 +677,17 @@ class HostRun:
             raise StepFailed(result.message or "the script reported failure")
         status = "changed" if result.changed else "ok"
         return status, result.message, data, []
+
+    def _from_site(self, ps: PlannedStep) -> ScriptResult:
+        """This client's result from its site's one reading (made now if no target of the
+        site has made it yet)."""
+        reading, rows = self.r.readings.reading(
+            self.hp, ps, lambda script: self._script(ps.run_on, f"{ps.key}#site", script)
+        )
+        if not reading.ok:
+            raise StepFailed(reading.message or f"{ps.run_on}: the site reading failed")
+        required = reading.data.get("required") if isinstance(reading.data, dict) else None
+        return verdict(reading, rows, self.name, str(required))
 
     def _settle(
         self, ps: PlannedStep, name: str, script: str, result: ScriptResult

@@ -45,6 +45,7 @@ from cmrunbook.run.execute import (
     destructive_listing,
 )
 from cmrunbook.run.locks import RUN_LOCK, HostLocks, host_lock_keys, lock_dir
+from cmrunbook.run.sitebatch import contacted
 from cmrunbook.text import printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -134,7 +135,8 @@ def execute_plan(
     consent = confirm_destructive(plan, options, console, resume)
     consented = destructive_steps(plan) if consent == "confirmed" else []
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
-    keys = host_lock_keys([hp.target for hp in plan.hosts] + _site_servers(plan), plan.inventory)
+    contact = [hp.target for hp in plan.hosts if contacted(hp, options.via)]
+    keys = host_lock_keys(contact + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     try:
         with _ctrl_c_ends_at_the_summary() as finishing:

@@ -235,12 +235,7 @@ def client_tscore_inventory(ctx: Context) -> None:
                     data["last_software_scan"] = _dmtf_text(str(scan[0]["LastScanDate"]))
         except PSError:
             data["last_software_scan"] = None  # the script's catch
-    readable = [e for e in found if e["version"] is not None]
-    chosen = [e for e in readable if re.search(r"\\CCM\\?$", e["folder"], re.I)] or readable
-    lowest = None
-    for entry in chosen:
-        if lowest is None or pf.text_key(entry["version"]) < pf.text_key(lowest["version"]):
-            lowest = entry
+    lowest = _deciding_copy(found)
     about = f" (client version {data['client_version']}, {data['os']})"
     scan_note = (
         f", software inventory of {data['last_software_scan']}"
@@ -282,6 +277,101 @@ def client_tscore_inventory(ctx: Context) -> None:
                 f"{what}, older than {req}: install the KB2910552 "
                 f"client update on this client{about}.",
             )
+
+
+def _deciding_copy(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The inventoried copy that decides, as both site-side templates choose it: the lowest
+    readable version in the client folder (...\\CCM\\), else the lowest readable anywhere."""
+    readable = [e for e in found if e["version"] is not None]
+    chosen = [e for e in readable if re.search(r"\\CCM\\?$", e["folder"], re.I)] or readable
+    lowest = None
+    for entry in chosen:
+        if lowest is None or pf.text_key(entry["version"]) < pf.text_key(lowest["version"]):
+            lowest = entry
+    return lowest
+
+
+_BLOCKS_CALL = re.compile(r"Get-CmrbWmiBlocks -Query (?=[('])")
+
+
+def _block_queries(s: Script) -> list[str]:
+    """The string expression of each `Get-CmrbWmiBlocks -Query ...` call, in script order."""
+    out = []
+    for m in _BLOCKS_CALL.finditer(s.body):
+        if s.body[m.end()] == "(":
+            out.append("(" + wmi.balanced(s.body, m.end()) + ")")
+        else:
+            quoted = re.match(r"'(?:[^']|'')*'", s.body[m.end() :])
+            assert quoted is not None
+            out.append(quoted.group())
+    return out
+
+
+@OPERATIONS.add(
+    "checks/client_tscore_site",
+    lambda s: s.has(
+        "function Get-CmrbWmiBlocks",
+        "$searcher.Options.BlockSize = $blockSize",
+        "foreach ($key in $systems.Keys)",
+        # The lines that decide, as client_tscore_site decides below.
+        r"$chosen = @($found | Where-Object { $_.folder -match '\\CCM\\?$' })",
+        "if ($null -eq $lowest -or $entry.version -lt $lowest.version)",
+        "elseif (Test-CmrbVersionAtLeast -Version $lowest.version -Required $required) {"
+        " $row = @('compliant'",
+        "$groupKey = [string]::Join([char]10, $row)",
+        "$CmrbResult.data.groups += ,($group.row + @([string]::Join([char]10, "
+        "$group.names.ToArray())))",
+        "if (-not $systems.ContainsKey($key) -or $system.Obsolete -ne 1)",
+    ),
+)
+def client_tscore_site(ctx: Context) -> None:
+    """Every client of the site in one command: SMS_R_System and the inventoried file, read in
+    blocks (the block size must be a positive number, as EnumerationOptions.BlockSize)."""
+    s = ctx.script
+    pf.require(s, pf.VERSION_LIB, "ConvertTo-CmrbVersion", "Test-CmrbVersionAtLeast")
+    site = provider_site(ctx)
+    file_name = str(s.input("fileName"))
+    required = pf.version_tuple(str(s.input("requiredText"))) or (0,)
+    block = s.input("blockSize")
+    if not isinstance(block, int) or block < 1:
+        raise PSError('Exception setting "BlockSize": the value must be greater than zero.')
+    queries = _block_queries(s)
+    if len(queries) != 2:
+        raise Unrecognized("expected two Get-CmrbWmiBlocks queries")
+    env = {"$fileName": file_name}
+    systems: dict[str, dict[str, Any]] = {}
+    for system in wmi.query(ctx.lab, site, wmi.concat(queries[0], env)):
+        key = str(system.get("Name") or "").lower()
+        if key not in systems or system.get("Obsolete") != 1:
+            systems[key] = system
+    files: dict[int, list[dict[str, Any]]] = {}
+    for f in wmi.query(ctx.lab, site, wmi.concat(queries[1], env)):
+        parsed = pf.version_tuple(str(f.get("FileVersion") or ""))
+        files.setdefault(int(f.get("ResourceID") or 0), []).append(
+            {
+                "folder": str(f.get("FilePath") or ""),
+                "path": str(f.get("FilePath") or "") + str(f.get("FileName") or ""),
+                "version": pf.vstr(parsed) if parsed else None,
+            }
+        )
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for key, system in systems.items():
+        lowest = _deciding_copy(files.get(int(system.get("ResourceId") or 0), []))
+        client_version = str(system.get("ClientVersion") or "")
+        if lowest is None:
+            row = ("unknown", "", "", client_version)
+        else:
+            state = "compliant" if pf.at_least(lowest["version"], required) else "non-compliant"
+            row = (state, lowest["version"], lowest["path"], client_version)
+        groups.setdefault(row, []).append(key)
+    ctx.result.data = {
+        "site": site.code,
+        "file": file_name,
+        "required": pf.vstr(required),
+        "source": "site inventory",
+        "groups": [[*row, "\n".join(names)] for row, names in groups.items()],
+    }
+    ctx.result.message = f"site {site.code}: {len(systems)} clients read from the SMS Provider"
 
 
 # -- site-hotfix-check ----------------------------------------------------------------------------

@@ -1,0 +1,163 @@
+"""Client checks read once per site: `invoke check client-hotfix --via site|auto`.
+
+A step whose `vars:` name a `site_template` checks one client on its site's SMS Provider; the
+site template answers the same question for every client of the site in one command. The first
+target to reach such a step runs the site script on that site server; every target of the site
+then takes its own verdict from that one answer, and is journaled as if it had run the step
+itself, so the journal, tally and reports are those of a per-client run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cmrunbook.load.project import Project
+from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
+from cmrunbook.render.result import ScriptResult
+from cmrunbook.render.steps import script_header, step_context
+
+#: `--via`: direct (each client's own step), site (every client from its site), auto (clients
+#: with WinRM directly, the rest from their site).
+VIA_CHOICES = ("auto", "direct", "site")
+
+SITE_TEMPLATE = "site_template"
+
+
+def batched(ps: PlannedStep, via: str) -> bool:
+    """Whether this step is answered from its site's one reading rather than run itself."""
+    return via != "direct" and SITE_TEMPLATE in ps.step.vars
+
+
+def replaced_by_site(ps: PlannedStep, hp: HostPlan, via: str) -> bool:
+    """With --via site, a client's direct check is left to its site: the step is a script step
+    on the target itself in a runbook whose other step reads the site."""
+    if via != "site" or SITE_TEMPLATE in ps.step.vars or ps.run_on != hp.target.name:
+        return False
+    return any(SITE_TEMPLATE in other.step.vars for other in hp.all_steps())
+
+
+def contacted(hp: HostPlan, via: str) -> bool:
+    """Whether a step may run on the target itself: a client read only from its site is never
+    contacted, so a run holds no lock on it (a run over 50,000 clients could not hold one
+    lock file for each)."""
+    if via == "direct":
+        return True
+    return any(
+        ps.run_on == hp.target.name and not replaced_by_site(ps, hp, via) and not ps.skip_reason
+        for ps in hp.all_steps()
+    )
+
+
+def netbios(name: str) -> str:
+    """SMS_R_System.Name is the NetBIOS name: an inventory name written as an FQDN is cut at
+    its first dot (an IP address is kept), as client_tscore_inventory does."""
+    parts = name.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        return name
+    return parts[0]
+
+
+def client_rows(site: ScriptResult) -> dict[str, list[str | None]]:
+    """Each client's [state, version, path, client version] from the site script's groups
+    ([state, version, path, client version, names one a line]); an empty text is None. A
+    malformed group is left out, so its clients are unknown."""
+    data = site.data if isinstance(site.data, dict) else {}
+    rows: dict[str, list[str | None]] = {}
+    for group in data.get("groups") or []:
+        if not isinstance(group, list) or len(group) != 5:
+            continue
+        row: list[str | None] = [str(v) if v else None for v in group[:4]]
+        for name in str(group[4] or "").split("\n"):
+            if name:
+                rows[name.lower()] = row
+    return rows
+
+
+def verdict(
+    site: ScriptResult, rows: dict[str, list[str | None]], client: str, required: str
+) -> ScriptResult:
+    """One client's result from its site's reading, worded as the per-client step words it."""
+    data = site.data if isinstance(site.data, dict) else {}
+    file_name = str(data.get("file") or "the file")
+    code = str(data.get("site") or "")
+    name = netbios(client)
+    row = rows.get(name.lower())
+    out: dict[str, Any] = {
+        "compliance": "unknown",
+        "client": name,
+        "site": code,
+        "file": file_name,
+        "required": required,
+        "source": "site inventory (one reading of the site)",
+        "path": None,
+        "version": None,
+        "client_version": None,
+    }
+    if row is None:
+        message = (
+            f"No SMS_R_System record named {name} in site {code}: the client is not "
+            "discovered there, or has another name."
+        )
+        return ScriptResult(True, False, False, message, out)
+    state, version, path, client_version = row
+    out.update(compliance=state, version=version, path=path, client_version=client_version)
+    about = f" (client version {client_version})"
+    if state == "compliant":
+        message = (
+            f"{name}: inventoried {file_name} is {version} ({path}), at least {required}: the "
+            f"KB2910552 client update is installed{about}."
+        )
+    elif state == "non-compliant":
+        message = (
+            f"{name}: inventoried {file_name} is {version} ({path}), older than {required}: "
+            f"install the KB2910552 client update on this client{about}."
+        )
+    else:
+        out["compliance"] = "unknown"
+        message = (
+            f"{name}: {file_name} is not in the site's software inventory, or has no "
+            f"readable file version{about}; the client version alone cannot prove the "
+            f"KB2910552 client update. Inventory {file_name} or enable WinRM on the client."
+        )
+    return ScriptResult(state != "non-compliant", False, False, message, out)
+
+
+class SiteReadings:
+    """Each site's one reading per step, made by the first target that needs it; the others
+    wait for it. A reading that failed fails every target of the site with the same error."""
+
+    def __init__(self, catalog: Project, plan: Plan) -> None:
+        self._catalog = catalog
+        self._plan = plan
+        self._guard = threading.Lock()
+        self._cells: dict[tuple[str, str], tuple[threading.Lock, list[Any]]] = {}
+
+    def script(self, hp: HostPlan, ps: PlannedStep) -> str:
+        """The site script, for the site server this step runs on."""
+        header = script_header(
+            self._plan, ps.key, ps.citation, f"site of {hp.target.name}", ps.run_on
+        )
+        template = str(ps.step.vars[SITE_TEMPLATE])
+        return self._catalog.renderer.script(template, step_context(self._plan, hp, ps), header)
+
+    def reading(
+        self, hp: HostPlan, ps: PlannedStep, run: Callable[[str], ScriptResult]
+    ) -> tuple[ScriptResult, dict[str, list[str | None]]]:
+        """The site's reading for this step and its clients' rows: `run` sends the script,
+        once per site server."""
+        key = (ps.run_on, ps.key)
+        with self._guard:
+            lock, cell = self._cells.setdefault(key, (threading.Lock(), []))
+        with lock:
+            if not cell:
+                try:
+                    result = run(self.script(hp, ps))
+                    cell.append((result, client_rows(result)))
+                except Exception as exc:
+                    cell.append(exc)
+            got = cell[0]
+        if isinstance(got, Exception):
+            raise got
+        return got

@@ -1,0 +1,151 @@
+"""`invoke check client-hotfix --via site|auto|direct` against the lab: a generated fleet of a few
+hundred Windows XP clients, read client by client or from the site's SMS Provider at once.
+
+Each verdict is checked against the lab's model of the client (the file on disk for a WinRM
+check, the site's software inventory for a site check), and the site is read in one command
+whatever the number of clients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cmrunbook.load.inventory import load_inventory
+from cmrunbook.run.locks import HostLocks, host_lock_keys, lock_dir
+from tests.conftest import Lab, custom_lab_file
+
+SITE_SERVER = "cm12-site01"
+HOTFIX = (5, 0, 7958, 1104)
+
+
+def _fleet_lab(tmp: Path, count: int) -> Path:
+    """The default lab with its generated fleet grown to `count` clients: every 2nd without
+    WinRM, every 7th missing from the site's software inventory."""
+
+    def change(data: dict[str, Any]) -> None:
+        (fleet,) = data["clients"]
+        fleet.update(count=count, no_winrm_every=2, not_inventoried_every=7)
+
+    return custom_lab_file(tmp, change, name=f"fleet-{count}.yaml")
+
+
+def _expected(lab: Lab, name: str, *, from_site: bool) -> str:
+    """The report status the lab's model gives a client: its file's version over WinRM, its
+    inventoried version from the site; no inventoried version is unknown, never ok."""
+    host = lab.world.host(name)
+    spec = host.spec.client
+    assert spec is not None
+    if from_site:
+        version = (spec.inventoried_version or spec.tscore_version) if spec.inventoried else None
+    else:
+        version = spec.tscore_version
+    if version is None:
+        return "unknown"
+    return "ok" if tuple(int(x) for x in version.split(".")) >= HOTFIX else "non-compliant"
+
+
+def _check(lab: Lab, via: str) -> tuple[Any, dict[str, Any], Path]:
+    lab.running.server.stats.reset()
+    res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", via, "--forks", "20")
+    run = max(lab.run_dirs(), key=lambda p: p.stat().st_mtime_ns)
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    return res, report, run
+
+
+def _fleet_statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {h["name"]: h["status"] for h in report["hosts"] if h["name"].startswith("xp-fleet")}
+
+
+def _site_requests(lab: Lab) -> int:
+    stats = lab.running.server.stats.snapshot()
+    return stats[SITE_SERVER].total_requests if SITE_SERVER in stats else 0
+
+
+def _client_requests(lab: Lab) -> int:
+    stats = lab.running.server.stats.snapshot()
+    return sum(s.total_requests for h, s in stats.items() if h.startswith("xp-fleet"))
+
+
+def test_via_site_reads_every_client_from_the_site_in_one_command(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    lab = make_lab(_fleet_lab(tmp_path, 300))
+    res, report, run = _check(lab, "site")
+    assert res.returncode == 1, res.stdout + res.stderr  # some clients are non-compliant
+    statuses = _fleet_statuses(report)
+    assert len(statuses) == 300
+    expected = {n: _expected(lab, n, from_site=True) for n in statuses}
+    assert statuses == expected
+    assert {"ok", "non-compliant", "unknown"} <= set(statuses.values())
+    # No client was contacted, and the site server ran the one site script.
+    assert _client_requests(lab) == 0
+    site_scripts = [p.name for p in (run / "scripts").rglob("*") if "inventory_site-" in p.name]
+    assert len(site_scripts) == 1, site_scripts
+    # A client the inventory lacks is unknown, with the reason.
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert "xp-fleet007" in hosts and hosts["xp-fleet007"]["status"] == "unknown"
+    assert "not in the site's software inventory" in hosts["xp-fleet007"]["message"]
+    # The WinRM step of a client is skipped, said why.
+    assert any("--via site" in (s.get("message") or "") for s in hosts["xp-fleet002"]["steps"])
+
+
+def test_site_requests_do_not_grow_with_the_clients(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    small = make_lab(_fleet_lab(tmp_path, 40))
+    _check(small, "site")
+    large = make_lab(_fleet_lab(tmp_path, 400))
+    _check(large, "site")
+    assert _site_requests(small) > 0
+    assert _site_requests(large) == _site_requests(small)
+
+
+def test_auto_mixes_direct_and_site_with_the_reports_of_direct(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    lab = make_lab(_fleet_lab(tmp_path, 200))
+    res_direct, direct, direct_run = _check(lab, "direct")
+    direct_site = _site_requests(lab)
+    res_auto, auto, auto_run = _check(lab, "auto")
+    auto_site = _site_requests(lab)
+    assert res_auto.returncode == res_direct.returncode == 1
+    statuses = _fleet_statuses(auto)
+    expected = {n: _expected(lab, n, from_site=not lab.world.host(n).has_winrm) for n in statuses}
+    assert statuses == expected
+    # The same verdicts, tally and report shapes as the direct path.
+    assert statuses == _fleet_statuses(direct)
+    assert auto["summary"]["by_status"] == direct["summary"]["by_status"]
+    tally = [line for line in res_auto.stdout.splitlines() if re.match(r"\d+ hosts: ", line)]
+    assert len(tally) == 1 and tally[0] in res_direct.stdout.splitlines(), tally
+    for run in (direct_run, auto_run):
+        suites = ET.parse(run / "junit.xml").getroot().findall("testsuite")
+        assert len([s for s in suites if s.get("hostname", "").startswith("xp-fleet")]) == 200
+        assert "xp-fleet007" in (run / "report.html").read_text(encoding="utf-8")
+    # One site script for the 100 clients without WinRM instead of one each.
+    assert auto_site < direct_site / 10, (auto_site, direct_site)
+
+
+def test_a_client_read_only_from_its_site_is_not_locked(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    lab = make_lab(_fleet_lab(tmp_path, 20))
+    inv = load_inventory(Path(lab.inventory))
+    busy = inv.hosts["xp-fleet001"]  # has WinRM: checked directly unless --via site
+    with HostLocks(lock_dir(), host_lock_keys([busy], inv), "another-run"):
+        res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "site")
+        assert res.returncode == 1, res.stdout + res.stderr
+        res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "auto")
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "xp-fleet001 is locked by run another-run" in res.stderr
+
+
+def test_an_unknown_via_is_refused_before_anything_runs(lab: Lab) -> None:
+    res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", "sites")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--via sites: expected one of auto, direct, site" in res.stderr
+    assert lab.run_dirs() == []

@@ -1,0 +1,85 @@
+"""A site's one reading turned into each client's result (run/sitebatch.py)."""
+
+from __future__ import annotations
+
+import threading
+
+from cmrunbook.render.result import ScriptResult
+from cmrunbook.run.sitebatch import SiteReadings, client_rows, netbios, verdict
+
+READING = ScriptResult(
+    True,
+    False,
+    False,
+    "site P12: 3 clients read from the SMS Provider",
+    {
+        "site": "P12",
+        "file": "TSCore.dll",
+        "required": "5.0.7958.1104",
+        "groups": [
+            ["compliant", "5.0.7958.1104", r"C:\WINDOWS\CCM\TSCore.dll", "5.00.7958.1000", "xp-a"],
+            ["non-compliant", "5.0.7958.1000", r"C:\WINDOWS\CCM\TSCore.dll", "5.0", "xp-b\nxp-d"],
+            ["unknown", "", "", "5.00.7958.1000", "xp-c"],
+        ],
+    },
+)
+ROWS = client_rows(READING)
+
+
+def test_each_state_maps_to_the_result_of_a_per_client_step() -> None:
+    ok = verdict(READING, ROWS, "xp-a.corp.example", "5.0.7958.1104")
+    assert (ok.ok, ok.data["compliance"], ok.data["version"]) == (
+        True,
+        "compliant",
+        "5.0.7958.1104",
+    )
+    bad = verdict(READING, ROWS, "XP-B", "5.0.7958.1104")
+    assert (bad.ok, bad.data["compliance"]) == (False, "non-compliant")
+    assert "install the KB2910552 client update" in bad.message
+
+
+def test_no_data_is_unknown_never_fine() -> None:
+    none = verdict(READING, ROWS, "xp-c", "5.0.7958.1104")
+    assert (none.ok, none.data["compliance"]) == (True, "unknown")
+    assert "not in the site's software inventory" in none.message
+    absent = verdict(READING, ROWS, "xp-z", "5.0.7958.1104")
+    assert absent.data["compliance"] == "unknown"
+    assert "No SMS_R_System record named xp-z in site P12" in absent.message
+    broken = ScriptResult(True, False, False, "", {"groups": [["compliant", "xp-a"]]})
+    assert client_rows(broken) == {}
+    assert verdict(broken, {}, "xp-a", "5.0.7958.1104").data["compliance"] == "unknown"
+
+
+def test_every_name_of_a_group_has_its_row() -> None:
+    assert (
+        ROWS["xp-b"] == ROWS["xp-d"] == ["non-compliant", "5.0.7958.1000", ROWS["xp-b"][2], "5.0"]
+    )
+    assert ROWS["xp-c"] == ["unknown", None, None, "5.00.7958.1000"]
+
+
+def test_netbios_name_of_an_inventory_name() -> None:
+    assert netbios("xp-a.corp.example") == "xp-a"
+    assert netbios("10.0.0.5") == "10.0.0.5"
+
+
+def test_a_site_is_read_once_however_many_targets_ask() -> None:
+    readings = SiteReadings(None, None)  # type: ignore[arg-type]
+    readings.script = lambda hp, ps: "script"  # type: ignore[method-assign]
+    calls: list[str] = []
+
+    class Step:
+        run_on, key = "cm12-site01", "steps/client.tscore-inventory"
+
+    def run(script: str) -> ScriptResult:
+        calls.append(script)
+        return READING
+
+    threads = [
+        threading.Thread(target=readings.reading, args=(None, Step(), run)) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["script"]
+    assert readings.reading(None, Step(), run)[1] == ROWS  # type: ignore[arg-type]
