@@ -23,10 +23,10 @@ from cmrunbook.cli.common import build_plan
 from cmrunbook.cli.documents import checklist as checklist_task
 from cmrunbook.docs.checklist import (
     build_checklist,
-    is_read_only_check,
     readable_pattern,
     render_checklist,
 )
+from cmrunbook.load.runbook import is_read_only_check
 from cmrunbook.record.journal_read import load_journal
 from cmrunbook.render.steps import render_probe, render_step
 

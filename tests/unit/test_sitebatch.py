@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+from cmrunbook.load.project import Project
 from cmrunbook.render.result import ScriptResult
-from cmrunbook.run.sitebatch import SiteReadings, client_rows, netbios, verdict
+from cmrunbook.run.sitebatch import SiteReadings, client_rows, netbios, reads_from_site, verdict
 
 READING = ScriptResult(
     True,
@@ -83,3 +85,33 @@ def test_a_site_is_read_once_however_many_targets_ask() -> None:
         t.join()
     assert calls == ["script"]
     assert readings.reading(None, Step(), run)[1] == ROWS  # type: ignore[arg-type]
+
+
+def test_clients_whose_values_make_another_script_get_their_own_reading() -> None:
+    """A host's or group's own tscore_version (or another site code on the same provider)
+    renders another site script: its clients are never judged by a neighbour's reading."""
+    readings = SiteReadings(None, None)  # type: ignore[arg-type]
+    readings.script = lambda hp, ps: f"required {hp}"  # type: ignore[method-assign]
+    calls: list[str] = []
+
+    class Step:
+        run_on, key = "cm12-site01", "steps/client.tscore-inventory"
+
+    def run(script: str) -> ScriptResult:
+        calls.append(script)
+        return READING
+
+    for required in ("5.0.7958.1104", "5.0.7958.1104", "5.0.7958.1200"):
+        readings.reading(required, Step(), run)  # type: ignore[arg-type]
+    assert calls == ["required 5.0.7958.1104", "required 5.0.7958.1200"]
+
+
+def test_only_a_read_only_check_reads_clients_from_their_site() -> None:
+    """A runbook that changes anything is run on each host, and each host locked, whatever
+    --via says: only a read-only check may leave a client to its site's reading."""
+    project = Project(Path(__file__).resolve().parents[2])
+    check = project.load("client-hotfix-check").runbook
+    multicast = project.load("multicast").runbook
+    assert reads_from_site(check, "auto") and reads_from_site(check, "site")
+    assert not reads_from_site(check, "direct")
+    assert not reads_from_site(multicast, "auto") and not reads_from_site(multicast, "site")

@@ -76,11 +76,16 @@ class RunRequest:
     time_scale: float = _option(
         1.0, "Multiply log-wait timeouts, polls and reboot waits (e.g. 0.01 in the lab)."
     )
+    # `direct` stays the default until a site reading takes, as each client's own query does,
+    # the lowest version over every current SMS_R_System record of a name (a reimaged client
+    # has two): the site reading keeps one record per name, so a stale compliant record could
+    # hide the real one.
     via: str = _option(
-        "auto",
+        "direct",
         "Client checks: direct (each client over WinRM, or its own query on the site), site "
         "(every client from its site's inventory, one command per site), auto (WinRM clients "
-        "directly, the rest from their site). Default {default}.",
+        "directly, the rest from their site). Only read-only checks read from the site. "
+        "Default {default}.",
     )
 
     @classmethod
@@ -162,7 +167,7 @@ def run_runbook(request: RunRequest) -> int:
     """Plan, then dry-run or execute; shared by `remediate` and `check`. Returns the exit code.
 
     `--rollback --resume RUN` sets back only the site-wide changes RUN left outstanding (see
-    sitestate.py); the run stays resumable (a resumed target makes its changes again)."""
+    record/sitestate.py); the run stays resumable (a resumed target makes its changes again)."""
     from cmrunbook.run.sitebatch import VIA_CHOICES
 
     if request.via not in VIA_CHOICES:

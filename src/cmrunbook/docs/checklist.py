@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from cmrunbook.filenames import safe_name
 from cmrunbook.load.project import Project
-from cmrunbook.load.runbook import Probe, Runbook
+from cmrunbook.load.runbook import Probe, is_read_only_check
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.record.journal_read import Journal, StepRecord, parse_time
 from cmrunbook.record.markup import environment
@@ -579,25 +579,6 @@ def build_checklist(
         wrapper=_shared_wrapper([sc for h in hosts for sc in h.scripts]),
         read_only=is_read_only_check(plan.runbook),
         check_steps=_steps_once(hosts),
-    )
-
-
-#: The runbook ids `invoke check` runs: a check (`*-check`) or a pre-check (`*-precheck`).
-CHECK_SUFFIXES = ("-check", "-precheck")
-
-
-def is_read_only_check(rb: Runbook) -> bool:
-    """A check that reads and changes nothing: named as one, and with nothing a person signs
-    off per host (no method, rollback, site-wide state, destructive, manual, restart or log-wait
-    step). Both, since a script step's name cannot say whether it writes."""
-    steps = [*rb.prechecks, *rb.steps]
-    return (
-        rb.id.endswith(CHECK_SUFFIXES)
-        and not (rb.methods or rb.rollback or rb.site_states)
-        and all(
-            s.kind == "script" and not s.destructive and s.reboot is None and s.site_state is None
-            for s in steps
-        )
     )
 
 

@@ -123,7 +123,7 @@ class LogWait(Strict):
     """Wait for lines in a site-system log, armed (its size recorded) before the triggering step."""
 
     logs: list[str] = Field(
-        description="Log names from the catalog (logs.yaml), e.g. MCSSetup.log."
+        description="Log names from the catalog (runbooks/_logs.yaml), e.g. MCSSetup.log."
     )
     expect: str = Field(description="Pattern set from the catalog, e.g. 'uninstall' or 'install'.")
     armed_before: str = Field(description="Id of the step that makes the log write these lines.")
@@ -376,3 +376,18 @@ class Runbook(Strict):
 
     def site_state(self, state_id: str) -> SiteStateSpec | None:
         return next((s for s in self.site_states if s.id == state_id), None)
+
+
+def is_read_only_check(rb: Runbook) -> bool:
+    """A check that reads and changes nothing: named as one, and with nothing a person signs
+    off per host (no method, rollback, site-wide state, destructive, manual, restart or log-wait
+    step). Both, since a script step's name cannot say whether it writes."""
+    steps = [*rb.prechecks, *rb.steps]
+    return (
+        rb.id.endswith(CHECK_SUFFIXES)
+        and not (rb.methods or rb.rollback or rb.site_states)
+        and all(
+            s.kind == "script" and not s.destructive and s.reboot is None and s.site_state is None
+            for s in steps
+        )
+    )

@@ -2,8 +2,8 @@
 
 A host's failure stops that host's procedure only. Probes are taken once per host and kept in the
 journal (Method 3 re-enables the images it found before disabling them, also after a resume);
-probes of site-wide state once per site (see sitestate.py), whose changes one target of a site
-holds at a time and which are set back when a target stops with them changed.
+probes of site-wide state once per site (see record/sitestate.py), whose changes one target of a
+site holds at a time and which are set back when a target stops with them changed.
 Log monitors are armed before their triggering step; reboots compare boot times and wait for
 WinRM to answer again. The transport is injected (`connect`): this module never sees credentials.
 """
@@ -503,9 +503,9 @@ class HostRun:
             self._check_stop()
         skip = ps.skip_reason
         via = self.r.options.via
-        if replaced_by_site(ps, self.hp, via):
+        if replaced_by_site(self.r.plan.runbook, ps, self.hp, via):
             skip = "--via site: checked from the site's inventory"
-        elif via == "site" and batched(ps, via):
+        elif via == "site" and batched(self.r.plan.runbook, ps, via):
             skip = None  # --via site reads every client from its site, WinRM or not
         if skip:
             self._skip(ps, item_id, skip)
@@ -654,7 +654,7 @@ class HostRun:
             return self._reboot(ps)
         if kind == "wait_log":
             return self._wait(ps, item)
-        if batched(ps, self.r.options.via):
+        if batched(self.r.plan.runbook, ps, self.r.options.via):
             result = self._from_site(ps)
         else:
             script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)

@@ -135,7 +135,7 @@ def execute_plan(
     consent = confirm_destructive(plan, options, console, resume)
     consented = destructive_steps(plan) if consent == "confirmed" else []
     # The hosts' keys first: a run refused for its hosts leaves no empty run folder behind.
-    contact = [hp.target for hp in plan.hosts if contacted(hp, options.via)]
+    contact = [hp.target for hp in plan.hosts if contacted(plan.runbook, hp, options.via)]
     keys = host_lock_keys(contact + _site_servers(plan), plan.inventory)
     run_dir = resume.run_dir if resume else new_run_dir(runs_dir, plan.runbook.id)
     try:

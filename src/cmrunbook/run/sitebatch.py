@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cmrunbook.load.project import Project
+from cmrunbook.load.runbook import Runbook, is_read_only_check
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.render.result import ScriptResult
 from cmrunbook.render.steps import script_header, step_context
@@ -25,27 +26,36 @@ VIA_CHOICES = ("auto", "direct", "site")
 SITE_TEMPLATE = "site_template"
 
 
-def batched(ps: PlannedStep, via: str) -> bool:
+def reads_from_site(rb: Runbook, via: str) -> bool:
+    """Whether a run reads clients from their site at all: only a read-only check does (a
+    runbook that changes anything, or that a run must set back, is always run on each host
+    and each host locked, whatever --via says)."""
+    return via != "direct" and is_read_only_check(rb)
+
+
+def batched(rb: Runbook, ps: PlannedStep, via: str) -> bool:
     """Whether this step is answered from its site's one reading rather than run itself."""
-    return via != "direct" and SITE_TEMPLATE in ps.step.vars
+    return reads_from_site(rb, via) and SITE_TEMPLATE in ps.step.vars
 
 
-def replaced_by_site(ps: PlannedStep, hp: HostPlan, via: str) -> bool:
+def replaced_by_site(rb: Runbook, ps: PlannedStep, hp: HostPlan, via: str) -> bool:
     """With --via site, a client's direct check is left to its site: the step is a script step
-    on the target itself in a runbook whose other step reads the site."""
-    if via != "site" or SITE_TEMPLATE in ps.step.vars or ps.run_on != hp.target.name:
+    on the target itself in a read-only check whose other step reads the site."""
+    if via != "site" or not reads_from_site(rb, via):
+        return False
+    if SITE_TEMPLATE in ps.step.vars or ps.run_on != hp.target.name:
         return False
     return any(SITE_TEMPLATE in other.step.vars for other in hp.all_steps())
 
 
-def contacted(hp: HostPlan, via: str) -> bool:
+def contacted(rb: Runbook, hp: HostPlan, via: str) -> bool:
     """Whether a step may run on the target itself: a client read only from its site is never
     contacted, so a run holds no lock on it (a run over 50,000 clients could not hold one
     lock file for each)."""
-    if via == "direct":
+    if not reads_from_site(rb, via):
         return True
     return any(
-        ps.run_on == hp.target.name and not replaced_by_site(ps, hp, via) and not ps.skip_reason
+        ps.run_on == hp.target.name and not replaced_by_site(rb, ps, hp, via) and not ps.skip_reason
         for ps in hp.all_steps()
     )
 
@@ -137,7 +147,7 @@ class SiteReadings:
     def script(self, hp: HostPlan, ps: PlannedStep) -> str:
         """The site script, for the site server this step runs on."""
         header = script_header(
-            self._plan, ps.key, ps.citation, f"site of {hp.target.name}", ps.run_on
+            self._plan, ps.key, ps.citation, f"clients of site {hp.target.site_code}", ps.run_on
         )
         template = str(ps.step.vars[SITE_TEMPLATE])
         return self._catalog.renderer.script(template, step_context(self._plan, hp, ps), header)
@@ -147,13 +157,17 @@ class SiteReadings:
     ) -> tuple[ScriptResult, dict[str, list[str | None]]]:
         """The site's reading for this step and its clients' rows: `run` sends the script,
         once per site server."""
-        key = (ps.run_on, ps.key)
+        # Keyed by the script itself: clients whose own values (a host's or group's
+        # tscore_version, another site code on the same provider) make another script get
+        # their own reading, never a neighbour's.
+        script = self.script(hp, ps)
+        key = (ps.run_on, script)
         with self._guard:
             lock, cell = self._cells.setdefault(key, (threading.Lock(), []))
         with lock:
             if not cell:
                 try:
-                    result = run(self.script(hp, ps))
+                    result = run(script)
                     cell.append((result, client_rows(result)))
                 except Exception as exc:
                     cell.append(exc)
