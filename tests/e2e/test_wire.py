@@ -191,6 +191,9 @@ def test_a_bare_powershell_without_cmd_exe_is_not_found_and_stdin_takes_over(
 def test_a_script_that_reads_stdin_or_is_empty_is_not_inline() -> None:
     assert inline_arguments("$input | Write-Output") is None
     assert inline_arguments("[Console]::OpenStandardInput()") is None
+    # PowerShell's names are case-insensitive: these read stdin too.
+    assert inline_arguments("$Input | Write-Output") is None
+    assert inline_arguments("[console]::openstandardinput()") is None
     assert inline_arguments("") is None
     arguments = inline_arguments("Write-Output 'é'")
     assert arguments is not None and arguments[:-1] == BOOTSTRAP_ARGUMENTS[:-1]

@@ -117,7 +117,9 @@ INLINE_LIMIT = 32000
 POWERSHELL_PATH = "C:\\Windows\\system32\\WindowsPowerShell\\v1.0\\powershell.exe"
 FILE_NOT_FOUND = 2147942402
 #: A script that reads its standard input must get it: it never goes on the command line.
-_READS_STDIN = ("OpenStandardInput", "$input")
+#: Lower case, and compared with the script in lower case: PowerShell's names are not
+#: case-sensitive (`$Input`, `openstandardinput()`).
+_READS_STDIN = ("openstandardinput", "$input")
 
 #: stdin is sent in pieces of this size: base64 of 64 KiB stays well inside the 150 KB
 #: MaxEnvelopeSize of WMF 2.0 hosts (XP, Server 2003), while a normal script takes one Send.
@@ -542,7 +544,7 @@ def inline_arguments(script: str) -> tuple[str, ...] | None:
     ``-EncodedCommand`` takes base64 of UTF-16LE, as pywinrm's ``Session.run_ps`` sends it, so a
     script of up to about 12,000 characters fits.
     """
-    if not script or any(token in script for token in _READS_STDIN):
+    if not script or any(token in script.lower() for token in _READS_STDIN):
         return None
     # 8 characters of base64 per 3 script characters: check the length before encoding.
     fixed = len(POWERSHELL_PATH) + len(" ".join(BOOTSTRAP_ARGUMENTS[:-1])) + 2
