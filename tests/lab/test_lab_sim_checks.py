@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from helpers_lab import run, sim_lab
 
-from cmrunbook.load.inventory import Inventory, load_inventory
+from cmrunbook.load.inventory import Inventory
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan, Planner
 from cmrunbook.render.fetch import fetch_script
@@ -24,6 +23,7 @@ from cmrunbook.render.result import ScriptResult
 from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook.run.sitebatch import SiteReadings, client_rows
 from cmrunbook_lab.clock import ManualClock
+from cmrunbook_lab.inventory_out import write_inventory
 from cmrunbook_lab.world import Lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,29 +40,9 @@ BACKUP = r"C:\ProgramData\cmrunbook\backup\bootsect-downgrade"
 
 
 def lab_inventory(lab: Lab, tmp_path: Path) -> Inventory:
-    """An inventory of every lab host (the engine's view), written and loaded like any other."""
-    sites = {
-        code: {
-            "version": s.version,
-            "release": s.spec.release,
-            "provider": s.server,
-            "install_dir": s.install_dir,
-        }
-        for code, s in lab.sites.items()
-    }
-    hosts = {
-        name: {
-            "address": h.address,
-            "site": h.site_code,
-            "roles": list(h.roles),
-            "os": {"version": h.os_version, "arch": h.arch},
-            **({} if h.has_winrm else {"winrm": False}),
-        }
-        for name, h in lab.hosts.items()
-    }
-    path = tmp_path / "lab-inventory.yaml"
-    path.write_text(yaml.safe_dump({"sites": sites, "hosts": hosts}), encoding="utf-8")
-    return load_inventory(path)
+    """An inventory of every lab host (the engine's view), as `invoke lab` writes it; the
+    scripts run in-process here, so the WinRM endpoints are never used."""
+    return write_inventory(lab, tmp_path / "lab-inventory.yaml", lambda name: (5985, "/wsman"))
 
 
 class Runbook:
