@@ -196,7 +196,7 @@ def run_runbook(request: RunRequest) -> int:
             f"declares none; roll it back with: invoke remediate {plan.runbook.id} --rollback"
         )
     from cmrunbook.load.inventory import insecure_warnings
-    from cmrunbook.run.console import printable
+    from cmrunbook.text import printable
 
     used = {hp.target.name for hp in plan.hosts} | {
         ps.run_on for hp in plan.hosts for ps in hp.all_steps()
