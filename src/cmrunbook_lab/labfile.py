@@ -32,6 +32,10 @@ FaultKind = Literal[
     "distribution-failure",
 ]
 WdsFeature = Literal["WDS", "WDS-Deployment", "WDS-Transport"]
+#: A client's compliance state for a baseline, by the names of SMS_G_System_CI_ComplianceState's
+#: ComplianceState values (0 unknown, 1 compliant, 2 non-compliant, 4 error:
+#: docs/reference/FLEET-COMPLIANCE.md); `site.COMPLIANCE_STATE` maps them to the numbers.
+BaselineState = Literal["unknown", "compliant", "non-compliant", "error"]
 
 
 class Delays(Strict):
@@ -166,6 +170,19 @@ class ClientSpec(Strict):
         "an older one when the client was patched after that scan.",
     )
     client_dir: str | None = Field(None, description="Local SMS Path; default by OS and site.")
+    second_record: Literal["current", "obsolete"] | None = Field(
+        None,
+        description="A second SMS_R_System record of the same name (a client reinstalled or "
+        "reimaged and discovered again), current or marked obsolete; None: one record.",
+    )
+    second_record_version: str = Field(
+        "5.0.7958.1104", description="The TSCore.dll version the second record's inventory holds."
+    )
+    baseline_state: BaselineState | None = Field(
+        None,
+        description="The compliance state the client reports for a baseline deployed to a "
+        "collection it is in (SMS_G_System_CI_ComplianceState); None: it reports none yet.",
+    )
 
 
 class HostSpec(Strict):
@@ -206,6 +223,28 @@ class ClientGenerator(Strict):
         0, ge=0, description="Every n-th has no inventoried version."
     )
     client_version: str = "5.00.7958.1000"
+    second_record_every: int = Field(
+        0,
+        ge=0,
+        description="Every n-th is discovered twice: a second, later current record whose "
+        "inventory holds second_record_version.",
+    )
+    second_record_version: str = "5.0.7958.1104"
+    obsolete_record_every: int = Field(
+        0,
+        ge=0,
+        description="Every n-th has a second record marked obsolete, whose inventory holds "
+        "obsolete_record_version.",
+    )
+    obsolete_record_version: str = "5.0.7958.1000"
+    collection: str | None = Field(
+        None, description="A collection of the site the generated clients are members of."
+    )
+    baseline_states: dict[BaselineState | Literal["none"], int] = Field(
+        default_factory=dict,
+        description="Compliance state a client reports for a deployed baseline -> weight; "
+        "'none': no state yet. Empty: no client reports one.",
+    )
 
 
 class FaultSpec(Strict):
@@ -269,6 +308,10 @@ class LabFile(Strict):
         for i, gen in enumerate(self.clients):
             if gen.site not in self.sites:
                 out.append((("clients", i, "site"), f"unknown site '{gen.site}'"))
+            elif gen.collection and gen.collection not in self.sites[gen.site].collections:
+                out.append(
+                    (("clients", i, "collection"), f"no collection '{gen.collection}' in its site")
+                )
         prefixes = tuple(g.prefix for g in self.clients)
         for i, fault in enumerate(self.faults):
             if fault.host not in self.hosts and not (prefixes and fault.host.startswith(prefixes)):

@@ -42,6 +42,12 @@ def nal_share(nal: str) -> str:
     return m.group(1) if m else ""
 
 
+#: SMS_G_System_CI_ComplianceState.ComplianceState per state name: "0 Compliance state unknown,
+#: 1 Compliant, 2 Non-compliant, 4 Error" (docs/reference/FLEET-COMPLIANCE.md, "Compliance
+#: states").
+COMPLIANCE_STATE = {"unknown": 0, "compliant": 1, "non-compliant": 2, "error": 4}
+
+
 def wql_like(value: str, pattern: str) -> bool:
     """WQL LIKE, case-insensitive: % any run, _ one character."""
     regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
@@ -178,7 +184,7 @@ class SiteState:
                 for cid, c in self.collections.items()
             ]
         if cls == "SMS_FullCollectionMembership":
-            by_host = {c["_host"].lower(): c for c in self.clients}
+            by_host = {c["_host"].lower(): c for c in self.clients if not c["_extra"]}
             return [
                 {
                     "CollectionID": cid,
@@ -193,6 +199,8 @@ class SiteState:
             return [
                 {k: v for k, v in r.items() if not k.startswith("_")} for r in self.config_items
             ]
+        if cls == "SMS_G_System_CI_ComplianceState":
+            return self.compliance_states()
         if cls == "SMS_BaselineAssignment":
             return [dict(r) for r in self.baseline_assignments]
         if cls == "SMS_BootImagePackage":
@@ -242,6 +250,36 @@ class SiteState:
             # A query without a session handle reads the global copy (SMS-PROVIDER.md 5.1).
             return [r.record() for r in self.scf]
         return []
+
+    def compliance_states(self) -> list[dict[str, Any]]:
+        """SMS_G_System_CI_ComplianceState: a row per deployed baseline and client of its
+        collection that reports a state (the lab file's `baseline_state`), under the baseline's
+        own CI_ID and CI_UniqueID. Whether a real site reports a baseline's state under the
+        baseline's CI_UniqueID or its items' is UNCONFIRMED (docs/reference/
+        FLEET-COMPLIANCE.md); the client's check reads it as a parameter."""
+        items = {r["CI_ID"]: r for r in self.config_items}
+        by_host = {c["_host"].lower(): c for c in self.clients if not c["_extra"]}
+        out = []
+        for assignment in self.baseline_assignments:
+            collection = self.collections.get(assignment["TargetCollectionID"])
+            members = collection["members"] if collection else []
+            for ci_id in assignment["AssignedCIs"]:
+                item = items[ci_id]
+                for member in members:
+                    client = by_host.get(member.lower())
+                    if client is None or client["_baseline_state"] is None:
+                        continue
+                    out.append(
+                        {
+                            "CI_ID": ci_id,
+                            "CI_UniqueID": item["CI_UniqueID"],
+                            "CIVersion": item["CIVersion"],
+                            "ComplianceState": COMPLIANCE_STATE[client["_baseline_state"]],
+                            "LocalizedDisplayName": item["LocalizedDisplayName"],
+                            "ResourceID": client["ResourceId"],
+                        }
+                    )
+        return out
 
     # -- distribution point records --------------------------------------------------------
 

@@ -304,6 +304,25 @@ SURFACE: dict[str, ClassSurface] = {
             "ResourceID",
         ),
     ),
+    # docs/reference/FLEET-COMPLIANCE.md "Compliance states": the 2007 page's syntax [cc143662],
+    # CIVersion and the user members on 2012 R2 [hh949173].
+    "SMS_G_System_CI_ComplianceState": ClassSurface(
+        "FLEET-COMPLIANCE.md [cc143662; hh949173]",
+        (
+            "CI_ID",
+            "CI_UniqueID",
+            "ComplianceState",
+            "ComplianceStateName",
+            "DesiredState",
+            "IsApplicable",
+            "IsDetected",
+            "LastComplianceErrorID",
+            "LocalizedDisplayName",
+            "ResourceID",
+            "SDMPackageVersion",
+        ),
+        only_2012r2=("CIVersion", "MaxNoncomplianceCriticality", "UserID", "UserName"),
+    ),
     # 7.4: no SDK page; the names follow Win32_OperatingSystem (SMS 2.0 Administrator's Guide).
     "SMS_G_System_OPERATING_SYSTEM": ClassSurface(
         "SMS-PROVIDER.md 7.4 [practitioner; no SDK page]",

@@ -15,14 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cmrunbook_lab import logs
 from cmrunbook_lab.backend import LabBackend
 from cmrunbook_lab.clock import Schedule, SiteClock, dmtf
 from cmrunbook_lab.faults import FaultBook
 from cmrunbook_lab.hosts import File, SimHost
-from cmrunbook_lab.labfile import ClientSpec, HostSpec, LabFile, LogFileSpec, load_lab_file
+from cmrunbook_lab.labfile import (
+    BaselineState,
+    ClientGenerator,
+    ClientSpec,
+    HostSpec,
+    LabFile,
+    LogFileSpec,
+    load_lab_file,
+)
 from cmrunbook_lab.site import MULTICAST_ROLE, PXE_ROLE, PXE_SHARE, SiteRole, SiteState, nal_path
 
 MCS_KEY = r"HKLM:\SOFTWARE\Microsoft\SMS\MCS"
@@ -111,6 +119,10 @@ class Lab:
             )
             for code, s in spec.sites.items()
         }
+        for gen in spec.clients:
+            if gen.collection:
+                collection = self.sites[gen.site].collections[gen.collection.upper()]
+                collection["members"] = [*collection["members"], *_generated_names(gen)]
         for state in self.sites.values():
             for image in state.boot_images.values():
                 image["LastRefreshTime"] = dmtf(self.clock.wall(0) - timedelta(days=40))
@@ -264,7 +276,7 @@ class Lab:
             )
         site.clients.append(
             {
-                "ResourceId": 16777216 + 4 * len(site.clients) + 4,
+                "ResourceId": _resource_id(site),
                 "Name": host.name.upper(),
                 "NetbiosName": host.name.upper(),
                 "ClientVersion": c.client_version,
@@ -278,8 +290,27 @@ class Lab:
                 if c.inventoried and build
                 else None,
                 "_scan": dmtf(scanned) if c.inventoried else None,
+                "_baseline_state": c.baseline_state,
+                "_extra": False,
             }
         )
+        if c.second_record:
+            # The same name discovered again (a reinstalled or reimaged client): its own
+            # ResourceId and inventory, no hardware inventory or compliance state of its own.
+            site.clients.append(
+                {
+                    **site.clients[-1],
+                    "ResourceId": _resource_id(site),
+                    "Obsolete": 1 if c.second_record == "obsolete" else 0,
+                    "Active": 0 if c.second_record == "obsolete" else 1,
+                    "_files": [
+                        {**f, "FileVersion": _version_text(c.second_record_version)} for f in files
+                    ],
+                    "_os": None,
+                    "_baseline_state": None,
+                    "_extra": True,
+                }
+            )
 
     def _seed_log(self, host: SimHost, path: str, log: LogFileSpec) -> None:
         """A log the host already has, e.g. smsts.log of a task sequence that failed earlier."""
@@ -764,6 +795,11 @@ def _hours(n: float) -> timedelta:
     return timedelta(hours=n)
 
 
+def _resource_id(site: SiteState) -> int:
+    """The next client's SMS_R_System.ResourceId on the site."""
+    return 16777216 + 4 * len(site.clients) + 4
+
+
 def _version_text(version: str) -> str:
     """A FileVersion text as software inventory records it: 5.0.7958.1104 -> 5.00.7958.1104."""
     parts = version.split(".")
@@ -779,9 +815,13 @@ def _generated_clients(spec: LabFile) -> dict[str, HostSpec]:
         cycle: list[str | None] = [
             v for v, weight in gen.tscore_versions.items() for _ in range(weight)
         ] or [None]
-        width = max(3, len(str(gen.count)))
-        for i in range(1, gen.count + 1):
-            name = f"{gen.prefix}{i:0{width}d}"
+        states: list[BaselineState | None] = [
+            None if s == "none" else s
+            for s, weight in gen.baseline_states.items()
+            for _ in range(weight)
+        ] or [None]
+        for i, name in enumerate(_generated_names(gen), start=1):
+            second = _second_record(gen, i)
             out[name] = HostSpec(
                 site=gen.site,
                 roles=["client"],
@@ -793,6 +833,26 @@ def _generated_clients(spec: LabFile) -> dict[str, HostSpec]:
                     inventoried=not (
                         gen.not_inventoried_every and i % gen.not_inventoried_every == 0
                     ),
+                    second_record=second,
+                    second_record_version=gen.second_record_version
+                    if second == "current"
+                    else gen.obsolete_record_version,
+                    baseline_state=states[(i - 1) % len(states)],
                 ),
             )
     return out
+
+
+def _generated_names(gen: ClientGenerator) -> list[str]:
+    """The names of a generator's clients, in order: the prefix and a zero-padded number."""
+    width = max(3, len(str(gen.count)))
+    return [f"{gen.prefix}{i:0{width}d}" for i in range(1, gen.count + 1)]
+
+
+def _second_record(gen: ClientGenerator, i: int) -> Literal["current", "obsolete"] | None:
+    """Whether the i-th generated client has a second SMS_R_System record, and which."""
+    if gen.second_record_every and i % gen.second_record_every == 0:
+        return "current"
+    if gen.obsolete_record_every and i % gen.obsolete_record_every == 0:
+        return "obsolete"
+    return None

@@ -18,12 +18,15 @@ from helpers_lab import run, sim_lab
 from cmrunbook.load.inventory import Inventory
 from cmrunbook.load.project import Project
 from cmrunbook.plan.planner import Plan, Planner
+from cmrunbook.render.baseline import build
 from cmrunbook.render.fetch import fetch_script
 from cmrunbook.render.result import ScriptResult
 from cmrunbook.render.steps import render_probe, render_step
 from cmrunbook.run.sitebatch import SiteReadings, client_rows
+from cmrunbook_lab import wmi
 from cmrunbook_lab.clock import ManualClock
 from cmrunbook_lab.inventory_out import write_inventory
+from cmrunbook_lab.scripts import PSError
 from cmrunbook_lab.world import Lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -489,6 +492,121 @@ def test_client_hotfix_site_reading_wrong_class_or_block_size_fails(
     no_blocks = "$blockSize = 0"
     result, code = _site_reading(lab, inv, lambda s: s.replace("$blockSize = 1000", no_blocks))
     assert code == 1 and "BlockSize" in result["message"]
+
+
+def _site_clients(result: dict[str, Any]) -> dict[str, list[str | None]]:
+    return client_rows(ScriptResult(True, False, False, "", result["data"]))
+
+
+def test_the_generated_fleet_has_names_with_several_records(lab: Lab) -> None:
+    """The fleet holds what a real site has: names discovered twice (two current records of
+    different inventoried versions) and names with an obsolete record beside the current one."""
+    rows = lab.sites["P12"].wmi_instances("SMS_R_System", lab)
+    files = lab.sites["P12"].wmi_instances("SMS_G_System_SoftwareFile", lab)
+    version = {f["ResourceID"]: f["FileVersion"] for f in files}
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_name.setdefault(row["Name"], []).append(row)
+    twice = [n for n, rs in by_name.items() if [r["Obsolete"] for r in rs] == [0, 0]]
+    assert any(len({version.get(r["ResourceId"]) for r in by_name[n]}) == 2 for n in twice)
+    assert any([r["Obsolete"] for r in rs] == [0, 1] for rs in by_name.values())
+
+
+def test_a_name_with_two_current_records_is_judged_by_the_lower_as_its_own_query_does(
+    lab: Lab, inv: Inventory
+) -> None:
+    """XP-FLEET014 has two current records, the earlier with TSCore.dll 5.0.7958.1000, the
+    later with 5.0.7958.1104: which one is the real client cannot be told, so both the site
+    reading and the client's own query say non-compliant (the lowest version). XP-FLEET044 has
+    a current record (5.0.7958.1104) and an obsolete one (5.0.7958.1000): the obsolete one does
+    not count."""
+    result, code = _site_reading(lab, inv)
+    assert code == 0, result["message"]
+    clients = _site_clients(result)
+    for name, state, version in (
+        ("xp-fleet014", "non-compliant", "5.0.7958.1000"),
+        ("xp-fleet044", "compliant", "5.0.7958.1104"),
+    ):
+        one, _ = _client_inventory(lab, inv, name)
+        assert (one["data"]["compliance"], one["data"]["version"]) == (state, version), name
+        assert clients[name][:2] == [state, version], name
+
+
+def _publish(lab: Lab, code: str, collection: str) -> None:
+    """The check's baseline published and deployed to `collection`, as `invoke publish` sends it."""
+    rb = CATALOG.load("client-hotfix-check").runbook
+    params = {name: p.default for name, p in rb.parameters.items()}
+    site = lab.sites[code]
+    d = build(rb, site.version, params, CATALOG.renderer.templates_dirs, {})
+    script = CATALOG.renderer.script(
+        "publish/publish.ps1.j2",
+        {
+            "site": {"code": code},
+            "params": {
+                "collection_id": collection,
+                "ci_xml": d.ci_xml,
+                "baseline_xml": d.baseline_xml,
+                "baseline_unique_id": d.baseline_unique_id,
+                "assignment_name": "KB2910552 -> " + collection,
+                "desired_config_type": d.desired_config_type,
+            },
+        },
+        header=f"cmrunbook publish client-hotfix-check | {code} on {site.server}",
+    )
+    result, err, code_ = run(lab, site.server, script)
+    assert result is not None and code_ == 0, (result, err)
+
+
+def test_compliance_states_exist_for_a_deployed_baseline_only_with_the_documented_members(
+    lab: Lab,
+) -> None:
+    """SMS_G_System_CI_ComplianceState (cc143662, hh949173): no row before a baseline is
+    deployed; then rows for the part of the collection that reported, under the baseline's
+    CI_UniqueID; CIVersion is a member on 2012 R2 only."""
+    site = lab.sites["P12"]
+    assert wmi.query(lab, site, "SELECT * FROM SMS_G_System_CI_ComplianceState") == []
+    _publish(lab, "P12", "P1200030")
+    rows = wmi.query(lab, site, "SELECT * FROM SMS_G_System_CI_ComplianceState")
+    fleet = [c for c in site.clients if c["_host"].startswith("xp-fleet") and not c["_extra"]]
+    assert 0 < len(rows) < len(fleet) / 2
+    assert {r["ComplianceState"] for r in rows} == {1, 2, 4}
+    baseline = next(i for i in site.config_items if i["_kind"] == "Baseline")
+    assert {r["CI_UniqueID"] for r in rows} == {baseline["CI_UniqueID"]}
+    assert wmi.query(lab, site, "SELECT * FROM SMS_G_System_CI_ComplianceState WHERE CIVersion=1")
+    with pytest.raises(PSError, match="Invalid query"):
+        wmi.query(
+            lab, lab.sites["C07"], "SELECT * FROM SMS_G_System_CI_ComplianceState WHERE CIVersion=1"
+        )
+
+
+def test_a_baseline_state_decides_only_towards_non_compliant(lab: Lab, inv: Inventory) -> None:
+    """XP-FLEET008 reports non-compliant for the baseline with 5.0.7958.1104 inventoried:
+    non-compliant, by the state. XP-FLEET034 reports compliant with 5.0.7958.1000 inventoried:
+    non-compliant, by the inventory (a state never overrules it towards fine). XP-FLEET025
+    reports compliant and TSCore.dll is not inventoried: compliant, by the state. A client
+    with no state (XP-FLEET001) or an error (XP-FLEET009) is the inventory's."""
+    before = _site_clients(_site_reading(lab, inv)[0])
+    _publish(lab, "P12", "P1200030")
+    result, code = _site_reading(lab, inv)
+    assert code == 0, result["message"]
+    after = _site_clients(result)
+    by_state, by_inventory = "baseline compliance state", "software inventory"
+    assert after["xp-fleet008"][0::4] == ["non-compliant", by_state]
+    assert after["xp-fleet008"][1] == "5.0.7958.1104"
+    assert after["xp-fleet034"][0::4] == ["non-compliant", by_inventory]
+    assert after["xp-fleet034"][5] == "compliant"
+    assert after["xp-fleet025"][0::4] == ["compliant", by_state]
+    assert before["xp-fleet025"][0] == "unknown"
+    for name in ("xp-fleet001", "xp-fleet009"):
+        assert after[name][:5] == [*before[name][:4], by_inventory], name
+    # A wrong guess of the identity reads no state: every client is the inventory's again.
+    rb = Runbook(
+        lab, inv, "client-hotfix-check", "xp-wks001", "compliance_ci_unique_id=ScopeId_X/Y"
+    )
+    ps = next(s for s in rb.hp.all_steps() if s.step.id == "client.tscore-inventory")
+    result, _, _ = run(lab, ps.run_on, SiteReadings(CATALOG, rb.plan).script(rb.hp, ps))
+    assert result is not None
+    assert _site_clients(result) == before
 
 
 # -- site-hotfix-check ----------------------------------------------------------------------------

@@ -18,10 +18,45 @@ READING = ScriptResult(
         "site": "P12",
         "file": "TSCore.dll",
         "required": "5.0.7958.1104",
+        "baseline": "ScopeId_X/Baseline_y",
         "groups": [
-            ["compliant", "5.0.7958.1104", r"C:\WINDOWS\CCM\TSCore.dll", "5.00.7958.1000", "xp-a"],
-            ["non-compliant", "5.0.7958.1000", r"C:\WINDOWS\CCM\TSCore.dll", "5.0", "xp-b\nxp-d"],
-            ["unknown", "", "", "5.00.7958.1000", "xp-c"],
+            [
+                "compliant",
+                "5.0.7958.1104",
+                r"C:\WINDOWS\CCM\TSCore.dll",
+                "5.00.7958.1000",
+                "software inventory",
+                "",
+                "xp-a",
+            ],
+            [
+                "non-compliant",
+                "5.0.7958.1000",
+                r"C:\WINDOWS\CCM\TSCore.dll",
+                "5.0",
+                "software inventory",
+                "",
+                "xp-b\nxp-d",
+            ],
+            ["unknown", "", "", "5.00.7958.1000", "software inventory", "", "xp-c"],
+            [
+                "non-compliant",
+                "5.0.7958.1104",
+                r"C:\WINDOWS\CCM\TSCore.dll",
+                "5.00.7958.1000",
+                "baseline compliance state",
+                "non-compliant",
+                "xp-e",
+            ],
+            [
+                "compliant",
+                "",
+                "",
+                "5.00.7958.1000",
+                "baseline compliance state",
+                "compliant",
+                "xp-f",
+            ],
         ],
     },
 )
@@ -38,6 +73,24 @@ def test_each_state_maps_to_the_result_of_a_per_client_step() -> None:
     bad = verdict(READING, ROWS, "XP-B", "5.0.7958.1104")
     assert (bad.ok, bad.data["compliance"]) == (False, "non-compliant")
     assert "install the KB2910552 client update" in bad.message
+    assert bad.data["decided_by"] == "software inventory"
+    assert "decided by the software inventory" in bad.message
+
+
+def test_the_source_that_decided_is_said() -> None:
+    """A baseline's state that decided is named in the message and the data, with what the
+    inventory says beside it."""
+    state = verdict(READING, ROWS, "xp-e", "5.0.7958.1104")
+    assert (state.ok, state.data["compliance"]) == (False, "non-compliant")
+    assert state.data["decided_by"] == "baseline compliance state"
+    assert state.data["baseline_state"] == "non-compliant"
+    assert "non-compliant by the baseline compliance state reported for ScopeId_X/Baseline_y" in (
+        state.message
+    )
+    assert "inventoried TSCore.dll is 5.0.7958.1104" in state.message
+    fine = verdict(READING, ROWS, "xp-f", "5.0.7958.1104")
+    assert (fine.ok, fine.data["compliance"]) == (True, "compliant")
+    assert "TSCore.dll is not in the inventory" in fine.message
 
 
 def test_no_data_is_unknown_never_fine() -> None:
@@ -53,10 +106,17 @@ def test_no_data_is_unknown_never_fine() -> None:
 
 
 def test_every_name_of_a_group_has_its_row() -> None:
-    assert (
-        ROWS["xp-b"] == ROWS["xp-d"] == ["non-compliant", "5.0.7958.1000", ROWS["xp-b"][2], "5.0"]
-    )
-    assert ROWS["xp-c"] == ["unknown", None, None, "5.00.7958.1000"]
+    inventory = "software inventory"
+    assert ROWS["xp-b"] == ROWS["xp-d"]
+    assert ROWS["xp-b"] == [
+        "non-compliant",
+        "5.0.7958.1000",
+        ROWS["xp-b"][2],
+        "5.0",
+        inventory,
+        None,
+    ]
+    assert ROWS["xp-c"] == ["unknown", None, None, "5.00.7958.1000", inventory, None]
 
 
 def test_netbios_name_of_an_inventory_name() -> None:

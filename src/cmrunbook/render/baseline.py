@@ -133,6 +133,25 @@ class Definition:
     unconfirmed: tuple[Unconfirmed, ...]
 
 
+def baseline_unique_id(runbook: Runbook, params: Mapping[str, Any]) -> str | None:
+    """The CI_UniqueID (without a version, 3.1) of the baseline `build` makes for the runbook's
+    check with these parameter values and the default scope: a site check reads its compliance
+    states by it. None for a runbook that declares no publish: block."""
+    if runbook.publish is None:
+        return None
+    scope = next(f for f in FACTS if f.name == "authoring_scope").values[PUBLISH_VERSIONS[-1]]
+    return f"{scope}/{_logical('Baseline', *_check_key(runbook, params))}"
+
+
+def _check_key(runbook: Runbook, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a published check's identities are derived from: the runbook, the file, the rule's
+    operator and operand."""
+    spec = runbook.publish
+    assert spec is not None
+    operand = _text(params[spec.rule.parameter])
+    return (runbook.id, spec.file, spec.rule.operator, operand)
+
+
 def _logical(kind: str, *parts: str) -> str:
     """A LogicalName (3.1): the kind, then a name-based UUID of what it identifies."""
     return f"{kind}_{uuid.uuid5(_IDENTITY, '/'.join(parts))}"
@@ -183,7 +202,7 @@ def build(
             f"{spec.rule.parameter}={operand!r}: the rule compares file versions; expected "
             "dotted numbers such as 5.0.7958.1104"
         )
-    key = (runbook.id, spec.file, spec.rule.operator, operand)
+    key = _check_key(runbook, params)
     ci = {"logical_name": _logical("OperatingSystem", *key), "version": 1}
     baseline = {"logical_name": _logical("Baseline", *key), "version": 1}
     parts = [

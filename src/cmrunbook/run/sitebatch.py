@@ -10,12 +10,13 @@ itself, so the journal, tally and reports are those of a per-client run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Runbook, is_read_only_check
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
+from cmrunbook.render.baseline import baseline_unique_id
 from cmrunbook.render.result import ScriptResult
 from cmrunbook.render.steps import script_header, step_context
 
@@ -24,6 +25,8 @@ from cmrunbook.render.steps import script_header, step_context
 VIA_CHOICES = ("auto", "direct", "site")
 
 SITE_TEMPLATE = "site_template"
+#: The runbook parameter naming the CI_UniqueID of the compliance states a site reading reads.
+COMPLIANCE_ID_PARAM = "compliance_ci_unique_id"
 
 
 def reads_from_site(rb: Runbook, via: str) -> bool:
@@ -69,26 +72,40 @@ def netbios(name: str) -> str:
     return parts[0]
 
 
+def compliance_identity(rb: Runbook, params: Mapping[str, Any]) -> str:
+    """The CI_UniqueID whose compliance states a site reading reads: the runbook's
+    `compliance_ci_unique_id` when set, else that of the baseline `invoke publish` makes for the
+    check (which of the baseline's identities the state rows carry is UNCONFIRMED); '' when the
+    runbook publishes nothing (no state is read)."""
+    return str(params.get(COMPLIANCE_ID_PARAM) or "") or baseline_unique_id(rb, params) or ""
+
+
 def client_rows(site: ScriptResult) -> dict[str, list[str | None]]:
-    """Each client's [state, version, path, client version] from the site script's groups
-    ([state, version, path, client version, names one a line]); an empty text is None. A
+    """Each client's [state, version, path, client version, decided by, baseline state] from
+    the site script's groups (the same, then the names one a line); an empty text is None. A
     malformed group is left out, so its clients are unknown."""
     data = site.data if isinstance(site.data, dict) else {}
     rows: dict[str, list[str | None]] = {}
     for group in data.get("groups") or []:
-        if not isinstance(group, list) or len(group) != 5:
+        if not isinstance(group, list) or len(group) != 7:
             continue
-        row: list[str | None] = [str(v) if v else None for v in group[:4]]
-        for name in str(group[4] or "").split("\n"):
+        row: list[str | None] = [str(v) if v else None for v in group[:6]]
+        for name in str(group[6] or "").split("\n"):
             if name:
                 rows[name.lower()] = row
     return rows
 
 
+#: Who decided a client's verdict, as the site script says it.
+BY_BASELINE = "baseline compliance state"
+BY_INVENTORY = "software inventory"
+
+
 def verdict(
     site: ScriptResult, rows: dict[str, list[str | None]], client: str, required: str
 ) -> ScriptResult:
-    """One client's result from its site's reading, worded as the per-client step words it."""
+    """One client's result from its site's reading, worded as the per-client step words it,
+    and saying which source decided: the baseline's compliance state or the inventory."""
     data = site.data if isinstance(site.data, dict) else {}
     file_name = str(data.get("file") or "the file")
     code = str(data.get("site") or "")
@@ -101,6 +118,9 @@ def verdict(
         "file": file_name,
         "required": required,
         "source": "site inventory (one reading of the site)",
+        "decided_by": None,
+        "baseline": data.get("baseline") or None,
+        "baseline_state": None,
         "path": None,
         "version": None,
         "client_version": None,
@@ -111,21 +131,37 @@ def verdict(
             "discovered there, or has another name."
         )
         return ScriptResult(True, False, False, message, out)
-    state, version, path, client_version = row
-    out.update(compliance=state, version=version, path=path, client_version=client_version)
+    state, version, path, client_version, decided_by, baseline_state = row
+    out.update(
+        compliance=state,
+        version=version,
+        path=path,
+        client_version=client_version,
+        decided_by=decided_by,
+        baseline_state=baseline_state,
+    )
     about = f" (client version {client_version})"
-    if state == "compliant":
+    inventory = f"inventoried {file_name} is {version} ({path})" if version else ""
+    if decided_by == BY_BASELINE and state in ("compliant", "non-compliant"):
+        seen = f"; {inventory}" if inventory else f"; {file_name} is not in the inventory"
         message = (
-            f"{name}: inventoried {file_name} is {version} ({path}), at least {required}: the "
-            f"KB2910552 client update is installed{about}."
+            f"{name}: {state} by the baseline compliance state reported for "
+            f"{out['baseline']}{seen}{about}."
+        )
+        if state == "non-compliant":
+            message += " Install the KB2910552 client update on this client."
+    elif state == "compliant":
+        message = (
+            f"{name}: {inventory}, at least {required}: the KB2910552 client update is "
+            f"installed{about}; decided by the software inventory."
         )
     elif state == "non-compliant":
         message = (
-            f"{name}: inventoried {file_name} is {version} ({path}), older than {required}: "
-            f"install the KB2910552 client update on this client{about}."
+            f"{name}: {inventory}, older than {required}: install the KB2910552 client update "
+            f"on this client{about}; decided by the software inventory."
         )
     else:
-        out["compliance"] = "unknown"
+        state = out["compliance"] = "unknown"
         message = (
             f"{name}: {file_name} is not in the site's software inventory, or has no "
             f"readable file version{about}; the client version alone cannot prove the "
@@ -150,7 +186,9 @@ class SiteReadings:
             self._plan, ps.key, ps.citation, f"clients of site {hp.target.site_code}", ps.run_on
         )
         template = str(ps.step.vars[SITE_TEMPLATE])
-        return self._catalog.renderer.script(template, step_context(self._plan, hp, ps), header)
+        context = step_context(self._plan, hp, ps)
+        context["baseline_unique_id"] = compliance_identity(self._plan.runbook, hp.params)
+        return self._catalog.renderer.script(template, context, header)
 
     def reading(
         self, hp: HostPlan, ps: PlannedStep, run: Callable[[str], ScriptResult]

@@ -312,38 +312,31 @@ def _block_queries(s: Script) -> list[str]:
     lambda s: s.has(
         "function Get-CmrbWmiBlocks",
         "$searcher.Options.BlockSize = $blockSize",
-        "foreach ($key in $systems.Keys)",
-        # The lines that decide, as client_tscore_site decides below.
-        r"$chosen = @($found | Where-Object { $_.folder -match '\\CCM\\?$' })",
-        "if ($null -eq $lowest -or $entry.version -lt $lowest.version)",
-        "elseif (Test-CmrbVersionAtLeast -Version $lowest.version -Required $required) {"
-        " $row = @('compliant'",
-        "$groupKey = [string]::Join([char]10, $row)",
-        "$CmrbResult.data.groups += ,($group.row + @([string]::Join([char]10, "
-        "$group.names.ToArray())))",
-        "if (-not $systems.ContainsKey($key) -or $system.Obsolete -ne 1)",
+        "foreach ($key in $records.Keys)",
     ),
 )
 def client_tscore_site(ctx: Context) -> None:
-    """Every client of the site in one command: SMS_R_System and the inventoried file, read in
-    blocks (the block size must be a positive number, as EnumerationOptions.BlockSize)."""
+    """Every client of the site in one command: SMS_R_System, the inventoried file and the
+    baseline's compliance states, read in blocks (the block size must be a positive number, as
+    EnumerationOptions.BlockSize). A name's records and its verdict are decided as the script's
+    deciding lines say (checked first), then computed here."""
     s = ctx.script
     pf.require(s, pf.VERSION_LIB, "ConvertTo-CmrbVersion", "Test-CmrbVersionAtLeast")
+    _needs(s, *_SITE_DECIDING_LINES)
     site = provider_site(ctx)
     file_name = str(s.input("fileName"))
     required = pf.version_tuple(str(s.input("requiredText"))) or (0,)
+    baseline_id = str(s.input("baselineUniqueId") or "")
     block = s.input("blockSize")
     if not isinstance(block, int) or block < 1:
         raise PSError('Exception setting "BlockSize": the value must be greater than zero.')
     queries = _block_queries(s)
-    if len(queries) != 2:
-        raise Unrecognized("expected two Get-CmrbWmiBlocks queries")
-    env = {"$fileName": file_name}
-    systems: dict[str, dict[str, Any]] = {}
+    if len(queries) != 3:
+        raise Unrecognized("expected three Get-CmrbWmiBlocks queries")
+    env = {"$fileName": file_name, "$baselineUniqueId": baseline_id}
+    records: dict[str, list[dict[str, Any]]] = {}
     for system in wmi.query(ctx.lab, site, wmi.concat(queries[0], env)):
-        key = str(system.get("Name") or "").lower()
-        if key not in systems or system.get("Obsolete") != 1:
-            systems[key] = system
+        records.setdefault(str(system.get("Name") or "").lower(), []).append(system)
     files: dict[int, list[dict[str, Any]]] = {}
     for f in wmi.query(ctx.lab, site, wmi.concat(queries[1], env)):
         parsed = pf.version_tuple(str(f.get("FileVersion") or ""))
@@ -354,24 +347,83 @@ def client_tscore_site(ctx: Context) -> None:
                 "version": pf.vstr(parsed) if parsed else None,
             }
         )
-    groups: dict[tuple[str, str, str, str], list[str]] = {}
-    for key, system in systems.items():
-        lowest = _deciding_copy(files.get(int(system.get("ResourceId") or 0), []))
-        client_version = str(system.get("ClientVersion") or "")
+    states: dict[int, str] = {}
+    if baseline_id:
+        for reported in wmi.query(ctx.lab, site, wmi.concat(queries[2], env)):
+            rid = int(reported.get("ResourceID") or 0)
+            value = int(reported.get("ComplianceState") or 0)
+            if value == 2:
+                states[rid] = "non-compliant"
+            elif value == 1 and rid not in states:
+                states[rid] = "compliant"
+            elif value != 1 and states.get(rid) != "non-compliant":
+                states[rid] = "other"
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key, systems in records.items():
+        systems = [x for x in systems if x.get("Obsolete") != 1] or systems
+        ids = [int(x.get("ResourceId") or 0) for x in systems]
+        lowest = _deciding_copy([e for i in ids for e in files.get(i, [])])
+        client_version = next(
+            (str(x["ClientVersion"]) for x in systems if x.get("ClientVersion")), ""
+        )
         if lowest is None:
-            row = ("unknown", "", "", client_version)
+            row = ["unknown", "", ""]
         else:
             state = "compliant" if pf.at_least(lowest["version"], required) else "non-compliant"
-            row = (state, lowest["version"], lowest["path"], client_version)
-        groups.setdefault(row, []).append(key)
+            row = [state, lowest["version"], lowest["path"]]
+        baseline = _baseline_state([states.get(i, "") for i in ids])
+        decided_by = "software inventory"
+        if baseline == "non-compliant" or (baseline == "compliant" and row[0] != "non-compliant"):
+            row[0], decided_by = baseline, "baseline compliance state"
+        groups.setdefault((*row, client_version, decided_by, baseline), []).append(key)
     ctx.result.data = {
         "site": site.code,
         "file": file_name,
         "required": pf.vstr(required),
         "source": "site inventory",
+        "baseline": baseline_id,
         "groups": [[*row, "\n".join(names)] for row, names in groups.items()],
     }
-    ctx.result.message = f"site {site.code}: {len(systems)} clients read from the SMS Provider"
+    ctx.result.message = f"site {site.code}: {len(records)} clients read from the SMS Provider"
+
+
+#: The lines of client_tscore_site.ps1.j2 that decide, as `client_tscore_site` decides: a
+#: name's current records over its obsolete ones, the lowest readable copy in the client folder
+#: (else anywhere) over all of them, and the baseline's state overruling only towards
+#: non-compliant (a compliant state counts where the inventory does not say non-compliant).
+_SITE_DECIDING_LINES = (
+    "[void]$records[$key].Add(@{ id = [string][uint32]$system.ResourceId; "
+    "Obsolete = $system.Obsolete;",
+    "$systems = @($records[$key]) $current = @($systems | Where-Object { $_.Obsolete -ne 1 }) "
+    "if ($current.Count -gt 0) { $systems = $current }",
+    "foreach ($system in $systems) { if ($files.ContainsKey($system.id)) { $found += "
+    "@($files[$system.id] | Where-Object { $null -ne $_.version }) }",
+    "$baselineStates += [string]$states[$system.id]",
+    r"$chosen = @($found | Where-Object { $_.folder -match '\\CCM\\?$' })",
+    "if ($null -eq $lowest -or $entry.version -lt $lowest.version)",
+    "elseif (Test-CmrbVersionAtLeast -Version $lowest.version -Required $required) {"
+    " $row = @('compliant'",
+    "if ($value -eq 2) { $states[$id] = 'non-compliant' } elseif ($value -eq 1 -and -not "
+    "$states.ContainsKey($id)) { $states[$id] = 'compliant' } elseif ($value -ne 1 -and "
+    "$states[$id] -ne 'non-compliant') { $states[$id] = 'other' }",
+    "if ($baselineStates -contains 'non-compliant') { $baseline = 'non-compliant' } elseif "
+    "(@($baselineStates | Where-Object { $_ -ne 'compliant' }).Count -eq 0) { $baseline = "
+    "'compliant' }",
+    "if ($baseline -eq 'non-compliant' -or ($baseline -eq 'compliant' -and $row[0] -ne "
+    "'non-compliant')) { $row[0] = $baseline $decidedBy = 'baseline compliance state' }",
+    "$row += @($clientVersion, $decidedBy, $baseline)",
+    "$groupKey = [string]::Join([char]10, $row)",
+    "$CmrbResult.data.groups += ,($group.row + @([string]::Join([char]10, "
+    "$group.names.ToArray())))",
+)
+
+
+def _baseline_state(states: list[str]) -> str:
+    """A name's baseline state over its records: non-compliant if any is, compliant only if
+    every one is, else '' (no verdict: the inventory decides)."""
+    if "non-compliant" in states:
+        return "non-compliant"
+    return "compliant" if all(s == "compliant" for s in states) else ""
 
 
 # -- site-hotfix-check ----------------------------------------------------------------------------
@@ -465,8 +517,9 @@ def _nt4_add(
 
 
 def _needs(s: Script, *snippets: str) -> None:
+    """The script must hold these lines (whitespace aside), or it is not what the lab simulates."""
     if not s.has(*snippets):
-        raise Unrecognized("the NT 4.0 query is not the one the lab simulates")
+        raise Unrecognized("the script's deciding lines are not the ones the lab simulates")
 
 
 @OPERATIONS.add(
