@@ -34,24 +34,44 @@ def _fleet_lab(tmp: Path, count: int) -> Path:
     return custom_lab_file(tmp, change, name=f"fleet-{count}.yaml")
 
 
-def _expected(lab: Lab, name: str, *, from_site: bool) -> str:
-    """The report status the lab's model gives a client: its file's version over WinRM, its
-    inventoried version from the site; no inventoried version is unknown, never ok."""
+def _expected(lab: Lab, name: str, *, from_site: bool, published: bool = False) -> str:
+    """The report status the lab's model gives a client: its file's version over WinRM; from
+    the site, the lowest inventoried version over its current records, overruled by the
+    baseline's compliance state (once published) only towards non-compliant, or where the
+    inventory cannot tell. No inventoried version and no state is unknown, never ok."""
     host = lab.world.host(name)
     spec = host.spec.client
     assert spec is not None
-    if from_site:
-        version = (spec.inventoried_version or spec.tscore_version) if spec.inventoried else None
-    else:
-        version = spec.tscore_version
-    if version is None:
+    if not from_site:
+        return _by_version([spec.tscore_version] if spec.tscore_version else [])
+    versions = []
+    if spec.inventoried:
+        versions.append(spec.inventoried_version or spec.tscore_version)
+        if spec.second_record == "current":
+            versions.append(spec.second_record_version)
+    inventory = _by_version([v for v in versions if v])
+    # A name's second current record reports no state: a non-compliant state of the first
+    # still decides, a compliant one does not (every current record must report compliant).
+    state = spec.baseline_state if published else None
+    if state == "non-compliant":
+        return "non-compliant"
+    if state == "compliant" and spec.second_record != "current" and inventory != "non-compliant":
+        return "ok"
+    return inventory
+
+
+def _by_version(versions: list[str]) -> str:
+    if not versions:
         return "unknown"
-    return "ok" if tuple(int(x) for x in version.split(".")) >= HOTFIX else "non-compliant"
+    lowest = min(tuple(int(x) for x in v.split(".")) for v in versions)
+    return "ok" if lowest >= HOTFIX else "non-compliant"
 
 
-def _check(lab: Lab, via: str) -> tuple[Any, dict[str, Any], Path]:
+def _check(lab: Lab, via: str | None) -> tuple[Any, dict[str, Any], Path]:
+    """One check of the fleet; `via` None leaves --via to its default."""
     lab.running.server.stats.reset()
-    res = lab.cli("check", "client-hotfix", "--non-interactive", "--via", via, "--forks", "20")
+    chosen = ("--via", via) if via else ()
+    res = lab.cli("check", "client-hotfix", "--non-interactive", *chosen, "--forks", "20")
     run = max(lab.run_dirs(), key=lambda p: p.stat().st_mtime_ns)
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     return res, report, run
@@ -149,3 +169,64 @@ def test_an_unknown_via_is_refused_before_anything_runs(lab: Lab) -> None:
     assert res.returncode == 2, res.stdout + res.stderr
     assert "--via sites: expected one of auto, direct, site" in res.stderr
     assert lab.run_dirs() == []
+
+
+def test_auto_is_the_default(make_lab: Callable[..., Lab], tmp_path: Path) -> None:
+    """Without --via, clients with WinRM are checked on themselves and the others from one
+    reading of their site, in one report."""
+    lab = make_lab(_fleet_lab(tmp_path, 60))
+    res, report, run = _check(lab, None)
+    assert res.returncode == 1, res.stdout + res.stderr
+    statuses = _fleet_statuses(report)
+    assert len(statuses) == 60
+    winrm = {n for n in statuses if lab.world.host(n).has_winrm}
+    assert 0 < len(winrm) < 60
+    expected = {n: _expected(lab, n, from_site=n not in winrm) for n in statuses}
+    assert statuses == expected
+    stats = lab.running.server.stats.snapshot()
+    contacted = {h for h, s in stats.items() if h.startswith("xp-fleet") and s.total_requests}
+    assert contacted == winrm
+    site_scripts = [p.name for p in (run / "scripts").rglob("*") if "inventory_site-" in p.name]
+    assert len(site_scripts) == 1, site_scripts
+
+
+def _publish(lab: Lab) -> None:
+    """The check's baseline, published and deployed to the fleet's collection (P1200030)."""
+    res = lab.cli(
+        "publish",
+        "client-hotfix-check",
+        "--site",
+        "P12",
+        "--collection",
+        "P1200030",
+        "--inventory",
+        lab.inventory,
+        "--yes",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_via_site_reads_the_baselines_compliance_states(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """Once the baseline is published, a client's reported state decides only towards
+    non-compliant: XP-FLEET008 (state non-compliant, inventory 5.0.7958.1104) is non-compliant;
+    XP-FLEET034 (state compliant, inventory 5.0.7958.1000) is non-compliant; XP-FLEET003 (no
+    state) is the inventory's. The message says which source decided."""
+    lab = make_lab(_fleet_lab(tmp_path, 120))
+    _, before, _ = _check(lab, "site")
+    _publish(lab)
+    res, report, _ = _check(lab, "site")
+    assert res.returncode == 1, res.stdout + res.stderr
+    statuses = _fleet_statuses(report)
+    expected = {n: _expected(lab, n, from_site=True, published=True) for n in statuses}
+    assert statuses == expected
+    assert statuses != _fleet_statuses(before)
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert _fleet_statuses(before)["xp-fleet008"] == "ok"
+    assert statuses["xp-fleet008"] == "non-compliant"
+    assert "by the baseline compliance state" in hosts["xp-fleet008"]["message"]
+    assert statuses["xp-fleet034"] == "non-compliant"
+    assert "decided by the software inventory" in hosts["xp-fleet034"]["message"]
+    assert statuses["xp-fleet003"] == _fleet_statuses(before)["xp-fleet003"] == "non-compliant"
+    assert "decided by the software inventory" in hosts["xp-fleet003"]["message"]

@@ -18,6 +18,7 @@ from cmrunbook.errors import UsageError
 from cmrunbook.load.project import Project
 from cmrunbook.load.runbook import Runbook
 from cmrunbook.render.baseline import Definition, build
+from cmrunbook.run.sitebatch import compliance_identity
 
 NS_2007 = (
     "http://schemas.microsoft.com/SystemsCenterConfigurationManager/2006/03/24/DesiredConfiguration"
@@ -123,6 +124,20 @@ def test_identity_is_stable_and_follows_the_operand(project: Project) -> None:
     params["tscore_version"] = "5.0.7958.1200"
     other = build(rb, "2007", params, project.renderer.templates_dirs, {})
     assert other.baseline_unique_id != first.baseline_unique_id
+
+
+def test_a_site_check_reads_the_states_of_the_baseline_publish_makes(project: Project) -> None:
+    """The CI_UniqueID a site reading reads compliance states by is the published baseline's,
+    on either version, and follows the operand; `compliance_ci_unique_id` replaces it."""
+    rb = runbook(project)
+    params = {name: p.default for name, p in rb.parameters.items()}
+    ids = {definition(project, rb, v).baseline_unique_id for v in ("2007", "2012r2")}
+    assert ids == {compliance_identity(rb, params)}
+    other = compliance_identity(rb, {**params, "tscore_version": "5.0.7958.1200"})
+    assert other not in ids and other.startswith("ScopeId_")
+    given = {**params, "compliance_ci_unique_id": "ScopeId_A/OperatingSystem_b"}
+    assert compliance_identity(rb, given) == "ScopeId_A/OperatingSystem_b"
+    assert compliance_identity(project.load("multicast").runbook, {}) == ""
 
 
 def test_refused_without_a_publish_block_or_on_another_version(project: Project) -> None:

@@ -76,15 +76,14 @@ class RunRequest:
     time_scale: float = _option(
         1.0, "Multiply log-wait timeouts, polls and reboot waits (e.g. 0.01 in the lab)."
     )
-    # `direct` stays the default until a site reading takes, as each client's own query does,
-    # the lowest version over every current SMS_R_System record of a name (a reimaged client
-    # has two): the site reading keeps one record per name, so a stale compliant record could
-    # hide the real one.
+    # `auto` is the default: a client with WinRM is checked on itself, the others from one
+    # reading of their site, which decides each name over all its current SMS_R_System records
+    # as a client's own query does (docs/reference/FLEET-COMPLIANCE.md, "Modes").
     via: str = _option(
-        "direct",
-        "Client checks: direct (each client over WinRM, or its own query on the site), site "
-        "(every client from its site's inventory, one command per site), auto (WinRM clients "
-        "directly, the rest from their site). Only read-only checks read from the site. "
+        "auto",
+        "Client checks: auto (WinRM clients directly, the rest from one reading of their site), "
+        "direct (each client over WinRM, or its own query on the site), site (every client "
+        "from its site, one command per site). Only read-only checks read from the site. "
         "Default {default}.",
     )
 
