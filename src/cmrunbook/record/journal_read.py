@@ -232,7 +232,8 @@ class Journal:
     def targets(self) -> list[str]:
         """Hosts in the order the run named them, then any others the journal mentions."""
         named = [str(t) for t in self.run.get("targets") or []]
-        return named + [h for h in self.hosts if h not in named]
+        known = set(named)  # a set: a run over 50,000 clients must not compare names pairwise
+        return named + [h for h in self.hosts if h not in known]
 
     def host(self, name: str) -> HostRecord:
         return self.hosts.get(name) or HostRecord(name)
