@@ -3,7 +3,8 @@
 Each size starts the lab (one 2012 R2 site whose generated Windows XP clients have no WinRM;
 every 7th is missing from the software inventory) and runs the real CLI against it, on
 127.0.0.1 only. Printed per size: wall time of the check (the lab's start is not counted),
-the WS-Man requests the lab served (all hosts), requests per client, and wall time per client.
+the WS-Man requests the lab served (all hosts), requests per client, wall time per client, and
+where the wall went by the journal's times: start (loading, planning), run, reports.
 
 Targets (#14): 50,000 clients <= 60 s wall; requests independent of the number of clients;
 cost per client flat or falling as the fleet grows.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from cmrunbook.record.journal_read import parse_time, read_events
 from cmrunbook.run.locks import LOCK_DIR_ENV
 from cmrunbook_lab.labfile import default_lab_path
 from cmrunbook_lab.serve import start_lab
@@ -42,8 +44,18 @@ def lab_file(folder: Path, count: int) -> Path:
     return path
 
 
-def measure(folder: Path, count: int) -> tuple[float, dict[str, int], int]:
-    """(wall seconds, WS-Man requests by action, exit code) of one check over `count`
+def phases(runs: Path, started: float, ended: float) -> tuple[float, float, float]:
+    """Where the wall time went, from the journal's own times: start (loading and planning,
+    until the run event), run (until run-end), reports and summary (after it)."""
+    (journal,) = runs.glob("*/journal.jsonl")
+    events = read_events(journal)[0]
+    first, last = (parse_time(events[i]["time"]) for i in (0, -1))
+    assert first is not None and last is not None
+    return first.timestamp() - started, (last - first).total_seconds(), ended - last.timestamp()
+
+
+def measure(folder: Path, count: int) -> tuple[float, dict[str, int], int, tuple[float, ...]]:
+    """(wall seconds, WS-Man requests by action, exit code, phases) of one check over `count`
     clients."""
     running = start_lab(folder / f"lab{count}" / "inventory.yaml", lab_file=lab_file(folder, count))
     try:
@@ -53,16 +65,19 @@ def measure(folder: Path, count: int) -> tuple[float, dict[str, int], int]:
         cmd = [INVOKE, "check", "client-hotfix", "--via", "site", "--non-interactive"]
         cmd += ["--inventory", str(running.inventory_path), "--runs", str(folder / "runs")]
         running.server.stats.reset()
-        started = time.perf_counter()
+        runs = folder / f"runs-{count}"
+        cmd[-1] = str(runs)
+        started, since = time.perf_counter(), time.time()
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        split = phases(runs, since, time.time())
         requests: dict[str, int] = {}
         for stats in running.server.stats.snapshot().values():
             for action, n in stats.requests.items():
                 requests[action] = requests.get(action, 0) + n
         if res.returncode not in (0, 1):
             print(res.stdout[-2000:], res.stderr[-2000:], file=sys.stderr)
-        return wall, requests, res.returncode
+        return wall, requests, res.returncode, split
     finally:
         running.stop()
 
@@ -71,14 +86,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000,50000")
     sizes = [int(x) for x in parser.parse_args().sizes.split(",")]
-    print(f"{'clients':>8} {'wall s':>8} {'requests':>9} {'req/client':>11} {'ms/client':>10} exit")
+    print(
+        f"{'clients':>8} {'wall s':>8} {'requests':>9} {'req/client':>11} {'ms/client':>10} exit"
+        "   start s   run s  reports s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for count in sizes:
-            wall, by_action, code = measure(Path(tmp), count)
+            wall, by_action, code, (start, run, reports) = measure(Path(tmp), count)
             requests = sum(by_action.values())
             print(
                 f"{count:>8} {wall:>8.1f} {requests:>9} {requests / count:>11.4f} "
-                f"{1000 * wall / count:>10.2f} {code}",
+                f"{1000 * wall / count:>10.2f} {code:>4} {start:>9.1f} {run:>7.1f} "
+                f"{reports:>10.1f}",
                 flush=True,
             )
             print("         by action: " + ", ".join(f"{a} {n}" for a, n in by_action.items() if n))

@@ -40,3 +40,27 @@ def test_on_a_terminal_the_site_wide_lines_follow_the_table_even_without_hosts()
     )
     shown = out.getvalue()
     assert "C0700010 set back" in shown and "dp" in shown
+
+
+def test_beyond_its_host_lines_a_run_prints_a_tally_not_every_host() -> None:
+    """A fleet's lines stop after `host_lines` hosts, said once; the tally still counts every
+    host and the summary keeps its first rows, a count of the rest, and the notes."""
+    out = io.StringIO()
+    console = TextConsole(out, interactive=False, host_lines=2)
+    for host in ("xp-1", "xp-2", "xp-3", "xp-4"):
+        console.step(host, "[KB2910552] TSCore.dll")
+        console.step(host, "OK: fine")
+    console.progress("xp-3", "waiting")
+    shown = out.getvalue()
+    assert shown.count("xp-1 ") == 2 and shown.count("xp-2 ") == 2
+    assert "xp-3" not in shown and "xp-4" not in shown
+    assert shown.count("More than 2 hosts") == 1
+    outcomes = [(f"xp-{n}", "ok" if n != 4 else "unknown", "fine") for n in (1, 2, 3, 4)]
+    rows = [f"xp-{n}  ok  fine" for n in (1, 2, 3, 4)]
+    text = "\n".join(["host  result  message", *rows, "site note"])
+    console.summary(text, outcomes, ["site note"], check=True)
+    end = out.getvalue()[len(shown) :]
+    assert "4 hosts: 3 ok, 0 non-compliant, 1 unknown, 0 unreachable" in end
+    assert "xp-1  ok" in end and "xp-2  ok" in end and "xp-3  ok" not in end
+    assert "... 2 more hosts: summary.txt and the reports list every host" in end
+    assert end.rstrip().endswith("site note")

@@ -16,6 +16,7 @@ from invoke.context import Context
 
 from cmrunbook.cli.documents import report as report_task
 from cmrunbook.load.project import Project
+from cmrunbook.record import reports
 from cmrunbook.record.journal_read import JournalError, load_journal
 from cmrunbook.record.reports import REPORT_FILES, copy_reports, prune_reports, write_reports
 from cmrunbook.record.vocabulary import Status
@@ -358,3 +359,35 @@ def test_report_html_page_1_holds_the_first_host_timeline(tmp_path: Path) -> Non
     text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True)
     page_1 = " ".join(text.stdout.split("\f")[0].split())
     assert "Summary" in page_1 and "Confirm the site reset after KB971413" in page_1
+
+
+def test_report_html_of_a_fleet_lists_the_hosts_to_act_on_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond HTML_HOSTS hosts the page lists the worst first and counts the rest by result;
+    report.json, junit.xml and the CMTrace log still hold every host."""
+    monkeypatch.setattr(reports, "HTML_HOSTS", 1)
+    run = _run(tmp_path, COMPLETE)
+    write_reports(run, Project(ROOT))
+    page = (run / "report.html").read_text("utf-8")
+    assert 'id="host-cm07-dp02"' in page and 'id="host-cm07-dp01"' not in page
+    assert "1 more hosts are not listed here (1 ok)" in page
+    assert "lists the 1 to act on first of 2" in page
+    report = json.loads((run / "report.json").read_text("utf-8"))
+    assert [h["name"] for h in report["hosts"]] == ["cm07-dp01", "cm07-dp02"]
+    assert len(ET.parse(run / "junit.xml").getroot().findall("testsuite")) == 2
+    log = (run / "cmrunbook.log").read_text("utf-8-sig")
+    assert 'file="cm07-dp01"' in log and 'file="cm07-dp02"' in log
+
+
+def test_report_json_has_a_line_per_host_and_reads_back_as_built(tmp_path: Path) -> None:
+    run = _run(tmp_path, COMPLETE)
+    write_reports(run, Project(ROOT))
+    text = (run / "report.json").read_text("utf-8")
+    report = reports.build_report(load_journal(run), None)
+    assert json.loads("".join(reports.report_json_text(report))) == report
+    host_lines = [line for line in text.splitlines() if line.startswith('    {"name": ')]
+    assert [json.loads(line.rstrip(","))["name"] for line in host_lines] == [
+        "cm07-dp01",
+        "cm07-dp02",
+    ]

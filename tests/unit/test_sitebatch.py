@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from cmrunbook.load.project import Project
 from cmrunbook.render.result import ScriptResult
+from cmrunbook.run import sitebatch
 from cmrunbook.run.sitebatch import SiteReadings, client_rows, netbios, reads_from_site, verdict
 
 READING = ScriptResult(
@@ -175,3 +180,38 @@ def test_only_a_read_only_check_reads_clients_from_their_site() -> None:
     assert reads_from_site(check, "auto") and reads_from_site(check, "site")
     assert not reads_from_site(check, "direct")
     assert not reads_from_site(multicast, "auto") and not reads_from_site(multicast, "site")
+
+
+def test_a_site_script_is_made_once_per_value_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that differ only in what the site template does not read (their own name)
+    share one made script; a client whose parameters differ gets its own."""
+    made: list[dict[str, Any]] = []
+
+    class Renderer:
+        def references(self, template: str) -> Any:
+            return SimpleNamespace(names={"params": template, "site": template})
+
+        def script(self, template: str, context: dict[str, Any], header: str) -> str:
+            made.append(context)
+            return f"{header} {context['params']['tscore_version']}"
+
+    def context(plan: Any, hp: Any, ps: Any) -> dict[str, Any]:
+        return {"target": {"name": hp.name}, "site": {"code": "P12"}, "params": hp.params}
+
+    monkeypatch.setattr(sitebatch, "step_context", context)
+    plan = SimpleNamespace(runbook=SimpleNamespace(id="client-hotfix-check"))
+    readings = SiteReadings(SimpleNamespace(renderer=Renderer()), plan)  # type: ignore[arg-type]
+    ps = SimpleNamespace(
+        key="steps/site",
+        citation="KB2910552",
+        run_on="cm12-site01",
+        step=SimpleNamespace(vars={"site_template": "checks/client_tscore_site.ps1.j2"}),
+    )
+    scripts = []
+    for name, version in (("xp-a", "5.0.7958.1104"), ("xp-b", "5.0.7958.1104"), ("xp-c", "5.1")):
+        hp = SimpleNamespace(
+            name=name, params={"tscore_version": version}, target=SimpleNamespace(site_code="P12")
+        )
+        scripts.append(readings.script(hp, ps))  # type: ignore[arg-type]
+    assert len(made) == 2
+    assert scripts[0] == scripts[1] != scripts[2]

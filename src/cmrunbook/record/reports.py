@@ -32,11 +32,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,12 +50,23 @@ from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal_read import Journal, StepRecord, load_journal, parse_time
 from cmrunbook.record.markup import environment
 from cmrunbook.record.sitestate import Ledger
-from cmrunbook.record.vocabulary import FAILED_STATUSES, FAULT_FOUND, Event, Status, Wording
+from cmrunbook.record.vocabulary import (
+    FAILED_STATUSES,
+    FAULT_FOUND,
+    STATUS_ORDER,
+    Event,
+    Status,
+    Wording,
+)
 from cmrunbook.text import printable
 
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "junit.xml", "report.html", "cmrunbook.log")
 LAST_LOG_LINES = 20
+#: report.html lists at most this many hosts, those to act on first; report.json, junit.xml and
+#: the CMTrace log hold every host. A page with 50,000 hosts' timelines took longer to write
+#: than the run took to read them, and is more than a browser shows usefully.
+HTML_HOSTS = 500
 RUN_ID = re.compile(r"^(\d{8}-\d{6})-")
 
 
@@ -197,6 +211,24 @@ def _site_states(journal: Journal) -> list[dict[str, Any]]:
         }
         for site, state in keys
     ]
+
+
+def report_json_text(report: dict[str, Any]) -> Iterator[str]:
+    """report.json's text, in pieces: indented, but each host and each failure on one line of
+    its own. One indented document is written by json's pure-Python encoder (seconds for a
+    fleet); a line per host uses its C encoder and still reads, and diffs, a host at a time."""
+    last = len(report) - 1
+    yield "{\n"
+    for n, (key, value) in enumerate(report.items()):
+        end = ",\n" if n < last else "\n"
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            rows = ",\n".join(f"    {json.dumps(v, ensure_ascii=False)}" for v in value)
+            yield f"  {json.dumps(key)}: [\n{rows}\n  ]{end}"
+        else:
+            # JSON text holds no raw line break inside a string: each one here is indentation.
+            text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            yield f"  {json.dumps(key)}: {text}{end}"
+    yield "}\n"
 
 
 # ---------------------------------------------------------------- junit.xml
@@ -470,9 +502,33 @@ def _when(value: str | None) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t and t.tzinfo else value or ""
 
 
+def html_hosts(
+    report: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """The hosts report.html lists (all, or the HTML_HOSTS to act on first: worst result
+    first, then in run order), the failures of those, and how many hosts it leaves out per
+    result."""
+    hosts: list[dict[str, Any]] = report["hosts"]
+    limit = HTML_HOSTS
+    if len(hosts) <= limit:
+        return hosts, report["failures"], {}
+
+    def rank(host: dict[str, Any]) -> int:
+        status = host["status"]
+        return STATUS_ORDER.index(status) if status in STATUS_ORDER else 0
+
+    shown = sorted(hosts, key=rank)[:limit]
+    names = {h["name"] for h in shown}
+    left = Counter(h["status"] for h in hosts if h["name"] not in names)
+    failures = [f for f in report["failures"] if f["host"] in names]
+    return shown, failures, dict(sorted(left.items()))
+
+
 def render_html(report: dict[str, Any], templates_root: Path) -> str:
-    """report.html: names, times and messages in the words of the KB (see `Wording`)."""
+    """report.html: names, times and messages in the words of the KB (see `Wording`); at most
+    HTML_HOSTS hosts, so that a fleet's page stays one a browser opens."""
     words = report_wording(report)
+    hosts, failures, left_out = html_hosts(report)
     env = environment(templates_root / "report", "html")
     env.filters["hhmmss"] = _hhmmss
     env.filters["when"] = _when
@@ -481,6 +537,9 @@ def render_html(report: dict[str, Any], templates_root: Path) -> str:
     env.filters["dur"] = lambda s: "" if s is None else f"{s:.1f} s"
     return env.get_template("report.html.j2").render(
         r=report,
+        hosts=hosts,
+        failures=failures,
+        left_out=left_out,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         found_fault=FAULT_FOUND,
     )
@@ -522,6 +581,28 @@ def write_reports(
     Without `plan`, the run's plan is rebuilt from the journal when the runbook and inventory
     are still there, so steps never reached show up; otherwise only the journal's steps do.
     """
+    with _no_cycle_collection():
+        return _write_reports(run_dir, catalog, plan, inventory)
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Reading a journal and building its reports makes trees of dicts, lists and elements,
+    no reference cycles: reference counting frees them, and the cycle collector only walked
+    them over and over as they grew (half the time of a 50,000-client report, and what made
+    it grow faster than the clients)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write_reports(
+    run_dir: Path, catalog: Project, plan: Plan | None, inventory: str | None
+) -> list[Path]:
     journal = load_journal(run_dir)
     if plan is None:
         plan = plan_from_journal(catalog, journal, inventory)
@@ -529,7 +610,8 @@ def write_reports(
     out = journal.run_dir
     paths = []
     path = out / "report.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(report_json_text(report))
     paths.append(path)
     tree = ET.ElementTree(_printable_xml(build_junit(report, plan)))
     ET.indent(tree)

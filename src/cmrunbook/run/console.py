@@ -79,6 +79,10 @@ HOST_STYLES = (
 )
 #: The summary table is read in mail and on narrow terminals: never wider than this.
 TABLE_WIDTH = 100
+#: How many hosts' lines a run prints: beyond them, a fleet's progress lines and summary rows
+#: would be more than anyone reads (and printing them took a good part of a 50,000-client
+#: check). The tally counts every host; summary.txt and the reports list each.
+HOST_LINES = 200
 
 
 class TextConsole:
@@ -86,7 +90,14 @@ class TextConsole:
     wrapped at its width and a live status line per waiting host; on a pipe plain text, lines
     as long as they are, no cursor movement. NO_COLOR (honoured by rich) drops the colour."""
 
-    def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        interactive: bool | None = None,
+        host_lines: int = HOST_LINES,
+    ) -> None:
+        """`host_lines`: how many hosts' step lines and summary rows are printed (HOST_LINES)."""
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if interactive is None else interactive
         self.out = Console(
@@ -105,10 +116,35 @@ class TextConsole:
         self._last_progress: dict[str, float] = {}
         self._live: Live | None = None
         self._host_styles: dict[str, str] = {}
+        self.host_lines = host_lines
+        #: Hosts whose lines are printed, and those beyond `host_lines` whose lines are not.
+        self._shown: set[str] = set()
+        self._quiet: set[str] = set()
+
+    def _silent(self, name: str) -> bool:
+        """Whether this host's lines are left out (called under the lock): the first
+        `host_lines` hosts to print are shown; the first host beyond says so once."""
+        if name in self._shown:
+            return False
+        if name in self._quiet:
+            return True
+        if len(self._shown) < self.host_lines:
+            self._shown.add(name)
+            return False
+        if not self._quiet:
+            self._stop_live()
+            self.out.print(
+                f"More than {self.host_lines} hosts: their lines are not printed from here on; "
+                "the tally at the end counts every host, summary.txt and the reports list each."
+            )
+        self._quiet.add(name)
+        return True
 
     def step(self, host: str, text: str) -> None:
         with self._lock:
             name = printable(host, lines=False)
+            if self._silent(name):
+                return
             line = Text(datetime.now().strftime("%H:%M:%S") + " ")
             line.append(f"{name:<16}", style=self._host_style(name))
             line.append(" ")
@@ -126,6 +162,8 @@ class TextConsole:
     def progress(self, host: str, text: str) -> None:
         with self._lock:
             host, text = printable(host, lines=False), printable(text, lines=False)
+            if self._silent(host):
+                return
             if self.tty:
                 self._status[host] = text
                 self._draw()
@@ -208,12 +246,21 @@ class TextConsole:
         """The end of a run: the tally of results, then the table of hosts and the `notes`
         (site-wide changes) below it. On a pipe the plain `text` (summary.txt's) as it is; on
         a terminal rich's table, at most TABLE_WIDTH columns, each message cut to fit.
-        `outcomes` are (host, result, message)."""
+        `outcomes` are (host, result, message), one line of `text` each after its header;
+        beyond `host_lines` hosts, only the first rows are printed."""
         with self._lock:
             self._stop_live()
             self.out.print()
             if outcomes:
                 self.out.print(tally([status for _, status, _ in outcomes], check=check))
+            more = len(outcomes) - self.host_lines
+            cut = f"... {more} more hosts: summary.txt and the reports list every host"
+            if more > 0:
+                # `text` is a header, a row per host, then the notes: keep the first rows.
+                lines = text.split("\n")
+                kept = self.host_lines + 1
+                text = "\n".join([*lines[:kept], cut, *lines[kept + more :]])
+                outcomes = outcomes[: self.host_lines]
             if not self.tty:
                 self.out.print(printable(text))
                 return
@@ -229,6 +276,8 @@ class TextConsole:
                         printable(message).split("\n")[0],
                     )
                 self.out.print(grid)
+            if more > 0:
+                self.out.print(cut)
             for line in notes:
                 self.out.print(printable(line))
 
