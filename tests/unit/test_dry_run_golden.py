@@ -68,7 +68,7 @@ def fleet() -> dict[str, Any]:
                 "winrm": i % 2 == 0,
             }
     hosts["b12-site02"] = {"site": "B12", "roles": ["site_server"], "os": {"version": "2012r2"}}
-    hosts["a07-dp03"]["vars"] = {"wim_limit_mb": 2048, "verify_settle": 900}
+    hosts["a07-dp02"]["vars"] = {"wim_limit_mb": 2048, "verify_settle": 900}
     hosts["b12-dp00"]["vars"] = {"smswdstp_paths": [r"E:\SMS\bin\x64\smswdstp.dll"]}
     hosts["c07-xp04"]["vars"] = {"tscore_version": "5.0.7958.1000"}
     hosts["a07-xp01"]["groups"] = ["late-xp"]
@@ -81,7 +81,7 @@ def fleet() -> dict[str, Any]:
         "groups": {
             "big-wims": {
                 "hosts": ["c07-dp00", "c07-dp02", "a07-dp04"],
-                "vars": {"wim_limit_mb": 8192},
+                "vars": {"wim_limit_mb": 8192, "multicast_role": "Multicast Point"},
             },
             "late-xp": {"hosts": ["b12-xp02"], "vars": {"client_dirs": [r"C:\Windows\CCM"]}},
         },
