@@ -61,6 +61,13 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            # What was built is long-lived (an inventory, a plan): it joins the oldest generation
+            # without a pass (freeze, then unfreeze into that generation). Re-enabled as it was,
+            # the collector's first young pass went over all of it, then again as it aged: 0.2 s
+            # of a 10,000-host dry run. A cycle among these values is still found by the next
+            # full collection.
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
