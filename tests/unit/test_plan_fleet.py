@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from helpers_engine import EXAMPLE_INVENTORY, REPO, dump_yaml_file, load_yaml_file
+from test_dry_run_golden import fleet  # the mixed fleet of the golden dry run
 
+from cmrunbook.docs import dryrun
 from cmrunbook.docs.dryrun import print_dry_run
 from cmrunbook.errors import ConfigError
 from cmrunbook.load.inventory import load_inventory
@@ -168,3 +170,47 @@ def test_each_host_gets_its_own_parameters_among_hosts_on_the_defaults(tmp_path:
         assert got["client_dirs"] == own.get(name, default), name
     lists = [id(got["client_dirs"]) for got in params.values()]
     assert len(set(lists)) == len(lists), "hosts share one list"
+
+
+def _steps(stages: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (st.name, ps.key, ps.run_on, ps.skip_reason, ps.note, ps.settle, ps.arms)
+        for st in stages
+        for ps in st.steps
+    ]
+
+
+@pytest.mark.parametrize("runbook", CATALOG.ids())
+def test_alike_targets_get_the_steps_planning_each_alone_gives(
+    tmp_path: Path, runbook: str
+) -> None:
+    """Alike targets share one planned class; each one's steps (where they run, why they are
+    skipped, their notes) are those it gets when it is the only host planned."""
+    inv_path = tmp_path / "fleet.yaml"
+    dump_yaml_file(inv_path, fleet())
+    inv = load_inventory(inv_path)
+    loaded = CATALOG.load(runbook)
+    method = "auto" if loaded.runbook.methods else None
+    plan = Planner(CATALOG, loaded, inv).plan(method=method)
+    assert len({id(hp.shared) for hp in plan.hosts}) < len(plan.hosts) or len(plan.hosts) < 3
+    for hp in plan.hosts:
+        alone = Planner(CATALOG, loaded, inv).plan(method=method, hosts=hp.target.name)
+        assert _steps(hp.stages) == _steps(alone.hosts[0].stages), hp.target.name
+
+
+def test_a_class_text_is_not_used_where_its_stand_ins_occur(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should a runbook's own text hold the stand-ins a class's text is made with, each host is
+    printed on its own, and the text is still what it was."""
+    plan = Planner(CATALOG, CATALOG.load("multicast"), load_inventory(EXAMPLE_INVENTORY)).plan(
+        method="auto"
+    )
+    expected = io.StringIO()
+    print_dry_run(plan, CATALOG, expected)
+    monkeypatch.setattr(
+        dryrun, "_STAND_INS", (("Pre-checks", "\x00P1\x00"), ("\x00T2\x00", "\x00P2\x00"))
+    )
+    got = io.StringIO()
+    print_dry_run(plan, CATALOG, got)
+    assert got.getvalue() == expected.getvalue()
