@@ -7,6 +7,8 @@ the OS keyring, or an interactive prompt).
 from __future__ import annotations
 
 import fnmatch
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,6 +231,12 @@ class HostView:
         if merged["port"] is None:
             merged["port"] = 5986 if merged["scheme"] == "https" else 5985
         return WinRM(**merged)
+
+    @functools.cached_property
+    def context(self) -> Mapping[str, Any]:
+        """as_context(), made once and shared: for readers only (a plan's conditions read it
+        for every runbook and every host)."""
+        return self.as_context()
 
     def as_context(self) -> dict[str, Any]:
         """Plain values for Jinja2: every field a template may read, nothing else."""

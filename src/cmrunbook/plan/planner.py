@@ -223,6 +223,16 @@ def resolve_params(
     no inventory var sets: it is the same for every host that has no such var, so a fleet's
     defaults are converted once, not once per host (a list is copied for each host).
     """
+    if (
+        settled is not None
+        and len(settled) == len(rb.parameters)
+        and host.vars.keys().isdisjoint(rb.parameters)
+    ):  # a host on the defaults (most of a fleet): nothing of its own to check or convert
+        return {
+            name: value[:] if isinstance(value, list) else value
+            for name in rb.parameters
+            for value in (settled[name],)
+        }
     retyped = [
         problem
         for name, p in rb.parameters.items()
@@ -291,21 +301,21 @@ class Planner:
         self.inv = inventory
         self._compiled: dict[str, tuple[Any, tuple[tuple[str, str | None], ...]]] = {}
         self._decided: dict[tuple[Any, ...], bool] = {}
-        # Conditions only read these, so each host's are built once per plan, not per condition
-        # (a 10,000-host plan evaluates tens of thousands of conditions).
-        self._contexts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Conditions only read these, so each host's are built once, not per condition (a
+        # 10,000-host plan evaluates tens of thousands of conditions): the host's own with the
+        # host (HostView.context), its site's here, once per site.
+        self._sites: dict[str, dict[str, Any]] = {}
         # What the step conditions read (None when a class cannot be told, so each target is
         # planned on its own; found at the first target), and the classes planned so far.
         self._step_reads: tuple[tuple[str, str | None], ...] | None = None
         self._reads_found = False
-        self._shared: dict[tuple[Any, ...], SharedPlan] = {}
 
-    def _context(self, host: HostView) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(host.as_context(), site_context(host)), built once per host."""
-        ctx = self._contexts.get(host.name)
-        if ctx is None:
-            ctx = self._contexts[host.name] = (host.as_context(), site_context(host))
-        return ctx
+    def _context(self, host: HostView) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """(host.context, site_context(host)): what conditions see as the host and its site."""
+        site = self._sites.get(host.site_code)
+        if site is None:
+            site = self._sites[host.site_code] = site_context(host)
+        return host.context, site
 
     def _compile(self, expr: str) -> tuple[Any, tuple[tuple[str, str | None], ...]]:
         """The compiled condition and what it reads, once per expression."""
@@ -387,11 +397,13 @@ class Planner:
         plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
         targets: list[tuple[HostView, dict[str, Any]]] = []
         settled: dict[str, Any] = {}  # see resolve_params
+        role = rb.targets.role
+        not_of_role = f"not a {role}"
         for host in self.inv.select(hosts):
-            if rb.targets.role not in host.roles:
+            if role not in host.roles:
                 # Checked before the parameters: a host of another role is never a target, so
                 # its vars are not this runbook's business.
-                plan.skipped_hosts.append((host.name, f"not a {rb.targets.role}"))
+                plan.skipped_hosts.append((host.name, not_of_role))
                 continue
             params = resolve_params(rb, host, cli, self.inv, settled)
             reason = self._not_target(host, params)
@@ -403,23 +415,26 @@ class Planner:
             why = "; ".join(f"{n}: {r}" for n, r in plan.skipped_hosts) or "no hosts"
             raise UsageError(f"runbook {rb.id} has no target among the selected hosts ({why})")
         plan.method = self._one_method(targets) if rb.methods else None
+        classes: dict[tuple[Any, ...], SharedPlan] = {}  # of this plan's method and overrides
         for host, params in targets:
             provider = self.inv.provider_of(host).name
-            key = self._class_key(host, params)
-            shared = self._shared.get(key) if key is not None else None
+            key = self._class_key(host)
+            shared = classes.get(key) if key is not None else None
             if shared is None:
                 stages = self._stages(host, params, plan.method, rollback)
                 shared = SharedPlan(stages, host.name, provider)
                 if key is not None:
-                    self._shared[key] = shared
+                    classes[key] = shared
             plan.hosts.append(HostPlan(host, params, shared=shared, provider=provider))
         return plan
 
-    def _class_key(self, target: HostView, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        """What decides a target's steps apart from names: its parameters and every value the
-        step conditions read of it, of its site's provider and of their sites. Targets with
-        equal keys get equal steps (see SharedPlan). None when the target must be planned on
-        its own: a condition reads something else, or a value cannot be a key."""
+    def _class_key(self, target: HostView) -> tuple[Any, ...] | None:
+        """What decides a target's steps apart from names, within one plan: the vars that set
+        its parameters (the rest of them are the runbook's defaults and the command line's, the
+        same for all) and every value the step conditions read of it, of its site's provider and
+        of their sites. Targets with equal keys get equal steps (see SharedPlan). None when the
+        target must be planned on its own: a condition reads something else, or a value cannot
+        be a key."""
         if not self._reads_found:
             self._step_reads, self._reads_found = self._conditions_read(), True
         reads = self._step_reads
@@ -433,7 +448,12 @@ class Planner:
             "site": (target_site, provider_site),
             "params": (),  # all of them are in the key
         }
-        values: list[Any] = [_frozen(params)]
+        parameters = self.rb.parameters
+        values: list[Any] = [
+            _frozen(
+                {k: v for k, v in target.vars.items() if k in parameters} if target.vars else {}
+            )
+        ]
         for name, attr in reads:
             for obj in seen[name]:
                 values.append(_frozen(obj if attr is None else obj.get(attr, _MISSING)))
