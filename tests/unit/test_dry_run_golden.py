@@ -68,6 +68,9 @@ def fleet() -> dict[str, Any]:
                 "winrm": i % 2 == 0,
             }
     hosts["b12-site02"] = {"site": "B12", "roles": ["site_server"], "os": {"version": "2012r2"}}
+    # Names and values with control characters are shown as escapes, wherever they appear.
+    hosts["b12-xp\x1b]0;x\x07\u202e99"] = dict(hosts["b12-xp00"], vars={"multicast_role": "M\rP"})
+    hosts["b12-dp\r99"] = dict(hosts["b12-dp00"])
     hosts["a07-dp02"]["vars"] = {"wim_limit_mb": 2048, "verify_settle": 900}
     hosts["b12-dp00"]["vars"] = {"smswdstp_paths": [r"E:\SMS\bin\x64\smswdstp.dll"]}
     hosts["c07-xp04"]["vars"] = {"tscore_version": "5.0.7958.1000"}

@@ -104,28 +104,38 @@ def print_dry_run(
 ) -> int:
     """Print the plan; with `out_dir`, write a .ps1 per host and step. Returns the script count.
 
-    The lines are collected and written at once, through `printable` (inventory names and values
-    are shown as text): a 10,000-host plan is about a million characters in 100,000 lines, and
-    escaping and writing each line on its own cost more than planning it. What was collected
-    before an error is still written, as it was when each line was printed as it came.
+    Every line passes through `printable` (inventory names and values are shown as text); the
+    text of a class of alike targets is escaped once, and only the names filled into it for each
+    target. The lines are collected and written at once: a 10,000-host plan is about a million
+    characters in 100,000 lines, and writing each line on its own cost more than planning it.
+    What was collected before an error is still written, as it was when each line was printed
+    as it came.
     """
     lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(printable(line))
+
     try:
-        return _dry_run(plan, catalog, lines.append, show_scripts=show_scripts, out_dir=out_dir)
+        return _dry_run(
+            plan, catalog, say, lines.append, show_scripts=show_scripts, out_dir=out_dir
+        )
     finally:
         if lines:
-            out.write(printable("\n".join(lines) + "\n"))
+            out.write("\n".join(lines) + "\n")
 
 
 def _dry_run(
     plan: Plan,
     catalog: Project,
     say: Callable[[str], None],
+    say_escaped: Callable[[str], None],
     *,
     show_scripts: bool,
     out_dir: Path | None,
 ) -> int:
-    """The dry run's lines, each passed to `say`; with `out_dir`, the scripts written."""
+    """The dry run's lines, each passed to `say` (or, already through `printable`, to
+    `say_escaped`); with `out_dir`, the scripts written."""
     rb = plan.runbook
     mode = (
         "rollback" if plan.rollback else (f"method {plan.method}" if plan.method else "procedure")
@@ -156,7 +166,7 @@ def _dry_run(
         say(_host_header(plan, hp))
         text = None if show_scripts or out_dir else shared_texts.text(hp)
         if text is not None:
-            say(text)
+            say_escaped(text)
             continue
         render = _Scripts(catalog, plan, hp, say, out_dir, show_scripts)
         target, provider = hp.target.name, plan.inventory.provider_of(hp.target).name
@@ -261,7 +271,8 @@ class _SharedTexts:
         self._parts: dict[int, list[str] | None] = {}
 
     def text(self, hp: HostPlan) -> str | None:
-        """The body of `hp`, or None when it has no class text (print it on its own)."""
+        """The body of `hp`, through `printable`, or None when it has no class text (print it
+        on its own)."""
         shared = hp.shared
         if shared is None:
             return None
@@ -271,11 +282,12 @@ class _SharedTexts:
         parts = self._parts[key]
         if parts is None:
             return None
-        names = {"target": hp.target.name, "provider": hp.provider}
+        names = {"target": printable(hp.target.name), "provider": printable(hp.provider)}
         return "".join([names[p] if i % 2 else p for i, p in enumerate(parts)])
 
     def _holes(self, hp: HostPlan, shared: SharedPlan) -> list[str] | None:
-        """The class's text split at the names: text, "target" or "provider", text, ...
+        """The class's text split at the names and escaped: text, "target" or "provider",
+        text, ...
 
         Made with two pairs of stand-ins: where both texts agree apart from the stand-ins, the
         holes are exactly where names go (a runbook text that happened to hold one pair would
@@ -298,7 +310,9 @@ class _SharedTexts:
                     for i, p in enumerate(parts)
                 ]
             )
-        return split[0] if split[0] == split[1] else None
+        if split[0] != split[1]:
+            return None
+        return [p if i % 2 else printable(p) for i, p in enumerate(split[0])]
 
 
 def _emit(

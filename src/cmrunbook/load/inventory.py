@@ -7,7 +7,6 @@ the OS keyring, or an interactive prompt).
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +196,7 @@ class HostView:
         self.has_winrm = host.winrm is not False
         self.groups = inv.groups_of(name)
         self.vars = inv.vars_for(name)
+        self._context: dict[str, Any] | None = None
 
     @property
     def is_site_server(self) -> bool:
@@ -232,11 +232,13 @@ class HostView:
             merged["port"] = 5986 if merged["scheme"] == "https" else 5985
         return WinRM(**merged)
 
-    @functools.cached_property
+    @property
     def context(self) -> Mapping[str, Any]:
         """as_context(), made once and shared: for readers only (a plan's conditions read it
         for every runbook and every host)."""
-        return self.as_context()
+        if self._context is None:
+            self._context = self.as_context()
+        return self._context
 
     def as_context(self) -> dict[str, Any]:
         """Plain values for Jinja2: every field a template may read, nothing else."""
