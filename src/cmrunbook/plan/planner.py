@@ -54,8 +54,8 @@ class Stage:
 class SharedPlan:
     """The stages of one class of alike targets, planned once, for the first of them.
 
-    Targets whose parameters are equal and who read alike in every value the runbook's step
-    conditions read (bench/plan_scale.py: a 10,000-host fleet is a few dozen such classes per
+    Targets whose parameters come from the same vars and who read alike in every value the step
+    conditions read (bench/plan_scale.py: a 10,000-host fleet is at most a few such classes per
     runbook) get the same steps, decisions and notes; only the names differ: the host a step
     runs on (the target, or its site's provider for a `site_server` step) and the target named
     in a skip reason. Each target's own steps are made from these when first read, so a dry run
@@ -67,15 +67,17 @@ class SharedPlan:
     provider: str
 
     def stages_for(self, target: str, provider: str) -> list[Stage]:
-        """The stages as `target` (whose site's provider is `provider`) has them."""
-        if (target, provider) == (self.target, self.provider):
-            return self.stages
+        """The stages as `target` (whose site's provider is `provider`) has them: its own
+        lists, so that no target's plan can change another's."""
+        same = (target, provider) == (self.target, self.provider)
         return [
             Stage(
                 st.name,
                 st.title,
                 st.kind,
-                [
+                list(st.steps)
+                if same
+                else [
                     replace(
                         ps,
                         run_on=provider if ps.step.on == "site_server" else target,
