@@ -141,6 +141,34 @@ def test_loading_and_planning_leave_the_garbage_collector_as_they_found_it(
             gc.enable()
 
 
+def test_what_a_paused_collector_built_is_not_left_for_a_young_pass(tmp_path: Path) -> None:
+    """An inventory (here 2,000 hosts) and its plan join the oldest generation when the collector
+    resumes, where no young collection goes over them again; nothing is left frozen."""
+
+    def many_clients(data: dict[str, Any]) -> None:
+        for i in range(2000):
+            data["hosts"][f"xp{i:04d}"] = {
+                "site": "P12",
+                "roles": ["client"],
+                "os": {"version": "xp"},
+            }
+
+    path = fleet_inventory(tmp_path, many_clients)
+    loaded = CATALOG.load("client-hotfix-check")
+    was_enabled = gc.isenabled()
+    gc.enable()  # as a command runs
+    try:
+        inv = load_inventory(path)
+        plan = Planner(CATALOG, loaded, inv).plan(method=None)
+    finally:
+        if not was_enabled:
+            gc.disable()
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(inv.hosts) in oldest
+    assert id(plan.hosts) in oldest
+    assert gc.get_freeze_count() == 0
+
+
 def test_each_host_gets_its_own_parameters_among_hosts_on_the_defaults(tmp_path: Path) -> None:
     """A runbook's defaults are converted once per plan for the hosts no var changes; hosts
     with their own vars, interleaved with those, still get their own values, the command line

@@ -64,9 +64,11 @@ def collector_paused() -> Iterator[None]:
             # without a pass (freeze, then unfreeze into that generation). Re-enabled as it was,
             # the collector's first young pass went over all of it, then again as it aged: 0.2 s
             # of a 10,000-host dry run. A cycle among these values is still found by the next
-            # full collection.
-            gc.freeze()
-            gc.unfreeze()
+            # full collection. Not done where the program froze objects of its own (unfreeze
+            # would let go of them too).
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
