@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from helpers_engine import EXAMPLE_INVENTORY, REPO, dump_yaml_file, load_yaml_file
+from test_dry_run_golden import fleet  # the mixed fleet of the golden dry run
 
+from cmrunbook.docs import dryrun
 from cmrunbook.docs.dryrun import print_dry_run
 from cmrunbook.errors import ConfigError
 from cmrunbook.load.inventory import load_inventory
@@ -139,6 +141,34 @@ def test_loading_and_planning_leave_the_garbage_collector_as_they_found_it(
             gc.enable()
 
 
+def test_what_a_paused_collector_built_is_not_left_for_a_young_pass(tmp_path: Path) -> None:
+    """An inventory (here 2,000 hosts) and its plan join the oldest generation when the collector
+    resumes, where no young collection goes over them again; nothing is left frozen."""
+
+    def many_clients(data: dict[str, Any]) -> None:
+        for i in range(2000):
+            data["hosts"][f"xp{i:04d}"] = {
+                "site": "P12",
+                "roles": ["client"],
+                "os": {"version": "xp"},
+            }
+
+    path = fleet_inventory(tmp_path, many_clients)
+    loaded = CATALOG.load("client-hotfix-check")
+    was_enabled = gc.isenabled()
+    gc.enable()  # as a command runs
+    try:
+        inv = load_inventory(path)
+        plan = Planner(CATALOG, loaded, inv).plan(method=None)
+    finally:
+        if not was_enabled:
+            gc.disable()
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(inv.hosts) in oldest
+    assert id(plan.hosts) in oldest
+    assert gc.get_freeze_count() == 0
+
+
 def test_each_host_gets_its_own_parameters_among_hosts_on_the_defaults(tmp_path: Path) -> None:
     """A runbook's defaults are converted once per plan for the hosts no var changes; hosts
     with their own vars, interleaved with those, still get their own values, the command line
@@ -168,3 +198,47 @@ def test_each_host_gets_its_own_parameters_among_hosts_on_the_defaults(tmp_path:
         assert got["client_dirs"] == own.get(name, default), name
     lists = [id(got["client_dirs"]) for got in params.values()]
     assert len(set(lists)) == len(lists), "hosts share one list"
+
+
+def _steps(stages: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (st.name, ps.key, ps.run_on, ps.skip_reason, ps.note, ps.settle, ps.arms)
+        for st in stages
+        for ps in st.steps
+    ]
+
+
+@pytest.mark.parametrize("runbook", CATALOG.ids())
+def test_alike_targets_get_the_steps_planning_each_alone_gives(
+    tmp_path: Path, runbook: str
+) -> None:
+    """Alike targets share one planned class; each one's steps (where they run, why they are
+    skipped, their notes) are those it gets when it is the only host planned."""
+    inv_path = tmp_path / "fleet.yaml"
+    dump_yaml_file(inv_path, fleet())
+    inv = load_inventory(inv_path)
+    loaded = CATALOG.load(runbook)
+    method = "auto" if loaded.runbook.methods else None
+    plan = Planner(CATALOG, loaded, inv).plan(method=method)
+    assert len({id(hp.shared) for hp in plan.hosts}) < len(plan.hosts) or len(plan.hosts) < 3
+    for hp in plan.hosts:
+        alone = Planner(CATALOG, loaded, inv).plan(method=method, hosts=hp.target.name)
+        assert _steps(hp.stages) == _steps(alone.hosts[0].stages), hp.target.name
+
+
+def test_a_class_text_is_not_used_where_its_stand_ins_occur(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should a runbook's own text hold the stand-ins a class's text is made with, each host is
+    printed on its own, and the text is still what it was."""
+    plan = Planner(CATALOG, CATALOG.load("multicast"), load_inventory(EXAMPLE_INVENTORY)).plan(
+        method="auto"
+    )
+    expected = io.StringIO()
+    print_dry_run(plan, CATALOG, expected)
+    monkeypatch.setattr(
+        dryrun, "_STAND_INS", (("Pre-checks", "\x00P1\x00"), ("\x00T2\x00", "\x00P2\x00"))
+    )
+    got = io.StringIO()
+    print_dry_run(plan, CATALOG, got)
+    assert got.getvalue() == expected.getvalue()

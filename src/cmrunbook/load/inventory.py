@@ -7,6 +7,7 @@ the OS keyring, or an interactive prompt).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,6 +196,7 @@ class HostView:
         self.has_winrm = host.winrm is not False
         self.groups = inv.groups_of(name)
         self.vars = inv.vars_for(name)
+        self._context: dict[str, Any] | None = None
 
     @property
     def is_site_server(self) -> bool:
@@ -229,6 +231,14 @@ class HostView:
         if merged["port"] is None:
             merged["port"] = 5986 if merged["scheme"] == "https" else 5985
         return WinRM(**merged)
+
+    @property
+    def context(self) -> Mapping[str, Any]:
+        """as_context(), made once and shared: for readers only (a plan's conditions read it
+        for every runbook and every host)."""
+        if self._context is None:
+            self._context = self.as_context()
+        return self._context
 
     def as_context(self) -> dict[str, Any]:
         """Plain values for Jinja2: every field a template may read, nothing else."""

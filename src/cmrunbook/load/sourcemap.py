@@ -10,7 +10,6 @@ import copy
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,28 +60,72 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            # What was built is long-lived (an inventory, a plan): it joins the oldest generation
+            # without a pass (freeze, then unfreeze into that generation). Re-enabled as it was,
+            # the collector's first young pass went over all of it, then again as it aged: 0.2 s
+            # of a 10,000-host dry run. A cycle among these values is still found by the next
+            # full collection. Not done where the program froze objects of its own (unfreeze
+            # would let go of them too).
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
-@dataclass
 class SourceMap:
-    """Where each value of a loaded document came from, by its path of keys and indexes."""
+    """Where each value of a loaded document came from, by its path of keys and indexes.
 
-    file: str
-    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    #: What the file wrote for each plain scalar that YAML typed as something else than a string
-    #: (`yes`, `0777`, `12:30`, `null`), so a string field can tell the user what they wrote.
-    written: dict[Path_, str] = field(default_factory=dict)
+    A map made with `text` finds the marks when first asked for them (an error to report, a
+    value to quote back), by reading the text again with marks: a valid file never needs them,
+    and recording a mark per value was half the cost of loading a 10,000-host inventory.
+    """
+
+    def __init__(self, file: str, *, text: str | None = None) -> None:
+        self.file = file
+        self._text = text
+        self._marks: dict[Path_, tuple[int, int]] = {}
+        self._key_marks: dict[Path_, tuple[int, int]] = {}
+        self._written: dict[Path_, str] = {}
+
+    def _filled(self) -> SourceMap:
+        """This map, with the marks of its text read if they are still to be found."""
+        if self._text is not None:
+            text, self._text = self._text, None
+            with collector_paused():
+                found = _read(text, self.file)[1].smap
+            self._marks, self._key_marks, self._written = (
+                found.marks,
+                found.key_marks,
+                found.written,
+            )
+        return self
+
+    @property
+    def marks(self) -> dict[Path_, tuple[int, int]]:
+        """The 1-based line and column of each value."""
+        return self._filled()._marks
+
+    @property
+    def key_marks(self) -> dict[Path_, tuple[int, int]]:
+        """The 1-based line and column of each mapping key, by the path of its value."""
+        return self._filled()._key_marks
+
+    @property
+    def written(self) -> dict[Path_, str]:
+        """What the file wrote for each plain scalar that YAML typed as something else than a
+        string (`yes`, `0777`, `12:30`, `null`), so a string field can tell the user what they
+        wrote."""
+        return self._filled()._written
 
     def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """The 1-based line and column of the value at `path`, or of its nearest ancestor."""
+        marks, key_marks = self.marks, self.key_marks
         p = tuple(path)
         while True:
-            if key and p in self.key_marks:
-                return self.key_marks[p]
-            if p in self.marks:
-                return self.marks[p]
+            if key and p in key_marks:
+                return key_marks[p]
+            if p in marks:
+                return marks[p]
             if not p:
                 return (1, 1)
             p = p[:-1]
@@ -102,6 +145,8 @@ class _Builder:
 
     def __init__(self, smap: SourceMap, next_event: Callable[[], yaml.Event]) -> None:
         self.smap = smap
+        # The map's own dicts, filled directly (a map without text has nothing to find later).
+        self._marks, self._key_marks, self._written = smap.marks, smap.key_marks, smap.written
         self.problems: list[Problem] = []
         # The parser's own get_event, called directly: yaml.parse wraps it in a generator that
         # costs a Python frame per event (a 10,000-host inventory is 190,000 events).
@@ -139,14 +184,14 @@ class _Builder:
 
     def build(self, event: yaml.Event, path: Path_) -> Any:
         mark = event.start_mark
-        self.smap.marks[path] = (mark.line + 1, mark.column + 1)
+        self._marks[path] = (mark.line + 1, mark.column + 1)
         before = self._values
         self._values += 1
         if isinstance(event, yaml.ScalarEvent):
             self._check_text(event)
             value = self._scalar(event)
             if not event.style and not isinstance(value, str):  # plain (libyaml: '')
-                self.smap.written[path] = event.value
+                self._written[path] = event.value
         elif isinstance(event, yaml.CollectionStartEvent):
             if event.tag not in (None, "!") and event.tag not in _EXPLICIT_TAGS:
                 raise self._refuse(event, _unsupported(event.tag))
@@ -225,7 +270,7 @@ class _Builder:
                     raise self._refuse(event, _unsupported(event.tag))
                 key = event.value
                 child = (*path, key)
-                self.smap.key_marks[child] = (
+                self._key_marks[child] = (
                     event.start_mark.line + 1,
                     event.start_mark.column + 1,
                 )
@@ -293,6 +338,115 @@ def _read(text: str, name: str) -> tuple[Any, _Builder]:
     return read(yaml.SafeLoader)
 
 
+class _Unusual(Exception):
+    """What the quick reader leaves to the marked one: anything but plain keys and values."""
+
+
+class _QuickReader:
+    """Plain Python values from the C parser's events, without marks: the common case of a
+    valid file of plain keys and values, read at a fraction of the marked builder's cost.
+
+    Whatever the marked builder would report, refuse or treat specially (an anchor, an alias,
+    an explicit tag, a merge or duplicate key, a lone surrogate, deep nesting, a parse error,
+    a stream without exactly one document) raises _Unusual instead, and the file is read again
+    by the marked builder, which reports it as it always did. So both readers accept the same
+    files and give the same values. No value count is kept: a file read here is below
+    QUICK_MAX_CHARS, and without aliases a file holds at most one value per character.
+    """
+
+    def __init__(self, next_event: Callable[[], yaml.Event]) -> None:
+        self._next = next_event
+        self._resolver = yaml.resolver.Resolver()
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._tags: dict[str, str] = {}
+        self._scalars: dict[tuple[str, str], Any] = {}
+
+    def document(self) -> Any:
+        self._next()  # StreamStartEvent
+        if type(self._next()) is not yaml.DocumentStartEvent:
+            raise _Unusual
+        data = self._value(self._next(), 0)
+        if type(self._next()) is not yaml.DocumentEndEvent:
+            raise _Unusual
+        if type(self._next()) is not yaml.StreamEndEvent:
+            raise _Unusual
+        return data
+
+    def _value(self, event: yaml.Event, depth: int) -> Any:
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            return self._scalar(event)
+        if event.anchor is not None or event.tag is not None or depth >= MAX_DEPTH - 1:
+            raise _Unusual
+        if kind is yaml.MappingStartEvent:
+            out: dict[str, Any] = {}
+            key = self._next()
+            while type(key) is yaml.ScalarEvent:
+                name = key.value
+                if key.tag is not None or key.anchor is not None or name in out or name == "<<":
+                    raise _Unusual
+                if key.style == '"':
+                    _encodable(name)
+                out[name] = self._value(self._next(), depth + 1)
+                key = self._next()
+            if type(key) is not yaml.MappingEndEvent:
+                raise _Unusual
+            return out
+        if kind is yaml.SequenceStartEvent:
+            items: list[Any] = []
+            item = self._next()
+            while type(item) is not yaml.SequenceEndEvent:
+                items.append(self._value(item, depth + 1))
+                item = self._next()
+            return items
+        raise _Unusual
+
+    def _scalar(self, event: yaml.ScalarEvent) -> Any:
+        if event.anchor is not None or event.tag is not None:
+            raise _Unusual
+        value: str = event.value
+        if not event.implicit[0]:  # quoted: a string
+            if event.style == '"':
+                _encodable(value)
+            return value
+        tag = self._tags.get(value)
+        if tag is None:
+            tag = self._tags[value] = self._resolver.resolve(yaml.ScalarNode, value, event.implicit)
+        if tag == _STR:
+            return value
+        key = (tag, value)
+        if key not in self._scalars:
+            node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+            self._scalars[key] = self._constructor.construct_object(node, deep=True)
+        return self._scalars[key]
+
+
+def _encodable(text: str) -> None:
+    """Raise _Unusual for text with a lone surrogate (the marked builder reports it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Unusual from None
+
+
+#: Files up to this size are first read without marks (_QuickReader); larger ones, which only a
+#: value-count limit can stop, by the marked builder alone.
+QUICK_MAX_CHARS = MAX_VALUES // 2
+
+
+def _quick(text: str) -> Any:
+    """The document's data read without marks; _Unusual when the marked builder must read it."""
+    if _FAST_LOADER is yaml.SafeLoader or len(text) > QUICK_MAX_CHARS:
+        raise _Unusual
+    loader = _FAST_LOADER(text)
+    try:
+        return _QuickReader(loader.get_event).document()
+    except yaml.YAMLError:
+        raise _Unusual from None
+    finally:
+        loader.dispose()
+
+
 def _unsupported(tag: str) -> str:
     short = tag.replace("tag:yaml.org,2002:", "!!")
     return f"unsupported YAML tag {short}; write the value as plain text (quoted if need be)"
@@ -327,6 +481,11 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
     """Safely load one YAML document, returning its data and where every value came from."""
     name = display or str(path)
     text = _text(path, name)
+    try:
+        with collector_paused():
+            return _quick(text), SourceMap(name, text=text)
+    except _Unusual:
+        pass
     try:
         with collector_paused():
             data, builder = _read(text, name)

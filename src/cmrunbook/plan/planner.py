@@ -9,7 +9,7 @@ on. What only the live system can decide (probe conditions, loops over discovere
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
@@ -50,11 +50,75 @@ class Stage:
     method: str | None = None
 
 
-@dataclass
-class HostPlan:
-    target: HostView
-    params: dict[str, Any]
+@dataclass(frozen=True)
+class SharedPlan:
+    """The stages of one class of alike targets, planned once, for the first of them.
+
+    Targets whose parameters come from the same vars and who read alike in every value the step
+    conditions read (bench/plan_scale.py: a 10,000-host fleet is at most a few such classes per
+    runbook) get the same steps, decisions and notes; only the names differ: the host a step
+    runs on (the target, or its site's provider for a `site_server` step) and the target named
+    in a skip reason. Each target's own steps are made from these when first read, so a dry run
+    over a fleet never builds 170,000 steps it only prints (docs/dryrun.py prints a class once).
+    """
+
     stages: list[Stage]
+    target: str
+    provider: str
+
+    def stages_for(self, target: str, provider: str) -> list[Stage]:
+        """The stages as `target` (whose site's provider is `provider`) has them: its own
+        lists, so that no target's plan can change another's."""
+        same = (target, provider) == (self.target, self.provider)
+        return [
+            Stage(
+                st.name,
+                st.title,
+                st.kind,
+                list(st.steps)
+                if same
+                else [
+                    replace(
+                        ps,
+                        run_on=provider if ps.step.on == "site_server" else target,
+                        skip_reason=_skipped(ps.step, target) if ps.skip_reason else None,
+                    )
+                    for ps in st.steps
+                ],
+                st.method,
+            )
+            for st in self.stages
+        ]
+
+
+class HostPlan:
+    """One target's plan: its own stages, or those of its class of alike targets (`shared`),
+    made for it when first read."""
+
+    def __init__(
+        self,
+        target: HostView,
+        params: dict[str, Any],
+        stages: list[Stage] | None = None,
+        *,
+        shared: SharedPlan | None = None,
+        provider: str = "",
+    ) -> None:
+        if stages is None and shared is None:
+            raise ValueError("a host plan needs its stages or a shared plan")
+        self.target = target
+        self.params = params
+        self.shared = shared
+        #: The name of the target's site provider (where its `site_server` steps run).
+        self.provider = provider
+        self._stages = stages
+
+    @property
+    def stages(self) -> list[Stage]:
+        if self._stages is None:
+            assert self.shared is not None  # checked in __init__
+            self._stages = self.shared.stages_for(self.target.name, self.provider)
+        return self._stages
 
     def all_steps(self) -> list[PlannedStep]:
         return [s for st in self.stages for s in st.steps]
@@ -161,6 +225,16 @@ def resolve_params(
     no inventory var sets: it is the same for every host that has no such var, so a fleet's
     defaults are converted once, not once per host (a list is copied for each host).
     """
+    if (
+        settled is not None
+        and len(settled) == len(rb.parameters)
+        and host.vars.keys().isdisjoint(rb.parameters)
+    ):  # a host on the defaults (most of a fleet): nothing of its own to check or convert
+        return {
+            name: value[:] if isinstance(value, list) else value
+            for name in rb.parameters
+            for value in (settled[name],)
+        }
     retyped = [
         problem
         for name, p in rb.parameters.items()
@@ -229,16 +303,21 @@ class Planner:
         self.inv = inventory
         self._compiled: dict[str, tuple[Any, tuple[tuple[str, str | None], ...]]] = {}
         self._decided: dict[tuple[Any, ...], bool] = {}
-        # Conditions only read these, so each host's are built once per plan, not per condition
-        # (a 10,000-host plan evaluates tens of thousands of conditions).
-        self._contexts: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Conditions only read these, so each host's are built once, not per condition (a
+        # 10,000-host plan evaluates tens of thousands of conditions): the host's own with the
+        # host (HostView.context), its site's here, once per site.
+        self._sites: dict[str, dict[str, Any]] = {}
+        # What the step conditions read (None when a class cannot be told, so each target is
+        # planned on its own; found at the first target), and the classes planned so far.
+        self._step_reads: tuple[tuple[str, str | None], ...] | None = None
+        self._reads_found = False
 
-    def _context(self, host: HostView) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(host.as_context(), site_context(host)), built once per host."""
-        ctx = self._contexts.get(host.name)
-        if ctx is None:
-            ctx = self._contexts[host.name] = (host.as_context(), site_context(host))
-        return ctx
+    def _context(self, host: HostView) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """(host.context, site_context(host)): what conditions see as the host and its site."""
+        site = self._sites.get(host.site_code)
+        if site is None:
+            site = self._sites[host.site_code] = site_context(host)
+        return host.context, site
 
     def _compile(self, expr: str) -> tuple[Any, tuple[tuple[str, str | None], ...]]:
         """The compiled condition and what it reads, once per expression."""
@@ -320,11 +399,13 @@ class Planner:
         plan = Plan(self.loaded, self.inv, None, rollback, [], selected=bool(hosts))
         targets: list[tuple[HostView, dict[str, Any]]] = []
         settled: dict[str, Any] = {}  # see resolve_params
+        role = rb.targets.role
+        not_of_role = f"not a {role}"
         for host in self.inv.select(hosts):
-            if rb.targets.role not in host.roles:
+            if role not in host.roles:
                 # Checked before the parameters: a host of another role is never a target, so
                 # its vars are not this runbook's business.
-                plan.skipped_hosts.append((host.name, f"not a {rb.targets.role}"))
+                plan.skipped_hosts.append((host.name, not_of_role))
                 continue
             params = resolve_params(rb, host, cli, self.inv, settled)
             reason = self._not_target(host, params)
@@ -336,10 +417,65 @@ class Planner:
             why = "; ".join(f"{n}: {r}" for n, r in plan.skipped_hosts) or "no hosts"
             raise UsageError(f"runbook {rb.id} has no target among the selected hosts ({why})")
         plan.method = self._one_method(targets) if rb.methods else None
+        classes: dict[tuple[Any, ...], SharedPlan] = {}  # of this plan's method and overrides
         for host, params in targets:
-            stages = self._stages(host, params, plan.method, rollback)
-            plan.hosts.append(HostPlan(host, params, stages))
+            provider = self.inv.provider_of(host).name
+            key = self._class_key(host)
+            shared = classes.get(key) if key is not None else None
+            if shared is None:
+                stages = self._stages(host, params, plan.method, rollback)
+                shared = SharedPlan(stages, host.name, provider)
+                if key is not None:
+                    classes[key] = shared
+            plan.hosts.append(HostPlan(host, params, shared=shared, provider=provider))
         return plan
+
+    def _class_key(self, target: HostView) -> tuple[Any, ...] | None:
+        """What decides a target's steps apart from names, within one plan: the vars that set
+        its parameters (the rest of them are the runbook's defaults and the command line's, the
+        same for all) and every value the step conditions read of it, of its site's provider and
+        of their sites. Targets with equal keys get equal steps (see SharedPlan). None when the
+        target must be planned on its own: a condition reads something else, or a value cannot
+        be a key."""
+        if not self._reads_found:
+            self._step_reads, self._reads_found = self._conditions_read(), True
+        reads = self._step_reads
+        if reads is None:
+            return None
+        target_ctx, target_site = self._context(target)
+        provider_ctx, provider_site = self._context(self.inv.provider_of(target))
+        seen = {
+            "host": (target_ctx, provider_ctx),
+            "target": (target_ctx,),
+            "site": (target_site, provider_site),
+            "params": (),  # all of them are in the key
+        }
+        parameters = self.rb.parameters
+        values: list[Any] = [
+            _frozen(
+                {k: v for k, v in target.vars.items() if k in parameters} if target.vars else {}
+            )
+        ]
+        for name, attr in reads:
+            for obj in seen[name]:
+                values.append(_frozen(obj if attr is None else obj.get(attr, _MISSING)))
+        key = tuple(values)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def _conditions_read(self) -> tuple[tuple[str, str | None], ...] | None:
+        """(name, attribute) read by any step condition; None when one reads a name other than
+        host, target, site and params (its value could not be told from a class key)."""
+        reads: set[tuple[str, str | None]] = set()
+        for step in _every_step(self.rb):
+            if step.when:
+                reads.update(self._compile(step.when)[1])
+        if any(name not in ("host", "target", "site", "params") for name, _ in reads):
+            return None
+        return tuple(sorted(reads, key=lambda r: (r[0], r[1] or "")))
 
     def _one_method(self, targets: list[tuple[HostView, dict[str, Any]]]) -> str:
         """The method every target resolved to (None as a parameter value means auto)."""
@@ -452,7 +588,7 @@ class Planner:
             runner = self.inv.provider_of(target) if step.on == "site_server" else target
             skip = None
             if step.when and not self.condition(step.when, runner, target, params):
-                skip = f"skipped: '{step.when}' is false for {target.name} in the inventory"
+                skip = _skipped(step, target.name)
             decided = None
             if step.when_probe:
                 decided = (
@@ -482,6 +618,17 @@ class Planner:
                 )
             )
         return out
+
+
+def _skipped(step: Step, target: str) -> str:
+    """Why a step whose condition the inventory decides is left out for `target`."""
+    return f"skipped: '{step.when}' is false for {target} in the inventory"
+
+
+def _every_step(rb: Runbook) -> list[Step]:
+    """Every step of a runbook, in any block (an include stands for steps of a method)."""
+    in_methods = [s for m in rb.methods for s in m.steps if isinstance(s, Step)]
+    return [*rb.prechecks, *rb.steps, *in_methods, *rb.verify, *rb.rollback]
 
 
 def _settle_seconds(step: Step, params: dict[str, Any]) -> int:

@@ -58,6 +58,9 @@ class Renderer:
         self.env.filters["comment"] = lambda v: pwsh.Raw(pwsh.comment_safe(v))
         self.env.globals["RESULT_MARKER"] = RESULT_MARKER
         self.conditions = Conditions()
+        # What each template file reads, by its name and text: a file that many templates
+        # include (or many runbooks use) is parsed once when the catalog is loaded.
+        self._read: dict[tuple[str, str], _FileRefs] = {}
 
     def exists(self, name: str) -> bool:
         return any((d / name).is_file() for d in self.templates_dirs)
@@ -80,18 +83,35 @@ class Renderer:
             return
         seen.add(name)
         source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
-        ast = self.env.parse(source)
-        for var in jinja2.meta.find_undeclared_variables(ast):
+        found = self._read.get((name, source))
+        if found is None:
+            found = self._read[(name, source)] = _file_refs(self.env.parse(source))
+        variables, attrs, children = found
+        for var in variables:
             refs.names.setdefault(var, name)
-        for node in ast.find_all(jinja2.nodes.Getattr):
-            if isinstance(node.node, jinja2.nodes.Name):
-                refs.attrs.setdefault((node.node.name, node.attr), (name, node.lineno))
-        for child in jinja2.meta.find_referenced_templates(ast):
-            if child is not None:
-                if not self.exists(child):
-                    refs.missing.append((name, child))
-                else:
-                    self._collect(child, refs, seen)
+        for attr, lineno in attrs:
+            refs.attrs.setdefault(attr, (name, lineno))
+        for child in children:
+            if not self.exists(child):
+                refs.missing.append((name, child))
+            else:
+                self._collect(child, refs, seen)
+
+
+#: One template file's own reads: undeclared names, (name, attribute) reads with their line,
+#: and the templates it includes.
+_FileRefs = tuple[tuple[str, ...], tuple[tuple[tuple[str, str], int], ...], tuple[str, ...]]
+
+
+def _file_refs(ast: jinja2.nodes.Template) -> _FileRefs:
+    """What one parsed template file reads and includes, in the order they appear."""
+    attrs = tuple(
+        ((node.node.name, node.attr), node.lineno)
+        for node in ast.find_all(jinja2.nodes.Getattr)
+        if isinstance(node.node, jinja2.nodes.Name)
+    )
+    children = tuple(c for c in jinja2.meta.find_referenced_templates(ast) if c is not None)
+    return tuple(jinja2.meta.find_undeclared_variables(ast)), attrs, children
 
 
 #: What a runbook condition may be built of besides names, constants and attribute reads: a
