@@ -99,7 +99,7 @@ class NtlmChannel:
         self.read_timeout_sec = read_timeout
         self.max_reply = max_reply
         self._connection: Connection | None = None
-        self._context: spnego.ContextProxy | None = None
+        self._context: sealing.Sealer | None = None
         self._deadline = 0.0
 
     def send_message(self, message: str | bytes) -> bytes:
@@ -138,8 +138,8 @@ class NtlmChannel:
 
     # -- connection and handshake ------------------------------------------------------------
 
-    def _authenticated(self) -> tuple[Connection, spnego.ContextProxy]:
-        """The open, authenticated connection and its context, made anew if the host closed it."""
+    def _authenticated(self) -> tuple[Connection, sealing.Sealer]:
+        """The open, authenticated connection and its sealing, made anew if the host closed it."""
         connection, context = self._connection, self._context
         if connection is None or context is None or _closed(connection):
             self.close_session()
@@ -147,7 +147,7 @@ class NtlmChannel:
             self._connection, self._context = connection, context
         return connection, context
 
-    def _handshake(self) -> tuple[Connection, spnego.ContextProxy]:
+    def _handshake(self) -> tuple[Connection, sealing.Sealer]:
         """Connect and run NTLM's NEGOTIATE / CHALLENGE / AUTHENTICATE on empty POSTs."""
         timeout = max(0.001, self._deadline - time.monotonic())
         try:
@@ -173,7 +173,7 @@ class NtlmChannel:
                     raise WinRMError(f"the host's NTLM challenge is not usable: {exc}") from exc
                 response = self._leg(connection, token)
             if response.status == 200 and context.complete:
-                return connection, context
+                return connection, sealing.sealer(context)
         except BaseException:
             connection.close()
             raise
