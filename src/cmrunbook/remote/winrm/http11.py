@@ -34,6 +34,7 @@ __all__ = [
     "DeadlineError",
     "Reply",
     "ReplyTooLargeError",
+    "header_lines",
 ]
 
 #: Bytes of a reply's status line and headers, and the number of header lines, accepted.
@@ -43,7 +44,7 @@ MAX_HEADERS = 100
 _READ = 256 * 1024
 #: Interim (1xx) replies skipped before the final one; a peer sending more is refused.
 _MAX_INTERIM = 8
-_FORBIDDEN_IN_TARGET = frozenset(range(0x21)) | {0x7F}
+_FORBIDDEN_IN_TARGET = bytes([*range(0x21), 0x7F])
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -73,11 +74,17 @@ class Connection:
     """One TCP connection, one request at a time. ``closed`` turns true when the reply said
     the connection ends (``Connection: close``, HTTP/1.0, or a body that runs to the end)."""
 
-    def __init__(self, sock: socket.socket, host: str, port: int) -> None:
+    def __init__(self, sock: socket.socket, host: str, port: int, target: str) -> None:
+        """``target`` is the URL path every request names. It comes from the inventory, so a
+        space or control character in it is refused here, as http.client refuses it: it would
+        end the request line early and let the rest pass for headers."""
+        raw = target.encode("ascii")
+        if not raw.startswith(b"/") or raw.translate(None, _FORBIDDEN_IN_TARGET) != raw:
+            raise http.client.InvalidURL(f"URL path {target!r} has a space or control character")
         self.sock = sock
         self.closed = False
         bracketed = f"[{host}]" if ":" in host else host
-        self._host = f"Host: {bracketed}:{port}\r\n".encode("ascii")
+        self._start = b"POST %s HTTP/1.1\r\nHost: %s:%d\r\n" % (raw, bracketed.encode(), port)
         self._buffer = bytearray()
         self._deadline = 0.0
         self._received = 0
@@ -90,40 +97,25 @@ class Connection:
         """True if bytes came that no request asked for (left over after the last reply)."""
         return bool(self._buffer)
 
-    def exchange(
-        self,
-        target: str,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes,
-        *,
-        deadline: float,
-        limit: int,
-    ) -> Reply:
-        """POST ``body`` to ``target`` and read the reply, all before ``deadline`` (monotonic).
+    def exchange(self, headers: bytes, body: bytes, *, deadline: float, limit: int) -> Reply:
+        """POST ``body`` and read the reply, all before ``deadline`` (monotonic time).
 
-        ``headers`` come from the engine, never from a peer; the target comes from the
-        inventory, so a control character or space in it is refused, as http.client does.
+        ``headers`` are the request's header lines, each ending in CRLF, besides Host and
+        Content-Length: the engine's own (see `header_lines`), never a peer's.
         """
-        raw = target.encode("ascii")
-        if not raw.startswith(b"/") or any(b in _FORBIDDEN_IN_TARGET for b in raw):
-            raise http.client.InvalidURL(f"URL path {target!r} has a space or control character")
         self._deadline, self._received = deadline, 0
-        lines = [b"POST ", raw, b" HTTP/1.1\r\n", self._host]
-        for name, value in headers:
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        request = b"%s%sContent-Length: %d\r\n\r\n" % (self._start, headers, len(body))
         self.sock.settimeout(max(0.001, deadline - time.monotonic()))  # bounds the send too
-        self.sock.sendall(b"".join(lines) + body)
+        self.sock.sendall(request + body)
         for _ in range(_MAX_INTERIM):
             status, version, fields = self._head()
             if not 100 <= status < 200:
                 break
         else:
             raise http.client.HTTPException(f"over {_MAX_INTERIM} interim replies")
-        if version == b"HTTP/1.0" or "close" in _tokens(fields.get("connection", "")):
+        if version == "HTTP/1.0" or "close" in _tokens(fields.get("connection", "")):
             self.closed = True
-        reply = Reply(status, fields, self._body(status, fields, limit))
-        return reply
+        return Reply(status, fields, self._body(status, fields, limit))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -169,7 +161,7 @@ class Connection:
         del self._buffer[: end + 2]
         return line
 
-    def _head(self) -> tuple[int, bytes, dict[str, str]]:
+    def _head(self) -> tuple[int, str, dict[str, str]]:
         """The status line and headers of one reply."""
         start = 0
         while (end := self._buffer.find(b"\r\n\r\n", start)) < 0:
@@ -184,27 +176,28 @@ class Connection:
                 raise http.client.IncompleteRead(bytes(self._buffer))
         if end > MAX_HEAD:
             raise http.client.LineTooLong(f"reply head over {MAX_HEAD} bytes")
-        head = bytes(self._buffer[:end])
+        head = self._buffer[:end].decode("latin-1")
         del self._buffer[: end + 4]
-        status_line, *lines = head.split(b"\r\n")
-        version, _, rest = status_line.partition(b" ")
+        status_line, *lines = head.split("\r\n")
+        version, _, rest = status_line.partition(" ")
         code = rest[:3]
         if (
-            version not in (b"HTTP/1.1", b"HTTP/1.0")
+            version not in ("HTTP/1.1", "HTTP/1.0")
             or len(code) != 3
             or not code.isdigit()
-            or rest[3:4] not in (b"", b" ")
+            or not code.isascii()
+            or rest[3:4] not in ("", " ")
         ):
             raise http.client.BadStatusLine(repr(status_line[:200]))
         if len(lines) > MAX_HEADERS:
             raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
         fields: dict[str, str] = {}
         for line in lines:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip() or line[0] in " \t":
                 raise http.client.HTTPException(f"malformed header line {line[:80]!r}")
-            key = name.decode("latin-1").lower()
-            text = value.strip(b" \t").decode("latin-1")
+            key = name.lower()
+            text = value.strip(" \t")
             fields[key] = f"{fields[key]}, {text}" if key in fields else text
         return int(code), version, fields
 
@@ -262,6 +255,11 @@ class Connection:
             if trailer > MAX_HEAD:
                 raise http.client.LineTooLong("chunked trailer")
         return b"".join(pieces)
+
+
+def header_lines(*headers: tuple[str, str]) -> bytes:
+    """Request header lines, encoded once: a channel sends the same few on every request."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("latin-1")
 
 
 def _tokens(value: str) -> list[str]:

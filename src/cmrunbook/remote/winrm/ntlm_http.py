@@ -45,7 +45,13 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1  # the functions NTLM itsel
 from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
 
 from cmrunbook.remote.winrm import sealing
-from cmrunbook.remote.winrm.http11 import Connection, DeadlineError, Reply, ReplyTooLargeError
+from cmrunbook.remote.winrm.http11 import (
+    Connection,
+    DeadlineError,
+    Reply,
+    ReplyTooLargeError,
+    header_lines,
+)
 
 __all__ = [
     "HANDSHAKE_REPLY_LIMIT",
@@ -57,9 +63,11 @@ __all__ = [
     "ntlm_hashes",
 ]
 
-_PLAIN = "application/soap+xml;charset=UTF-8"
-#: What http.client sent besides Host and Content-Length, kept so the wire stays as it was.
-_HEADERS = (("Accept-Encoding", "identity"), ("User-Agent", "cmrunbook"))
+#: The header lines of a sealed message and of a handshake leg (which adds its Authorization):
+#: what http.client sent besides Host and Content-Length, so the wire stays as it was.
+_COMMON = (("Accept-Encoding", "identity"), ("User-Agent", "cmrunbook"))
+_SEALED = header_lines(("Content-Type", sealing.ENCRYPTED_CONTENT_TYPE), *_COMMON)
+_PLAIN = header_lines(("Content-Type", "application/soap+xml;charset=UTF-8"), *_COMMON)
 
 #: Default cap on one reply body. A Receive carries at most one MaxEnvelopeSize (150 KB on WMF
 #: 2.0, 500 KB from WMF 3.0 on) of output, so 64 MB is far beyond any honest reply.
@@ -111,9 +119,7 @@ class NtlmChannel:
         data = message.encode("utf-8") if isinstance(message, str) else message
         self._deadline = time.monotonic() + self.read_timeout_sec
         connection, context = self._authenticated()
-        response = self._post(
-            connection, sealing.seal(context, data), sealing.ENCRYPTED_CONTENT_TYPE
-        )
+        response = self._post(connection, sealing.seal(context, data), _SEALED)
         content_type = response.header("content-type")
         reply = response.body
         if sealing.is_sealed(content_type):
@@ -155,7 +161,11 @@ class NtlmChannel:
         except TimeoutError as exc:
             raise ConnectTimeoutError(f"connecting took over {self.read_timeout_sec} s") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = Connection(sock, self._address, self._port)
+        try:
+            connection = Connection(sock, self._address, self._port, self._path)
+        except BaseException:
+            sock.close()
+            raise
         try:
             context = spnego.client(self._username, self._secret, protocol="ntlm")
             response = self._leg(connection, context.step())
@@ -182,25 +192,20 @@ class NtlmChannel:
 
     def _leg(self, connection: Connection, token: bytes | None) -> Reply:
         """One handshake request: an empty POST that carries the client's NTLM token."""
-        auth = f"Negotiate {base64.b64encode(token or b'').decode('ascii')}"
-        return self._post(connection, b"", _PLAIN, auth=auth, limit=HANDSHAKE_REPLY_LIMIT)
+        auth = b"Authorization: Negotiate %s\r\n" % base64.b64encode(token or b"")
+        return self._post(connection, b"", _PLAIN + auth, limit=HANDSHAKE_REPLY_LIMIT)
 
     def _post(
         self,
         connection: Connection,
         body: bytes,
-        content_type: str,
+        headers: bytes,
         *,
-        auth: str | None = None,
         limit: int | None = None,
     ) -> Reply:
         """POST ``body`` before the deadline; the reply, its body read up to the cap."""
-        headers: tuple[tuple[str, str], ...] = (("Content-Type", content_type), *_HEADERS)
-        if auth is not None:
-            headers += (("Authorization", auth),)
         try:
             return connection.exchange(
-                self._path,
                 headers,
                 body,
                 deadline=self._deadline,
