@@ -53,6 +53,10 @@ LOCK_FILE = "keys.lock"
 if sys.platform == "win32":
     import msvcrt
 
+    # UNCONFIRMED: that msvcrt.locking locks at offsets past 4 GiB (the C runtime's _locking
+    # over LockFile, which takes 64-bit offsets) was not tried on a Windows jump host here. If
+    # it cannot, the lock fails and the run is refused as locked: it never runs unlocked.
+
     def _try_lock(fd: int, offset: int) -> bool:
         os.lseek(fd, offset, os.SEEK_SET)
         try:
@@ -84,7 +88,8 @@ else:
 
     # `struct flock` as the C headers lay it out: (format, field order) per system; elsewhere
     # the holder is not asked for. Linux: l_type, l_whence, l_start, l_len, l_pid (fcntl(2));
-    # macOS: l_start, l_len, l_pid, l_type, l_whence (<sys/fcntl.h>).
+    # macOS: l_start, l_len, l_pid, l_type, l_whence (<sys/fcntl.h>; UNCONFIRMED, not run on
+    # macOS here: a wrong layout only changes who the refusal names, never whether it refuses).
     _FLOCK = {
         "linux": ("@hhqqi4x", ("type", "whence", "start", "len", "pid")),
         "darwin": ("@qqihh", ("start", "len", "pid", "type", "whence")),
