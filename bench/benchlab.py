@@ -250,6 +250,7 @@ def inventory_yaml(
     dps_per_site: int,
     clients_per_site: int,
     port: int = 5985,
+    lab_ports: tuple[int, ...] = (),
     lab_routing: bool = True,
     clients_without_winrm: float = 0.5,
     versions: tuple[str, ...] = ("2012r2", "2007"),
@@ -257,7 +258,8 @@ def inventory_yaml(
     """An inventory in the project's format: each site has a site server, DPs (alternately with
     multicast, PXE, both, neither) and XP clients, some without WinRM. With ``lab_routing`` every
     WinRM host (named ``<name>.bench.example``) is reached at 127.0.0.1 on ``port`` under
-    ``/wsman/<name>``. Sites cycle through
+    ``/wsman/<name>``; with ``lab_ports`` the WinRM hosts take those ports in turn (one lab
+    process each). Sites cycle through
     ``versions`` (2007 sites are SP2, so that every runbook of the catalog has targets)."""
     lines = [
         "credentials: {source: env}",
@@ -268,14 +270,18 @@ def inventory_yaml(
     hosts: list[str] = ["hosts:"]
     groups: list[str] = ["groups:"]
     every = round(1 / clients_without_winrm) if clients_without_winrm else 0
+    routed = 0
 
     def host(name: str, site: str, roles: str, os_: str, extra: str = "", winrm: bool = True):
+        nonlocal routed
         route = ""
         if winrm and lab_routing:
             # Each host its own name (the machine a lock is taken on); WinRM goes to the lab.
+            to = f", port: {lab_ports[routed % len(lab_ports)]}" if lab_ports else ""
+            routed += 1
             route = (
                 f"\n    address: {name}.bench.example"
-                f"\n    winrm: {{address: 127.0.0.1, path: /wsman/{name}}}"
+                f"\n    winrm: {{address: 127.0.0.1{to}, path: /wsman/{name}}}"
             )
         elif not winrm:
             route = "\n    winrm: false"

@@ -17,27 +17,41 @@ import spnego
 from requests_ntlm.requests_ntlm import ShimSessionSecurity
 from winrm.encryption import Encryption
 
-from cmrunbook.remote.winrm.sealing import ENCRYPTED_CONTENT_TYPE, EncryptionError, seal, unseal
+from cmrunbook.remote.winrm.sealing import (
+    ENCRYPTED_CONTENT_TYPE,
+    EncryptionError,
+    NtlmSeal,
+    SpnegoSeal,
+    seal,
+    sealer,
+    unseal,
+)
 
 DOMAIN, USER, PASSWORD = "LAB", "labadmin", "S3cret-pa55!"
 URL = "http://127.0.0.1:5985/wsman"
 SOAP = '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope">Grüße</s:Envelope>'
 
 
-@pytest.fixture
-def pair(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[spnego.ContextProxy, spnego.ContextProxy]]:
+def handshake() -> tuple[spnego.ContextProxy, spnego.ContextProxy]:
     """A client context and an acceptor after a complete NTLM handshake."""
-    users = tmp_path / "ntlm-users.txt"
-    users.write_text(f"{DOMAIN}:{USER}:{PASSWORD}\n", encoding="utf-8")
-    monkeypatch.setenv("NTLM_USER_FILE", str(users))
     client = spnego.client(f"{DOMAIN}\\{USER}", PASSWORD, protocol="ntlm")
     server = spnego.server(protocol="ntlm")
     challenge = server.step(client.step())
     assert server.step(client.step(challenge)) is None
     assert server.complete and client.complete
-    yield client, server
+    return client, server
+
+
+@pytest.fixture
+def users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ntlm-users.txt"
+    path.write_text(f"{DOMAIN}:{USER}:{PASSWORD}\n", encoding="utf-8")
+    monkeypatch.setenv("NTLM_USER_FILE", str(path))
+
+
+@pytest.fixture
+def pair(users: None) -> Iterator[tuple[spnego.ContextProxy, spnego.ContextProxy]]:
+    yield handshake()
 
 
 def _pywinrm(client: spnego.ContextProxy) -> Encryption:
@@ -55,29 +69,45 @@ def _framing(body: bytes) -> bytes:
 def test_the_engine_seals_a_request_exactly_as_pywinrm_frames_it(pair: tuple) -> None:
     client, server = pair
     message = SOAP.encode("utf-8")
-    theirs = _pywinrm(client).prepare_encrypted_request(requests.Session(), URL, message)
-    ours = seal(client, message)
+    other_client, _ = handshake()
+    theirs = _pywinrm(other_client).prepare_encrypted_request(requests.Session(), URL, message)
+    ours = seal(sealer(client), message)
     assert _framing(ours) == _framing(theirs.body)
     assert len(ours) == len(theirs.body)
     assert theirs.headers["Content-Type"] == ENCRYPTED_CONTENT_TYPE
-    # sealed in this order, opened in this order (RC4 stream and sequence numbers)
-    assert unseal(server, theirs.body, ENCRYPTED_CONTENT_TYPE) == message
-    assert unseal(server, ours, ENCRYPTED_CONTENT_TYPE) == message
+    assert unseal(sealer(server), ours, ENCRYPTED_CONTENT_TYPE) == message
+
+
+def test_the_engine_seal_is_pyspnego_s_both_ways_message_after_message(pair: tuple) -> None:
+    """NtlmSeal against pyspnego's own wrap and unwrap as the peer: the sequence numbers and
+    RC4 streams advance alike over several messages in each direction."""
+    client, server = pair
+    ours = sealer(client)
+    assert isinstance(ours, NtlmSeal)
+    for n in range(3):
+        request = f"{SOAP} request {n}".encode()
+        assert server.unwrap(ours.wrap(request)).data == request  # pyspnego verifies ours
+        reply = f"{SOAP} reply {n}".encode() * (n + 1)
+        assert ours.unwrap(server.wrap(reply, encrypt=True).data) == reply
 
 
 def test_a_reply_sealed_as_pywinrm_would_opens_in_the_engine(pair: tuple) -> None:
     client, server = pair
     # pywinrm seals requests only; the acceptor's reply uses the same framing, byte for byte
     reply = _pywinrm(server).prepare_encrypted_request(requests.Session(), URL, SOAP.encode())
-    assert unseal(client, reply.body, reply.headers["Content-Type"]) == SOAP.encode()
+    assert unseal(sealer(client), reply.body, reply.headers["Content-Type"]) == SOAP.encode()
 
 
-def test_an_altered_body_is_refused(pair: tuple) -> None:
+@pytest.mark.parametrize("spot", [-30, -60, 40])
+@pytest.mark.parametrize("opener", [sealer, SpnegoSeal], ids=["engine", "pyspnego"])
+def test_an_altered_body_is_refused(pair: tuple, spot: int, opener: type) -> None:
+    """One bit flipped in the sealed message, the checksum or the sequence number."""
     client, server = pair
-    body = bytearray(seal(client, SOAP.encode("utf-8")))
-    body[-30] ^= 0x01  # one bit of the sealed message
+    body = bytearray(seal(SpnegoSeal(client), SOAP.encode("utf-8")))
+    octets = body.index(b"application/octet-stream\r\n") + 26 + 4  # after the length prefix
+    body[spot if spot < 0 else octets + spot // 10] ^= 0x01
     with pytest.raises(EncryptionError, match="could not be unsealed"):
-        unseal(server, bytes(body), ENCRYPTED_CONTENT_TYPE)
+        unseal(opener(server), bytes(body), ENCRYPTED_CONTENT_TYPE)
 
 
 @pytest.mark.parametrize(
@@ -92,4 +122,4 @@ def test_what_is_not_a_sealed_body_is_named(
 ) -> None:
     client, _ = pair
     with pytest.raises(EncryptionError, match=error):
-        unseal(client, body, content_type)
+        unseal(sealer(client), body, content_type)

@@ -18,9 +18,10 @@ requests. Each failure becomes a
 can act on; no message ever contains a password.
 
 Underneath, the default ``auth: ntlm`` on http travels on :class:`~cmrunbook.remote.winrm.ntlm_http.
-NtlmChannel` (http.client and pyspnego, message encryption); Kerberos, CredSSP, Basic and https
-use pywinrm's requests-based transport. Either way a reply that should be encrypted and is not
-is refused (:func:`refuse_plain_replies` for pywinrm's transport), never read as data.
+NtlmChannel` (its own HTTP/1.1 client and pyspnego, message encryption); Kerberos, CredSSP,
+Basic and https use pywinrm's requests-based transport. Either way a reply that should be
+encrypted and is not is refused (:func:`refuse_plain_replies` for pywinrm's transport), never
+read as data.
 
 A WinRMHost is not thread-safe: the engine gives each host its own, used by one worker.
 """

@@ -1,8 +1,9 @@
 """WS-Man over plain HTTP with NTLM and message encryption, on one keep-alive connection.
 
 This is the default way to a Windows host (``auth: ntlm`` on http) and the one every host of a
-fan-out takes, so it is written on http.client and pyspnego directly rather than through
-pywinrm's requests-based transport. Through requests, each message passed request preparation,
+fan-out takes, so it is written on a small HTTP/1.1 client of its own
+(:mod:`~cmrunbook.remote.winrm.http11`) and pyspnego directly rather than through pywinrm's
+requests-based transport. Through requests, each message passed request preparation,
 cookie handling, proxy lookups in the environment and the auth handler's response hooks: in a
 profiled 1,000-host fan-out that stack, not the exchange, was most of the engine's CPU per host.
 The other auth methods and https keep pywinrm's transport.
@@ -10,8 +11,8 @@ The other auth methods and https keep pywinrm's transport.
 The channel is a drop-in ``transport`` for pywinrm's :class:`~winrm.protocol.Protocol`: it has
 ``send_message``, ``close_session`` and ``read_timeout_sec``, and it reports an HTTP error as
 :class:`~winrm.exceptions.WinRMTransportError` with the opened body, from which the Protocol
-reads WS-Man faults. Connection failures reach the caller as the socket or http.client
-exception, which :mod:`cmrunbook.remote.winrm.host` names.
+reads WS-Man faults. Connection failures reach the caller as the socket exception or the
+http.client exception named for the same failure, which :mod:`cmrunbook.remote.winrm.host` names.
 
 Two things differ from pywinrm, on purpose:
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import http.client
 import socket
 import time
 
@@ -45,6 +45,13 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1  # the functions NTLM itsel
 from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
 
 from cmrunbook.remote.winrm import sealing
+from cmrunbook.remote.winrm.http11 import (
+    Connection,
+    DeadlineError,
+    Reply,
+    ReplyTooLargeError,
+    header_lines,
+)
 
 __all__ = [
     "HANDSHAKE_REPLY_LIMIT",
@@ -56,9 +63,11 @@ __all__ = [
     "ntlm_hashes",
 ]
 
-_USER_AGENT = "cmrunbook"
-_PLAIN = "application/soap+xml;charset=UTF-8"
-_CHUNK = 64 * 1024
+#: The header lines of a sealed message and of a handshake leg (which adds its Authorization):
+#: what http.client sent besides Host and Content-Length, so the wire stays as it was.
+_COMMON = (("Accept-Encoding", "identity"), ("User-Agent", "cmrunbook"))
+_SEALED = header_lines(("Content-Type", sealing.ENCRYPTED_CONTENT_TYPE), *_COMMON)
+_PLAIN = header_lines(("Content-Type", "application/soap+xml;charset=UTF-8"), *_COMMON)
 
 #: Default cap on one reply body. A Receive carries at most one MaxEnvelopeSize (150 KB on WMF
 #: 2.0, 500 KB from WMF 3.0 on) of output, so 64 MB is far beyond any honest reply.
@@ -69,42 +78,6 @@ HANDSHAKE_REPLY_LIMIT = 64 * 1024
 
 class ConnectTimeoutError(TimeoutError):
     """The TCP connection was not accepted within the timeout (as opposed to a slow answer)."""
-
-
-class DeadlineError(TimeoutError):
-    """A request and its reply, handshake included, took longer than the read timeout allows
-    (the peer kept the connection busy, e.g. sending a byte every few seconds)."""
-
-
-class ReplyTooLargeError(Exception):
-    """A reply body over the cap: refused before it is held in memory."""
-
-
-class _DeadlineSocket(socket.socket):
-    """A socket whose every receive fits into one overall deadline, not a per-read timeout.
-
-    http.client reads the status line, headers and body through ``recv_into``; each call gets
-    only the time left, so a trickle that keeps every single read short still ends on time.
-    """
-
-    deadline: float | None = None
-    received = 0  # bytes of the current reply so far: a peer that sent some was trickling
-
-    def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
-        if self.deadline is None:
-            return super().recv_into(buffer, nbytes, flags)
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeadlineError("the reply was still incomplete at the deadline")
-        self.settimeout(remaining)
-        try:
-            count = super().recv_into(buffer, nbytes, flags)
-        except TimeoutError as exc:
-            if self.received:
-                raise DeadlineError("the reply was still incomplete at the deadline") from exc
-            raise
-        self.received += count
-        return count
 
 
 class NtlmChannel:
@@ -133,8 +106,8 @@ class NtlmChannel:
         self._secret = secret  # the password or its LM:NT hash pair; never logged
         self.read_timeout_sec = read_timeout
         self.max_reply = max_reply
-        self._connection: http.client.HTTPConnection | None = None
-        self._context: spnego.ContextProxy | None = None
+        self._connection: Connection | None = None
+        self._context: sealing.Sealer | None = None
         self._deadline = 0.0
 
     def send_message(self, message: str | bytes) -> bytes:
@@ -146,10 +119,9 @@ class NtlmChannel:
         data = message.encode("utf-8") if isinstance(message, str) else message
         self._deadline = time.monotonic() + self.read_timeout_sec
         connection, context = self._authenticated()
-        response, reply = self._post(
-            connection, sealing.seal(context, data), sealing.ENCRYPTED_CONTENT_TYPE
-        )
-        content_type = response.getheader("Content-Type", "")
+        response = self._post(connection, sealing.seal(context, data), _SEALED)
+        content_type = response.header("content-type")
+        reply = response.body
         if sealing.is_sealed(content_type):
             reply = sealing.unseal(context, reply, content_type)
         elif response.status in (200, 500):
@@ -172,8 +144,8 @@ class NtlmChannel:
 
     # -- connection and handshake ------------------------------------------------------------
 
-    def _authenticated(self) -> tuple[http.client.HTTPConnection, spnego.ContextProxy]:
-        """The open, authenticated connection and its context, made anew if the host closed it."""
+    def _authenticated(self) -> tuple[Connection, sealing.Sealer]:
+        """The open, authenticated connection and its sealing, made anew if the host closed it."""
         connection, context = self._connection, self._context
         if connection is None or context is None or _closed(connection):
             self.close_session()
@@ -181,25 +153,25 @@ class NtlmChannel:
             self._connection, self._context = connection, context
         return connection, context
 
-    def _handshake(self) -> tuple[http.client.HTTPConnection, spnego.ContextProxy]:
+    def _handshake(self) -> tuple[Connection, sealing.Sealer]:
         """Connect and run NTLM's NEGOTIATE / CHALLENGE / AUTHENTICATE on empty POSTs."""
         timeout = max(0.001, self._deadline - time.monotonic())
-        connection = http.client.HTTPConnection(self._address, self._port, timeout=timeout)
         try:
-            connection.connect()
+            sock = socket.create_connection((self._address, self._port), timeout=timeout)
         except TimeoutError as exc:
             raise ConnectTimeoutError(f"connecting took over {self.read_timeout_sec} s") from exc
-        plain = connection.sock
-        connection.sock = _DeadlineSocket(
-            plain.family, plain.type, plain.proto, fileno=plain.detach()
-        )
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            connection = Connection(sock, self._address, self._port, self._path)
+        except BaseException:
+            sock.close()
+            raise
         try:
             context = spnego.client(self._username, self._secret, protocol="ntlm")
-            response, reply = self._leg(connection, context.step())
+            response = self._leg(connection, context.step())
             challenge = _offered_token(response)
             if response.status == 401 and challenge is None:
-                offers = response.getheader("WWW-Authenticate", "none")
+                offers = response.header("www-authenticate", "none")
                 raise WinRMError(
                     f"the host answered NTLM's NEGOTIATE without a challenge (it offers: "
                     f"{offers}); NTLM may be disabled there: try auth: kerberos"
@@ -209,43 +181,36 @@ class NtlmChannel:
                     token = context.step(challenge)
                 except spnego.exceptions.SpnegoError as exc:
                     raise WinRMError(f"the host's NTLM challenge is not usable: {exc}") from exc
-                response, reply = self._leg(connection, token)
+                response = self._leg(connection, token)
             if response.status == 200 and context.complete:
-                return connection, context
+                return connection, sealing.sealer(context)
         except BaseException:
             connection.close()
             raise
         connection.close()
-        raise _refusal(response.status, reply)
+        raise _refusal(response.status, response.body)
 
-    def _leg(
-        self, connection: http.client.HTTPConnection, token: bytes | None
-    ) -> tuple[http.client.HTTPResponse, bytes]:
+    def _leg(self, connection: Connection, token: bytes | None) -> Reply:
         """One handshake request: an empty POST that carries the client's NTLM token."""
-        auth = f"Negotiate {base64.b64encode(token or b'').decode('ascii')}"
-        return self._post(connection, b"", _PLAIN, auth=auth, limit=HANDSHAKE_REPLY_LIMIT)
+        auth = b"Authorization: Negotiate %s\r\n" % base64.b64encode(token or b"")
+        return self._post(connection, b"", _PLAIN + auth, limit=HANDSHAKE_REPLY_LIMIT)
 
     def _post(
         self,
-        connection: http.client.HTTPConnection,
+        connection: Connection,
         body: bytes,
-        content_type: str,
+        headers: bytes,
         *,
-        auth: str | None = None,
         limit: int | None = None,
-    ) -> tuple[http.client.HTTPResponse, bytes]:
-        """POST ``body`` before the deadline; the response and its body, read up to the cap."""
-        sock = connection.sock
-        assert isinstance(sock, _DeadlineSocket)
-        sock.deadline, sock.received = self._deadline, 0
-        sock.settimeout(max(0.001, self._deadline - time.monotonic()))  # bounds the send too
-        headers = {"Content-Type": content_type, "User-Agent": _USER_AGENT}
-        if auth is not None:
-            headers["Authorization"] = auth
-        connection.request("POST", self._path, body, headers)
-        response = connection.getresponse()
+    ) -> Reply:
+        """POST ``body`` before the deadline; the reply, its body read up to the cap."""
         try:
-            return response, _read_capped(response, self.max_reply if limit is None else limit)
+            return connection.exchange(
+                headers,
+                body,
+                deadline=self._deadline,
+                limit=self.max_reply if limit is None else limit,
+            )
         except ReplyTooLargeError:
             self.close_session()
             connection.close()
@@ -264,24 +229,6 @@ def ntlm_hashes(password: str) -> str:
     return f"{lmowfv1(password).hex()}:{ntowfv1(password).hex()}"
 
 
-def _read_capped(response: http.client.HTTPResponse, limit: int) -> bytes:
-    """The body, or ReplyTooLargeError as soon as it is known to exceed ``limit`` bytes.
-
-    A declared length over the cap is refused before reading; a chunked or unbounded body is
-    read piece by piece, so at most ``limit`` plus one piece is ever held.
-    """
-    if response.length is not None:
-        if response.length > limit:
-            raise ReplyTooLargeError(f"the reply declares {response.length} bytes")
-        return response.read()
-    pieces = bytearray()
-    while piece := response.read(_CHUNK):
-        pieces += piece
-        if len(pieces) > limit:
-            raise ReplyTooLargeError(f"the reply went on past {limit} bytes")
-    return bytes(pieces)
-
-
 def _refusal(status: int, reply: bytes) -> Exception:
     """What pywinrm raises for a non-200 answer: 401 is the credentials, else the status and
     body (a WS-Man fault's XML, which the Protocol turns into a WSManFaultError)."""
@@ -290,11 +237,11 @@ def _refusal(status: int, reply: bytes) -> Exception:
     return WinRMTransportError("http", status, reply.decode("utf-8", "replace"))
 
 
-def _offered_token(response: http.client.HTTPResponse) -> bytes | None:
+def _offered_token(response: Reply) -> bytes | None:
     """The token in ``WWW-Authenticate: Negotiate <base64>``; None for a bare offer.
 
     Several offers arrive joined by commas, which base64 never contains."""
-    for offer in response.getheader("WWW-Authenticate", "").split(","):
+    for offer in response.header("www-authenticate").split(","):
         scheme, _, value = offer.strip().partition(" ")
         if scheme.lower() in ("negotiate", "ntlm") and value.strip():
             try:
@@ -304,16 +251,16 @@ def _offered_token(response: http.client.HTTPResponse) -> bytes | None:
     return None
 
 
-def _closed(connection: http.client.HTTPConnection) -> bool:
+def _closed(connection: Connection) -> bool:
     """True if the host closed the connection, or it holds bytes nobody asked for.
 
-    http.client drops its socket after a reply that said ``Connection: close``; an idle
-    keep-alive socket that reads as ready has been closed (or broken) by the host. A peek that
-    would block is the healthy case. This works the same on Windows jump hosts (no poll()).
+    A reply that said ``Connection: close`` marks the connection closed; an idle keep-alive
+    socket that reads as ready has been closed (or broken) by the host. A peek that would block
+    is the healthy case. This works the same on Windows jump hosts (no poll()).
     """
-    sock = connection.sock
-    if sock is None:
+    if connection.closed or connection.idle_bytes():
         return True
+    sock = connection.sock
     timeout = sock.gettimeout()
     sock.setblocking(False)
     try:

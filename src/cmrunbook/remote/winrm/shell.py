@@ -61,11 +61,6 @@ def _options(options: dict[str, str]) -> str:
     return f"<w:OptionSet>{items}</w:OptionSet>"
 
 
-def _elements(root: ET.Element, suffix: str) -> list[ET.Element]:
-    """Descendants whose tag ends in `suffix`, namespace aside, as pywinrm matches them."""
-    return [node for node in root.iter() if node.tag.endswith(suffix)]
-
-
 def _first(root: ET.Element, suffix: str) -> ET.Element:
     """The first such descendant; a reply without one is not the reply WinRS sends."""
     for node in root.iter():
@@ -168,12 +163,25 @@ class ShellProtocol(Protocol):
             "stdout stderr</rsp:DesiredStream></rsp:Receive>"
         )
         root = self._reply(self.envelope("receive", body, shell_id=shell_id))
+        # One pass over the reply for the streams, the state and the exit code (as pywinrm
+        # reads them: by tag suffix, any element's State attribute).
         streams: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
-        for node in _elements(root, "Stream"):
-            if node.text and node.get("Name") in streams:
-                streams[node.attrib["Name"]].append(base64.b64decode(node.text))
-        done = any(n.get("State", "").endswith("CommandState/Done") for n in root.iter())
-        exit_code = int(_first(root, "ExitCode").text or -1) if done else -1
+        done = False
+        exit_text: str | None = None
+        found_exit = False
+        for node in root.iter():
+            tag = node.tag
+            if tag.endswith("Stream"):
+                chunks = streams.get(node.get("Name", ""))
+                if chunks is not None and node.text:
+                    chunks.append(base64.b64decode(node.text))
+            elif tag.endswith("ExitCode") and not found_exit:
+                found_exit, exit_text = True, node.text
+            if not done and node.get("State", "").endswith("CommandState/Done"):
+                done = True
+        if done and not found_exit:
+            raise ValueError("the reply has no ExitCode element")
+        exit_code = int(exit_text or -1) if done else -1
         return b"".join(streams["stdout"]), b"".join(streams["stderr"]), exit_code, done
 
     def cleanup_command(self, shell_id: str, command_id: str) -> None:
