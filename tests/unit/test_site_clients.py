@@ -53,13 +53,14 @@ def test_a_site_s_clients_are_resolved_in_one_task_and_each_journaled(tmp_path: 
     assert names == ["xp-wks001", "xp-wks002"]  # the XP clients of the 2012 R2 site
     site = FakeSite()
     version = [r"C:\WINDOWS\CCM\TSCore.dll", "5.00.7958.1000"]
+    inventory = "software inventory"
     site.on(
         "client.tscore-inventory",
         _reading(
             "P12",
             [
-                ["compliant", "5.0.7958.1104", *version, "xp-wks001"],
-                ["non-compliant", "5.0.7958.1000", *version, "xp-wks002"],
+                ["compliant", "5.0.7958.1104", *version, inventory, "", "xp-wks001"],
+                ["non-compliant", "5.0.7958.1000", *version, inventory, "", "xp-wks002"],
             ],
         ),
     )

@@ -199,7 +199,7 @@ def test_a_site_script_is_made_once_per_value_it_reads(monkeypatch: pytest.Monke
         return {"target": {"name": hp.name}, "site": {"code": "P12"}, "params": hp.params}
 
     monkeypatch.setattr(sitebatch, "step_context", context)
-    plan = SimpleNamespace(runbook=SimpleNamespace(id="client-hotfix-check"))
+    plan = SimpleNamespace(runbook=SimpleNamespace(id="client-hotfix-check", publish=None))
     readings = SiteReadings(SimpleNamespace(renderer=Renderer()), plan)  # type: ignore[arg-type]
     ps = SimpleNamespace(
         key="steps/site",
