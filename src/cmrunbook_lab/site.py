@@ -49,9 +49,42 @@ COMPLIANCE_STATE = {"unknown": 0, "compliant": 1, "non-compliant": 2, "error": 4
 
 
 def wql_like(value: str, pattern: str) -> bool:
-    """WQL LIKE, case-insensitive: % any run, _ one character."""
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+    """WQL LIKE, case-insensitive, as learn.microsoft.com/windows/win32/wmisdk/like-operator
+    gives it: % any run, _ one character, [abc] or [a-f] one of a set or range, [^...] one not
+    in it (so [_] is a literal underscore)."""
+    regex: list[str] = []
+    pos = 0
+    while pos < len(pattern):
+        c = pattern[pos]
+        end = pattern.find("]", pos + 2) if c == "[" else -1
+        if c == "%":
+            regex.append(".*")
+        elif c == "_":
+            regex.append(".")
+        elif end != -1:
+            regex.append(_like_set(pattern[pos + 1 : end]))
+            pos = end
+        else:
+            regex.append(re.escape(c))
+        pos += 1
+    return re.fullmatch("".join(regex), value, re.IGNORECASE | re.DOTALL) is not None
+
+
+def _like_set(body: str) -> str:
+    """The regex of a LIKE set's inside (`abc`, `a-f`, `^a-f`): its characters escaped, its
+    ranges kept."""
+    negate = body.startswith("^") and len(body) > 1
+    chars = body[1:] if negate else body
+    parts: list[str] = []
+    i = 0
+    while i < len(chars):
+        if i + 2 < len(chars) and chars[i + 1] == "-":
+            parts.append(f"{re.escape(chars[i])}-{re.escape(chars[i + 2])}")
+            i += 3
+        else:
+            parts.append(re.escape(chars[i]))
+            i += 1
+    return ("[^" if negate else "[") + "".join(parts) + "]"
 
 
 @dataclass

@@ -653,13 +653,14 @@ def balanced(text: str, start: int) -> str:
 
 _TERM = re.compile(
     r"\s*(?:(?P<dq>\"[^\"$`]*\")|(?P<sq>'(?:[^']|'')*')"
-    r"|(?P<wql>\(ConvertTo-CmrbWql\s+(?P<wqlarg>\$\w+(?:\.\w+)?)\))"
+    r"|(?P<wql>\(ConvertTo-CmrbWql(?P<like>Like)?\s+(?P<wqlarg>\$\w+(?:\.\w+)?)\))"
     r"|(?P<cast>\[string\]\[uint32\]|\[string\])?(?P<var>\$\w+(?:\.\w+)?))\s*"
 )
 
 
 def concat(expr: str, env: Mapping[str, Any]) -> str:
-    """Evaluate a PowerShell string concatenation of literals, `$vars` and `ConvertTo-CmrbWql`."""
+    """Evaluate a PowerShell string concatenation of literals, `$vars`, `ConvertTo-CmrbWql` and
+    `ConvertTo-CmrbWqlLike` (templates/lib/sms.ps1.j2), as PowerShell would."""
     text = expr.strip()
     while text.startswith("(") and balanced(text, 0) == text[1:-1]:
         text = text[1:-1].strip()
@@ -681,6 +682,8 @@ def concat(expr: str, env: Mapping[str, Any]) -> str:
             value = "" if lowered[name] is None else str(lowered[name])
             if m["wql"]:
                 value = value.replace("\\", "\\\\").replace("'", "\\'")
+            if m["like"]:
+                value = value.replace("[", "[[]").replace("%", "[%]").replace("_", "[_]")
             out.append(value)
         pos = m.end()
         if pos >= len(text):

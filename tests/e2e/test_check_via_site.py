@@ -37,8 +37,8 @@ def _fleet_lab(tmp: Path, count: int) -> Path:
 def _expected(lab: Lab, name: str, *, from_site: bool, published: bool = False) -> str:
     """The report status the lab's model gives a client: its file's version over WinRM; from
     the site, the lowest inventoried version over its current records, overruled by the
-    baseline's compliance state (once published) only towards non-compliant, or where the
-    inventory cannot tell. No inventoried version and no state is unknown, never ok."""
+    baseline's compliance state (once published) only towards non-compliant. No
+    inventoried version is unknown, never ok, whatever the state says."""
     host = lab.world.host(name)
     spec = host.spec.client
     assert spec is not None
@@ -51,12 +51,10 @@ def _expected(lab: Lab, name: str, *, from_site: bool, published: bool = False) 
             versions.append(spec.second_record_version)
     inventory = _by_version([v for v in versions if v])
     # A name's second current record reports no state: a non-compliant state of the first
-    # still decides, a compliant one does not (every current record must report compliant).
+    # still decides.
     state = spec.baseline_state if published else None
     if state == "non-compliant":
         return "non-compliant"
-    if state == "compliant" and spec.second_record != "current" and inventory != "non-compliant":
-        return "ok"
     return inventory
 
 

@@ -583,8 +583,9 @@ def test_a_baseline_state_decides_only_towards_non_compliant(lab: Lab, inv: Inve
     """XP-FLEET008 reports non-compliant for the baseline with 5.0.7958.1104 inventoried:
     non-compliant, by the state. XP-FLEET034 reports compliant with 5.0.7958.1000 inventoried:
     non-compliant, by the inventory (a state never overrules it towards fine). XP-FLEET025
-    reports compliant and TSCore.dll is not inventoried: compliant, by the state. A client
-    with no state (XP-FLEET001) or an error (XP-FLEET009) is the inventory's."""
+    reports compliant and TSCore.dll is not inventoried: still unknown, since a compliant state
+    cannot show the file was found. A client with no state (XP-FLEET001) or an error
+    (XP-FLEET009) is the inventory's."""
     before = _site_clients(_site_reading(lab, inv)[0])
     _publish(lab, "P12", "P1200030")
     result, code = _site_reading(lab, inv)
@@ -595,7 +596,8 @@ def test_a_baseline_state_decides_only_towards_non_compliant(lab: Lab, inv: Inve
     assert after["xp-fleet008"][1] == "5.0.7958.1104"
     assert after["xp-fleet034"][0::4] == ["non-compliant", by_inventory]
     assert after["xp-fleet034"][5] == "compliant"
-    assert after["xp-fleet025"][0::4] == ["compliant", by_state]
+    assert after["xp-fleet025"][0::4] == ["unknown", by_inventory]
+    assert after["xp-fleet025"][5] == "compliant"
     assert before["xp-fleet025"][0] == "unknown"
     for name in ("xp-fleet001", "xp-fleet009"):
         assert after[name][:5] == [*before[name][:4], by_inventory], name
@@ -607,6 +609,20 @@ def test_a_baseline_state_decides_only_towards_non_compliant(lab: Lab, inv: Inve
     result, _, _ = run(lab, ps.run_on, SiteReadings(CATALOG, rb.plan).script(rb.hp, ps))
     assert result is not None
     assert _site_clients(result) == before
+
+
+def test_a_look_alike_baseline_s_states_are_not_read(lab: Lab, inv: Inventory) -> None:
+    """A baseline whose CI_UniqueID differs from the check's only where the check's has an
+    underscore (LIKE's one-character wildcard) is another baseline: its states are not read."""
+    before = _site_clients(_site_reading(lab, inv)[0])
+    _publish(lab, "P12", "P1200030")
+    baseline = next(i for i in lab.sites["P12"].config_items if i["_kind"] == "Baseline")
+    ours = str(baseline["CI_UniqueID"])
+    assert "/Baseline_" in ours
+    baseline["CI_UniqueID"] = ours.replace("/Baseline_", "/BaselineX", 1)
+    assert _site_clients(_site_reading(lab, inv)[0]) == before
+    baseline["CI_UniqueID"] = ours
+    assert _site_clients(_site_reading(lab, inv)[0]) != before
 
 
 # -- site-hotfix-check ----------------------------------------------------------------------------

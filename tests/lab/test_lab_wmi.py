@@ -16,7 +16,7 @@ from cmrunbook.plan.planner import Planner
 from cmrunbook.render.steps import render_step
 from cmrunbook_lab import wmi
 from cmrunbook_lab.scripts import PSError
-from cmrunbook_lab.site import MULTICAST_ROLE
+from cmrunbook_lab.site import MULTICAST_ROLE, wql_like
 
 
 def _script(p: Player, step_id: str, item: dict[str, Any] | None = None) -> tuple[Any, str]:
@@ -242,3 +242,33 @@ def test_backups_of_one_role_in_one_second_never_overwrite_and_the_latest_is_res
     backups = lab.hosts["cm07-site01"].fs.list(r"C:\ProgramData\cmrunbook\backup", "*.xml")
     assert len(backups) == 2 and len({b.path for b in backups}) == 2
     assert _roles(lab)["cm07-dp02"].Props[-1]["PropertyName"] == "Changed"
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern", "matches"),
+    [
+        ("ScopeId_1/Baseline_2/3", "ScopeId[_]1/Baseline[_]2%", True),
+        ("ScopeId_1/BaselineX2", "ScopeId[_]1/Baseline[_]2%", False),
+        ("ScopeId_1/BaselineX2", "ScopeId_1/Baseline_2%", True),
+        ("a%b", "a[%]b", True),
+        ("axb", "a[%]b", False),
+        ("a[b", "a[[]b", True),
+        ("C", "[a-f]", True),
+        ("g", "[a-f]", False),
+        ("g", "[^a-f]", True),
+    ],
+)
+def test_wql_like_reads_brackets_as_the_wmi_sdk_says(
+    value: str, pattern: str, matches: bool
+) -> None:
+    """LIKE (learn.microsoft.com/windows/win32/wmisdk/like-operator): % and _ are wildcards, a
+    set or range in [ ] is one character, [^ ] one not in it; a literal _ is written [_]."""
+    assert wql_like(value, pattern) is matches
+
+
+def test_a_like_pattern_of_a_text_matches_only_that_text() -> None:
+    """`ConvertTo-CmrbWqlLike` (templates/lib/sms.ps1.j2) as the lab reads it: the text's own
+    wildcards are bracketed, its quotes and backslashes escaped as `ConvertTo-CmrbWql` does."""
+    text = "Scope_1/Base%line[x]'s"
+    pattern = wmi.concat("(ConvertTo-CmrbWqlLike $id) + '%'", {"$id": text})
+    assert pattern == "Scope[_]1/Base[%]line[[]x]\\'s%"

@@ -53,15 +53,8 @@ READING = ScriptResult(
                 "non-compliant",
                 "xp-e",
             ],
-            [
-                "compliant",
-                "",
-                "",
-                "5.00.7958.1000",
-                "baseline compliance state",
-                "compliant",
-                "xp-f",
-            ],
+            ["unknown", "", "", "5.00.7958.1000", "software inventory", "compliant", "xp-f"],
+            ["compliant", "", "", "5.00.7958.1000", "software inventory", "compliant", "xp-g"],
         ],
     },
 )
@@ -93,9 +86,17 @@ def test_the_source_that_decided_is_said() -> None:
         state.message
     )
     assert "inventoried TSCore.dll is 5.0.7958.1104" in state.message
-    fine = verdict(READING, ROWS, "xp-f", "5.0.7958.1104")
-    assert (fine.ok, fine.data["compliance"]) == (True, "compliant")
-    assert "TSCore.dll is not in the inventory" in fine.message
+
+
+def test_a_compliant_state_never_makes_a_client_fine() -> None:
+    """The baseline says compliant but TSCore.dll is not inventoried: unknown, saying why the
+    state alone cannot tell. A row that claims compliant with no inventoried version (a reading
+    gone wrong) is unknown too, never ok."""
+    for client in ("xp-f", "xp-g"):
+        unsure = verdict(READING, ROWS, client, "5.0.7958.1104")
+        assert unsure.data["compliance"] == "unknown", client
+        assert "cannot prove the KB2910552 client update" in unsure.message
+        assert "The baseline reports compliant, which alone cannot show" in unsure.message
 
 
 def test_no_data_is_unknown_never_fine() -> None:

@@ -106,7 +106,8 @@ def verdict(
     site: ScriptResult, rows: dict[str, list[str | None]], client: str, required: str
 ) -> ScriptResult:
     """One client's result from its site's reading, worded as the per-client step words it,
-    and saying which source decided: the baseline's compliance state or the inventory."""
+    and saying which source decided: the inventory, or a non-compliant baseline state (a
+    compliant state never decides: the published item cannot show the file was found)."""
     data = site.data if isinstance(site.data, dict) else {}
     file_name = str(data.get("file") or "the file")
     code = str(data.get("site") or "")
@@ -118,7 +119,7 @@ def verdict(
         "site": code,
         "file": file_name,
         "required": required,
-        "source": "site inventory (one reading of the site)",
+        "source": f"{BY_INVENTORY} (one reading of the site)",
         "decided_by": None,
         "baseline": data.get("baseline") or None,
         "baseline_state": None,
@@ -141,25 +142,25 @@ def verdict(
         decided_by=decided_by,
         baseline_state=baseline_state,
     )
+    if decided_by == BY_BASELINE:
+        out["source"] = f"{BY_BASELINE} (one reading of the site)"
     about = f" (client version {client_version})"
     inventory = f"inventoried {file_name} is {version} ({path})" if version else ""
-    if decided_by == BY_BASELINE and state in ("compliant", "non-compliant"):
+    if decided_by == BY_BASELINE and state == "non-compliant":
         seen = f"; {inventory}" if inventory else f"; {file_name} is not in the inventory"
         message = (
-            f"{name}: {state} by the baseline compliance state reported for "
-            f"{out['baseline']}{seen}{about}."
+            f"{name}: non-compliant by the {BY_BASELINE} reported for {out['baseline']}"
+            f"{seen}{about}. Install the KB2910552 client update on this client."
         )
-        if state == "non-compliant":
-            message += " Install the KB2910552 client update on this client."
-    elif state == "compliant":
+    elif state == "compliant" and version:
         message = (
             f"{name}: {inventory}, at least {required}: the KB2910552 client update is "
-            f"installed{about}; decided by the software inventory."
+            f"installed{about}; decided by the {BY_INVENTORY}."
         )
     elif state == "non-compliant":
         message = (
             f"{name}: {inventory}, older than {required}: install the KB2910552 client update "
-            f"on this client{about}; decided by the software inventory."
+            f"on this client{about}; decided by the {BY_INVENTORY}."
         )
     else:
         state = out["compliance"] = "unknown"
@@ -168,6 +169,11 @@ def verdict(
             f"readable file version{about}; the client version alone cannot prove the "
             f"KB2910552 client update. Inventory {file_name} or enable WinRM on the client."
         )
+        if baseline_state == "compliant":
+            message += (
+                f" The baseline reports compliant, which alone cannot show {file_name} was "
+                "found (its File parts have no rule that the file exists)."
+            )
     return ScriptResult(state != "non-compliant", False, False, message, out)
 
 

@@ -373,7 +373,7 @@ def client_tscore_site(ctx: Context) -> None:
             row = [state, lowest["version"], lowest["path"]]
         baseline = _baseline_state([states.get(i, "") for i in ids])
         decided_by = "software inventory"
-        if baseline == "non-compliant" or (baseline == "compliant" and row[0] != "non-compliant"):
+        if baseline == "non-compliant":
             row[0], decided_by = baseline, "baseline compliance state"
         groups.setdefault((*row, client_version, decided_by, baseline), []).append(key)
     ctx.result.data = {
@@ -389,8 +389,8 @@ def client_tscore_site(ctx: Context) -> None:
 
 #: The lines of client_tscore_site.ps1.j2 that decide, as `client_tscore_site` decides: a
 #: name's current records over its obsolete ones, the lowest readable copy in the client folder
-#: (else anywhere) over all of them, and the baseline's state overruling only towards
-#: non-compliant (a compliant state counts where the inventory does not say non-compliant).
+#: (else anywhere) over all of them, and the baseline's state deciding only towards
+#: non-compliant (a compliant state never decides: it cannot show the file was found).
 _SITE_DECIDING_LINES = (
     "[void]$records[$key].Add(@{ id = [string][uint32]$system.ResourceId; "
     "Obsolete = $system.Obsolete;",
@@ -409,8 +409,8 @@ _SITE_DECIDING_LINES = (
     "if ($baselineStates -contains 'non-compliant') { $baseline = 'non-compliant' } elseif "
     "(@($baselineStates | Where-Object { $_ -ne 'compliant' }).Count -eq 0) { $baseline = "
     "'compliant' }",
-    "if ($baseline -eq 'non-compliant' -or ($baseline -eq 'compliant' -and $row[0] -ne "
-    "'non-compliant')) { $row[0] = $baseline $decidedBy = 'baseline compliance state' }",
+    "if ($baseline -eq 'non-compliant') { $row[0] = $baseline $decidedBy = 'baseline "
+    "compliance state' }",
     "$row += @($clientVersion, $decidedBy, $baseline)",
     "$groupKey = [string]::Join([char]10, $row)",
     "$CmrbResult.data.groups += ,($group.row + @([string]::Join([char]10, "
