@@ -22,7 +22,7 @@ from cmrunbook.cli.common import build_plan
 from cmrunbook.errors import UsageError
 from cmrunbook.record.journal import ResumeState
 from cmrunbook.remote import TransportError
-from cmrunbook.run.console import TextConsole
+from cmrunbook.run.console import HOST_LINES, TextConsole
 from cmrunbook.run.execute import Options
 from cmrunbook.run.orchestrate import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, execute_plan
 
@@ -47,10 +47,11 @@ def site() -> FakeSite:
 class Runs:
     """execute_plan for the multicast runbook into one runs folder; what it printed."""
 
-    def __init__(self, tmp_path: Path, fake: FakeSite) -> None:
+    def __init__(self, tmp_path: Path, fake: FakeSite, host_lines: int = HOST_LINES) -> None:
         self.folder = tmp_path / "runs"
         self.fake = fake
         self.out = io.StringIO()
+        self.host_lines = host_lines
 
     def __call__(
         self,
@@ -69,7 +70,7 @@ class Runs:
             runs_dir=self.folder,
             connect=self.fake.connect,
             resume=ResumeState.load(resume) if resume else None,
-            console=TextConsole(self.out, interactive=False),
+            console=TextConsole(self.out, interactive=False, host_lines=self.host_lines),
             clock=self.fake.clock,
         )
 
@@ -95,6 +96,16 @@ def test_a_run_that_verifies_exits_0_with_its_journal_and_summary(tmp_path: Path
     assert summary.strip() in runs.out.getvalue()
     # Every script the hosts ran is kept beside the journal.
     assert (run / "scripts").is_dir() and any((run / "scripts").rglob("*.ps1"))
+
+
+def test_a_run_that_changes_things_prints_every_host_s_lines(tmp_path: Path) -> None:
+    """The console's host limit is for read-only fleet checks: a run that changes a site prints
+    every host's lines (a "could not set back" on any host must be seen), whatever the limit."""
+    runs = Runs(tmp_path, site(), host_lines=0)
+    assert runs() == EXIT_OK
+    shown = runs.out.getvalue()
+    assert "More than 0 hosts" not in shown
+    assert f"{DP} " in shown and "-> ok" in shown
 
 
 def test_a_failed_host_makes_the_run_exit_1(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from cmrunbook.load.project import Project
 from cmrunbook.render.result import ScriptResult
+from cmrunbook.render.templates import Renderer
 from cmrunbook.run import sitebatch
 from cmrunbook.run.sitebatch import SiteReadings, client_rows, netbios, reads_from_site, verdict
 
@@ -183,14 +184,18 @@ def test_only_a_read_only_check_reads_clients_from_their_site() -> None:
     assert not reads_from_site(multicast, "auto") and not reads_from_site(multicast, "site")
 
 
-def test_a_site_script_is_made_once_per_value_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_site_script_is_made_once_per_value_it_reads(
+    monkeypatch: pytest.MonkeyPatch, dynamic: bool
+) -> None:
     """Clients that differ only in what the site template does not read (their own name)
-    share one made script; a client whose parameters differ gets its own."""
+    share one made script; a client whose parameters differ gets its own. A template that
+    includes one named only when rendered may read anything: made for each client."""
     made: list[dict[str, Any]] = []
 
     class Renderer:
         def references(self, template: str) -> Any:
-            return SimpleNamespace(names={"params": template, "site": template})
+            return SimpleNamespace(names={"params": template, "site": template}, dynamic=dynamic)
 
         def script(self, template: str, context: dict[str, Any], header: str) -> str:
             made.append(context)
@@ -214,5 +219,17 @@ def test_a_site_script_is_made_once_per_value_it_reads(monkeypatch: pytest.Monke
             name=name, params={"tscore_version": version}, target=SimpleNamespace(site_code="P12")
         )
         scripts.append(readings.script(hp, ps))  # type: ignore[arg-type]
-    assert len(made) == 2
+    assert len(made) == (3 if dynamic else 2)
     assert scripts[0] == scripts[1] != scripts[2]
+
+
+def test_a_template_that_names_its_include_when_rendered_is_said_to(tmp_path: Path) -> None:
+    """`references` cannot list what a template named only when rendered reads, so it says so
+    (`dynamic`); one with only named includes is not."""
+    (tmp_path / "fixed.ps1.j2").write_text("{% include 'part.ps1.j2' %}", encoding="utf-8")
+    (tmp_path / "chosen.ps1.j2").write_text("{% include which %}", encoding="utf-8")
+    (tmp_path / "part.ps1.j2").write_text("{{ params.x }}", encoding="utf-8")
+    renderer = Renderer([tmp_path])
+    assert not renderer.references("fixed.ps1.j2").dynamic
+    assert "params" in renderer.references("fixed.ps1.j2").names
+    assert renderer.references("chosen.ps1.j2").dynamic

@@ -92,15 +92,17 @@ class Renderer:
         for attr, lineno in attrs:
             refs.attrs.setdefault(attr, (name, lineno))
         for child in children:
-            if not self.exists(child):
+            if child is None:
+                refs.dynamic = True
+            elif not self.exists(child):
                 refs.missing.append((name, child))
             else:
                 self._collect(child, refs, seen)
 
 
 #: One template file's own reads: undeclared names, (name, attribute) reads with their line,
-#: and the templates it includes.
-_FileRefs = tuple[tuple[str, ...], tuple[tuple[tuple[str, str], int], ...], tuple[str, ...]]
+#: and the templates it includes (None for one named only when rendered).
+_FileRefs = tuple[tuple[str, ...], tuple[tuple[tuple[str, str], int], ...], tuple[str | None, ...]]
 
 
 def _file_refs(ast: jinja2.nodes.Template) -> _FileRefs:
@@ -110,7 +112,7 @@ def _file_refs(ast: jinja2.nodes.Template) -> _FileRefs:
         for node in ast.find_all(jinja2.nodes.Getattr)
         if isinstance(node.node, jinja2.nodes.Name)
     )
-    children = tuple(c for c in jinja2.meta.find_referenced_templates(ast) if c is not None)
+    children = tuple(jinja2.meta.find_referenced_templates(ast))
     return tuple(jinja2.meta.find_undeclared_variables(ast)), attrs, children
 
 
@@ -232,11 +234,16 @@ class Conditions:
 
 @dataclass
 class TemplateRefs:
+    """What a template and its includes read. `dynamic`: it includes a template named only when
+    rendered, whose reads cannot be known beforehand (so none of them is listed)."""
+
     names: dict[str, str]
     attrs: dict[tuple[str, str], tuple[str, int]]
     missing: list[tuple[str, str]]
+    dynamic: bool
 
     def __init__(self) -> None:
         self.names = {}
         self.attrs = {}
         self.missing = []
+        self.dynamic = False

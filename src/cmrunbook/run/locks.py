@@ -165,7 +165,7 @@ def machine_keys(host: HostView, inv: Inventory) -> tuple[str, ...]:
     return tuple(keys)
 
 
-#: The key of a run folder's own lock, held in that folder (`<run>/run.lock`): however `--runs`
+#: The key of a run folder's own lock, a byte of that folder's `<run>/keys.lock`: however `--runs`
 #: or `--resume` names the folder, it is the same file, and it goes when the folder is pruned.
 RUN_LOCK = "run"
 

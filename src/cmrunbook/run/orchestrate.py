@@ -31,6 +31,7 @@ from cmrunbook.errors import (
 )
 from cmrunbook.load.inventory import HostView
 from cmrunbook.load.project import Project
+from cmrunbook.load.runbook import is_read_only_check
 from cmrunbook.plan.planner import Plan
 from cmrunbook.record.journal import JournalWriter, ResumeState, new_run_dir
 from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
@@ -130,6 +131,10 @@ def execute_plan(
     which report.json carries them. ``clock`` is what the run's waits sleep on (real time
     unless a test drives it)."""
     console = console or TextConsole()
+    if not is_read_only_check(plan.runbook):
+        # Only a check that changes nothing may leave hosts' lines out: in a run that changes
+        # things, a line such as "could not set back ..." on the 201st host must be seen.
+        console.host_lines = sys.maxsize
     if consent_of(resume) == "--yes":
         # --yes at the start answers for the whole run, however often it is resumed.
         options = dataclasses.replace(options, yes=True)

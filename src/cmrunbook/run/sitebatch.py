@@ -186,9 +186,9 @@ class SiteReadings:
         self._plan = plan
         self._guard = threading.Lock()
         self._cells: dict[tuple[str, str], tuple[threading.Lock, list[Any]]] = {}
-        #: Per template, the context names it (and what it includes) reads; and each script
-        #: made, by the values it was made from.
-        self._reads: dict[str, list[str]] = {}
+        #: Per template, the context names it (and what it includes) reads, None when that is
+        #: known only when rendered; and each script made, by the values it was made from.
+        self._reads: dict[str, list[str] | None] = {}
         self._scripts: dict[str, str] = {}
 
     def script(self, hp: HostPlan, ps: PlannedStep) -> str:
@@ -203,10 +203,12 @@ class SiteReadings:
         template = str(ps.step.vars[SITE_TEMPLATE])
         context = step_context(self._plan, hp, ps)
         context["baseline_unique_id"] = compliance_identity(self._plan.runbook, hp.params)
-        reads = self._reads.get(template)
-        if reads is None:
-            reads = sorted(self._catalog.renderer.references(template).names)
-            self._reads[template] = reads
+        if template not in self._reads:
+            refs = self._catalog.renderer.references(template)
+            self._reads[template] = None if refs.dynamic else sorted(refs.names)
+        reads = self._reads[template]
+        if reads is None:  # what it reads is known only when rendered: made each time
+            return self._catalog.renderer.script(template, context, header)
         used = {name: context[name] for name in reads if name in context}
         key = json.dumps([template, header, used], sort_keys=True, default=repr)
         script = self._scripts.get(key)
