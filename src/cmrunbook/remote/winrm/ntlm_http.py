@@ -96,7 +96,8 @@ _PLAIN = header_lines(("Content-Type", "application/soap+xml;charset=UTF-8"), *_
 #: Default cap on one reply body. A Receive carries at most one MaxEnvelopeSize (150 KB on WMF
 #: 2.0, 500 KB from WMF 3.0 on) of output, so 64 MB is far beyond any honest reply.
 MAX_REPLY = 64 * 1024 * 1024
-#: Cap on a reply before authentication is complete: a handshake leg's answer has an empty body.
+#: Cap on a reply to a handshake leg: an empty body, or on the last leg the Create's reply (a few
+#: KB), read before its seal has been checked.
 HANDSHAKE_REPLY_LIMIT = 64 * 1024
 
 
