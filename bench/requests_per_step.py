@@ -8,8 +8,8 @@ so every figure is what the server saw, not what the client believes it sent.
 Target: after a host's first step, at most 3 requests per remote step (Command, Send, Receive);
 one TCP connection per host per run. For comparison, pywinrm's Session.run_ps on the same server.
 Besides the WS-Man requests, each host's NTLM handshake costs HTTP requests of its own ("legs"):
-1 (NEGOTIATE; the AUTHENTICATE leg carries the shell's Create) and 2 for the run's first logon
-(its AUTHENTICATE leg is an empty POST: no host has accepted the credential yet).
+1 (NEGOTIATE; the AUTHENTICATE leg carries the shell's Create), 2 for this process's first logon
+(its AUTHENTICATE leg is an empty POST: no host had accepted the credential yet).
 
     python bench/requests_per_step.py
 """
@@ -163,8 +163,8 @@ def main() -> None:
                 worst_conn = max(worst_conn, conns)
                 mean = sum(later) / len(later) if later else 0.0
                 scripts = sum(len(h.steps) for h in result.values())
-                legs = sorted(h.legs for h in result.values())
-                span = f"{legs[0]}-{legs[-1]}" if legs else "-"
+                legs = sorted({h.legs for h in result.values()})
+                span = "-".join(str(n) for n in (legs[:1] + legs[-1:] if len(legs) > 1 else legs))
                 print(
                     f"{runbook:<20} {method or '-':<6} {len(result):>12} {scripts:>7} "
                     f"{max(firsts, default=0):>5} {step_max:>9} {mean:>10.2f} {conns:>13} "
