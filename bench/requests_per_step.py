@@ -7,6 +7,9 @@ so every figure is what the server saw, not what the client believes it sent.
 
 Target: after a host's first step, at most 3 requests per remote step (Command, Send, Receive);
 one TCP connection per host per run. For comparison, pywinrm's Session.run_ps on the same server.
+Besides the WS-Man requests, each host's NTLM handshake costs HTTP requests of its own ("legs"):
+1 (NEGOTIATE; the AUTHENTICATE leg carries the shell's Create), 2 for this process's first logon
+(its AUTHENTICATE leg is an empty POST: no host had accepted the credential yet).
 
     python bench/requests_per_step.py
 """
@@ -50,6 +53,7 @@ class HostFigures:
     steps: list[int] = field(default_factory=list)  # requests of each remote script
     connections: int = 0
     total: int = 0
+    legs: int = 0  # HTTP requests that were handshake legs only
 
 
 class Counted:
@@ -100,6 +104,7 @@ def run_one(
         stats = snapshot.get(name.lower())
         if stats is not None:
             host.connections, host.total = stats.connections, stats.total_requests
+            host.legs = stats.http_requests - stats.total_requests
     failed: list[str] = []
     if code != 0:
         summary = sorted(runs.glob(f"*-{runbook}*/summary.txt"))[-1].read_text()
@@ -134,7 +139,8 @@ def main() -> None:
         )
         print(
             f"{'runbook':<20} {'method':<6} {'remote hosts':>12} {'scripts':>7} {'first':>5} "
-            f"{'later max':>9} {'later mean':>10} {'conn/host max':>13} {'wall s':>6}"
+            f"{'later max':>9} {'later mean':>10} {'conn/host max':>13} {'legs/host':>9} "
+            f"{'wall s':>6}"
         )
         for runbook in catalog.ids():
             try:
@@ -157,15 +163,18 @@ def main() -> None:
                 worst_conn = max(worst_conn, conns)
                 mean = sum(later) / len(later) if later else 0.0
                 scripts = sum(len(h.steps) for h in result.values())
+                legs = sorted({h.legs for h in result.values()})
+                span = "-".join(str(n) for n in (legs[:1] + legs[-1:] if len(legs) > 1 else legs))
                 print(
                     f"{runbook:<20} {method or '-':<6} {len(result):>12} {scripts:>7} "
                     f"{max(firsts, default=0):>5} {step_max:>9} {mean:>10.2f} {conns:>13} "
-                    f"{wall:>6.2f}"
+                    f"{span:>9} {wall:>6.2f}"
                 )
                 for line in failed:
                     print(f"    host failed (its scripts until then are counted): {line}")
         print("(first: requests of a host's first script, incl. the shell's Create; each run")
-        print(" also ends with one Delete per host; later: every other script of that host)")
+        print(" also ends with one Delete per host; later: every other script of that host;")
+        print(" legs: HTTP requests of the NTLM handshake alone, per host, fewest-most)")
         per_call, conn_per_call = run_ps_cost(server)
         print(
             f"pywinrm Session.run_ps for comparison: {per_call:.1f} requests and "

@@ -57,10 +57,13 @@ def start_lab(
     port: int = 0,
     speed: float | None = None,
     password: str | None = None,
+    refuse_body_on_authenticate: bool = False,
 ) -> RunningLab:
     """Serve a lab and write its inventory. The lab is the lab file (default: the packaged one),
     or with `from_inventory` the sites and hosts of that inventory, which the lab file then only
-    completes (images, host state, delays, faults); `faults` are `--fault HOST=KIND` values."""
+    completes (images, host state, delays, faults); `faults` are `--fault HOST=KIND` values;
+    `refuse_body_on_authenticate` makes the server answer a message on NTLM's last leg with 401
+    (OMI before microsoft/omi#577; Windows takes it)."""
     if from_inventory is not None:
         spec = lab_file_from_inventory(from_inventory, lab_file, parse_faults(faults or []))
         lab = Lab(spec, source=str(from_inventory))
@@ -74,7 +77,12 @@ def start_lab(
     inventory_path.parent.mkdir(parents=True, exist_ok=True)
     lab.changes_path = inventory_path.parent / "changes.jsonl"
     password = password or secrets.token_urlsafe(18)
-    server = LabServer(lab.backend, users={LAB_USER: password}, port=port)
+    server = LabServer(
+        lab.backend,
+        users={LAB_USER: password},
+        port=port,
+        refuse_body_on_authenticate=refuse_body_on_authenticate,
+    )
     lab.on_host_down.append(server.drop_shells)
     server.start()
     try:

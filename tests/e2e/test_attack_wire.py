@@ -51,6 +51,7 @@ class Proxy:
         self._listener.settimeout(0.2)
         self.port = int(self._listener.getsockname()[1])
         self.sealed: dict[str, int] = {}
+        self.on_last_leg: set[str] = set()  # hosts whose first sealed request had NTLM's token
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._end = time.monotonic() + PROXY_LIFETIME
@@ -111,6 +112,8 @@ class Proxy:
         with self._lock:
             self.sealed[host] = self.sealed.get(host, 0) + 1
             number = self.sealed[host]
+            if b"authorization: negotiate" in lowered:
+                self.on_last_leg.add(host)
         return self._rule(host, number)
 
     # -- attacker replies ----------------------------------------------------------------------
@@ -308,6 +311,30 @@ def test_attack_4f_tampered_sealed_reply_refused(slow_lab: Lab, tmp_path: Path) 
     assert code == 1, out
     assert "untrusted reply" in out and "could not be unsealed" in out, out
     assert last_report(slow_lab)["hosts"][0]["status"] in ("failed", "unreachable")
+
+
+@pytest.mark.parametrize("attack", [forged_receive, tampered], ids=["unsealed", "tampered"])
+def test_attack_4f_reply_to_the_last_leg_refused(
+    slow_lab: Lab, tmp_path: Path, attack: Action
+) -> None:
+    """The shell's Create rides NTLM's AUTHENTICATE leg once a host accepted the credential
+    (xp-fleet001, first with --forks 1): its reply is checked like any other."""
+
+    def rule(host: str, number: int) -> Action | None:
+        return attack if host == "xp-fleet002" and number == 1 else None
+
+    two = ("check", "client-hotfix", "--hosts", "xp-fleet001,xp-fleet002", "--forks", "1")
+    with Proxy(slow_lab.running.server.port, rule) as proxy:
+        inventory = inventory_via(slow_lab, proxy.port, tmp_path)
+        code, out, _, _ = cli(slow_lab, inventory, *two, "--non-interactive")
+    assert proxy.on_last_leg == {"xp-fleet002"}, proxy.on_last_leg
+    assert code != 0, out
+    assert "KB2910552 is installed" not in out
+    hosts = {host["name"]: host for host in last_report(slow_lab)["hosts"]}
+    assert hosts["xp-fleet001"]["status"] == "non-compliant", hosts
+    assert hosts["xp-fleet002"]["status"] in ("failed", "unreachable"), hosts
+    refusal = "reply not encrypted: refusing it" if attack is forged_receive else "unsealed"
+    assert refusal in out, out
 
 
 # -- 4d: a peer that trickles cannot outlast --step-timeout ------------------------------------

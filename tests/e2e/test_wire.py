@@ -30,6 +30,7 @@ from cmrunbook.remote.winrm.host import (
     WinRMHost,
     inline_arguments,
 )
+from cmrunbook.remote.winrm.ntlm_http import LastLeg, ntlm_hashes
 from cmrunbook_lab.winrm.cmdline import encoded_command, split_command_line
 from cmrunbook_lab.winrm.commands import (
     CommandIO,
@@ -107,18 +108,28 @@ def endpoint(server: LabServer, name: str, **options: object) -> Endpoint:
     )  # type: ignore[arg-type]
 
 
+def proven(password: str = PASSWORD) -> LastLeg:
+    """A run's memory of the last leg in which another host has accepted the credential."""
+    last_leg = LastLeg()
+    last_leg.proven(last_leg.credential(USER, ntlm_hashes(password)))
+    return last_leg
+
+
 def connect(
     server: LabServer,
     name: str,
     password: str = PASSWORD,
     read_timeout: float = 5,
+    last_leg: LastLeg | None = None,
     **options: object,
 ) -> WinRMHost:
+    """A host of a run whose credential another host has accepted, unless ``last_leg`` says."""
     return WinRMHost(
         endpoint(server, name, **options),
         Credentials(USER, password),
         operation_timeout=1,
         read_timeout=read_timeout,
+        last_leg=proven(password) if last_leg is None else last_leg,
     )
 
 
@@ -260,13 +271,55 @@ def test_two_requests_per_short_run_after_the_first_and_one_connection(lab: LabS
     assert lab.open_shells("echo-bench") == 0
 
 
-def test_the_handshake_is_two_requests_with_negotiate_sent_first(lab: LabServer) -> None:
+def test_the_handshake_is_two_requests_the_second_carrying_the_create(lab: LabServer) -> None:
     with connect(lab, "echo-handshake") as host:
         host.run("Write-Output x", deadline=5)
     stats = lab.stats.snapshot()["echo-handshake"]
-    # NEGOTIATE with the first request, AUTHENTICATE with the second; no anonymous round trip
-    assert stats.http_requests - stats.total_requests == 2
+    # NEGOTIATE with the first request, AUTHENTICATE with the sealed Create; no anonymous round
+    # trip, no empty leg: a one-step check is 5 HTTP requests (+ Command, Receive, Delete)
+    assert stats.http_requests - stats.total_requests == 1
+    assert stats.http_requests == 5
     assert stats.connections == 1
+
+
+def test_a_credential_no_host_accepted_yet_logs_on_with_an_empty_leg(lab: LabServer) -> None:
+    """A 401 on the combined leg could be the password: the first logon of a run risks one
+    failed logon, never two; the hosts after it save the empty leg."""
+    run = LastLeg()
+    for name in ("echo-first-logon", "echo-second-logon"):
+        with connect(lab, name, last_leg=run) as host:
+            assert host.run("Write-Output x", deadline=5).stdout == "Write-Output x"
+    first, second = (lab.stats.snapshot()[n] for n in ("echo-first-logon", "echo-second-logon"))
+    assert (first.http_requests, second.http_requests) == (6, 5)
+
+
+def test_a_wrong_password_is_one_failed_logon(lab: LabServer) -> None:
+    with pytest.raises(TransportError) as caught:
+        connect(lab, "echo-lockout", password="not-it-5b1", last_leg=LastLeg()).run(
+            "Write-Output x", deadline=5
+        )
+    assert caught.value.kind == "unauthorized"
+    assert lab.stats.snapshot()["echo-lockout"].rejected == 1
+
+
+def test_a_host_refusing_a_message_on_the_last_leg_is_logged_on_again(lab: LabServer) -> None:
+    """OMI before microsoft/omi#577 answered 401: the Create was not run, so it goes again
+    after a plain logon, and the endpoint keeps the plain way for the rest of the run."""
+    run = proven()
+    lab.refuse_body_on_authenticate = True
+    try:
+        for name in ("echo-omi-first", "echo-omi-second"):
+            with connect(lab, name, last_leg=run) as host:
+                assert host.run("Write-Output x", deadline=5).stdout == "Write-Output x"
+    finally:
+        lab.refuse_body_on_authenticate = False
+    first, second = (lab.stats.snapshot()[n] for n in ("echo-omi-first", "echo-omi-second"))
+    # NEGOTIATE, AUTHENTICATE + Create (401); NEGOTIATE, AUTHENTICATE; Create, Command, Receive,
+    # Delete: one extra handshake, on a new connection, and the Create ran once
+    assert (first.http_requests, first.connections, first.requests["Create"]) == (8, 2, 1)
+    assert (second.http_requests, second.connections) == (6, 1)
+    assert first.rejected == second.rejected == 0
+    assert lab.open_shells("echo-omi-first") == 0
 
 
 def test_a_connection_the_host_closed_is_authenticated_again(lab: LabServer) -> None:
@@ -278,7 +331,9 @@ def test_a_connection_the_host_closed_is_authenticated_again(lab: LabServer) -> 
         assert lab.open_shells("echo-idle") == 1  # the shell outlives the connection
     stats = lab.stats.snapshot()["echo-idle"]
     assert stats.connections == 2
-    assert stats.http_requests - stats.total_requests == 4  # two handshakes
+    # two handshakes: the first carries the Create on its last leg, the second (before a
+    # Command, which must never reach a host twice) has an empty one
+    assert stats.http_requests - stats.total_requests == 1 + 2
     assert stats.requests["Create"] == 1
 
 
@@ -416,7 +471,7 @@ def test_quota_fault_on_create_is_retried_with_a_new_shell(lab: LabServer) -> No
     # a WS-Man fault is an answer on a healthy connection: it is kept, not authenticated again
     stats = lab.stats.snapshot()["echo-quota-create"]
     assert stats.connections == 1
-    assert stats.http_requests - stats.total_requests == 2
+    assert stats.http_requests - stats.total_requests == 1  # the NEGOTIATE leg
 
 
 def test_quota_fault_on_command_recreates_the_shell_once(lab: LabServer) -> None:

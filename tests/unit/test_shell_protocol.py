@@ -12,11 +12,12 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
+from xml.sax.saxutils import escape
 
 import pytest
 from winrm.protocol import Protocol
 
-from cmrunbook.remote.winrm.shell import ShellProtocol
+from cmrunbook.remote.winrm.shell import ShellProtocol, is_create
 
 MESSAGE_ID = uuid.UUID("0f5e6a1c-2b3d-4e5f-8a9b-0c1d2e3f4a5b")
 SHELL_NS = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
@@ -101,3 +102,16 @@ def test_a_reply_to_another_request_is_refused(monkeypatch: Any) -> None:
     monkeypatch.setattr(protocol, "send_message", lambda message: other.encode())
     with pytest.raises(ValueError, match="relates to another request"):
         protocol.cleanup_command("SHELL-1", "CMD-1")
+
+
+def test_only_the_create_may_ride_ntlms_last_leg() -> None:
+    """The Create is the one message a host may get twice without harm; a script that spells
+    the Create's action element out is escaped in its Command, never mistaken for one."""
+    protocol = ShellProtocol("http://127.0.0.1:5985/wsman", username="u", password="p")
+    action = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
+    sneaky = f'<a:Action mustUnderstand="true">{action}</a:Action>'
+    body = f"<rsp:CommandLine><rsp:Command>{escape(sneaky)}</rsp:Command></rsp:CommandLine>"
+    assert is_create(protocol.envelope("create", "<rsp:Shell/>").encode())
+    assert not is_create(protocol.envelope("command", body, shell_id="S").encode())
+    for action_name in ("send", "receive", "signal", "delete"):
+        assert not is_create(protocol.envelope(action_name, "", shell_id="S").encode())

@@ -19,6 +19,8 @@ LAB_HELP = {
     "`invoke inventory from-site`); --lab-file then adds images, host state, delays and faults.",
     "fault": "With --from-inventory: HOST=KIND breaks a DP's multicast (image-flags, mcs-key, "
     "wds; repeatable).",
+    "refuse_body_on_authenticate": "Answer a message sent on NTLM's last leg with 401, as OMI "
+    "did before microsoft/omi#577 (Windows takes it): the client then logs on with an empty leg.",
 }
 
 
@@ -61,6 +63,7 @@ def lab(
     state: str = "lab-state",
     from_inventory: str | None = None,
     fault: list[str] | None = None,
+    refuse_body_on_authenticate: bool = False,
 ) -> None:
     """Start the lab: simulated ConfigMgr hosts behind a WinRM server on 127.0.0.1 (Ctrl-C ends)."""
     import time
@@ -78,6 +81,7 @@ def lab(
             faults=fault,
             port=port,
             speed=speed,
+            refuse_body_on_authenticate=refuse_body_on_authenticate,
         )
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:

@@ -250,6 +250,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:  # pywinrm authenticates with an empty POST before it encrypts anything
             self._reply(200)
             return None
+        if self.lab.refuse_body_on_authenticate:
+            # OMI before microsoft/omi#577: the sealed body on this leg was "improperly parsed
+            # resulting in a 401 unauthorized being sent to the client". Not a failed logon.
+            self.acceptor = None
+            self._unauthorized()
+            return None
+        # Windows takes the first sealed message on the AUTHENTICATE leg ([MS-WSMV] 2.2.9.1.1.1:
+        # the client includes Authorization "until the service responds with a 200 OK"; the
+        # WinRM Ruby gem sent its first message this way until WinRb/WinRM#288).
         return self._decrypt(body)
 
     def _inject(self, kind: FaultKind, host: str, request: Request) -> None:
@@ -305,6 +314,10 @@ class LabServer:
     when ``allow_basic``). ``default_host`` is served at plain ``/wsman``. The socket is bound
     at construction, so :attr:`port` and :meth:`endpoint` work before :meth:`start`.
     Host names are matched case-insensitively; counters and faults use them in lower case.
+
+    A sealed message on NTLM's AUTHENTICATE leg is taken, as Windows takes it; with
+    ``refuse_body_on_authenticate`` the server answers it with 401, as OMI did before
+    microsoft/omi#577 (for testing a client's fallback; it may be changed while serving).
     """
 
     def __init__(
@@ -316,10 +329,12 @@ class LabServer:
         allow_basic: bool = False,
         *,
         default_host: str | None = None,
+        refuse_body_on_authenticate: bool = False,
     ) -> None:
         self._backends = backends
         self._users = dict(users)
         self.allow_basic = allow_basic
+        self.refuse_body_on_authenticate = refuse_body_on_authenticate
         self.default_host = default_host
         self.stats = ServerStats()
         self.faults = FaultInjector()

@@ -55,15 +55,17 @@ from winrm.exceptions import (
 from cmrunbook.remote import CommandResult, ErrorKind, TransportError
 from cmrunbook.remote.winrm import clixml
 from cmrunbook.remote.winrm.ntlm_http import (
+    LAST_LEG,
     MAX_REPLY,
     ConnectTimeoutError,
     DeadlineError,
+    LastLeg,
     NtlmChannel,
     ReplyTooLargeError,
     ntlm_hashes,
 )
 from cmrunbook.remote.winrm.sealing import EncryptionError
-from cmrunbook.remote.winrm.shell import ShellProtocol
+from cmrunbook.remote.winrm.shell import ShellProtocol, is_create
 
 __all__ = [
     "BOOTSTRAP_ARGUMENTS",
@@ -184,7 +186,9 @@ class WinRMHost:
 
     After the first call, a short script costs two WS-Man requests (Command, Receive), a long one
     three (Command, Send, Receive), on the one keep-alive TCP connection that NTLM authenticated.
-    :attr:`requests` counts the WS-Man requests sent so far, for benchmarks.
+    :attr:`requests` counts the WS-Man requests sent so far, for benchmarks. ``last_leg`` is what
+    the run has learnt about sending the shell's Create on NTLM's last leg (default: the
+    process's; a test passes its own).
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class WinRMHost:
         read_timeout: float = 30,
         codepage: int = 65001,
         max_reply: int = MAX_REPLY,
+        last_leg: LastLeg = LAST_LEG,
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
@@ -204,6 +209,7 @@ class WinRMHost:
         self._read_timeout = math.ceil(read_timeout)
         self._codepage = codepage
         self._max_reply = max_reply
+        self._last_leg = last_leg
         self._protocol: ShellProtocol | None = None
         self._shell_id: str | None = None
         self._inline = True  # False once the host has no powershell.exe at POWERSHELL_PATH
@@ -406,6 +412,8 @@ class WinRMHost:
                 secret=secret,
                 read_timeout=self._read_timeout,
                 max_reply=self._max_reply,
+                may_repeat=is_create,
+                last_leg=self._last_leg,
             )
         else:
             refuse_plain_replies(protocol.transport)

@@ -54,6 +54,20 @@ _ENVELOPE = (
 )
 
 
+_CREATE = f'<a:Action mustUnderstand="true">{_ACTIONS["create"]}</a:Action>'.encode()
+
+
+def is_create(message: bytes) -> bool:
+    """True for the shell Create envelope :class:`ShellProtocol` builds.
+
+    The one message a host may receive twice without harm (the second shell goes unused and
+    the host ends it after its idle timeout), so the one that may ride NTLM's last leg
+    (:class:`~cmrunbook.remote.winrm.ntlm_http.LastLeg`). Every value an envelope carries is
+    XML-escaped or base64, so no other message can contain this element.
+    """
+    return _CREATE in message
+
+
 def _options(options: dict[str, str]) -> str:
     items = "".join(
         f"<w:Option Name={quoteattr(k)}>{escape(v)}</w:Option>" for k, v in options.items()
