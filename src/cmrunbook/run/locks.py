@@ -330,7 +330,10 @@ class HostLocks:
         if shared is None:
             return
         try:
-            for offset in self._offsets:
+            # In ascending order: the system keeps a process's ranges sorted and looks for the
+            # one to unlock from the lowest, so in the order taken (random, by hash) releasing
+            # 20,000 keys walked 10,000 ranges each (1.3 s of CPU), in this order none.
+            for offset in sorted(self._offsets):
                 del shared.held[offset]
                 _unlock(shared.fd, offset)
         finally:
