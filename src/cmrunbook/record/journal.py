@@ -2,7 +2,9 @@
 
 A `step-start` is also fsynced before its step runs (write-ahead): that puts it, and every event
 before it, on disk before the host is touched, so even a power cut on the jump host leaves a
-journal in which every step that may have changed a host is recorded as started. Outcome events
+journal in which every step that may have changed a host is recorded as started. (A read-only
+check's steps change nothing: their starts are written before they run, not waited onto the
+disk; one a power cut took makes --resume read that host again.) Outcome events
 are not waited on: a step whose `step-end` a power cut took is shown as interrupted and re-run.
 
 Clients read from their site's one reading are journaled in batches (`JournalWriter.batch`):

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from cmrunbook.load.catalog import all_steps
 from cmrunbook.load.project import Project
-from cmrunbook.load.runbook import Probe, SiteStateSpec
+from cmrunbook.load.runbook import Probe, SiteStateSpec, is_read_only_check
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SiteStates
@@ -243,6 +243,10 @@ class Runner:
     def __post_init__(self) -> None:
         self.sites = SiteStates(self.journal, self.resume.site_events if self.resume else ())
         self.scripts = Scripts(self.catalog)
+        #: A check that changes nothing on any host: a step's start is written before the step
+        #: runs but not waited onto the disk (`durable`), since no change can follow it; one a
+        #: power cut took only makes --resume read that host again.
+        self.read_only = is_read_only_check(self.plan.runbook)
         self.readings = SiteReadings(self.catalog, self.plan, self.scripts)
 
     def run(self) -> list[HostOutcome]:
@@ -581,7 +585,7 @@ class HostRun:
             on=ps.run_on,
             citation=ps.citation,
             title=step.title,
-            durable=True,
+            durable=not self.r.read_only,
         )
         self.r.console.step(
             self.name, f"[{ps.citation}] {step.title}" + (f" ({item_id})" if item_id else "")
