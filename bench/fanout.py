@@ -357,7 +357,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"hosts: {HOSTS}")
-    # The engine needs a socket per fork and one descriptor for all its machine locks
+    # The engine needs a socket per fork and at most 32 descriptors for all its machine locks
     # (run.locks), so the limit it starts with is left as it is: a run that needed more
     # descriptors per host would stop here as it would for an operator.
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
