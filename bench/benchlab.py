@@ -175,10 +175,14 @@ class RunbookBackend:
         for pattern, seconds in self.delays:
             if pattern.search(f"{runbook} {key}"):
                 io.sleep(seconds)
-        handler = next((h for p, h in self.handlers.items() if key.startswith(p)), None)
-        data = handler(runbook, key, script) if handler else None
-        io.write_stdout(result_line(data))
+        io.write_stdout(self.answer(script))
         return 0
+
+    def answer(self, script: str) -> str:
+        """The script's output: its result line, with the data its header's handler gives."""
+        runbook, key = header_of(script)
+        handler = next((h for p, h in self.handlers.items() if key.startswith(p)), None)
+        return result_line(handler(runbook, key, script) if handler else None)
 
     def _boot_time(self, runbook: str, key: str, script: str) -> str:
         """A new boot time on every call, so that a restart step sees the host come back."""
@@ -361,6 +365,23 @@ def lab_connect(inventory: Any, **timeouts: float) -> Callable[[str], Any]:
         return WinRMHost(endpoint, credentials, **timeouts)
 
     return connect
+
+
+class NullRemote:
+    """A Remote that answers each script at once, in this process, as RunbookBackend would:
+    with it a run costs only the engine's own bookkeeping (plan, scripts, journal, console),
+    no transport and no lab."""
+
+    def __init__(self, backend: RunbookBackend) -> None:
+        self.backend = backend
+
+    def run(self, script: str, *, deadline: float) -> Any:
+        from cmrunbook.remote import CommandResult
+
+        return CommandResult(self.backend.answer(script), "", 0, 0)
+
+    def close(self) -> None:
+        pass
 
 
 RUN_PS_HOST = "runps"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.load.inventory import load_inventory
+from cmrunbook.record.journal_read import read_events
 from cmrunbook.run.locks import HostLocks, host_lock_keys, lock_dir
 from tests.conftest import Lab, custom_lab_file
 
@@ -102,7 +103,7 @@ def test_via_site_reads_every_client_from_the_site_in_one_command(
     assert {"ok", "non-compliant", "unknown"} <= set(statuses.values())
     # No client was contacted, and the site server ran the one site script.
     assert _client_requests(lab) == 0
-    site_scripts = [p.name for p in (run / "scripts").rglob("*") if "inventory_site-" in p.name]
+    site_scripts = [e["name"] for e in _scripts(run) if e["name"].endswith("#site")]
     assert len(site_scripts) == 1, site_scripts
     # A client the inventory lacks is unknown, with the reason.
     hosts = {h["name"]: h for h in report["hosts"]}
@@ -184,7 +185,7 @@ def test_auto_is_the_default(make_lab: Callable[..., Lab], tmp_path: Path) -> No
     stats = lab.running.server.stats.snapshot()
     contacted = {h for h, s in stats.items() if h.startswith("xp-fleet") and s.total_requests}
     assert contacted == winrm
-    site_scripts = [p.name for p in (run / "scripts").rglob("*") if "inventory_site-" in p.name]
+    site_scripts = [e["name"] for e in _scripts(run) if e["name"].endswith("#site")]
     assert len(site_scripts) == 1, site_scripts
 
 
@@ -228,3 +229,8 @@ def test_via_site_reads_the_baselines_compliance_states(
     assert "decided by the software inventory" in hosts["xp-fleet034"]["message"]
     assert statuses["xp-fleet003"] == _fleet_statuses(before)["xp-fleet003"] == "non-compliant"
     assert "decided by the software inventory" in hosts["xp-fleet003"]["message"]
+
+
+def _scripts(run: Path) -> list[dict[str, Any]]:
+    """The run's journaled scripts (each names its file under scripts/)."""
+    return [e for e in read_events(run / "journal.jsonl")[0] if e["event"] == "script"]

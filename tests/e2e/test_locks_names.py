@@ -20,6 +20,7 @@ from conftest import INVOKE, ROOT, Lab, events
 from helpers_engine import run_cli
 
 from cmrunbook.filenames import safe_name
+from cmrunbook.record.journal_read import read_events, sent_script
 
 SPEED = 1.0  # the multicast role removal takes 45 s: run A stays in its log wait meanwhile
 SCALE = "0.01"
@@ -162,9 +163,11 @@ def test_attack_2a_self_lock_names_injective(lab: Lab) -> None:
     assert res.returncode == 1, res.stdout + res.stderr  # both non-compliant: no lock refusal
     assert "locked" not in res.stderr
     (run,) = lab.run_dirs()
-    folders = sorted((run / "scripts").iterdir())
-    assert len(folders) == 2, folders
-    assert {f.name.lower() for f in folders} == {f.name for f in folders}
+    # Each host's script is journaled under its own name and names its own target.
+    sent = [e for e in read_events(run / "journal.jsonl")[0] if e["event"] == "script"]
+    assert {e["host"] for e in sent} == {"corp/xp_fleet", "corp xp_fleet"}
+    for event in sent:
+        assert f"| target {event['host']} |" in sent_script(run, event)
 
 
 def test_attack_2b_out_no_overwrite(lab: Lab) -> None:

@@ -12,7 +12,7 @@ import pytest
 from cmrunbook.errors import LockHeld, UsageError
 from cmrunbook.record.journal import JournalWriter, ResumeState
 from cmrunbook.record.journal_read import JOURNAL_NAME as JOURNAL
-from cmrunbook.record.journal_read import read_events
+from cmrunbook.record.journal_read import read_events, sent_script
 from cmrunbook.record.vocabulary import Event, Status
 from cmrunbook.run.locks import HostLocks
 
@@ -170,11 +170,22 @@ def test_a_saved_script_stays_in_the_run_folder_whatever_the_host_is_called(
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
     j = JournalWriter(run_dir)
-    path = j.save_script(host, "../step", "Write-Output 1")
+    script = f"# cmrunbook check | ../step | kb | target {host} | on {host}\r\nWrite-Output 1\r\n"
+    path = j.save_script(host, host, "../step", script)
     j.close()
     assert path.resolve().is_relative_to((run_dir / "scripts").resolve()), path
-    assert path.read_text(encoding="utf-8") == "Write-Output 1"
     assert list(tmp_path.rglob("*.ps1")) == [path]
+    (event,) = read_events(run_dir / JOURNAL)[0]
+    assert (event["event"], event["host"], event["name"]) == ("script", host, "../step")
+    assert sent_script(run_dir, event) == script
+
+
+def test_a_script_file_is_read_only_from_the_run_folders_scripts(tmp_path: Path) -> None:
+    """A journal edited to name another file is refused, not followed."""
+    (tmp_path / "secret.ps1").write_text("not a script of the run")
+    for file in ("../secret.ps1", "scripts/../../secret.ps1", "/etc/passwd"):
+        with pytest.raises(UsageError, match="names no script file"):
+            sent_script(tmp_path / "run", {"name": "x", "header": "#", "file": file})
 
 
 def test_the_vocabulary_is_the_strings_on_disk(tmp_path: Path) -> None:
@@ -211,6 +222,7 @@ def test_the_vocabulary_is_the_strings_on_disk(tmp_path: Path) -> None:
         "log-armed",
         "host-end",
         "host-resume",
+        "script",
         "site-state",
         "site-changed",
         "site-restored",

@@ -1,4 +1,4 @@
-"""Machine locks: many keys on one descriptor, refused across processes and within one."""
+"""Machine locks: many keys on a few descriptors, refused across processes and within one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cmrunbook.errors import LockHeld
-from cmrunbook.run.locks import LOCK_FILE, HostLocks, key_offset
+from cmrunbook.run.locks import SHARDS, HostLocks, key_offset, shard_name
 
 KEYS = 25_000
 
@@ -43,10 +43,10 @@ def _other_process(folder: Path, keys: dict[str, str]) -> str:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
-def test_a_lock_set_of_25000_keys_holds_with_one_descriptor(tmp_path: Path) -> None:
+def test_a_lock_set_of_25000_keys_holds_with_a_descriptor_per_lock_file(tmp_path: Path) -> None:
     before = _open_descriptors()
     with HostLocks(tmp_path, _keys(KEYS), "run-a"):
-        assert _open_descriptors() - before == 1
+        assert _open_descriptors() - before == SHARDS
         # Every one of them is held: the last key, and one in the middle, are refused.
         for key in (f"machine:h{KEYS - 1}", "machine:h12345"):
             with (
@@ -54,9 +54,10 @@ def test_a_lock_set_of_25000_keys_holds_with_one_descriptor(tmp_path: Path) -> N
                 HostLocks(tmp_path, {key: "again"}, "run-b"),
             ):
                 pass
-        assert _open_descriptors() - before == 1
+        assert _open_descriptors() - before == SHARDS
     assert _open_descriptors() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]  # no holder file left
+    # The lock files, and no holder file left.
+    assert {p.name for p in tmp_path.iterdir()} == {shard_name(n) for n in range(SHARDS)}
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the holder is named on POSIX systems")

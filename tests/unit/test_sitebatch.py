@@ -197,9 +197,12 @@ def test_a_site_script_is_made_once_per_value_it_reads(
         def references(self, template: str) -> Any:
             return SimpleNamespace(names={"params": template, "site": template}, dynamic=dynamic)
 
-        def script(self, template: str, context: dict[str, Any], header: str) -> str:
+        def body(self, template: str, context: dict[str, Any]) -> str:
             made.append(context)
-            return f"{header} {context['params']['tscore_version']}"
+            return str(context["params"]["tscore_version"])
+
+        def framed(self, body: str, header: str) -> str:
+            return f"{header} {body}"
 
     def context(plan: Any, hp: Any, ps: Any) -> dict[str, Any]:
         return {"target": {"name": hp.name}, "site": {"code": "P12"}, "params": hp.params}

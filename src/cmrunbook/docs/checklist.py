@@ -540,9 +540,7 @@ def build_checklist(
         if journal is not None:
             recorded = (journal.run.get("params") or {}).get(hp.target.name)
             if isinstance(recorded, dict):
-                hp = HostPlan(
-                    hp.target, {**hp.params, **recorded}, hp.stages, provider=hp.provider
-                )
+                hp = HostPlan(hp.target, {**hp.params, **recorded}, hp.stages, provider=hp.provider)
         hosts.append(_host(catalog, plan, hp, journal, rollbacks.get(hp.target.name), scripts))
     run = None
     if journal is not None:

@@ -2,7 +2,9 @@
 
 A `step-start` is also fsynced before its step runs (write-ahead): that puts it, and every event
 before it, on disk before the host is touched, so even a power cut on the jump host leaves a
-journal in which every step that may have changed a host is recorded as started. Outcome events
+journal in which every step that may have changed a host is recorded as started. (A read-only
+check's steps change nothing: their starts are written before they run, not waited onto the
+disk; one a power cut took makes --resume read that host again.) Outcome events
 are not waited on: a step whose `step-end` a power cut took is shown as interrupted and re-run.
 
 Clients read from their site's one reading are journaled in batches (`JournalWriter.batch`):
@@ -10,15 +12,22 @@ the same events, written a batch at a time with one write and one fsync, since 5
 journaled line by line spent more time in the journal than the whole reading took. A batch is
 put on disk before its thread makes any remote call (`settle`), so write-ahead still holds;
 a kill loses at most the unwritten batch, whose clients --resume reads from the site again.
+A target run on its own hosts journals in a batch too, written whenever it waits (a remote
+call, a pause, a question) and at its end: a kill loses only the events of the moment it was
+computing, never one that a remote call, and so a change on a host, followed.
 
 A run folder is `runs/<YYYYmmdd-HHMMSS>-<runbook>/` holding `journal.jsonl`, the scripts as sent
-(`scripts/<host>/...ps1`) and the reports. `--resume` reads the journal back (see `ResumeState`)
-and continues each host after its last completed step. No credential is ever passed in here.
+and the reports. Each script is journaled (`script`: host, where it ran, its name, its first
+line, which names the target) with the file holding the rest of it, `scripts/<sha256>.ps1`,
+written once however many alike hosts were sent the same (`sent_script` puts it together
+again). `--resume` reads the journal back (see `ResumeState`) and continues each host after
+its last completed step. No credential is ever passed in here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -29,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrunbook.errors import UsageError, naming
-from cmrunbook.filenames import safe_name
-from cmrunbook.record.journal_read import JOURNAL_NAME, read_events
+from cmrunbook.record.journal_read import JOURNAL_NAME, SCRIPTS_DIR, read_events
 from cmrunbook.record.vocabulary import SETTLED_STATUSES, SITE_EVENTS, Event
 
 #: How events are written: non-ASCII as it is, anything JSON has no type for as its text.
@@ -72,6 +80,9 @@ class JournalWriter:
         #: This thread's open batch (see `batch`): event bodies not written yet, and whether
         #: one of them is a write-ahead event.
         self._local = threading.local()
+        #: The script files this writer has seen written (`save_script`), by their digest.
+        self._saved: set[str] = set()
+        self._saving = threading.Lock()
 
     def write(self, event: str, *, durable: bool = False, **fields: Any) -> None:
         """Append one event; with `durable`, return only once it (and all before it) is on disk.
@@ -159,14 +170,45 @@ class JournalWriter:
             os.fsync(self._fh.fileno())
             self._synced = covered
 
-    def save_script(self, host: str, name: str, script: str) -> Path:
-        path = self.run_dir / "scripts" / safe_name(host) / f"{safe_name(name)}.ps1"
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def save_script(self, host: str, on: str, name: str, script: str) -> Path:
+        """Record the script `name` about to be sent to `on` for target `host`: a `script` event
+        with its first line, and the rest of it in `scripts/<sha256 of the rest>.ps1`.
+
+        Only the first line names the target: alike hosts share the rest, written once (a
+        folder and a file per host were most of what the engine spent on a host besides the
+        wire). The file is written whole under a temporary name and renamed, so a name in the
+        folder always holds its whole text; the event is journaled after it."""
+        header, _, rest = script.partition("\n")
+        digest = hashlib.sha256(rest.encode("utf-8")).hexdigest()
+        path = self.run_dir / SCRIPTS_DIR / f"{digest}.ps1"
+        if digest not in self._saved:
+            with self._saving:
+                if digest not in self._saved:
+                    self._save(path, rest)
+                    self._saved.add(digest)
+        self.write(
+            Event.SCRIPT,
+            host=host,
+            on=on,
+            name=name,
+            header=header,
+            file=f"{SCRIPTS_DIR}/{path.name}",
+        )
+        return path
+
+    @staticmethod
+    def _save(path: Path, text: str) -> None:
+        if path.is_file():  # written by the run being resumed
+            return
+        part = path.with_name(f"{path.name}.part")
         try:
-            path.write_text(script, encoding="utf-8")
+            path.parent.mkdir(exist_ok=True)
+            # newline="" writes the text as sent, "\r\n" included.
+            with open(part, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            os.replace(part, path)
         except OSError as exc:
             raise naming(exc, path) from exc
-        return path
 
     def close(self) -> None:
         """Sync the outcome events no write-ahead event has covered yet, and close.

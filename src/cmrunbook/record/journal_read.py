@@ -13,6 +13,7 @@ Events of different hosts interleave; each is assigned to its host by its `host`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,10 @@ from cmrunbook.record.vocabulary import (
 )
 
 JOURNAL_NAME = "journal.jsonl"
+#: The run folder's folder of scripts as sent (see `sent_script`).
+SCRIPTS_DIR = "scripts"
+#: How a `script` event names its file: the SHA-256 of what follows the script's first line.
+_SCRIPT_FILE = re.compile(rf"^{SCRIPTS_DIR}/[0-9a-f]{{64}}\.ps1$")
 
 
 class JournalError(UsageError):
@@ -62,6 +67,8 @@ class StepRecord:
     #: A verification that failed, after which the run went on to the next method: it found
     #: the fault, as `--method auto` expects before escalating, so it is not a failure.
     found_fault: bool = False
+    #: The files of the scripts sent for it (`sent_script` reads one back whole).
+    scripts: list[str] = field(default_factory=list)
 
     @property
     def stage(self) -> str:
@@ -118,6 +125,8 @@ class HostRecord:
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
     reboots: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    #: Its `script` events, in the order sent: steps', probes' and the engine's own.
+    scripts: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
     first_time: str | None = None
     last_time: str | None = None
@@ -368,6 +377,8 @@ def load_journal(run: Path) -> Journal:
             rec.stages.append(event)
         elif kind == Event.HOST_END:
             rec.end = event
+        elif kind == Event.SCRIPT:
+            _script(rec, event)
     if not run_event:
         problems.insert(0, f"{path.name}: no 'run' event; runbook and method are unknown")
     for rec in hosts.values():
@@ -419,3 +430,29 @@ def _end(rec: HostRecord, event: dict[str, Any]) -> None:
             time=event.get("time"),
         )
     )
+
+
+def _script(rec: HostRecord, event: dict[str, Any]) -> None:
+    """A script sent: the host's, and its step's when it is the script of the step that was
+    started last (its name is the step's key, with the loop item or `#site` after it)."""
+    rec.scripts.append(event)
+    name, file = str(event.get("name")), event.get("file")
+    step = rec.steps[-1] if rec.steps else None
+    if step is not None and name.split("#", 1)[0] == step.key and isinstance(file, str):
+        step.scripts.append(file)
+
+
+def sent_script(run_dir: Path, event: dict[str, Any]) -> str:
+    """The whole script a `script` event of `run_dir`'s journal records, as it was sent: its
+    first line from the event, the rest from the file it names. A name that is not a script
+    file of the folder (a journal edited by hand) is refused, never followed elsewhere."""
+    file = str(event.get("file"))
+    if not _SCRIPT_FILE.match(file):
+        raise JournalError(f"{run_dir}: the script {event.get('name')!r} names no script file")
+    path = run_dir / file
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rest = fh.read()
+    except OSError as exc:
+        raise JournalError(f"{path}: {exc.strerror or exc}") from exc
+    return f"{event.get('header')}\n{rest}"

@@ -8,7 +8,8 @@
   or null when the journal has no run-end, complete), `summary` (host count, hosts per status,
   steps done, steps failed), `hosts` (per host: status, message, steps_done, steps_planned or
   null, duration, started, ended, reboots, stages, and `steps`: key, citation, title, on,
-  status, found_fault, started, ended, duration, message, items of loop steps, log_lines;
+  status, found_fault, started, ended, duration, message, items of loop steps, log_lines,
+  and scripts: the files under `scripts/` holding what was sent for it after its first line;
   steps_done counts each step of the plan once, however many items it looped over),
   `failures` (one per failed, non-compliant or interrupted step that is not a verification
   which found the fault before `--method auto` escalated: host, key, citation, title,
@@ -97,6 +98,7 @@ def _step_json(s: StepRecord) -> dict[str, Any]:
             if r.item is not None
         ],
         "log_lines": s.log_lines,
+        "scripts": s.scripts,
     }
 
 
@@ -427,6 +429,8 @@ def _event_text(e: dict[str, Any], journal: Journal, words: Wording) -> tuple[st
         return f"{host}: site {e.get('site')}: {e.get('state')} changed: {e.get('item')}", 1
     if kind == Event.SITE_RESTORED:
         return f"{host}: site {e.get('site')}: {e.get('state')} set back: {e.get('item')}", 1
+    if kind == Event.SCRIPT:
+        return f"{host}: sent {words.text(str(e.get('name')))} to {e.get('on')}: {e.get('file')}", 1
     if kind == Event.HOST_END:
         status = str(e.get("status"))
         return (

@@ -31,6 +31,9 @@ class Event(StrEnum):
     CONSENT = "consent"
     LOG_ARMED = "log-armed"
     HOST_END = "host-end"
+    SCRIPT = "script"
+    """A script about to be sent: its first line and the file holding the rest
+    (`journal.JournalWriter.save_script`)."""
     HOST_RESUME = "host-resume"
     SITE_STATE = "site-state"
     """A site-wide state saved before the run first changes it (record/sitestate.py)."""

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from cmrunbook.load.catalog import all_steps
 from cmrunbook.load.project import Project
-from cmrunbook.load.runbook import Probe, SiteStateSpec
+from cmrunbook.load.runbook import Probe, SiteStateSpec, is_read_only_check
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep, Stage
 from cmrunbook.record.journal import JournalWriter, ResumeState, step_id
 from cmrunbook.record.sitestate import SiteStates
@@ -28,7 +28,7 @@ from cmrunbook.record.vocabulary import Event
 from cmrunbook.remote import CommandResult, Remote, TransportError
 from cmrunbook.render.engine import EngineScript, EngineScripts
 from cmrunbook.render.result import ScriptResult, parse_result
-from cmrunbook.render.steps import render_probe, render_step
+from cmrunbook.render.steps import Scripts, render_probe, render_step
 from cmrunbook.run.clock import Clock, SystemClock
 from cmrunbook.run.console import resume_command, span
 from cmrunbook.run.monitor import (
@@ -242,7 +242,12 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.sites = SiteStates(self.journal, self.resume.site_events if self.resume else ())
-        self.readings = SiteReadings(self.catalog, self.plan)
+        self.scripts = Scripts(self.catalog)
+        #: A check that changes nothing on any host: a step's start is written before the step
+        #: runs but not waited onto the disk (`durable`), since no change can follow it; one a
+        #: power cut took only makes --resume read that host again.
+        self.read_only = is_read_only_check(self.plan.runbook)
+        self.readings = SiteReadings(self.catalog, self.plan, self.scripts)
 
     def run(self) -> list[HostOutcome]:
         try:
@@ -263,7 +268,7 @@ class Runner:
         self._users_lock = threading.Lock()
         direct, by_site = self._tasks()
         with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
-            futures = [pool.submit(self._hosts, [hp]) for hp in direct]
+            futures = [pool.submit(self._direct, hp) for hp in direct]
             futures += [pool.submit(self._site_clients, hps) for hps in by_site]
             try:
                 return self._in_plan_order([f.result() for f in futures])
@@ -291,6 +296,14 @@ class Runner:
 
     def _hosts(self, hps: list[HostPlan]) -> list[HostOutcome]:
         return [self._host(hp) for hp in hps]
+
+    def _direct(self, hp: HostPlan) -> list[HostOutcome]:
+        """A target run on its own hosts, its events journaled in one batch that is written
+        whenever the host waits (a remote call, a pause, a question: `HostRun._settle_journal`)
+        and at its end: two writes for a one-step check instead of one per event, and a
+        write-ahead event still on disk before the remote call it precedes."""
+        with self.journal.batch():
+            return self._hosts([hp])
 
     def _site_clients(self, hps: list[HostPlan]) -> list[HostOutcome]:
         """One site's clients read from the site, one after the other in one thread, their
@@ -471,6 +484,7 @@ class HostRun:
                 f"continue with: {resume_command(self.r.plan.runbook.id, j.run_dir, '--yes')}",
                 "stopped",
             )
+        self._settle_journal()
         with self.r.prompt_lock:
             ok = self.r.console.confirm(
                 f"[{self.name}] {stage.title} removes or uninstalls something:\n  {shown}\n"
@@ -524,8 +538,15 @@ class HostRun:
     def _pause(self, seconds: float) -> None:
         """Wait between two checks or polls; ends the step as interrupted on Ctrl-C, within a
         second, rather than after the wait (the run's clock watches the stop event)."""
+        self._settle_journal()
         self.r.clock.sleep(seconds, self.r.stop)
         self._check_stop()
+
+    def _settle_journal(self) -> None:
+        """Before this host waits (a remote call, a pause, a question, another target): what it
+        journaled is written, and on disk if a write-ahead event is among it. A host's events
+        wait in its batch only while it computes, so a kill loses none that a wait preceded."""
+        self.r.journal.settle()
 
     def _step(
         self, stage: Stage, ps: PlannedStep, item: dict[str, Any] | None, setting_back: bool = False
@@ -564,7 +585,7 @@ class HostRun:
             on=ps.run_on,
             citation=ps.citation,
             title=step.title,
-            durable=True,
+            durable=not self.r.read_only,
         )
         self.r.console.step(
             self.name, f"[{ps.citation}] {step.title}" + (f" ({item_id})" if item_id else "")
@@ -602,6 +623,7 @@ class HostRun:
                 self.name, f"waiting: {holder} holds {state.title} of site {self.site} changed"
             )
 
+        self._settle_journal()
         if not self.r.sites.open(self.site, self.name, self.r.stop, waiting):
             raise StepFailed(INTERRUPTED_MESSAGE, "interrupted")
         self.r.sites.record(
@@ -694,7 +716,9 @@ class HostRun:
         if batched(self.r.plan.runbook, ps, self.r.options.via):
             result = self._from_site(ps)
         else:
-            script = render_step(self.r.catalog, self.r.plan, self.hp, ps, item)
+            script = render_step(
+                self.r.catalog, self.r.plan, self.hp, ps, item, scripts=self.r.scripts
+            )
             assert script is not None
             name = f"{ps.key}#{_item_id(item)}" if item else ps.key
             result = self._settle(ps, name, script, self._script(ps.run_on, name, script))
@@ -816,8 +840,8 @@ class HostRun:
         return str(exc)
 
     def _script(self, host: str, name: str, script: str) -> ScriptResult:
-        self.r.journal.save_script(self.name, f"{host}-{name}", script)
-        self.r.journal.settle()  # write-ahead: what this thread journaled is on disk first
+        self.r.journal.save_script(self.name, host, name, script)
+        self._settle_journal()  # write-ahead: what this thread journaled is on disk first
         res = self.r.sessions.run(host, script, self.r.options.step_timeout)
         self.contacted = True
         parsed = parse_result(res.stdout)
@@ -849,6 +873,7 @@ class HostRun:
             # without its header (which names the target) tells whether two targets' probes
             # would ask the same question.
             digest = hashlib.sha256(script.split("\n", 1)[-1].encode()).hexdigest()[:16]
+            self._settle_journal()  # another target may be reading it: a wait
             value = self.r.sites.snapshot(
                 self.site, probe_id, digest, self.name, lambda: (host, take())
             )
@@ -870,6 +895,7 @@ class HostRun:
                 f"manual step needs a person: {step.click_path} Rerun with --assume-manual-done "
                 "once it is done, or without --non-interactive to confirm it."
             )
+        self._settle_journal()
         with self.r.prompt_lock:
             ok = self.r.console.confirm(
                 f"[{self.name}] MANUAL: {step.title}\n  {step.click_path}\n"

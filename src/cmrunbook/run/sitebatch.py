@@ -9,7 +9,6 @@ itself, so the journal, tally and reports are those of a per-client run.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,7 +18,7 @@ from cmrunbook.load.runbook import Runbook, is_read_only_check
 from cmrunbook.plan.planner import HostPlan, Plan, PlannedStep
 from cmrunbook.render.baseline import baseline_unique_id
 from cmrunbook.render.result import ScriptResult
-from cmrunbook.render.steps import script_header, step_context
+from cmrunbook.render.steps import Scripts, script_header, step_context
 
 #: `--via`: direct (each client's own step), site (every client from its site), auto (clients
 #: with WinRM directly, the rest from their site).
@@ -181,41 +180,22 @@ class SiteReadings:
     """Each site's one reading per step, made by the first target that needs it; the others
     wait for it. A reading that failed fails every target of the site with the same error."""
 
-    def __init__(self, catalog: Project, plan: Plan) -> None:
-        self._catalog = catalog
+    def __init__(self, catalog: Project, plan: Plan, scripts: Scripts | None = None) -> None:
         self._plan = plan
+        self._scripts = scripts or Scripts(catalog)
         self._guard = threading.Lock()
         self._cells: dict[tuple[str, str], tuple[threading.Lock, list[Any]]] = {}
-        #: Per template, the context names it (and what it includes) reads, None when that is
-        #: known only when rendered; and each script made, by the values it was made from.
-        self._reads: dict[str, list[str] | None] = {}
-        self._scripts: dict[str, str] = {}
 
     def script(self, hp: HostPlan, ps: PlannedStep) -> str:
-        """The site script, for the site server this step runs on.
-
-        Made once per distinct value of what the template reads (its site, parameters, the
-        host it runs on; never a name it does not read): rendering it again for each of
-        50,000 clients, only to find the same script, took a quarter of such a run."""
+        """The site script, for the site server this step runs on: made once per distinct value
+        of what the template reads (`render.steps.Scripts`), since its 50,000 clients would
+        otherwise render it again each, only to find the same script."""
         header = script_header(
             self._plan, ps.key, ps.citation, f"clients of site {hp.target.site_code}", ps.run_on
         )
-        template = str(ps.step.vars[SITE_TEMPLATE])
         context = step_context(self._plan, hp, ps)
         context["baseline_unique_id"] = compliance_identity(self._plan.runbook, hp.params)
-        if template not in self._reads:
-            refs = self._catalog.renderer.references(template)
-            self._reads[template] = None if refs.dynamic else sorted(refs.names)
-        reads = self._reads[template]
-        if reads is None:  # what it reads is known only when rendered: made each time
-            return self._catalog.renderer.script(template, context, header)
-        used = {name: context[name] for name in reads if name in context}
-        key = json.dumps([template, header, used], sort_keys=True, default=repr)
-        script = self._scripts.get(key)
-        if script is None:
-            script = self._catalog.renderer.script(template, context, header)
-            self._scripts[key] = script
-        return script
+        return self._scripts.script(str(ps.step.vars[SITE_TEMPLATE]), context, header)
 
     def reading(
         self, hp: HostPlan, ps: PlannedStep, run: Callable[[str], ScriptResult]
