@@ -291,6 +291,38 @@ def test_attack_4f_forged_unsealed_reply_refused(
         assert "reply not encrypted: refusing it" in out, out
 
 
+def forged_timeout_fault(client: socket.socket, _: tuple[bytes, bytes]) -> bool:
+    """A plain 400 carrying a WS-Man OperationTimeout fault (code 2150858793, as Windows sends
+    it in ../shared/recorded/winrs/test_winrs_operation_timeout.yml), the answer a Receive still
+    waiting gets (and polls on after): an attacker's way to keep the client polling."""
+    xml = (
+        b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+        b'xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"><s:Body><s:Fault><s:Code>'
+        b"<s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:TimedOut</s:Value></s:Subcode>"
+        b"</s:Code><s:Reason><s:Text>The WS-Management service cannot complete the operation "
+        b"within the time specified in OperationTimeout.</s:Text></s:Reason><s:Detail>"
+        b'<f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" '
+        b'Code="2150858793"/></s:Detail></s:Fault></s:Body></s:Envelope>'
+    )
+    client.sendall(_head(b"400 Bad Request", PLAIN, b"Content-Length: %d" % len(xml)) + xml)
+    return True
+
+
+def test_attack_4f_forged_unsealed_fault_refused(slow_lab: Lab, tmp_path: Path) -> None:
+    """An unsealed fault in place of the Receive's reply is not read as the host's fault: the
+    host fails saying the reply was not encrypted, never polls on it, never gets a verdict."""
+
+    def rule(host: str, number: int) -> Action | None:
+        return forged_timeout_fault if host == "xp-fleet001" and number == 3 else None
+
+    with Proxy(slow_lab.running.server.port, rule) as proxy:
+        code, out, _, _ = cli(slow_lab, inventory_via(slow_lab, proxy.port, tmp_path), *CHECK)
+    assert proxy.sealed["xp-fleet001"] >= 3
+    assert code != 0, out
+    assert "reply not encrypted: refusing it (HTTP 400" in out, out
+    assert last_report(slow_lab)["hosts"][0]["status"] in ("failed", "unreachable")
+
+
 def tampered(client: socket.socket, reply: tuple[bytes, bytes]) -> bool:
     """The host's sealed reply with one bit of the sealed bytes flipped (Content-Type kept)."""
     head, body = reply

@@ -202,8 +202,9 @@ class NtlmChannel:
     def send_message(self, message: str | bytes) -> bytes:
         """Send one SOAP message sealed and return the reply opened; a fault raises.
 
-        A 200 or 500 reply (data or WS-Man fault) must be sealed with this connection's keys:
-        anything else raises :class:`~cmrunbook.remote.winrm.sealing.EncryptionError`, never data.
+        Every reply but a 401 (data, a WS-Man fault, any other status) must be sealed with this
+        connection's keys: an unsealed one raises
+        :class:`~cmrunbook.remote.winrm.sealing.EncryptionError`, never data or a fault.
         On a connection not yet authenticated, the message may travel on the handshake's last
         leg (:class:`LastLeg`).
         """
@@ -229,7 +230,11 @@ class NtlmChannel:
         reply = response.body
         if sealing.is_sealed(content_type):
             reply = sealing.unseal(context, reply, content_type)
-        elif response.status in (200, 500):
+        elif response.status != 401:
+            # Data, a WS-Man fault or any other answer of an authenticated host comes sealed: an
+            # unsealed body could be anyone's on the path (a forged OperationTimeout fault would
+            # keep a Receive polling), so it is never read. Only a 401 (authentication lost)
+            # comes plain.
             self.close_session()  # the RC4 streams no longer match what the host would expect
             raise sealing.EncryptionError(
                 f"reply not encrypted: refusing it (HTTP {response.status}, "
