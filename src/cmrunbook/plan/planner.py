@@ -459,12 +459,7 @@ class Planner:
         for name, attr in reads:
             for obj in seen[name]:
                 values.append(_frozen(obj if attr is None else obj.get(attr, _MISSING)))
-        key = tuple(values)
-        try:
-            hash(key)
-        except TypeError:
-            return None
-        return key
+        return _hashable(values)
 
     def _conditions_read(self) -> tuple[tuple[str, str | None], ...] | None:
         """(name, attribute) read by any step condition; None when one reads a name other than
@@ -664,6 +659,16 @@ def _reads(node: jinja2.nodes.Expr) -> tuple[tuple[str, str | None], ...]:
     return tuple(sorted(reads, key=lambda r: (r[0], r[1] or "")))
 
 
+def _hashable(values: list[Any]) -> tuple[Any, ...] | None:
+    """`values` as a key, or None when one of them cannot be hashed (then nothing is shared)."""
+    key = tuple(values)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _frozen(value: Any) -> Any:
     """`value` as a hashable key that tells apart what compares equal but reads differently in a
     condition (True and 1, a list and a text): each scalar with its type."""
@@ -685,9 +690,4 @@ def _memo_key(
         if attr is not None and isinstance(obj, dict):
             obj = obj.get(attr, _MISSING)
         values.append(_frozen(obj))
-    key = tuple(values)
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    return _hashable(values)
